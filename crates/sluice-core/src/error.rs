@@ -1,0 +1,83 @@
+//! The error type of sluice-core.
+
+use std::time::SystemTime;
+
+/// Boxed error from user code or another crate.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias for sluice-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while a batch is computed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A record's key or value is not valid UTF-8.
+    #[error("{field} of record {topic}-{partition}@{offset} is not valid UTF-8: {source}")]
+    Decode {
+        /// Topic of the record.
+        topic: String,
+        /// Partition of the record.
+        partition: i32,
+        /// Offset of the record.
+        offset: i64,
+        /// `"key"` or `"value"`.
+        field: &'static str,
+        /// Where the bytes stopped being UTF-8.
+        source: std::str::Utf8Error,
+    },
+    /// Reading a partition's offset range failed.
+    #[error("reading {range} failed: {source}")]
+    Read {
+        /// The range being read.
+        range: crate::OffsetRange,
+        /// Why the read failed.
+        source: BoxError,
+    },
+    /// A task failed on every attempt it was given.
+    #[error("task {task} of stage '{stage}' failed after {attempts} attempt(s): {source}")]
+    Task {
+        /// Stage the task belongs to.
+        stage: String,
+        /// Task index within its stage (the partition index).
+        task: usize,
+        /// Number of attempts made.
+        attempts: u32,
+        /// The error of the last attempt.
+        source: Box<Error>,
+    },
+    /// User code in an operator or output returned an error.
+    #[error("operator '{operator}' failed: {source}")]
+    User {
+        /// The operator whose closure failed.
+        operator: &'static str,
+        /// The error it returned.
+        source: BoxError,
+    },
+    /// User code panicked inside a task.
+    #[error("task panicked: {0}")]
+    Panic(String),
+    /// A shuffle output was consumed by an earlier attempt of a failed task;
+    /// the whole batch must be recomputed.
+    #[error("shuffle output of partition {partition} was lost with a failed task; the batch must be recomputed")]
+    ShuffleLost {
+        /// The reduce partition whose input is gone.
+        partition: usize,
+    },
+    /// The batch was cancelled (non-graceful stop).
+    #[error("batch of {time:?} was cancelled")]
+    Cancelled {
+        /// Batch time of the cancelled batch.
+        time: SystemTime,
+    },
+}
+
+impl Error {
+    /// Wraps an error returned by user code in `operator`.
+    pub fn user(operator: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::User {
+            operator,
+            source: source.into(),
+        }
+    }
+}
