@@ -1,1 +1,5 @@
-fn main(){}
+//! sluice's integration tests, one binary. Shared helpers live in `util`.
+
+mod util;
+
+mod broker_harness;

@@ -1,16 +1,71 @@
-//! sluice-core: the engine's vocabulary and the `DStream` operator graph.
-//! (Overview is completed as the operator modules land.)
+//! sluice-core: the vocabulary of the engine and the `DStream` operator
+//! graph. No I/O lives here — no Kafka client, no RocksDB, no threads.
+//!
+//! # How a batch flows
+//!
+//! A job is a [`StreamGraph`]: its [`StreamGraph::input`] is a
+//! [`DStream`] of Kafka [`Record`]s, and operators derive further streams
+//! from it. Each batch is described by a [`BatchInfo`] (id, time, one
+//! [`OffsetRange`] per partition). [`StreamGraph::run_batch`] runs every
+//! output operation over the batch:
+//!
+//! 1. one *source task* per offset range reads its records through an
+//!    [`InputReader`] and pushes them through the fused narrow operators
+//!    (`map`, `flat_map`, `filter`, …);
+//! 2. keyed aggregations combine inside each task, shuffle by key hash and
+//!    reduce in reduce tasks;
+//! 3. output operations (`foreach_batch`, `print`, [`Sink`]s) consume the
+//!    result; sinks stage [`Write`]s into a [`WriteSet`] that the runtime
+//!    commits atomically with the batch's next offsets.
+//!
+//! Tasks run on an [`Executor`]: the runtime's worker pool, or
+//! [`InlineExecutor`] on the calling thread.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use std::time::SystemTime;
+//! use sluice_core::{BatchInfo, InlineExecutor, MemoryInput, StreamGraph};
+//!
+//! let graph = StreamGraph::new();
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let sink = Arc::clone(&seen);
+//! graph
+//!     .input()
+//!     .values_utf8()
+//!     .flat_map(|line| line.split_ascii_whitespace().map(str::to_owned).collect::<Vec<_>>())
+//!     .count_by_value()
+//!     .foreach_batch(move |batch, _info| {
+//!         sink.lock().unwrap().extend(batch);
+//!         Ok::<_, std::io::Error>(())
+//!     });
+//!
+//! let input = MemoryInput::new().with_partition("lines", 0, ["to be or", "not to be"]);
+//! let info = BatchInfo::new(0, SystemTime::now(), input.full_ranges());
+//! graph.run_batch(info, Arc::new(input), Arc::new(InlineExecutor)).unwrap();
+//!
+//! let mut counts = seen.lock().unwrap().clone();
+//! counts.sort();
+//! assert_eq!(counts, [("be".into(), 2), ("not".into(), 1), ("or".into(), 1), ("to".into(), 2)]);
+//! ```
 
 mod batch;
 mod error;
+mod exec;
 mod input;
 mod offset;
+mod ops;
 mod record;
+mod scope;
+mod sink;
+mod stream;
 mod writes;
 
 pub use batch::{Batch, BatchInfo};
 pub use error::{BoxError, Error, Result};
+pub use exec::{run_task, Executor, InlineExecutor, TaskFn};
 pub use input::{InputReader, MemoryInput};
 pub use offset::{OffsetRange, TopicPartition};
 pub use record::Record;
+pub use sink::{CounterSink, LatestValueSink, Sink};
+pub use stream::{DStream, StreamGraph};
 pub use writes::{Write, WriteSet};

@@ -55,6 +55,18 @@ impl Record {
         self.decode("value", self.value.as_deref())
     }
 
+    /// Takes the value as an owned UTF-8 string without copying it; errors
+    /// as [`Record::value_str`] does.
+    pub fn into_value_string(self) -> Result<String> {
+        String::from_utf8(self.value.unwrap_or_default()).map_err(|e| Error::Decode {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+            field: "value",
+            source: e.utf8_error(),
+        })
+    }
+
     /// The key as UTF-8 text; a null key reads as `None`.
     pub fn key_str(&self) -> Result<Option<&str>> {
         self.key

@@ -36,9 +36,9 @@ impl Write {
     /// The family this write targets.
     pub fn family(&self) -> &str {
         match self {
-            Write::Put { family, .. } | Write::Delete { family, .. } | Write::Add { family, .. } => {
-                family
-            }
+            Write::Put { family, .. }
+            | Write::Delete { family, .. }
+            | Write::Add { family, .. } => family,
         }
     }
 }

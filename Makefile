@@ -1,0 +1,61 @@
+# Entry points for people and CI. `make help` lists them.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+
+# Build output lives outside the work tree so fresh clones and repeat runs
+# on the same machine reuse it.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/sluice-target
+export CARGO_TARGET_DIR
+
+# `cargo install` puts tansu here; the tests look for it on PATH.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+# Arguments for `make run`, e.g. make run ARGS="--help".
+ARGS ?=
+# Where the examples keep their RocksDB checkpoints by default.
+CHECKPOINT_DIR ?= checkpoints
+
+# Prerequisites run in the order written (setup, lint, tests).
+.NOTPARALLEL:
+
+.PHONY: help setup setup-lite run test test-only bench lint fmt clean-checkpoints
+
+help:
+	@echo "make setup              install system packages and the tansu broker"
+	@echo "make run ARGS='...'     run the wordcount example (release)"
+	@echo "make test               setup, lint, then the whole test suite"
+	@echo "make bench              run the pipeline benchmark"
+	@echo "make lint               rustfmt check and clippy -D warnings"
+	@echo "make fmt                format the workspace"
+	@echo "make clean-checkpoints  delete $(CHECKPOINT_DIR)/"
+
+setup:
+	scripts/setup.sh
+
+# Only what compiling needs (libclang for RocksDB); running the example
+# does not need the tansu broker.
+setup-lite:
+	scripts/setup.sh --system
+
+run: setup-lite
+	$(CARGO) run --release --example wordcount -- $(ARGS)
+
+test: setup lint test-only
+
+test-only: setup
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+bench: setup
+	$(CARGO) bench --bench pipeline
+
+lint: setup-lite
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-checkpoints:
+	rm -rf -- $(CHECKPOINT_DIR)

@@ -1,0 +1,115 @@
+//! The per-batch history record kept next to the offsets.
+
+use serde::{Deserialize, Serialize};
+use sluice_core::OffsetRange;
+
+/// What one committed batch read and how long it took; stored as JSON in
+/// the checkpoint, so it holds data only.
+///
+/// Unknown fields are ignored when reading and missing optional fields take
+/// their defaults, so later builds can add fields within one schema version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BatchRecord {
+    /// Batch id; increases with every committed batch.
+    pub id: u64,
+    /// Batch time in milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// One entry per partition read, in task order.
+    #[serde(default)]
+    pub ranges: Vec<RangeRecord>,
+    /// Records read across all ranges.
+    #[serde(default)]
+    pub records: u64,
+    /// Wall time from the start of processing to the commit, in ms.
+    #[serde(default)]
+    pub processing_ms: u64,
+    /// How long the batch waited behind earlier batches, in ms.
+    #[serde(default)]
+    pub scheduling_delay_ms: u64,
+    /// Human-readable description of the rate limit in force, if any.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+}
+
+impl BatchRecord {
+    /// A record of batch `id` at `time_ms` with no ranges and zero
+    /// counts and durations; fill the public fields in afterwards.
+    pub fn new(id: u64, time_ms: i64) -> Self {
+        Self {
+            id,
+            time_ms,
+            ranges: Vec::new(),
+            records: 0,
+            processing_ms: 0,
+            scheduling_delay_ms: 0,
+            rate_limit: None,
+        }
+    }
+}
+
+/// What one batch read from one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RangeRecord {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// First offset of the range (inclusive).
+    pub from: i64,
+    /// End of the range (exclusive).
+    pub until: i64,
+    /// Records actually read.
+    #[serde(default)]
+    pub records: u64,
+    /// Offsets in the range that held no record (compaction, transaction
+    /// markers).
+    #[serde(default)]
+    pub skipped_offsets: u64,
+}
+
+impl RangeRecord {
+    /// Records that `records` records were read from `range` and
+    /// `skipped_offsets` offsets in it held none.
+    pub fn from_range(range: &OffsetRange, records: u64, skipped_offsets: u64) -> Self {
+        Self {
+            topic: range.topic.to_string(),
+            partition: range.partition,
+            from: range.from,
+            until: range.until,
+            records,
+            skipped_offsets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::TopicPartition;
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut record = BatchRecord::new(7, 1_700_000_000_000);
+        let range = OffsetRange::new(&TopicPartition::new("t", 3), 10, 20);
+        record.ranges.push(RangeRecord::from_range(&range, 9, 1));
+        record.records = 9;
+        record.rate_limit = Some("max 100/s per partition".into());
+        let json = serde_json::to_vec(&record).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<BatchRecord>(&json).unwrap(),
+            record
+        );
+    }
+
+    #[test]
+    fn reads_records_with_missing_and_unknown_fields() {
+        let json = r#"{"id":3,"time_ms":5,"added_later":true,
+                       "ranges":[{"topic":"t","partition":0,"from":1,"until":2}]}"#;
+        let record: BatchRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(record.id, 3);
+        assert_eq!(record.rate_limit, None);
+        assert_eq!(record.ranges[0].skipped_offsets, 0);
+    }
+}

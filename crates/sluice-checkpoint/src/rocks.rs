@@ -1,0 +1,567 @@
+//! [`RocksCheckpoint`]: the [`CheckpointStore`] kept in a RocksDB database.
+//!
+//! Layout: `sluice_meta` (schema version, app id), `sluice_offsets` (next
+//! offset per partition), `sluice_batches` (batch records by id), plus one
+//! column family per user family. Every family has the counter merge
+//! operator so `Write::Add` works anywhere.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, ErrorKind, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
+};
+use sluice_core::{TopicPartition, Write};
+
+use crate::keys::{self, SCHEMA_VERSION};
+use crate::validate::{check_meta, classify_dir, DirKind, MetaState, StoredMeta};
+use crate::{
+    builder, merge, BatchRecord, CheckpointStore, Commit, Error, Result, RocksCheckpointBuilder,
+};
+
+/// A checkpoint stored in a RocksDB database directory.
+///
+/// Opened for writing with [`RocksCheckpoint::builder`], which takes the
+/// database's lock so one process at a time owns the checkpoint; tools that
+/// only read use [`RocksCheckpoint::open_read_only`], which works while a
+/// writer runs and sees what was committed before it opened.
+///
+/// ```
+/// # fn main() -> sluice_checkpoint::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use sluice_checkpoint::{CheckpointStore, RocksCheckpoint};
+///
+/// let store = RocksCheckpoint::builder(dir.path()).app_id("wordcount").open()?;
+/// assert!(store.offsets()?.is_empty(), "a new checkpoint is a first start");
+/// # Ok(()) }
+/// ```
+pub struct RocksCheckpoint {
+    db: DB,
+    path: PathBuf,
+    read_only: bool,
+    sync: bool,
+    retain_batches: usize,
+    /// Every column family, internal ones included.
+    families: BTreeSet<String>,
+    /// Ids of the stored batch records, oldest first, so retention and the
+    /// batch id check need no scan.
+    retained: VecDeque<u64>,
+}
+
+impl RocksCheckpoint {
+    /// Starts configuring the checkpoint in directory `dir`.
+    pub fn builder(dir: impl Into<PathBuf>) -> RocksCheckpointBuilder {
+        RocksCheckpointBuilder::new(dir)
+    }
+
+    /// Opens the checkpoint of `app_id` in `dir` for reading only.
+    ///
+    /// Works while a writer holds the checkpoint; the handle sees the
+    /// commits made before it opened. [`CheckpointStore::commit`] and
+    /// [`CheckpointStore::ensure_family`] return [`Error::ReadOnly`].
+    pub fn open_read_only(dir: impl AsRef<Path>, app_id: &str) -> Result<Self> {
+        let path = dir.as_ref().to_owned();
+        let app_id = builder::validate(&path, Some(app_id), 1)?;
+        match inspect_dir(&path)? {
+            DirKind::Database => {}
+            DirKind::Empty => return Err(Error::Missing { path }),
+            DirKind::Damaged => return Err(missing_current(path)),
+            DirKind::Foreign => return Err(Error::NotACheckpoint { path }),
+        }
+        let families = list_families(&path)?;
+        let db = DB::open_cf_descriptors_read_only(
+            &db_options(false),
+            &path,
+            descriptors(&families),
+            false,
+        )
+        .map_err(|e| open_error(&path, e))?;
+        let mut store = Self::new(db, path, families, true, false, 1);
+        match check_meta(&store.path, &store.stored_meta()?, &app_id)? {
+            MetaState::Ready => {}
+            // A first start is still writing its metadata: nothing to read.
+            MetaState::Unfinished => return Err(Error::Missing { path: store.path }),
+        }
+        store.retained = store.stored_batch_ids()?;
+        tracing::debug!(path = %store.path.display(), "opened checkpoint read-only");
+        Ok(store)
+    }
+
+    /// The checkpoint directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True for handles made by [`RocksCheckpoint::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Names of the user families, sorted.
+    pub fn families(&self) -> impl Iterator<Item = &str> {
+        self.families
+            .iter()
+            .map(String::as_str)
+            .filter(|f| *f != "default" && !keys::is_reserved(f))
+    }
+
+    pub(crate) fn open_read_write(
+        dir: &Path,
+        app_id: &str,
+        sync: bool,
+        retain_batches: usize,
+    ) -> Result<Self> {
+        let path = dir.to_owned();
+        let (families, create) = match inspect_dir(&path)? {
+            DirKind::Foreign => return Err(Error::NotACheckpoint { path }),
+            DirKind::Damaged => return Err(missing_current(path)),
+            DirKind::Database => (list_families(&path)?, false),
+            DirKind::Empty => {
+                std::fs::create_dir_all(&path).map_err(|source| Error::Io {
+                    path: path.clone(),
+                    operation: "create checkpoint directory",
+                    source,
+                })?;
+                let new = ["default"].iter().chain(&keys::INTERNAL);
+                (new.map(|f| f.to_string()).collect(), true)
+            }
+        };
+        let db = DB::open_cf_descriptors(&db_options(create), &path, descriptors(&families))
+            .map_err(|e| open_error(&path, e))?;
+        let mut store = Self::new(db, path, families, false, sync, retain_batches);
+        match check_meta(&store.path, &store.stored_meta()?, app_id)? {
+            MetaState::Ready => {}
+            MetaState::Unfinished => store.initialise(app_id)?,
+        }
+        store.retained = store.stored_batch_ids()?;
+        tracing::info!(
+            path = %store.path.display(),
+            app_id,
+            last_batch = ?store.retained.back(),
+            "opened checkpoint"
+        );
+        Ok(store)
+    }
+
+    fn new(
+        db: DB,
+        path: PathBuf,
+        families: BTreeSet<String>,
+        read_only: bool,
+        sync: bool,
+        retain_batches: usize,
+    ) -> Self {
+        Self {
+            db,
+            path,
+            read_only,
+            sync,
+            retain_batches,
+            families,
+            retained: VecDeque::new(),
+        }
+    }
+
+    /// Writes the metadata of a new checkpoint, synced whatever the sync
+    /// setting: until it is on disk the directory is not a checkpoint.
+    fn initialise(&mut self, app_id: &str) -> Result<()> {
+        for family in keys::INTERNAL {
+            if !self.families.contains(family) {
+                self.db
+                    .create_cf(family, &family_options())
+                    .map_err(self.rocks_error("create internal families in"))?;
+                self.families.insert(family.to_owned());
+            }
+        }
+        let meta = self.internal(keys::META)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, keys::META_SCHEMA_VERSION, SCHEMA_VERSION.to_string());
+        batch.put_cf(meta, keys::META_APP_ID, app_id);
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(self.rocks_error("initialise"))?;
+        tracing::info!(path = %self.path.display(), app_id, "created checkpoint");
+        Ok(())
+    }
+
+    fn stored_meta(&self) -> Result<StoredMeta> {
+        let mut meta = StoredMeta {
+            families: self.families.iter().cloned().collect(),
+            ..StoredMeta::default()
+        };
+        if let Some(cf) = self.db.cf_handle(keys::META) {
+            let get = |key| self.db.get_cf(cf, key).map_err(self.rocks_error("read"));
+            meta.schema_version = get(keys::META_SCHEMA_VERSION)?;
+            meta.app_id = get(keys::META_APP_ID)?;
+        }
+        for family in ["default", keys::OFFSETS, keys::BATCHES] {
+            if let Some(cf) = self.db.cf_handle(family) {
+                let first = self.db.iterator_cf(cf, IteratorMode::Start).next();
+                if first
+                    .transpose()
+                    .map_err(self.rocks_error("read"))?
+                    .is_some()
+                {
+                    meta.has_data = true;
+                }
+            }
+        }
+        Ok(meta)
+    }
+
+    fn stored_batch_ids(&self) -> Result<VecDeque<u64>> {
+        self.iterate(self.internal(keys::BATCHES)?)
+            .map(|entry| {
+                let (key, _) = entry?;
+                keys::decode_batch_key(&key).ok_or_else(|| {
+                    Error::corrupt(&self.path, format!("batch record key {key:?} is malformed"))
+                })
+            })
+            .collect()
+    }
+
+    fn writable(&self, operation: &'static str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                path: self.path.clone(),
+                operation,
+            });
+        }
+        Ok(())
+    }
+
+    fn internal(&self, family: &str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(family)
+            .ok_or_else(|| Error::corrupt(&self.path, format!("its {family} family is missing")))
+    }
+
+    fn user_family(&self, family: &str) -> Result<&ColumnFamily> {
+        if keys::is_reserved(family) {
+            return Err(Error::ReservedFamily {
+                family: family.to_owned(),
+            });
+        }
+        self.db
+            .cf_handle(family)
+            .ok_or_else(|| Error::UnknownFamily {
+                path: self.path.clone(),
+                family: family.to_owned(),
+            })
+    }
+
+    fn iterate<'a>(
+        &'a self,
+        cf: &'a ColumnFamily,
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a {
+        self.db
+            .iterator_cf(cf, IteratorMode::Start)
+            .map(|entry| entry.map_err(self.rocks_error("read")))
+    }
+
+    fn decode_batch(&self, id: u64, json: &[u8]) -> Result<BatchRecord> {
+        serde_json::from_slice(json).map_err(|e| {
+            Error::corrupt(
+                &self.path,
+                format!("batch record {id} is not readable: {e}"),
+            )
+        })
+    }
+
+    /// Maps a RocksDB error met after opening; corruption is reported as
+    /// such so it is never mistaken for a passing I/O fault.
+    fn rocks_error(&self, operation: &'static str) -> impl Fn(rocksdb::Error) -> Error + '_ {
+        move |source| match source.kind() {
+            ErrorKind::Corruption => Error::Corrupt {
+                path: self.path.clone(),
+                detail: format!("RocksDB found corruption while trying to {operation} it"),
+                source: Some(source),
+            },
+            _ => Error::Rocks {
+                path: self.path.clone(),
+                operation,
+                source,
+            },
+        }
+    }
+
+    fn check_offset(tp: &TopicPartition, offset: i64) -> Result<()> {
+        let reason = if offset < 0 {
+            "offsets are never negative"
+        } else if tp.topic.contains('\0') {
+            "the topic name contains a NUL byte"
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidOffset {
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+            offset,
+            reason,
+        })
+    }
+}
+
+impl CheckpointStore for RocksCheckpoint {
+    fn offsets(&self) -> Result<BTreeMap<TopicPartition, i64>> {
+        self.iterate(self.internal(keys::OFFSETS)?)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let tp = keys::decode_offset_key(&key);
+                let offset = keys::decode_offset_value(&value);
+                tp.zip(offset).ok_or_else(|| {
+                    Error::corrupt(&self.path, format!("offset entry {key:?} is malformed"))
+                })
+            })
+            .collect()
+    }
+
+    fn last_batch(&self) -> Result<Option<BatchRecord>> {
+        let Some(&id) = self.retained.back() else {
+            return Ok(None);
+        };
+        let json = self
+            .db
+            .get_pinned_cf(self.internal(keys::BATCHES)?, keys::batch_key(id))
+            .map_err(self.rocks_error("read"))?
+            .ok_or_else(|| Error::corrupt(&self.path, format!("batch record {id} vanished")))?;
+        self.decode_batch(id, &json).map(Some)
+    }
+
+    fn batches(&self) -> Result<Vec<BatchRecord>> {
+        self.iterate(self.internal(keys::BATCHES)?)
+            .map(|entry| {
+                let (key, json) = entry?;
+                let id = keys::decode_batch_key(&key).unwrap_or_default();
+                self.decode_batch(id, &json)
+            })
+            .collect()
+    }
+
+    fn ensure_family(&mut self, name: &str) -> Result<()> {
+        self.writable("create a family")?;
+        if name.is_empty() {
+            return Err(Error::InvalidFamily {
+                family: name.to_owned(),
+                reason: "the name is empty",
+            });
+        }
+        if keys::is_reserved(name) {
+            return Err(Error::ReservedFamily {
+                family: name.to_owned(),
+            });
+        }
+        if self.families.contains(name) {
+            return Ok(());
+        }
+        self.db
+            .create_cf(name, &family_options())
+            .map_err(self.rocks_error("create a family in"))?;
+        self.families.insert(name.to_owned());
+        tracing::info!(path = %self.path.display(), family = name, "created family");
+        Ok(())
+    }
+
+    fn commit(&mut self, commit: Commit) -> Result<()> {
+        self.writable("commit")?;
+        let Commit {
+            record,
+            next_offsets,
+            writes,
+        } = commit;
+        if let Some(&last) = self.retained.back() {
+            if record.id <= last {
+                return Err(Error::BatchIdNotIncreasing {
+                    id: record.id,
+                    last,
+                });
+            }
+        }
+        // The batch is built in memory and written at the end, so an error
+        // on the way leaves the store untouched.
+        let mut batch = WriteBatch::default();
+        let write_count = writes.len();
+        for write in writes {
+            let cf = self.user_family(write.family())?;
+            match write {
+                Write::Put { key, value, .. } => batch.put_cf(cf, key, value),
+                Write::Delete { key, .. } => batch.delete_cf(cf, key),
+                Write::Add { key, delta, .. } => {
+                    batch.merge_cf(cf, key, keys::counter_value(delta))
+                }
+            }
+        }
+        let offsets = self.internal(keys::OFFSETS)?;
+        for (tp, offset) in &next_offsets {
+            Self::check_offset(tp, *offset)?;
+            batch.put_cf(offsets, keys::offset_key(tp), keys::offset_value(*offset));
+        }
+        let batches = self.internal(keys::BATCHES)?;
+        let json = serde_json::to_vec(&record).expect("a BatchRecord always serialises to JSON");
+        batch.put_cf(batches, keys::batch_key(record.id), json);
+        let expired = (self.retained.len() + 1).saturating_sub(self.retain_batches);
+        for id in self.retained.iter().take(expired) {
+            batch.delete_cf(batches, keys::batch_key(*id));
+        }
+
+        let mut options = WriteOptions::default();
+        options.set_sync(self.sync);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(self.rocks_error("commit to"))?;
+        self.retained.drain(..expired);
+        self.retained.push_back(record.id);
+        tracing::debug!(
+            batch = record.id,
+            writes = write_count,
+            partitions = next_offsets.len(),
+            expired,
+            "committed batch"
+        );
+        Ok(())
+    }
+
+    fn counter(&self, family: &str, key: &[u8]) -> Result<Option<i64>> {
+        let cf = self.user_family(family)?;
+        let value = self
+            .db
+            .get_pinned_cf(cf, key)
+            .map_err(self.rocks_error("read"))?;
+        value.map(|v| decode_counter(family, key, &v)).transpose()
+    }
+
+    fn counters(&self, family: &str) -> Result<Vec<(Vec<u8>, i64)>> {
+        self.iterate(self.user_family(family)?)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let n = decode_counter(family, &key, &value)?;
+                Ok((key.into_vec(), n))
+            })
+            .collect()
+    }
+
+    fn scan(&self, family: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.iterate(self.user_family(family)?)
+            .map(|entry| entry.map(|(k, v)| (k.into_vec(), v.into_vec())))
+            .collect()
+    }
+}
+
+impl fmt::Debug for RocksCheckpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksCheckpoint")
+            .field("path", &self.path)
+            .field("read_only", &self.read_only)
+            .field("sync", &self.sync)
+            .field("retain_batches", &self.retain_batches)
+            .field("last_batch", &self.retained.back())
+            .finish_non_exhaustive()
+    }
+}
+
+fn decode_counter(family: &str, key: &[u8], value: &[u8]) -> Result<i64> {
+    keys::decode_counter(value).ok_or_else(|| Error::NotACounter {
+        family: family.to_owned(),
+        key: String::from_utf8_lossy(key).into_owned(),
+        len: value.len(),
+    })
+}
+
+fn family_options() -> Options {
+    let mut options = Options::default();
+    options.set_merge_operator_associative(merge::NAME, merge::add_i64);
+    options
+}
+
+fn db_options(create: bool) -> Options {
+    let mut options = family_options();
+    options.create_if_missing(create);
+    options.create_missing_column_families(create);
+    // RocksDB keeps 1000 info logs by default; they are only for debugging.
+    options.set_keep_log_file_num(10);
+    options
+}
+
+fn descriptors(families: &BTreeSet<String>) -> Vec<ColumnFamilyDescriptor> {
+    families
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, family_options()))
+        .collect()
+}
+
+fn list_families(path: &Path) -> Result<BTreeSet<String>> {
+    let families = DB::list_cf(&Options::default(), path).map_err(|e| open_error(path, e))?;
+    Ok(families.into_iter().collect())
+}
+
+fn inspect_dir(path: &Path) -> Result<DirKind> {
+    let io = |operation| {
+        move |source| Error::Io {
+            path: path.to_owned(),
+            operation,
+            source,
+        }
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DirKind::Empty),
+        Err(e) => return Err(io("inspect checkpoint directory")(e)),
+        Ok(meta) if !meta.is_dir() => {
+            return Err(Error::Config {
+                path: path.to_owned(),
+                reason: "the checkpoint path exists and is not a directory".into(),
+            })
+        }
+        Ok(_) => {}
+    }
+    let names = std::fs::read_dir(path)
+        .and_then(|entries| {
+            entries
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .map_err(io("list checkpoint directory"))?;
+    Ok(classify_dir(&names))
+}
+
+fn missing_current(path: PathBuf) -> Error {
+    Error::corrupt(path, "RocksDB files are present but CURRENT is missing")
+}
+
+/// Maps an error from opening an existing database: a held lock, damage,
+/// or a fault of the machine.
+fn open_error(path: &Path, source: rocksdb::Error) -> Error {
+    let message = source.as_ref();
+    let path = path.to_owned();
+    match source.kind() {
+        ErrorKind::IOError
+            if message.contains("While lock file") || message.contains("lock hold by") =>
+        {
+            Error::Locked { path, source }
+        }
+        ErrorKind::Corruption => Error::Corrupt {
+            path,
+            detail: "RocksDB found corruption while opening it".into(),
+            source: Some(source),
+        },
+        // CURRENT names files that are gone.
+        ErrorKind::NotFound => Error::Corrupt {
+            path,
+            detail: "a file it refers to is missing".into(),
+            source: Some(source),
+        },
+        ErrorKind::IOError if message.contains("No such file") => Error::Corrupt {
+            path,
+            detail: "a file it refers to is missing".into(),
+            source: Some(source),
+        },
+        _ => Error::Rocks {
+            path,
+            operation: "open",
+            source,
+        },
+    }
+}

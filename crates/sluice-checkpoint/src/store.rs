@@ -1,0 +1,58 @@
+//! The `CheckpointStore` trait: what the driver needs from a checkpoint.
+
+use std::collections::BTreeMap;
+
+use sluice_core::{TopicPartition, WriteSet};
+
+use crate::{BatchRecord, Result};
+
+/// Everything one successful batch commits, applied atomically: all of it
+/// or none of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    /// History record of the batch; its id must exceed the last committed
+    /// one.
+    pub record: BatchRecord,
+    /// The next offset to read of every partition the batch advanced.
+    /// Partitions not listed keep their stored offset.
+    pub next_offsets: Vec<(TopicPartition, i64)>,
+    /// Results and state staged by the batch's outputs.
+    pub writes: WriteSet,
+}
+
+/// Durable storage of offsets, batch history and user key/value families,
+/// updated by atomic commits.
+///
+/// A store has one writer; its handles are moved between threads, not
+/// shared.
+pub trait CheckpointStore: Send {
+    /// The stored next offset of every partition; empty on first start.
+    fn offsets(&self) -> Result<BTreeMap<TopicPartition, i64>>;
+
+    /// The most recently committed batch, if any.
+    fn last_batch(&self) -> Result<Option<BatchRecord>>;
+
+    /// The retained batch history, oldest first.
+    fn batches(&self) -> Result<Vec<BatchRecord>>;
+
+    /// Creates the user family `name` if it does not exist yet.
+    ///
+    /// Names starting with `sluice_` are reserved and rejected.
+    fn ensure_family(&mut self, name: &str) -> Result<()>;
+
+    /// Applies `commit` in one atomic write.
+    ///
+    /// Validation happens before anything is written: the batch id must
+    /// exceed the last committed one and every write must target an
+    /// existing user family. On error nothing of the commit is stored.
+    fn commit(&mut self, commit: Commit) -> Result<()>;
+
+    /// The counter at `key` of `family`; `None` when the key is absent.
+    fn counter(&self, family: &str, key: &[u8]) -> Result<Option<i64>>;
+
+    /// Every counter of `family`, sorted by key.
+    fn counters(&self, family: &str) -> Result<Vec<(Vec<u8>, i64)>>;
+
+    /// Every raw key/value pair of `family`, sorted by key.
+    fn scan(&self, family: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+}

@@ -1,0 +1,7 @@
+//! Behaviour of the RocksDB checkpoint, on real databases in temporary
+//! directories.
+
+mod commit;
+mod open;
+mod read_only;
+mod util;

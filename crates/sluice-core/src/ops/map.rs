@@ -1,0 +1,265 @@
+//! Narrow, element-wise operators. They fuse into the task of each
+//! partition: no data moves between threads. `map` and `filter` are built
+//! on `flat_map`, the general one.
+
+use std::sync::Arc;
+
+use crate::scope::{BatchScope, TaskContext};
+use crate::stream::{Node, PartIter};
+use crate::{BoxError, DStream, Error, Record, Result};
+
+struct FlatMap<T, F> {
+    parent: Arc<dyn Node<T>>,
+    f: F,
+}
+
+impl<T, U, I, F> Node<U> for FlatMap<T, F>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    I: IntoIterator<Item = U> + 'static,
+    I::IntoIter: 'static,
+    F: Fn(T) -> I + Send + Sync,
+{
+    fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
+        self.parent.prepare(scope)
+    }
+
+    fn partitions(&self, scope: &BatchScope) -> usize {
+        self.parent.partitions(scope)
+    }
+
+    fn compute<'a>(
+        &'a self,
+        scope: &'a BatchScope,
+        task: &'a TaskContext,
+        part: usize,
+    ) -> Result<PartIter<'a, U>> {
+        let values = self.parent.compute(scope, task, part)?;
+        Ok(Box::new(values.flat_map(&self.f)))
+    }
+}
+
+struct TryFlatMap<T, F> {
+    parent: Arc<dyn Node<T>>,
+    operator: &'static str,
+    f: F,
+}
+
+impl<T, U, I, E, F> Node<U> for TryFlatMap<T, F>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    I: IntoIterator<Item = U> + 'static,
+    I::IntoIter: 'static,
+    E: Into<BoxError>,
+    F: Fn(T) -> Result<I, E> + Send + Sync,
+{
+    fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
+        self.parent.prepare(scope)
+    }
+
+    fn partitions(&self, scope: &BatchScope) -> usize {
+        self.parent.partitions(scope)
+    }
+
+    fn compute<'a>(
+        &'a self,
+        scope: &'a BatchScope,
+        task: &'a TaskContext,
+        part: usize,
+    ) -> Result<PartIter<'a, U>> {
+        let values = self.parent.compute(scope, task, part)?;
+        let results = values.map_while(move |value| match (self.f)(value) {
+            Ok(out) => Some(out),
+            Err(e) => {
+                task.fail(Error::user(self.operator, e));
+                None
+            }
+        });
+        Ok(Box::new(results.flatten()))
+    }
+}
+
+struct MapPartitions<T, F> {
+    parent: Arc<dyn Node<T>>,
+    f: F,
+}
+
+impl<T, U, F> Node<U> for MapPartitions<T, F>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: Fn(Vec<T>) -> Vec<U> + Send + Sync,
+{
+    fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
+        self.parent.prepare(scope)
+    }
+
+    fn partitions(&self, scope: &BatchScope) -> usize {
+        self.parent.partitions(scope)
+    }
+
+    fn compute<'a>(
+        &'a self,
+        scope: &'a BatchScope,
+        task: &'a TaskContext,
+        part: usize,
+    ) -> Result<PartIter<'a, U>> {
+        let values = self.parent.compute(scope, task, part)?.collect();
+        Ok(Box::new((self.f)(values).into_iter()))
+    }
+}
+
+impl<T: Send + 'static> DStream<T> {
+    /// Replaces every value by the values `f` returns for it.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// # let lines = graph.input().values_utf8();
+    /// let words = lines.flat_map(|line| {
+    ///     line.split_ascii_whitespace().map(str::to_owned).collect::<Vec<_>>()
+    /// });
+    /// ```
+    pub fn flat_map<U, I, F>(&self, f: F) -> DStream<U>
+    where
+        U: Send + 'static,
+        I: IntoIterator<Item = U> + 'static,
+        I::IntoIter: 'static,
+        F: Fn(T) -> I + Send + Sync + 'static,
+    {
+        self.derive(FlatMap {
+            parent: Arc::clone(&self.node),
+            f,
+        })
+    }
+
+    /// Replaces every value by `f(value)`.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let sizes = graph.input().map(|record| record.value.map_or(0, |v| v.len()));
+    /// ```
+    pub fn map<U, F>(&self, f: F) -> DStream<U>
+    where
+        U: Send + 'static,
+        F: Fn(T) -> U + Send + Sync + 'static,
+    {
+        self.flat_map(move |value| std::iter::once(f(value)))
+    }
+
+    /// Keeps the values for which `predicate` is true.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let keyed = graph.input().filter(|record| record.key.is_some());
+    /// ```
+    pub fn filter<F>(&self, predicate: F) -> DStream<T>
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        self.flat_map(move |value| predicate(&value).then_some(value))
+    }
+
+    /// Like [`DStream::map`] for a fallible `f`: an error fails the task
+    /// (which is retried, then fails the batch) instead of being dropped.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let numbers = graph.input().try_map(|record| record.value_str()?.trim().parse::<i64>()
+    ///     .map_err(sluice_core::BoxError::from));
+    /// ```
+    pub fn try_map<U, E, F>(&self, f: F) -> DStream<U>
+    where
+        U: Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
+    {
+        self.derive(TryFlatMap {
+            parent: Arc::clone(&self.node),
+            operator: "try_map",
+            f: move |value| f(value).map(std::iter::once),
+        })
+    }
+
+    /// Like [`DStream::flat_map`] for a fallible `f`.
+    pub fn try_flat_map<U, I, E, F>(&self, f: F) -> DStream<U>
+    where
+        U: Send + 'static,
+        I: IntoIterator<Item = U> + 'static,
+        I::IntoIter: 'static,
+        E: Into<BoxError>,
+        F: Fn(T) -> Result<I, E> + Send + Sync + 'static,
+    {
+        self.derive(TryFlatMap {
+            parent: Arc::clone(&self.node),
+            operator: "try_flat_map",
+            f,
+        })
+    }
+
+    /// Transforms each partition as a whole — for per-partition set-up such
+    /// as a connection or a buffer reused across values.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let sorted = graph.input().map(|r| r.offset).map_partitions(|mut offsets| {
+    ///     offsets.sort_unstable();
+    ///     offsets
+    /// });
+    /// ```
+    pub fn map_partitions<U, F>(&self, f: F) -> DStream<U>
+    where
+        U: Send + 'static,
+        F: Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
+    {
+        self.derive(MapPartitions {
+            parent: Arc::clone(&self.node),
+            f,
+        })
+    }
+
+    /// Pairs every value with the key `f` computes from it.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let by_partition = graph.input().key_by(|record| record.partition);
+    /// ```
+    pub fn key_by<K, F>(&self, f: F) -> DStream<(K, T)>
+    where
+        K: Send + 'static,
+        F: Fn(&T) -> K + Send + Sync + 'static,
+    {
+        self.map(move |value| (f(&value), value))
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static> DStream<(K, V)> {
+    /// Transforms the value of every pair, keeping its key.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let lengths = graph.input().key_by(|r| r.partition).map_values(|r| r.offset);
+    /// ```
+    pub fn map_values<W, F>(&self, f: F) -> DStream<(K, W)>
+    where
+        W: Send + 'static,
+        F: Fn(V) -> W + Send + Sync + 'static,
+    {
+        self.map(move |(key, value)| (key, f(value)))
+    }
+}
+
+impl DStream<Record> {
+    /// The record values as UTF-8 text. A value that is not UTF-8 fails the
+    /// task with an error naming the record's topic, partition and offset;
+    /// a null value reads as the empty string.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let lines = graph.input().values_utf8();
+    /// ```
+    pub fn values_utf8(&self) -> DStream<String> {
+        self.try_map(Record::into_value_string)
+    }
+}

@@ -1,0 +1,69 @@
+//! Whole-batch operators: `transform`, `repartition` and `count`.
+
+use std::sync::Arc;
+
+use super::materialize::Materialized;
+use crate::stream::run_stage;
+use crate::{Batch, BatchInfo, DStream};
+
+impl<T: Send + 'static> DStream<T> {
+    /// Applies `f` to each batch as a whole — for anything the element
+    /// operators cannot express (sorting a batch, joining it with a lookup
+    /// table loaded per batch, dropping it by batch time…).
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let newest_first = graph.input().transform(|batch, _info| {
+    ///     let mut records: Vec<_> = batch.into_iter().collect();
+    ///     records.sort_by_key(|r| std::cmp::Reverse(r.timestamp));
+    ///     sluice_core::Batch::new(vec![records])
+    /// });
+    /// ```
+    pub fn transform<U, F>(&self, f: F) -> DStream<U>
+    where
+        U: Send + 'static,
+        F: Fn(Batch<T>, &BatchInfo) -> Batch<U> + Send + Sync + 'static,
+    {
+        let parent = Arc::clone(&self.node);
+        self.derive(Materialized::new(move |scope| {
+            let partitions = run_stage(scope, &parent, "transform", |_, values| values.collect())?;
+            Ok(f(Batch::new(partitions), &scope.info).into_partitions())
+        }))
+    }
+
+    /// Redistributes the values evenly over `partitions` partitions, so the
+    /// operators after it run with that many tasks (for instance more tasks
+    /// than Kafka partitions for an expensive per-record step).
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let spread = graph.input().repartition(8);
+    /// ```
+    pub fn repartition(&self, partitions: usize) -> DStream<T> {
+        let parent = Arc::clone(&self.node);
+        let partitions = partitions.max(1);
+        self.derive(Materialized::new(move |scope| {
+            let inputs: Vec<Vec<T>> =
+                run_stage(scope, &parent, "repartition", |_, values| values.collect())?;
+            let mut outputs: Vec<Vec<T>> = (0..partitions).map(|_| Vec::new()).collect();
+            for (i, value) in inputs.into_iter().flatten().enumerate() {
+                outputs[i % partitions].push(value);
+            }
+            Ok(outputs)
+        }))
+    }
+
+    /// A stream with one value per batch: the number of values in it.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// graph.input().count().print(1);
+    /// ```
+    pub fn count(&self) -> DStream<i64> {
+        let parent = Arc::clone(&self.node);
+        self.derive(Materialized::new(move |scope| {
+            let counts = run_stage(scope, &parent, "count", |_, values| values.count() as i64)?;
+            Ok(vec![vec![counts.into_iter().sum()]])
+        }))
+    }
+}

@@ -1,0 +1,269 @@
+//! The stream graph: [`StreamGraph`] owns the output operations, a
+//! [`DStream`] is a node of the graph, and [`run_stage`] turns a node into
+//! tasks on the executor.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::scope::{BatchScope, TaskContext};
+use crate::{BatchInfo, Executor, InputReader, Record, Result, WriteSet};
+
+/// Values flowing through one task: a fused chain of narrow operators.
+pub(crate) type PartIter<'a, T> = Box<dyn Iterator<Item = T> + 'a>;
+
+/// One operator of the graph, producing partitions of `T` for a batch.
+pub(crate) trait Node<T>: Send + Sync {
+    /// Runs the stages this node's partitions depend on (shuffles,
+    /// materialised transforms), on the calling thread, before any task of
+    /// this node starts. Tasks never wait on other tasks.
+    fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()>;
+
+    /// Number of partitions (tasks) this node has in the current batch;
+    /// valid after [`Node::prepare`].
+    fn partitions(&self, scope: &BatchScope) -> usize;
+
+    /// The values of partition `part`, lazily.
+    fn compute<'a>(
+        &'a self,
+        scope: &'a BatchScope,
+        task: &'a TaskContext,
+        part: usize,
+    ) -> Result<PartIter<'a, T>>;
+}
+
+/// An operation that consumes a stream each batch (print, foreach_batch,
+/// sinks). Outputs run in the order they were registered.
+pub(crate) trait Output: Send + Sync {
+    fn run(&self, scope: &Arc<BatchScope>) -> Result<()>;
+}
+
+/// The job: the input and every output operation registered on streams
+/// derived from it.
+///
+/// Normally created and driven by the runtime's `StreamingContext`; usable
+/// directly to run a batch over any [`InputReader`]:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::SystemTime;
+/// use sluice_core::{BatchInfo, InlineExecutor, MemoryInput, StreamGraph};
+///
+/// let graph = StreamGraph::new();
+/// graph
+///     .input()
+///     .values_utf8()
+///     .flat_map(|line| line.split_ascii_whitespace().map(str::to_owned).collect::<Vec<_>>())
+///     .count_by_value()
+///     .save_counts("words");
+///
+/// let input = MemoryInput::new().with_partition("t", 0, ["a b", "b"]);
+/// let info = BatchInfo::new(1, SystemTime::now(), input.full_ranges());
+/// let writes = graph.run_batch(info, Arc::new(input), Arc::new(InlineExecutor)).unwrap();
+/// assert_eq!(writes.len(), 2); // +1 for "a", +2 for "b"
+/// ```
+pub struct StreamGraph {
+    outputs: Mutex<Vec<Arc<dyn Output>>>,
+    families: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for StreamGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamGraph")
+            .field("outputs", &self.output_count())
+            .field("families", &self.families())
+            .finish()
+    }
+}
+
+impl StreamGraph {
+    /// An empty graph.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            outputs: Mutex::new(Vec::new()),
+            families: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The input stream: partition `i` of a batch holds the records of the
+    /// batch's `i`-th offset range.
+    pub fn input(self: &Arc<Self>) -> DStream<Record> {
+        DStream::new(self, Arc::new(Input))
+    }
+
+    /// Checkpoint families the registered sinks write to.
+    pub fn families(&self) -> Vec<String> {
+        self.families
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Number of registered output operations.
+    pub fn output_count(&self) -> usize {
+        self.outputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Computes one batch: runs every output operation in registration
+    /// order and returns the writes they staged for the atomic commit.
+    pub fn run_batch(
+        &self,
+        info: BatchInfo,
+        input: Arc<dyn InputReader>,
+        executor: Arc<dyn Executor>,
+    ) -> Result<WriteSet> {
+        self.run_batch_cancellable(info, input, executor, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Like [`StreamGraph::run_batch`]; setting `cancelled` makes the batch
+    /// fail at its next task boundary.
+    pub fn run_batch_cancellable(
+        &self,
+        info: BatchInfo,
+        input: Arc<dyn InputReader>,
+        executor: Arc<dyn Executor>,
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<WriteSet> {
+        let outputs = self
+            .outputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let scope = Arc::new(BatchScope::new(info, input, executor, cancelled));
+        for output in outputs {
+            scope.check_cancelled()?;
+            output.run(&scope)?;
+        }
+        let writes =
+            std::mem::take(&mut *scope.writes.lock().unwrap_or_else(PoisonError::into_inner));
+        Ok(writes)
+    }
+
+    pub(crate) fn register(&self, output: Arc<dyn Output>, families: &[String]) {
+        self.outputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(output);
+        let mut known = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        for family in families {
+            if !known.contains(family) {
+                known.push(family.clone());
+            }
+        }
+    }
+}
+
+/// A discretised stream: a sequence of batches of `T`, defined by the
+/// operators applied to the job's input.
+///
+/// Operators are lazy; they describe what every batch computes. Narrow
+/// operators (`map`, `filter`, …) fuse into the source task of each
+/// partition; keyed aggregations shuffle by key hash to reduce tasks.
+/// Nothing runs until an output operation (`foreach_batch`, `print`, a
+/// sink) is registered and the context starts.
+pub struct DStream<T> {
+    pub(crate) graph: Arc<StreamGraph>,
+    pub(crate) node: Arc<dyn Node<T>>,
+}
+
+impl<T> Clone for DStream<T> {
+    fn clone(&self) -> Self {
+        Self {
+            graph: Arc::clone(&self.graph),
+            node: Arc::clone(&self.node),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for DStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DStream").finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> DStream<T> {
+    pub(crate) fn new(graph: &Arc<StreamGraph>, node: Arc<dyn Node<T>>) -> Self {
+        Self {
+            graph: Arc::clone(graph),
+            node,
+        }
+    }
+
+    pub(crate) fn derive<U: Send + 'static>(&self, node: impl Node<U> + 'static) -> DStream<U> {
+        DStream::new(&self.graph, Arc::new(node))
+    }
+}
+
+/// A fresh id for a stage whose output is kept in the batch scope.
+pub(crate) fn next_stage_id() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Runs one task per partition of `node` on the executor; `consume` turns
+/// a partition's values into the task's result.
+pub(crate) fn run_stage<T, R, F>(
+    scope: &Arc<BatchScope>,
+    node: &Arc<dyn Node<T>>,
+    stage: &str,
+    consume: F,
+) -> Result<Vec<R>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(usize, PartIter<'_, T>) -> R + Send + Sync + 'static,
+{
+    node.prepare(scope)?;
+    let tasks = node.partitions(scope);
+    let results: Arc<Vec<Mutex<Option<R>>>> =
+        Arc::new((0..tasks).map(|_| Mutex::new(None)).collect());
+    let task = {
+        let (scope, node, results) = (Arc::clone(scope), Arc::clone(node), Arc::clone(&results));
+        Arc::new(move |part: usize| {
+            scope.check_cancelled()?;
+            let context = TaskContext::default();
+            let values = node.compute(&scope, &context, part)?;
+            let result = consume(part, values);
+            // An operator that failed mid-stream truncated the values, so
+            // its error wins over whatever `consume` made of them.
+            context.into_result()?;
+            *results[part].lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+            Ok(())
+        })
+    };
+    scope.executor.run(stage, tasks, task)?;
+    Ok(results
+        .iter()
+        .map(|slot| {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .expect("executor reported success for a task that did not finish")
+        })
+        .collect())
+}
+
+/// The job's input: one partition per offset range of the batch.
+struct Input;
+
+impl Node<Record> for Input {
+    fn prepare(&self, _scope: &Arc<BatchScope>) -> Result<()> {
+        Ok(())
+    }
+
+    fn partitions(&self, scope: &BatchScope) -> usize {
+        scope.info.ranges.len()
+    }
+
+    fn compute<'a>(
+        &'a self,
+        scope: &'a BatchScope,
+        _task: &'a TaskContext,
+        part: usize,
+    ) -> Result<PartIter<'a, Record>> {
+        let records = scope.input.read(&scope.info.ranges[part])?;
+        Ok(Box::new(records.into_iter()))
+    }
+}

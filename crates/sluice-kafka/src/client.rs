@@ -1,0 +1,315 @@
+//! The driver's view of Kafka: partition discovery and offsets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::metadata::MetadataTopic;
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_core::TopicPartition;
+
+use crate::strategy::ConsumerStrategy;
+use crate::{start, Error, KafkaReader, KafkaSource, PartitionOffsets, Result, StartOffsets};
+
+impl KafkaSource {
+    /// Creates the driver's client. Needs a group id (configured, or set by
+    /// [`with_default_group_id`](Self::with_default_group_id)); does no I/O
+    /// yet, so an unreachable broker shows up in the first request.
+    pub fn connect(&self) -> Result<KafkaClient> {
+        let group_id = self.group_id().map(str::to_owned).ok_or_else(|| {
+            Error::config(
+                "group_id",
+                "no consumer group id: set .group_id(..) or call with_default_group_id (the \
+                 runtime passes the application id)",
+            )
+        })?;
+        // The metadata consumer joins no group: it only asks for metadata
+        // and offsets.
+        let consumer: BaseConsumer = self
+            .client_config(None)
+            .create()
+            .map_err(|e| Error::kafka("creating the metadata consumer", e))?;
+        Ok(KafkaClient {
+            source: self.clone(),
+            group_id,
+            consumer,
+            cache: None,
+            known: BTreeSet::new(),
+        })
+    }
+}
+
+/// The driver's connection: discovers partitions, fetches their offsets,
+/// resolves start offsets, and hands out the [`KafkaReader`] for tasks.
+///
+/// ```no_run
+/// use std::time::Instant;
+/// use sluice_kafka::{KafkaSource, StartOffsets};
+///
+/// let source = KafkaSource::builder()
+///     .brokers("localhost:9092")
+///     .subscribe(["events"])
+///     .build()?
+///     .with_default_group_id("my-app");
+/// let mut client = source.connect()?;
+/// let partitions = client.partitions(Instant::now())?;
+/// let offsets = client.offsets(&partitions)?;
+/// let start = client.start_offsets(&StartOffsets::Earliest, &offsets)?;
+/// # Ok::<(), sluice_kafka::Error>(())
+/// ```
+pub struct KafkaClient {
+    source: KafkaSource,
+    group_id: String,
+    consumer: BaseConsumer,
+    /// Last discovery and when it ran.
+    cache: Option<(Instant, Vec<TopicPartition>)>,
+    /// Every partition seen so far, to log only the new ones.
+    known: BTreeSet<TopicPartition>,
+}
+
+impl fmt::Debug for KafkaClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaClient")
+            .field("brokers", &self.source.brokers())
+            .field("group_id", &self.group_id)
+            .field("strategy", self.source.strategy())
+            .field("known_partitions", &self.known.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaClient {
+    /// The source this client was created from.
+    pub fn source(&self) -> &KafkaSource {
+        &self.source
+    }
+
+    /// The partitions to read, sorted, per the source's strategy.
+    ///
+    /// Metadata is fetched again once the discovery interval has passed
+    /// since the last fetch (always, with a zero interval); in between the
+    /// last answer is returned. A subscribed topic that does not exist is
+    /// [`Error::UnknownTopic`].
+    pub fn partitions(&mut self, now: Instant) -> Result<Vec<TopicPartition>> {
+        if let Some((at, partitions)) = &self.cache {
+            if now.saturating_duration_since(*at) < self.source.discovery_interval() {
+                return Ok(partitions.clone());
+            }
+        }
+        self.drain_events();
+        let partitions = self.discover()?;
+        self.log_changes(&partitions);
+        self.cache = Some((now, partitions.clone()));
+        Ok(partitions)
+    }
+
+    /// Log start and latest offset of every partition of `tps`, in order.
+    ///
+    /// `latest` is the high watermark, or the last stable offset when the
+    /// source sets `isolation.level=read_committed`.
+    pub fn offsets(&self, tps: &[TopicPartition]) -> Result<Vec<PartitionOffsets>> {
+        tps.iter()
+            .map(|tp| {
+                let (log_start, latest) = self
+                    .consumer
+                    .fetch_watermarks(&tp.topic, tp.partition, self.timeout())
+                    .map_err(|e| Error::kafka(format!("fetching the offsets of {tp}"), e))?;
+                Ok(PartitionOffsets::new(tp.clone(), log_start, latest))
+            })
+            .collect()
+    }
+
+    /// Resolves the first-start `policy` to an offset per partition of
+    /// `partitions`. An assign strategy's explicit offsets win over the
+    /// policy; a timestamp later than every record resolves to the latest
+    /// offset.
+    pub fn start_offsets(
+        &self,
+        policy: &StartOffsets,
+        partitions: &[PartitionOffsets],
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
+        let assigned = match self.source.strategy() {
+            ConsumerStrategy::Assign(offsets) => Some(offsets),
+            _ => None,
+        };
+        let mut by_time = BTreeMap::new();
+        if let StartOffsets::Timestamp(ts) = policy {
+            let lookups: Vec<_> = partitions
+                .iter()
+                .filter(|p| !assigned.is_some_and(|a| a.contains_key(&p.tp)))
+                .collect();
+            if !lookups.is_empty() {
+                by_time = self.offsets_for_time(*ts, &lookups)?;
+            }
+        }
+        Ok(start::resolve(policy, partitions, assigned, &by_time))
+    }
+
+    /// The reader source tasks use. Each call makes a new reader with its
+    /// own consumers; share one (it is `Sync`) rather than calling this per
+    /// batch.
+    pub fn reader(&self) -> KafkaReader {
+        KafkaReader::new(
+            self.source.client_config(Some(&self.group_id)),
+            self.source.poll_timeout(),
+        )
+    }
+
+    fn timeout(&self) -> Duration {
+        self.source.metadata_timeout()
+    }
+
+    fn discover(&self) -> Result<Vec<TopicPartition>> {
+        let mut partitions = Vec::new();
+        match self.source.strategy() {
+            ConsumerStrategy::Subscribe(topics) => {
+                for topic in topics {
+                    let metadata = self
+                        .consumer
+                        .fetch_metadata(Some(topic), self.timeout())
+                        .map_err(|e| {
+                            Error::kafka(format!("fetching metadata of topic '{topic}'"), e)
+                        })?;
+                    let found = metadata.topics().iter().find(|t| t.name() == topic);
+                    let error = found
+                        .and_then(MetadataTopic::error)
+                        .map(RDKafkaErrorCode::from);
+                    match (found, error) {
+                        (Some(t), None) if !t.partitions().is_empty() => {
+                            push_partitions(&mut partitions, t)
+                        }
+                        (Some(_), Some(code)) if !is_unknown_topic(code) => {
+                            return Err(Error::kafka(
+                                format!("metadata of topic '{topic}'"),
+                                KafkaError::MetadataFetch(code),
+                            ));
+                        }
+                        _ => {
+                            return Err(Error::UnknownTopic {
+                                topic: topic.clone(),
+                            })
+                        }
+                    }
+                }
+            }
+            ConsumerStrategy::Pattern(pattern) => {
+                let metadata = self
+                    .consumer
+                    .fetch_metadata(None, self.timeout())
+                    .map_err(|e| Error::kafka("fetching metadata of all topics", e))?;
+                for t in metadata.topics() {
+                    if !ConsumerStrategy::pattern_matches(pattern, t.name()) {
+                        continue;
+                    }
+                    match t.error() {
+                        // Typically a topic still being created: next time.
+                        Some(e) => tracing::debug!(
+                            topic = t.name(), error = ?RDKafkaErrorCode::from(e),
+                            "skipping matching topic whose metadata has an error"
+                        ),
+                        None => push_partitions(&mut partitions, t),
+                    }
+                }
+            }
+            ConsumerStrategy::Assign(assigned) => partitions.extend(assigned.keys().cloned()),
+        }
+        partitions.sort();
+        partitions.dedup();
+        Ok(partitions)
+    }
+
+    fn log_changes(&mut self, partitions: &[TopicPartition]) {
+        let current: BTreeSet<_> = partitions.iter().cloned().collect();
+        let added: Vec<_> = current.difference(&self.known).collect();
+        let gone: Vec<_> = self.known.difference(&current).collect();
+        let known_topics: BTreeSet<_> = self.known.iter().map(|tp| &tp.topic).collect();
+        let new_topics: BTreeSet<_> = added
+            .iter()
+            .map(|tp| &tp.topic)
+            .filter(|t| !known_topics.contains(t))
+            .collect();
+        if self.known.is_empty() {
+            tracing::info!(
+                partitions = current.len(),
+                topics = new_topics.len(),
+                "discovered Kafka partitions"
+            );
+        } else if !added.is_empty() {
+            tracing::info!(
+                new_partitions = ?added.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                new_topics = ?new_topics,
+                "new Kafka partitions discovered; they start from their log start"
+            );
+        }
+        if !gone.is_empty() {
+            tracing::warn!(
+                partitions = ?gone.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "Kafka partitions disappeared from the metadata"
+            );
+        }
+        // Keep what was seen once: a partition that comes back is not new.
+        self.known.extend(current);
+    }
+
+    /// Serves queued client events (errors, logs) so they neither pile up
+    /// nor go unnoticed.
+    fn drain_events(&self) {
+        for _ in 0..64 {
+            match self.consumer.poll(Duration::ZERO) {
+                None => return,
+                Some(Err(e)) => tracing::debug!(error = %e, "metadata consumer event"),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    fn offsets_for_time(
+        &self,
+        ts: i64,
+        partitions: &[&PartitionOffsets],
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
+        let context = || format!("looking up offsets for timestamp {ts}");
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for p in partitions {
+            tpl.add_partition_offset(&p.tp.topic, p.tp.partition, Offset::Offset(ts))
+                .map_err(|e| Error::kafka(context(), e))?;
+        }
+        let found = self
+            .consumer
+            .offsets_for_times(tpl, self.timeout())
+            .map_err(|e| Error::kafka(context(), e))?;
+        let mut offsets = BTreeMap::new();
+        for elem in found.elements() {
+            let tp = TopicPartition::new(elem.topic(), elem.partition());
+            elem.error()
+                .map_err(|e| Error::kafka(format!("{} of {tp}", context()), e))?;
+            // -1 (`End`): no record that late.
+            let offset = match elem.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            offsets.insert(tp, offset);
+        }
+        Ok(offsets)
+    }
+}
+
+fn push_partitions(partitions: &mut Vec<TopicPartition>, topic: &MetadataTopic) {
+    partitions.extend(
+        topic
+            .partitions()
+            .iter()
+            .map(|p| TopicPartition::new(topic.name(), p.id())),
+    );
+}
+
+fn is_unknown_topic(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::UnknownPartition
+    )
+}

@@ -1,0 +1,655 @@
+//! The source's configuration: [`KafkaSource`] and its builder.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::ClientConfig;
+use regex::Regex;
+use sluice_core::TopicPartition;
+
+use crate::strategy::invalid_topic_name;
+use crate::{ConsumerStrategy, DataLossPolicy, Error, Result, StartOffsets};
+
+/// Settings every consumer of the crate gets, whatever the user set; the
+/// builder refuses contradicting values.
+const FORCED: [(&str, &str); 4] = [
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("enable.partition.eof", "true"),
+    ("auto.offset.reset", "error"),
+];
+
+/// A validated Kafka Direct source: where the brokers are, which partitions
+/// to read, and what to do on first start and on data loss.
+///
+/// Built with [`KafkaSource::builder`]; connected with
+/// [`KafkaSource::connect`](crate::KafkaSource::connect).
+#[derive(Debug, Clone)]
+pub struct KafkaSource {
+    brokers: String,
+    group_id: Option<String>,
+    strategy: ConsumerStrategy,
+    settings: BTreeMap<String, String>,
+    start_from: StartOffsets,
+    discovery_interval: Duration,
+    on_data_loss: DataLossPolicy,
+    poll_timeout: Duration,
+    metadata_timeout: Duration,
+}
+
+impl KafkaSource {
+    /// Starts configuring a source.
+    pub fn builder() -> KafkaSourceBuilder {
+        KafkaSourceBuilder::new()
+    }
+
+    /// Uses `id` as the consumer group id unless one was configured; the
+    /// runtime passes the application id.
+    pub fn with_default_group_id(mut self, id: impl Into<String>) -> Self {
+        if self.group_id.is_none() {
+            self.group_id = Some(id.into());
+        }
+        self
+    }
+
+    /// Bootstrap brokers, `host:port` separated by commas.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// The consumer `group.id`, if configured or defaulted.
+    pub fn group_id(&self) -> Option<&str> {
+        self.group_id.as_deref()
+    }
+
+    /// Which partitions are read.
+    pub fn strategy(&self) -> &ConsumerStrategy {
+        &self.strategy
+    }
+
+    /// librdkafka settings passed through to every consumer (without
+    /// `bootstrap.servers`, `group.id` and the settings sluice forces).
+    pub fn settings(&self) -> &BTreeMap<String, String> {
+        &self.settings
+    }
+
+    /// Where partitions start when the checkpoint holds no offsets.
+    pub fn start_from(&self) -> &StartOffsets {
+        &self.start_from
+    }
+
+    /// How often partitions are discovered; zero means every batch.
+    pub fn discovery_interval(&self) -> Duration {
+        self.discovery_interval
+    }
+
+    /// What to do when stored offsets no longer exist in Kafka.
+    pub fn on_data_loss(&self) -> DataLossPolicy {
+        self.on_data_loss
+    }
+
+    /// How long a task waits for the records of its range before failing.
+    pub fn poll_timeout(&self) -> Duration {
+        self.poll_timeout
+    }
+
+    /// How long metadata and offset requests may take.
+    pub fn metadata_timeout(&self) -> Duration {
+        self.metadata_timeout
+    }
+
+    /// The client configuration of every consumer the crate creates.
+    pub(crate) fn client_config(&self, group_id: Option<&str>) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        config.set("client.id", "sluice");
+        for (key, value) in &self.settings {
+            config.set(key, value);
+        }
+        for (key, value) in FORCED {
+            config.set(key, value);
+        }
+        if let Some(group_id) = group_id {
+            config.set("group.id", group_id);
+        }
+        config
+    }
+}
+
+/// Builds a [`KafkaSource`]; [`build`](Self::build) validates everything.
+///
+/// ```
+/// use std::time::Duration;
+/// use sluice_kafka::{DataLossPolicy, KafkaSource, StartOffsets};
+///
+/// let source = KafkaSource::builder()
+///     .brokers("localhost:9092")
+///     .subscribe_pattern("^events-.*")
+///     .start_from(StartOffsets::Latest)
+///     .discovery_interval(Duration::from_secs(30))
+///     .on_data_loss(DataLossPolicy::ResetToEarliest)
+///     .set("isolation.level", "read_committed")
+///     .build()?;
+/// assert_eq!(source.group_id(), None); // the runtime defaults it to the app id
+///
+/// let err = KafkaSource::builder()
+///     .brokers("localhost:9092")
+///     .subscribe(["events"])
+///     .set("enable.auto.commit", "true")
+///     .build()
+///     .unwrap_err();
+/// assert!(err.to_string().contains("auto-commit"));
+/// # Ok::<(), sluice_kafka::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct KafkaSourceBuilder {
+    brokers: Option<String>,
+    group_id: Option<String>,
+    strategies: Vec<Draft>,
+    settings: BTreeMap<String, String>,
+    start_from: StartOffsets,
+    discovery_interval: Duration,
+    on_data_loss: DataLossPolicy,
+    poll_timeout: Duration,
+    metadata_timeout: Duration,
+}
+
+/// A strategy as given, validated by `build`.
+#[derive(Debug, Clone)]
+enum Draft {
+    Subscribe(Vec<String>),
+    Pattern(String),
+    Assign(Vec<(TopicPartition, i64)>),
+}
+
+impl Default for KafkaSourceBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KafkaSourceBuilder {
+    /// A builder with every default; brokers and one strategy must be set.
+    pub fn new() -> Self {
+        Self {
+            brokers: None,
+            group_id: None,
+            strategies: Vec::new(),
+            settings: BTreeMap::new(),
+            start_from: StartOffsets::Earliest,
+            discovery_interval: Duration::ZERO,
+            on_data_loss: DataLossPolicy::Fail,
+            poll_timeout: Duration::from_secs(30),
+            metadata_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Bootstrap brokers, `host:port` separated by commas. Required (or
+    /// `bootstrap.servers` through [`set`](Self::set)).
+    pub fn brokers(mut self, brokers: impl Into<String>) -> Self {
+        self.brokers = Some(brokers.into());
+        self
+    }
+
+    /// The consumer `group.id`. Default: none, and the runtime sets the
+    /// application id. sluice never joins the group to read (it assigns
+    /// partitions itself); the id names the consumers to the brokers and is
+    /// where offsets are mirrored for lag tools.
+    pub fn group_id(mut self, id: impl Into<String>) -> Self {
+        self.group_id = Some(id.into());
+        self
+    }
+
+    /// Reads every partition of `topics`, including partitions added later.
+    pub fn subscribe<I, S>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let topics = topics.into_iter().map(Into::into).collect();
+        self.strategies.push(Draft::Subscribe(topics));
+        self
+    }
+
+    /// Reads every partition of every topic matching `pattern` (a `regex`
+    /// crate expression, matched as written: anchor it with `^`/`$` for a
+    /// whole-name match), including topics created later.
+    pub fn subscribe_pattern(mut self, pattern: impl Into<String>) -> Self {
+        self.strategies.push(Draft::Pattern(pattern.into()));
+        self
+    }
+
+    /// Reads exactly `partitions`, starting each from its offset when the
+    /// checkpoint holds none.
+    pub fn assign<I>(mut self, partitions: I) -> Self
+    where
+        I: IntoIterator<Item = (TopicPartition, i64)>,
+    {
+        self.strategies
+            .push(Draft::Assign(partitions.into_iter().collect()));
+        self
+    }
+
+    /// Passes a librdkafka client setting through untouched. Settings that
+    /// would let Kafka own offsets (`enable.auto.commit=true`, ...) are
+    /// refused by [`build`](Self::build).
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.insert(key.into(), value.into());
+        self
+    }
+
+    /// Where partitions start on the first start. Default:
+    /// [`StartOffsets::Earliest`].
+    pub fn start_from(mut self, start: StartOffsets) -> Self {
+        self.start_from = start;
+        self
+    }
+
+    /// How often partitions and topics are discovered. Default: zero, every
+    /// batch.
+    pub fn discovery_interval(mut self, interval: Duration) -> Self {
+        self.discovery_interval = interval;
+        self
+    }
+
+    /// What to do when stored offsets no longer exist. Default:
+    /// [`DataLossPolicy::Fail`].
+    pub fn on_data_loss(mut self, policy: DataLossPolicy) -> Self {
+        self.on_data_loss = policy;
+        self
+    }
+
+    /// How long a task waits for the records of its range before failing.
+    /// Default: 30 s.
+    pub fn poll_timeout(mut self, timeout: Duration) -> Self {
+        self.poll_timeout = timeout;
+        self
+    }
+
+    /// How long a metadata or offset request may take. Default: 10 s.
+    pub fn metadata_timeout(mut self, timeout: Duration) -> Self {
+        self.metadata_timeout = timeout;
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// Fails with [`Error::Config`] naming the setting at fault.
+    pub fn build(self) -> Result<KafkaSource> {
+        let mut settings = self.settings;
+        if let Some(key) = settings.keys().find(|k| k.trim().is_empty()) {
+            return Err(Error::config(key.clone(), "a setting name cannot be empty"));
+        }
+        let brokers = take_brokers(self.brokers, &mut settings)?;
+        let group_id = take_group_id(self.group_id, &mut settings)?;
+        check_forced(&mut settings)?;
+        let strategy = build_strategy(self.strategies)?;
+        check_start(&self.start_from)?;
+        if self.poll_timeout.is_zero() {
+            return Err(Error::config(
+                "poll_timeout",
+                "must be positive: every non-empty read would time out",
+            ));
+        }
+        if self.metadata_timeout.is_zero() {
+            return Err(Error::config("metadata_timeout", "must be positive"));
+        }
+        let source = KafkaSource {
+            brokers,
+            group_id,
+            strategy,
+            settings,
+            start_from: self.start_from,
+            discovery_interval: self.discovery_interval,
+            on_data_loss: self.on_data_loss,
+            poll_timeout: self.poll_timeout,
+            metadata_timeout: self.metadata_timeout,
+        };
+        // librdkafka knows its settings best: unknown names and bad values
+        // fail here, before anything connects.
+        source
+            .client_config(source.group_id.as_deref())
+            .create_native_config()
+            .map_err(|e| match e {
+                KafkaError::ClientConfig(_, reason, key, _) => Error::config(key, reason),
+                other => Error::config("client settings", other.to_string()),
+            })?;
+        Ok(source)
+    }
+}
+
+fn take_brokers(
+    brokers: Option<String>,
+    settings: &mut BTreeMap<String, String>,
+) -> Result<String> {
+    let mut given = brokers
+        .map(|b| ("brokers", b))
+        .into_iter()
+        .collect::<Vec<_>>();
+    for key in ["bootstrap.servers", "metadata.broker.list"] {
+        if let Some(value) = settings.remove(key) {
+            given.push((key, value));
+        }
+    }
+    let Some((setting, brokers)) = given.first().cloned() else {
+        return Err(Error::config(
+            "brokers",
+            "no brokers: call .brokers(\"host:port,...\")",
+        ));
+    };
+    if let Some((other, _)) = given.iter().find(|(_, b)| *b != brokers) {
+        return Err(Error::config(
+            *other,
+            format!("contradicts `{setting}`: give the brokers once"),
+        ));
+    }
+    let list: Vec<&str> = brokers.split(',').map(str::trim).collect();
+    if list.iter().any(|b| b.is_empty()) {
+        return Err(Error::config(
+            setting,
+            format!("'{brokers}' is not a comma-separated list of host:port"),
+        ));
+    }
+    Ok(list.join(","))
+}
+
+fn take_group_id(
+    group_id: Option<String>,
+    settings: &mut BTreeMap<String, String>,
+) -> Result<Option<String>> {
+    let from_settings = settings.remove("group.id");
+    let group_id = match (group_id, from_settings) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Error::config(
+                "group.id",
+                format!("set to '{b}' but .group_id(\"{a}\") says otherwise"),
+            ))
+        }
+        (a, b) => a.or(b),
+    };
+    if group_id.as_deref().is_some_and(|g| g.trim().is_empty()) {
+        return Err(Error::config("group_id", "cannot be empty"));
+    }
+    Ok(group_id)
+}
+
+/// Refuses settings that contradict [`FORCED`]; drops the agreeing ones.
+fn check_forced(settings: &mut BTreeMap<String, String>) -> Result<()> {
+    for (key, forced) in FORCED {
+        let Some(value) = settings.remove(key) else {
+            continue;
+        };
+        let agrees = match forced {
+            "true" | "false" => parse_bool(&value) == Some(forced == "true"),
+            _ => value.trim().eq_ignore_ascii_case(forced),
+        };
+        if !agrees {
+            let reason = match key {
+                "enable.auto.commit" => {
+                    "sluice stores offsets in its checkpoint; auto-commit would commit offsets \
+                     of unprocessed records"
+                }
+                "enable.auto.offset.store" => {
+                    "sluice stores offsets in its checkpoint; storing offsets in the client \
+                     would mark unprocessed records as done"
+                }
+                "enable.partition.eof" => {
+                    "readers need end-of-partition events to finish ranges that end on a \
+                     transaction marker or a compacted gap"
+                }
+                _ => {
+                    "sluice never jumps silently: use .start_from(..) for the first start and \
+                     .on_data_loss(..) for offsets deleted from the log"
+                }
+            };
+            return Err(Error::config(
+                key,
+                format!("'{value}' is not allowed ({reason})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" | "yes" | "y" | "on" => Some(true),
+        "false" | "f" | "0" | "no" | "n" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn build_strategy(drafts: Vec<Draft>) -> Result<ConsumerStrategy> {
+    let mut drafts = drafts.into_iter();
+    let (Some(draft), None) = (drafts.next(), drafts.next()) else {
+        return Err(Error::config(
+            "strategy",
+            "call exactly one of .subscribe(..), .subscribe_pattern(..) or .assign(..), once",
+        ));
+    };
+    match draft {
+        Draft::Subscribe(topics) => {
+            if topics.is_empty() {
+                return Err(Error::config("subscribe", "the topic list is empty"));
+            }
+            let mut seen = BTreeSet::new();
+            for topic in &topics {
+                if let Some(why) = invalid_topic_name(topic) {
+                    return Err(Error::config("subscribe", format!("'{topic}': {why}")));
+                }
+                seen.insert(topic.clone());
+            }
+            let mut unique = topics;
+            unique.retain(|t| seen.remove(t));
+            Ok(ConsumerStrategy::Subscribe(unique))
+        }
+        Draft::Pattern(pattern) => {
+            Regex::new(&pattern)
+                .map(ConsumerStrategy::Pattern)
+                .map_err(|e| {
+                    Error::config(
+                        "subscribe_pattern",
+                        format!("invalid regex '{pattern}': {e}"),
+                    )
+                })
+        }
+        Draft::Assign(partitions) => {
+            if partitions.is_empty() {
+                return Err(Error::config("assign", "the partition list is empty"));
+            }
+            let mut assigned = BTreeMap::new();
+            for (tp, offset) in partitions {
+                if let Some(why) = invalid_topic_name(&tp.topic) {
+                    return Err(Error::config("assign", format!("'{}': {why}", tp.topic)));
+                }
+                if tp.partition < 0 || offset < 0 {
+                    return Err(Error::config(
+                        "assign",
+                        format!("{tp} at offset {offset}: partitions and offsets are >= 0"),
+                    ));
+                }
+                if assigned.insert(tp.clone(), offset).is_some() {
+                    return Err(Error::config("assign", format!("{tp} is listed twice")));
+                }
+            }
+            Ok(ConsumerStrategy::Assign(assigned))
+        }
+    }
+}
+
+fn check_start(start: &StartOffsets) -> Result<()> {
+    match start {
+        StartOffsets::Timestamp(ts) if *ts < 0 => Err(Error::config(
+            "start_from",
+            format!("timestamp {ts} is before the Unix epoch"),
+        )),
+        StartOffsets::Offsets(map) => match map.iter().find(|(_, o)| **o < 0) {
+            Some((tp, o)) => Err(Error::config(
+                "start_from",
+                format!("offset {o} of {tp} is negative"),
+            )),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> KafkaSourceBuilder {
+        KafkaSource::builder().brokers("localhost:9092")
+    }
+
+    fn config_err(builder: KafkaSourceBuilder) -> (String, String) {
+        match builder.build() {
+            Err(Error::Config { setting, reason }) => (setting, reason),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = base().subscribe(["a", "b", "a"]).build().unwrap();
+        assert!(matches!(s.strategy(), ConsumerStrategy::Subscribe(t) if t == &["a", "b"]));
+        assert_eq!(s.start_from(), &StartOffsets::Earliest);
+        assert_eq!(s.discovery_interval(), Duration::ZERO);
+        assert_eq!(s.on_data_loss(), DataLossPolicy::Fail);
+        assert_eq!(s.poll_timeout(), Duration::from_secs(30));
+        assert_eq!(s.group_id(), None);
+        assert_eq!(s.with_default_group_id("app").group_id(), Some("app"));
+    }
+
+    #[test]
+    fn explicit_group_id_beats_the_default() {
+        let s = base().subscribe(["a"]).group_id("mine").build().unwrap();
+        assert_eq!(s.with_default_group_id("app").group_id(), Some("mine"));
+        let s = base()
+            .subscribe(["a"])
+            .set("group.id", "g")
+            .build()
+            .unwrap();
+        assert_eq!(s.group_id(), Some("g"));
+    }
+
+    #[test]
+    fn auto_commit_is_refused() {
+        let (setting, reason) =
+            config_err(base().subscribe(["a"]).set("enable.auto.commit", "true"));
+        assert_eq!(setting, "enable.auto.commit");
+        assert!(
+            reason.contains("sluice stores offsets in its checkpoint"),
+            "{reason}"
+        );
+        assert!(reason.contains("auto-commit would commit offsets of unprocessed records"));
+        // Agreeing values are accepted.
+        base()
+            .subscribe(["a"])
+            .set("enable.auto.commit", "false")
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn client_side_offset_store_and_offset_reset_are_refused() {
+        let (setting, _) = config_err(base().subscribe(["a"]).set("enable.auto.offset.store", "1"));
+        assert_eq!(setting, "enable.auto.offset.store");
+        let (setting, reason) =
+            config_err(base().subscribe(["a"]).set("auto.offset.reset", "earliest"));
+        assert_eq!(setting, "auto.offset.reset");
+        assert!(reason.contains("start_from"), "{reason}");
+        let (setting, _) = config_err(base().subscribe(["a"]).set("enable.partition.eof", "false"));
+        assert_eq!(setting, "enable.partition.eof");
+    }
+
+    #[test]
+    fn exactly_one_strategy() {
+        let (setting, reason) = config_err(base());
+        assert_eq!(setting, "strategy");
+        assert!(reason.contains("exactly one"), "{reason}");
+        let (setting, _) = config_err(base().subscribe(["a"]).subscribe_pattern("b.*"));
+        assert_eq!(setting, "strategy");
+    }
+
+    #[test]
+    fn bad_regex_and_empty_lists() {
+        let (setting, reason) = config_err(base().subscribe_pattern("events-("));
+        assert_eq!(setting, "subscribe_pattern");
+        assert!(reason.contains("events-("), "{reason}");
+        let (setting, _) = config_err(base().subscribe(Vec::<String>::new()));
+        assert_eq!(setting, "subscribe");
+        let (setting, _) = config_err(base().subscribe(["bad topic"]));
+        assert_eq!(setting, "subscribe");
+        let (setting, _) = config_err(base().assign([]));
+        assert_eq!(setting, "assign");
+        let tp = TopicPartition::new("a", 0);
+        let (_, reason) = config_err(base().assign([(tp.clone(), 1), (tp, 2)]));
+        assert!(reason.contains("twice"), "{reason}");
+    }
+
+    #[test]
+    fn brokers_are_required_and_given_once() {
+        let (setting, _) = config_err(KafkaSource::builder().subscribe(["a"]));
+        assert_eq!(setting, "brokers");
+        let (setting, _) = config_err(KafkaSource::builder().brokers("  ").subscribe(["a"]));
+        assert_eq!(setting, "brokers");
+        let s = KafkaSource::builder()
+            .set("bootstrap.servers", "h1:1, h2:2")
+            .subscribe(["a"])
+            .build()
+            .unwrap();
+        assert_eq!(s.brokers(), "h1:1,h2:2");
+        let (setting, _) = config_err(base().set("bootstrap.servers", "other:1").subscribe(["a"]));
+        assert_eq!(setting, "bootstrap.servers");
+    }
+
+    #[test]
+    fn contradicting_group_ids_are_refused() {
+        let (setting, reason) =
+            config_err(base().subscribe(["a"]).group_id("x").set("group.id", "y"));
+        assert_eq!(setting, "group.id");
+        assert!(reason.contains('x') && reason.contains('y'), "{reason}");
+    }
+
+    #[test]
+    fn librdkafka_checks_unknown_settings() {
+        let (setting, _) = config_err(base().subscribe(["a"]).set("no.such.setting", "1"));
+        assert_eq!(setting, "no.such.setting");
+        base()
+            .subscribe(["a"])
+            .set("isolation.level", "read_committed")
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn start_offsets_and_timeouts_are_checked() {
+        let (setting, _) = config_err(
+            base()
+                .subscribe(["a"])
+                .start_from(StartOffsets::Timestamp(-5)),
+        );
+        assert_eq!(setting, "start_from");
+        let (setting, _) = config_err(base().subscribe(["a"]).poll_timeout(Duration::ZERO));
+        assert_eq!(setting, "poll_timeout");
+    }
+
+    #[test]
+    fn consumers_get_the_forced_settings() {
+        let s = base()
+            .subscribe(["a"])
+            .set("fetch.wait.max.ms", "10")
+            .build()
+            .unwrap();
+        let c = s.client_config(Some("g"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("enable.partition.eof"), Some("true"));
+        assert_eq!(c.get("auto.offset.reset"), Some("error"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(c.get("group.id"), Some("g"));
+        assert_eq!(c.get("bootstrap.servers"), Some("localhost:9092"));
+    }
+}

@@ -1,0 +1,145 @@
+//! The error type of sluice-kafka.
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+/// Result alias for sluice-kafka.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while configuring, planning or reading the Kafka source.
+///
+/// Who must act: [`Error::Config`] is a mistake in the job's setup (fix it,
+/// nothing was read); [`Error::DataLoss`] and [`Error::OffsetAhead`] need an
+/// operator's decision (see [`DataLossPolicy`](crate::DataLossPolicy));
+/// the rest are outside faults, see [`Error::is_transient`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The source is configured wrongly; nothing was read.
+    #[error("invalid Kafka source setting `{setting}`: {reason}")]
+    Config {
+        /// The builder method or client setting at fault.
+        setting: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A subscribed topic does not exist (yet).
+    #[error("subscribed topic '{topic}' does not exist")]
+    UnknownTopic {
+        /// The missing topic.
+        topic: String,
+    },
+    /// The Kafka client failed.
+    #[error("{context}: {source}")]
+    Kafka {
+        /// What the source was doing.
+        context: String,
+        /// The client's error.
+        source: KafkaError,
+    },
+    /// The stored offset of a partition is below its log start: records were
+    /// deleted (retention, compaction of the head) before sluice read them.
+    #[error(
+        "data loss on {topic}-{partition}: stored offset {stored} is below the log start \
+         {log_start}, records [{stored}, {log_start}) were deleted before they were processed \
+         (on_data_loss(ResetToEarliest) skips them)"
+    )]
+    DataLoss {
+        /// Topic of the partition.
+        topic: String,
+        /// Partition number.
+        partition: i32,
+        /// Offset stored in the checkpoint.
+        stored: i64,
+        /// First offset still in the log.
+        log_start: i64,
+    },
+    /// The stored offset of a partition is past its latest offset: the topic
+    /// was probably deleted and recreated, or truncated.
+    #[error(
+        "stored offset {stored} of {topic}-{partition} is past its latest offset {latest}; \
+         was the topic recreated? (on_data_loss(ResetToEarliest) restarts it from its log start)"
+    )]
+    OffsetAhead {
+        /// Topic of the partition.
+        topic: String,
+        /// Partition number.
+        partition: i32,
+        /// Offset stored in the checkpoint.
+        stored: i64,
+        /// Latest offset (high watermark or last stable offset).
+        latest: i64,
+    },
+    /// The records of a range did not all arrive within the poll timeout.
+    #[error(
+        "timed out after {timeout:?} reading {topic}-{partition} [{from}, {until}): \
+         {received} record(s) arrived, still waiting for offset {waiting_for}"
+    )]
+    ReadTimeout {
+        /// Topic of the range.
+        topic: String,
+        /// Partition of the range.
+        partition: i32,
+        /// First offset of the range.
+        from: i64,
+        /// End of the range (exclusive).
+        until: i64,
+        /// Records of the range that did arrive.
+        received: usize,
+        /// The offset the reader was waiting for.
+        waiting_for: i64,
+        /// The configured poll timeout.
+        timeout: Duration,
+    },
+}
+
+impl Error {
+    pub(crate) fn config(setting: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Config {
+            setting: setting.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn kafka(context: impl Into<String>, source: KafkaError) -> Self {
+        Error::Kafka {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True for outside faults that may go away by themselves (a broker
+    /// down, a metadata timeout, a topic not created yet): the caller may
+    /// retry with backoff.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::UnknownTopic { .. } | Error::ReadTimeout { .. } => true,
+            Error::Kafka { source, .. } => {
+                source.rdkafka_error_code().is_some_and(is_transient_code)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Client error codes librdkafka recovers from on its own.
+pub(crate) fn is_transient_code(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::Resolve
+            | C::OperationTimedOut
+            | C::RequestTimedOut
+            | C::NetworkException
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::PreferredLeaderNotAvailable
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::FencedLeaderEpoch
+            | C::UnknownLeaderEpoch
+    )
+}

@@ -1,0 +1,382 @@
+//! Offset-range planning: which `[from, until)` every partition reads in the
+//! next batch. A pure function; the driver feeds it offsets it fetched.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use sluice_core::TopicPartition;
+//! use sluice_kafka::{plan_ranges, DataLossPolicy, PartitionOffsets};
+//!
+//! let old = TopicPartition::new("events", 0);
+//! let new = TopicPartition::new("events", 1);
+//! let positions = BTreeMap::from([(old.clone(), 40)]);
+//! let offsets = [
+//!     PartitionOffsets::new(old.clone(), 0, 100),
+//!     PartitionOffsets::new(new.clone(), 5, 8),
+//! ];
+//! let caps = BTreeMap::from([(old.clone(), 25), (new.clone(), 25)]);
+//! let plan = plan_ranges(&positions, &offsets, Some(&caps), DataLossPolicy::Fail)?;
+//! assert_eq!((plan.ranges[0].from, plan.ranges[0].until), (40, 65)); // capped
+//! assert_eq!((plan.ranges[1].from, plan.ranges[1].until), (5, 8)); // new: from log start
+//! assert_eq!(plan.new_partitions, vec![new]);
+//! # Ok::<(), sluice_kafka::Error>(())
+//! ```
+
+use std::collections::BTreeMap;
+
+use sluice_core::{OffsetRange, TopicPartition};
+
+use crate::{Error, Result};
+
+/// The offsets of one partition as the broker reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PartitionOffsets {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// First offset still in the log (the low watermark).
+    pub log_start: i64,
+    /// Offset after the last readable record: the high watermark, or the
+    /// last stable offset with `isolation.level=read_committed`.
+    pub latest: i64,
+}
+
+impl PartitionOffsets {
+    /// Offsets of `tp`: its log starts at `log_start`, and `latest` is the
+    /// next offset to be written.
+    pub fn new(tp: TopicPartition, log_start: i64, latest: i64) -> Self {
+        Self {
+            tp,
+            log_start,
+            latest,
+        }
+    }
+}
+
+/// What to do when stored offsets no longer exist in Kafka.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DataLossPolicy {
+    /// Fail the batch with [`Error::DataLoss`] or [`Error::OffsetAhead`]
+    /// (the default): an operator decides.
+    #[default]
+    Fail,
+    /// Log a warning and continue from the log start, skipping what was
+    /// lost.
+    ResetToEarliest,
+}
+
+/// The ranges of one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Plan {
+    /// One range per partition, in the order the partitions were given.
+    pub ranges: Vec<OffsetRange>,
+    /// Partitions that had no stored position (they start at their log start).
+    pub new_partitions: Vec<TopicPartition>,
+    /// Partitions whose position was reset by
+    /// [`DataLossPolicy::ResetToEarliest`], with the number of offsets skipped.
+    pub skipped: Vec<(TopicPartition, u64)>,
+}
+
+impl Plan {
+    /// The positions after this batch succeeds: every range's `until`.
+    pub fn next_positions(&self) -> BTreeMap<TopicPartition, i64> {
+        self.ranges
+            .iter()
+            .map(|r| (r.topic_partition(), r.until))
+            .collect()
+    }
+}
+
+/// Plans the next batch.
+///
+/// For every partition of `partitions`: `from` is its position in
+/// `positions` (the next offset to read), or its log start if it has none;
+/// `until` is `latest`, or `from + cap` when `caps` limits the partition and
+/// that is lower. Partitions of `positions` missing from `partitions` get no
+/// range.
+///
+/// A position below the log start, or past the latest offset, is an error
+/// under [`DataLossPolicy::Fail`], and restarts the partition from its log
+/// start under [`DataLossPolicy::ResetToEarliest`].
+pub fn plan_ranges(
+    positions: &BTreeMap<TopicPartition, i64>,
+    partitions: &[PartitionOffsets],
+    caps: Option<&BTreeMap<TopicPartition, u64>>,
+    on_data_loss: DataLossPolicy,
+) -> Result<Plan> {
+    let mut plan = Plan::default();
+    for p in partitions {
+        let from = match positions.get(&p.tp).copied() {
+            None => {
+                plan.new_partitions.push(p.tp.clone());
+                p.log_start
+            }
+            Some(stored) if stored < p.log_start => match on_data_loss {
+                DataLossPolicy::Fail => {
+                    return Err(Error::DataLoss {
+                        topic: p.tp.topic.to_string(),
+                        partition: p.tp.partition,
+                        stored,
+                        log_start: p.log_start,
+                    })
+                }
+                DataLossPolicy::ResetToEarliest => {
+                    let skipped = (p.log_start - stored) as u64;
+                    tracing::warn!(
+                        partition = %p.tp, stored, log_start = p.log_start, skipped,
+                        "stored offset was deleted from the log; skipping to the log start"
+                    );
+                    plan.skipped.push((p.tp.clone(), skipped));
+                    p.log_start
+                }
+            },
+            Some(stored) if stored > p.latest => match on_data_loss {
+                DataLossPolicy::Fail => {
+                    return Err(Error::OffsetAhead {
+                        topic: p.tp.topic.to_string(),
+                        partition: p.tp.partition,
+                        stored,
+                        latest: p.latest,
+                    })
+                }
+                DataLossPolicy::ResetToEarliest => {
+                    tracing::warn!(
+                        partition = %p.tp, stored, latest = p.latest, log_start = p.log_start,
+                        "stored offset is past the latest offset (topic recreated?); \
+                         restarting from the log start"
+                    );
+                    plan.skipped.push((p.tp.clone(), 0));
+                    p.log_start
+                }
+            },
+            Some(stored) => stored,
+        };
+        let cap = caps.and_then(|c| c.get(&p.tp)).copied();
+        let capped = match cap {
+            Some(cap) => from.saturating_add(i64::try_from(cap).unwrap_or(i64::MAX)),
+            None => i64::MAX,
+        };
+        // Clamped to `from` so a broker reporting latest < log start can
+        // never yield a backwards range.
+        let until = p.latest.min(capped).max(from);
+        plan.ranges.push(OffsetRange::new(&p.tp, from, until));
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    fn po(p: i32, log_start: i64, latest: i64) -> PartitionOffsets {
+        PartitionOffsets::new(tp(p), log_start, latest)
+    }
+
+    fn bounds(plan: &Plan) -> Vec<(i64, i64)> {
+        plan.ranges.iter().map(|r| (r.from, r.until)).collect()
+    }
+
+    #[test]
+    fn stored_positions_win_and_new_partitions_start_at_log_start() {
+        let positions = BTreeMap::from([(tp(0), 7)]);
+        let plan = plan_ranges(
+            &positions,
+            &[po(0, 2, 20), po(1, 4, 9)],
+            None,
+            DataLossPolicy::Fail,
+        )
+        .unwrap();
+        assert_eq!(bounds(&plan), [(7, 20), (4, 9)]);
+        assert_eq!(plan.new_partitions, [tp(1)]);
+        assert!(plan.skipped.is_empty());
+    }
+
+    #[test]
+    fn caps_limit_until() {
+        let positions = BTreeMap::from([(tp(0), 10), (tp(1), 10)]);
+        let caps = BTreeMap::from([(tp(0), 5), (tp(1), 0)]);
+        let plan = plan_ranges(
+            &positions,
+            &[po(0, 0, 100), po(1, 0, 100), po(2, 0, 3)],
+            Some(&caps),
+            DataLossPolicy::Fail,
+        )
+        .unwrap();
+        assert_eq!(bounds(&plan), [(10, 15), (10, 10), (0, 3)]);
+    }
+
+    #[test]
+    fn position_below_log_start_fails_naming_everything() {
+        let positions = BTreeMap::from([(tp(3), 5)]);
+        let err =
+            plan_ranges(&positions, &[po(3, 12, 30)], None, DataLossPolicy::Fail).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::DataLoss { ref topic, partition: 3, stored: 5, log_start: 12 } if topic == "t"
+        ));
+        let msg = err.to_string();
+        for needle in ["t-3", "5", "12"] {
+            assert!(msg.contains(needle), "{msg}");
+        }
+    }
+
+    #[test]
+    fn position_below_log_start_resets_when_allowed() {
+        let positions = BTreeMap::from([(tp(0), 5)]);
+        let plan = plan_ranges(
+            &positions,
+            &[po(0, 12, 30)],
+            None,
+            DataLossPolicy::ResetToEarliest,
+        )
+        .unwrap();
+        assert_eq!(bounds(&plan), [(12, 30)]);
+        assert_eq!(plan.skipped, [(tp(0), 7)]);
+    }
+
+    #[test]
+    fn position_past_latest_is_an_error_or_a_reset() {
+        let positions = BTreeMap::from([(tp(0), 50)]);
+        let err = plan_ranges(&positions, &[po(0, 0, 30)], None, DataLossPolicy::Fail).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::OffsetAhead {
+                stored: 50,
+                latest: 30,
+                ..
+            }
+        ));
+        let plan = plan_ranges(
+            &positions,
+            &[po(0, 0, 30)],
+            None,
+            DataLossPolicy::ResetToEarliest,
+        )
+        .unwrap();
+        assert_eq!(bounds(&plan), [(0, 30)]);
+        assert_eq!(plan.skipped, [(tp(0), 0)]);
+    }
+
+    #[test]
+    fn next_positions_are_the_untils() {
+        let plan = plan_ranges(
+            &BTreeMap::new(),
+            &[po(0, 0, 4), po(1, 2, 2)],
+            None,
+            DataLossPolicy::Fail,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.next_positions(),
+            BTreeMap::from([(tp(0), 4), (tp(1), 2)])
+        );
+    }
+
+    /// Per partition: log start, then the latest offset's growth per batch.
+    fn growth() -> impl Strategy<Value = Vec<(i64, Vec<i64>)>> {
+        prop::collection::vec((0i64..1_000, prop::collection::vec(0i64..500, 1..12)), 1..6)
+    }
+
+    proptest! {
+        #[test]
+        fn consecutive_batches_chain_without_gaps_or_overlaps(
+            parts in growth(),
+            cap in prop::option::of(0u64..300),
+        ) {
+            let batches = parts.iter().map(|(_, g)| g.len()).max().unwrap_or(0);
+            let mut latest: Vec<i64> = parts.iter().map(|(s, _)| *s).collect();
+            let mut positions = BTreeMap::new();
+            let caps: BTreeMap<_, _> = (0..parts.len() as i32)
+                .filter_map(|p| cap.map(|c| (tp(p), c)))
+                .collect();
+            for batch in 0..batches {
+                let offsets: Vec<_> = parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (start, g))| {
+                        latest[i] += g.get(batch).copied().unwrap_or(0);
+                        po(i as i32, *start, latest[i])
+                    })
+                    .collect();
+                let plan = plan_ranges(
+                    &positions,
+                    &offsets,
+                    cap.is_some().then_some(&caps),
+                    DataLossPolicy::Fail,
+                )
+                .unwrap();
+                prop_assert_eq!(plan.ranges.len(), offsets.len());
+                for (range, o) in plan.ranges.iter().zip(&offsets) {
+                    let expected_from = positions.get(&o.tp).copied().unwrap_or(o.log_start);
+                    prop_assert_eq!(range.from, expected_from, "gap or overlap");
+                    prop_assert!(range.from <= range.until);
+                    prop_assert!(range.until <= o.latest, "until passed latest");
+                    if let Some(c) = cap {
+                        prop_assert!(range.count() <= c, "cap exceeded");
+                    } else {
+                        prop_assert_eq!(range.until, o.latest);
+                    }
+                }
+                positions = plan.next_positions();
+            }
+            // Without a cap, the last batch always catches up.
+            if cap.is_none() {
+                for (i, _) in parts.iter().enumerate() {
+                    prop_assert_eq!(positions[&tp(i as i32)], latest[i]);
+                }
+            }
+        }
+
+        #[test]
+        fn stored_offsets_win_and_new_partitions_start_at_log_start(
+            parts in prop::collection::vec((0i64..1_000, 0i64..1_000, prop::option::of(0i64..=1_000)), 1..8),
+        ) {
+            let offsets: Vec<_> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, (start, len, _))| po(i as i32, *start, start + len))
+                .collect();
+            // Only positions inside [log_start, latest] are valid stored offsets.
+            let positions: BTreeMap<_, _> = parts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (start, len, pos))| pos.map(|p| (tp(i as i32), start + p % (len + 1))))
+                .collect();
+            let plan = plan_ranges(&positions, &offsets, None, DataLossPolicy::Fail).unwrap();
+            for (range, o) in plan.ranges.iter().zip(&offsets) {
+                match positions.get(&o.tp) {
+                    Some(&stored) => prop_assert_eq!(range.from, stored),
+                    None => {
+                        prop_assert_eq!(range.from, o.log_start);
+                        prop_assert!(plan.new_partitions.contains(&o.tp));
+                    }
+                }
+            }
+            prop_assert_eq!(plan.new_partitions.len(), offsets.len() - positions.len());
+        }
+
+        #[test]
+        fn a_reset_never_reads_below_log_start_or_past_latest(
+            stored in -10i64..2_000,
+            start in 0i64..1_000,
+            len in 0i64..1_000,
+        ) {
+            let positions = BTreeMap::from([(tp(0), stored)]);
+            let plan = plan_ranges(&positions, &[po(0, start, start + len)], None, DataLossPolicy::ResetToEarliest)
+                .unwrap();
+            let r = &plan.ranges[0];
+            prop_assert!(r.from >= start && r.until <= start + len && r.from <= r.until);
+            let strict = plan_ranges(&positions, &[po(0, start, start + len)], None, DataLossPolicy::Fail);
+            prop_assert_eq!(strict.is_ok(), plan.skipped.is_empty());
+            if stored < start {
+                prop_assert_eq!(&plan.skipped, &vec![(tp(0), (start - stored) as u64)]);
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Reading exact offset ranges with cached per-partition consumers.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sluice_core::{InputReader, Record};
+use sluice_kafka::{Error, KafkaClient};
+
+use crate::util::{range, Broker};
+
+fn client(broker: &Broker, topic: &str) -> KafkaClient {
+    broker
+        .source()
+        .subscribe([topic])
+        .build()
+        .unwrap()
+        .connect()
+        .unwrap()
+}
+
+fn offsets(records: &[Record]) -> Vec<i64> {
+    records.iter().map(|r| r.offset).collect()
+}
+
+fn values(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r.value_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn consecutive_ranges_are_read_exactly_with_one_consumer() {
+    let broker = Broker::new();
+    broker.create_topic("t", 1);
+    broker.produce_numbered("t", 0, 0, 30);
+    let reader = client(&broker, "t").reader();
+    for (from, until) in [(0, 10), (10, 11), (11, 25), (25, 30)] {
+        let records = reader.read(&range("t", 0, from, until)).unwrap();
+        assert_eq!(offsets(&records), (from..until).collect::<Vec<_>>());
+        assert_eq!(values(&records)[0], format!("0:{from}"));
+        assert!(records.iter().all(|r| &*r.topic == "t" && r.partition == 0));
+    }
+    assert_eq!(reader.cached_consumers(), 1);
+}
+
+#[test]
+fn non_contiguous_reads_seek() {
+    let broker = Broker::new();
+    broker.create_topic("t", 1);
+    broker.produce_numbered("t", 0, 0, 40);
+    let reader = client(&broker, "t").reader();
+    for (from, until) in [(0, 10), (5, 8), (30, 40), (20, 25), (0, 1)] {
+        let records = reader.read(&range("t", 0, from, until)).unwrap();
+        assert_eq!(
+            offsets(&records),
+            (from..until).collect::<Vec<_>>(),
+            "[{from}, {until})"
+        );
+    }
+}
+
+#[test]
+fn rereading_a_range_gives_identical_records() {
+    let broker = Broker::new();
+    broker.create_topic("t", 1);
+    broker.produce_numbered("t", 0, 0, 3);
+    broker.produce_full("t", 0, "k1", "with headers", 1_700_000_000_123);
+    broker.produce_tombstone("t", 0, "k2");
+    broker.produce_numbered("t", 0, 5, 5);
+    let reader = client(&broker, "t").reader();
+
+    let first = reader.read(&range("t", 0, 2, 8)).unwrap();
+    let again = reader.read(&range("t", 0, 2, 8)).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(offsets(&first), [2, 3, 4, 5, 6, 7]);
+
+    let full = &first[1];
+    assert_eq!(full.key_str().unwrap(), Some("k1"));
+    assert_eq!(full.value_str().unwrap(), "with headers");
+    assert_eq!(full.timestamp, Some(1_700_000_000_123));
+    assert_eq!(
+        full.headers,
+        [
+            ("trace".to_owned(), Some(b"with headers".to_vec())),
+            ("empty".to_owned(), None)
+        ]
+    );
+    let tombstone = &first[2];
+    assert_eq!(tombstone.key.as_deref(), Some(&b"k2"[..]));
+    assert_eq!(tombstone.value, None);
+
+    // A fresh reader (another process after a crash) sees the same.
+    let other = client(&broker, "t").reader();
+    assert_eq!(other.read(&range("t", 0, 2, 8)).unwrap(), first);
+}
+
+#[test]
+fn ranges_ending_at_the_high_watermark_then_continuing() {
+    let broker = Broker::new();
+    broker.create_topic("t", 1);
+    broker.produce_numbered("t", 0, 0, 10);
+    let mut client = client(&broker, "t");
+    let reader = client.reader();
+    let partitions = client.partitions(Instant::now()).unwrap();
+    let mut from = 0;
+    for round in 0..4 {
+        let offsets_now = client.offsets(&partitions).unwrap();
+        let until = offsets_now[0].latest;
+        let records = reader.read(&range("t", 0, from, until)).unwrap();
+        assert_eq!(
+            offsets(&records),
+            (from..until).collect::<Vec<_>>(),
+            "round {round}"
+        );
+        // The consumer sits at the end of the partition (an end-of-partition
+        // event may be queued) when more records arrive.
+        broker.produce_numbered("t", 0, until, 3);
+        from = until;
+    }
+    assert_eq!(from, 19);
+}
+
+#[test]
+fn empty_ranges_do_not_touch_kafka() {
+    let broker = Broker::new();
+    broker.create_topic("t", 1);
+    let reader = client(&broker, "t").reader();
+    assert!(reader.read(&range("t", 0, 5, 5)).unwrap().is_empty());
+    assert_eq!(reader.cached_consumers(), 0);
+}
+
+#[test]
+fn partitions_are_read_in_parallel() {
+    let broker = Broker::new();
+    broker.create_topic("t", 4);
+    for p in 0..4 {
+        broker.produce_numbered("t", p, 0, 20);
+    }
+    let reader = Arc::new(client(&broker, "t").reader());
+    let handles: Vec<_> = (0..4)
+        .map(|p| {
+            let reader = Arc::clone(&reader);
+            thread::spawn(move || {
+                let a = reader.read(&range("t", p, 0, 12)).unwrap();
+                let b = reader.read(&range("t", p, 12, 20)).unwrap();
+                (p, a, b)
+            })
+        })
+        .collect();
+    for handle in handles {
+        let (p, a, b) = handle.join().unwrap();
+        assert_eq!(offsets(&a), (0..12).collect::<Vec<_>>());
+        assert_eq!(offsets(&b), (12..20).collect::<Vec<_>>());
+        assert!(a.iter().chain(&b).all(|r| r.partition == p));
+        assert_eq!(values(&b)[0], format!("{p}:12"));
+    }
+    assert_eq!(reader.cached_consumers(), 4);
+    reader.retain_partitions(&[crate::util::tp("t", 1)]);
+    assert_eq!(reader.cached_consumers(), 1);
+}
+
+#[test]
+fn waiting_past_the_poll_timeout_fails_saying_what_is_missing() {
+    let broker = Broker::new();
+    broker.create_topic("t", 1);
+    broker.produce_numbered("t", 0, 0, 10);
+    let source = broker
+        .source()
+        .subscribe(["t"])
+        .poll_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let reader = source.connect().unwrap().reader();
+    // Planned past the end of the partition: offsets 10..15 never arrive.
+    let err = reader.read(&range("t", 0, 0, 15)).unwrap_err();
+    let sluice_core::Error::Read { range: r, source } = &err else {
+        panic!("expected a read error, got {err}");
+    };
+    assert_eq!(r, &range("t", 0, 0, 15));
+    let source = source
+        .downcast_ref::<Error>()
+        .expect("a sluice-kafka error");
+    assert!(
+        matches!(
+            source,
+            Error::ReadTimeout {
+                received: 10,
+                waiting_for: 10,
+                ..
+            }
+        ),
+        "{source}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("10 record(s) arrived") && msg.contains("offset 10"),
+        "{msg}"
+    );
+
+    // The failed read leaves the reader usable.
+    let records = reader.read(&range("t", 0, 0, 10)).unwrap();
+    assert_eq!(offsets(&records), (0..10).collect::<Vec<_>>());
+}

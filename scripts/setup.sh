@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Installs what building and testing sluice needs on a Debian 12 machine
+# that already has a Rust toolchain. Safe to run again: each step checks
+# first and does nothing when its tool is already there.
+#
+#   scripts/setup.sh           system packages, then the tansu broker
+#   scripts/setup.sh --system  system packages only (enough for `make run`)
+set -euo pipefail
+
+# librocksdb-sys runs bindgen (needs libclang) and rdkafka-sys / tansu's
+# native dependencies build with cmake.
+APT_PACKAGES=(libclang-dev cmake)
+
+# The real Kafka-protocol broker the integration tests start (see
+# DESIGN.md, "Brokers for tests and examples").
+TANSU_VERSION=0.6.0
+TANSU_FEATURES=dynostore,libsql
+
+log() { printf 'setup: %s\n' "$*"; }
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        log "need root to run: $*" >&2
+        exit 1
+    fi
+}
+
+ensure_apt_packages() {
+    local missing=() pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+            missing+=("$pkg")
+        fi
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        log "system packages present: ${APT_PACKAGES[*]}"
+        return
+    fi
+    log "installing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+ensure_rust_components() {
+    # `make lint` needs both; rustup cannot fetch them here, so say so early.
+    local tool
+    for tool in rustfmt clippy; do
+        if ! cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1; then
+            log "warning: cargo $tool is not available (rustup component add $tool)" >&2
+        fi
+    done
+}
+
+tansu_bin() {
+    if [[ -n ${TANSU_BIN:-} ]]; then
+        echo "$TANSU_BIN"
+    elif command -v tansu >/dev/null 2>&1; then
+        command -v tansu
+    else
+        echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+    fi
+}
+
+ensure_tansu() {
+    local bin
+    bin=$(tansu_bin)
+    if [[ -x $bin ]] && "$bin" --version 2>/dev/null | grep -qw "$TANSU_VERSION"; then
+        log "tansu $TANSU_VERSION present: $bin"
+        return
+    fi
+    log "installing tansu $TANSU_VERSION with cargo (about 10 minutes on 2 cores the first time)"
+    # A kept target dir makes a re-run after an interruption incremental.
+    CARGO_TARGET_DIR="$HOME/.cache/tansu-target" \
+        cargo install tansu --version "$TANSU_VERSION" --locked \
+        --features "$TANSU_FEATURES"
+    bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+    log "installed $("$bin" --version) at $bin"
+}
+
+main() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        log "cargo not found: install a Rust toolchain (rustup) first" >&2
+        exit 1
+    fi
+    case "${1:-}" in
+        --system)
+            ensure_apt_packages
+            ;;
+        "")
+            ensure_apt_packages
+            ensure_rust_components
+            ensure_tansu
+            ;;
+        *)
+            log "usage: $0 [--system]" >&2
+            exit 2
+            ;;
+    esac
+}
+
+main "$@"

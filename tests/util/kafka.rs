@@ -1,0 +1,175 @@
+//! Kafka client helpers: producing test records, reading watermarks, and an
+//! in-process `MockCluster` for tests that need no real broker.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext,
+};
+use rdkafka::ClientContext;
+
+/// How long a flush or a metadata call may take before the test fails.
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Produces `values` (no key) to `topic` and waits until every record is
+/// acknowledged. `partition: None` lets librdkafka spread them.
+///
+/// Panics if any record is not delivered. Returns how many were delivered.
+pub(crate) fn produce<V>(
+    bootstrap: &str,
+    topic: &str,
+    partition: Option<i32>,
+    values: impl IntoIterator<Item = V>,
+) -> usize
+where
+    V: AsRef<[u8]>,
+{
+    produce_keyed(
+        bootstrap,
+        topic,
+        partition,
+        values.into_iter().map(|v| (None::<&[u8]>, v)),
+    )
+}
+
+/// Like [`produce`], for `(key, value)` pairs.
+pub(crate) fn produce_keyed<K, V>(
+    bootstrap: &str,
+    topic: &str,
+    partition: Option<i32>,
+    records: impl IntoIterator<Item = (Option<K>, V)>,
+) -> usize
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let producer: BaseProducer<DeliveryTracker> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create_with_context(DeliveryTracker::default())
+        .unwrap_or_else(|e| panic!("creating a producer for {bootstrap}: {e}"));
+
+    let mut sent = 0;
+    for (key, value) in records {
+        let mut record = BaseRecord::to(topic).payload(value.as_ref());
+        if let Some(key) = key.as_ref() {
+            record = record.key(key.as_ref());
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        // The local queue is bounded: serve delivery reports until it drains.
+        while let Err((e, back)) = producer.send(record) {
+            match e {
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = back;
+                }
+                e => panic!("producing to {topic} on {bootstrap}: {e}"),
+            }
+        }
+        sent += 1;
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(CLIENT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("flushing {sent} records to {topic} on {bootstrap}: {e}"));
+
+    let ctx = producer.context();
+    if let Some(e) = ctx.first_error.lock().unwrap().take() {
+        panic!(
+            "{} of {sent} records to {topic} on {bootstrap} failed, first: {e}",
+            ctx.failed.load(Ordering::SeqCst)
+        );
+    }
+    let delivered = ctx.delivered.load(Ordering::SeqCst);
+    assert_eq!(delivered, sent, "delivery reports missing for {topic}");
+    delivered
+}
+
+/// Counts delivery reports so a test fails on the first lost record.
+#[derive(Default)]
+struct DeliveryTracker {
+    delivered: AtomicUsize,
+    failed: AtomicUsize,
+    first_error: Mutex<Option<KafkaError>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::SeqCst);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::SeqCst);
+                self.first_error.lock().unwrap().get_or_insert(e.clone());
+            }
+        }
+    }
+}
+
+/// `(partition, low, high)` watermarks of every partition of `topic`,
+/// sorted by partition.
+pub(crate) fn watermarks(bootstrap: &str, topic: &str) -> Vec<(i32, i64, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap_or_else(|e| panic!("creating a consumer for {bootstrap}: {e}"));
+    let metadata = consumer
+        .fetch_metadata(Some(topic), CLIENT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("metadata for {topic} on {bootstrap}: {e}"));
+    let mut partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions.sort_unstable();
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, CLIENT_TIMEOUT)
+                .unwrap_or_else(|e| panic!("watermarks of {topic}/{p} on {bootstrap}: {e}"));
+            (p, low, high)
+        })
+        .collect()
+}
+
+/// Records currently held by `topic` (sum of high minus low watermarks).
+pub(crate) fn record_count(bootstrap: &str, topic: &str) -> i64 {
+    watermarks(bootstrap, topic)
+        .iter()
+        .map(|(_, low, high)| high - low)
+        .sum()
+}
+
+/// A one-broker in-process cluster (librdkafka's mock broker). It cannot
+/// create partitions later and its fetch path is slow: use it for
+/// behaviour, not throughput.
+pub(crate) fn mock_cluster() -> MockCluster<'static, DefaultProducerContext> {
+    MockCluster::new(1).expect("starting librdkafka's mock cluster")
+}
+
+/// Creates `topic` with `partitions` partitions on a mock cluster.
+pub(crate) fn create_mock_topic(
+    cluster: &MockCluster<'static, DefaultProducerContext>,
+    topic: &str,
+    partitions: i32,
+) {
+    cluster
+        .create_topic(topic, partitions, 1)
+        .unwrap_or_else(|e| panic!("creating {topic} on the mock cluster: {e}"));
+}

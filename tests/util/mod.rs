@@ -1,0 +1,8 @@
+//! Helpers shared by the integration tests: brokers to run against and
+//! ways to put records into them.
+
+// Each test uses only some of the helpers.
+#![allow(dead_code)]
+
+pub(crate) mod kafka;
+pub(crate) mod tansu;

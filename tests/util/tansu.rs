@@ -1,0 +1,360 @@
+//! A real Kafka-protocol broker for integration tests: a `tansu` child
+//! process on a free loopback port.
+//!
+//! ```ignore
+//! let broker = Tansu::start();
+//! broker.create_topic("words", 3);
+//! kafka::produce(&broker.bootstrap(), "words", None, ["a", "b"]);
+//! ```
+//!
+//! `make setup` installs the binary. Its output goes to a log file; when a
+//! test panics while a broker is alive, the log is kept and its tail
+//! printed. `TANSU_LOG` sets the broker's `RUST_LOG` (default `warn`).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::metadata::Metadata;
+use tempfile::TempDir;
+
+/// How long the broker may take to answer after a start, and a new topic
+/// to show all its partitions.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many fresh ports to try when another process takes the probed one
+/// before tansu binds it.
+const PORT_ATTEMPTS: usize = 3;
+
+/// A running tansu broker. Killed on drop.
+pub(crate) struct Tansu {
+    bin: PathBuf,
+    port: u16,
+    storage: Storage,
+    child: Option<Child>,
+    log_path: PathBuf,
+    /// Holds the log; `None` once kept for a failed test.
+    log_dir: Option<TempDir>,
+}
+
+enum Storage {
+    /// `memory://`: lost when the process stops.
+    Memory,
+    /// `sqlite://tansu.db` in this directory: survives [`Tansu::restart`].
+    Sqlite(PathBuf),
+}
+
+impl Storage {
+    /// `--storage-engine`; sqlite's path is relative to the working dir.
+    fn url(&self) -> &'static str {
+        match self {
+            Storage::Memory => "memory://tansu/",
+            Storage::Sqlite(_) => "sqlite://tansu.db",
+        }
+    }
+}
+
+impl Tansu {
+    /// Starts a broker with in-memory storage and waits until it answers.
+    pub(crate) fn start() -> Self {
+        Self::launch(Storage::Memory)
+    }
+
+    /// Starts a broker that keeps its data in `dir/tansu.db`, so that
+    /// [`restart`](Self::restart) brings the same topics and records back.
+    pub(crate) fn start_on_disk(dir: impl AsRef<Path>) -> Self {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .unwrap_or_else(|e| panic!("creating tansu data dir {}: {e}", dir.display()));
+        Self::launch(Storage::Sqlite(dir.to_path_buf()))
+    }
+
+    fn launch(storage: Storage) -> Self {
+        let log_dir = tempfile::Builder::new()
+            .prefix("tansu-")
+            .tempdir()
+            .expect("creating a temp dir for the tansu log");
+        let mut broker = Tansu {
+            bin: tansu_bin(),
+            port: 0,
+            storage,
+            child: None,
+            log_path: log_dir.path().join("tansu.log"),
+            log_dir: Some(log_dir),
+        };
+        for attempt in 1..=PORT_ATTEMPTS {
+            broker.port = free_port();
+            match broker.spawn_and_wait() {
+                Ok(()) => return broker,
+                Err(e) if attempt < PORT_ATTEMPTS => {
+                    eprintln!(
+                        "tansu on port {} failed ({e}); trying another port",
+                        broker.port
+                    );
+                    broker.stop();
+                }
+                Err(e) => broker.fail(&e),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub(crate) fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's URL as tansu's own commands take it.
+    pub(crate) fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// The file that receives the broker's stdout and stderr.
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Creates `name` with `partitions` partitions and waits until the
+    /// broker's metadata shows all of them with a leader.
+    pub(crate) fn create_topic(&self, name: &str, partitions: i32) {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["topic", "create", name, "--partitions"])
+            .arg(partitions.to_string())
+            .args(["--broker", &self.url()]);
+        self.isolate(&mut cmd);
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("running {} topic create: {e}", self.bin.display()));
+        if !out.status.success() {
+            self.fail(&format!(
+                "`tansu topic create {name} --partitions {partitions}` exited with {}:\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            ));
+        }
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let seen = self
+                .metadata(Some(name), Duration::from_secs(5))
+                .ok()
+                .and_then(|md| {
+                    let topic = md.topics().iter().find(|t| t.name() == name)?;
+                    let ready = topic.error().is_none()
+                        && topic
+                            .partitions()
+                            .iter()
+                            .all(|p| p.error().is_none() && p.leader() >= 0);
+                    ready.then(|| topic.partitions().len())
+                });
+            if seen == Some(partitions as usize) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!(
+                    "topic {name} shows {seen:?} ready partitions, not {partitions}, \
+                     after {READY_TIMEOUT:?}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the broker and waits for it to exit. Does nothing if it is not
+    /// running.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Already exited is fine: wait() reaps it either way.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the broker if it runs, then starts it again on the same port
+    /// and storage and waits until it answers. With [`start_on_disk`]
+    /// (Self::start_on_disk) the topics and records come back.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        if let Err(e) = self.spawn_and_wait() {
+            self.fail(&e);
+        }
+    }
+
+    /// Whether the broker process is running.
+    pub(crate) fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .map_err(|e| format!("opening {}: {e}", self.log_path.display()))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("cloning the log handle: {e}"))?;
+
+        let url = self.url();
+        let mut cmd = Command::new(&self.bin);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", self.storage.url()])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+        self.isolate(&mut cmd);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("spawning {}: {e}", self.bin.display()))?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    /// Keeps the caller's environment from steering tansu: it reads a
+    /// `.env` file from its working directory up, and settings such as
+    /// `SCHEMA_REGISTRY` from the environment.
+    fn isolate(&self, cmd: &mut Command) {
+        let workdir = match &self.storage {
+            Storage::Sqlite(dir) => dir.as_path(),
+            Storage::Memory => self.log_path.parent().expect("the log is in a dir"),
+        };
+        cmd.current_dir(workdir)
+            .env_remove("SCHEMA_REGISTRY")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env(
+                "RUST_LOG",
+                std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            );
+    }
+
+    /// Polls until a metadata request succeeds: the port being open is not
+    /// enough, the broker must also speak Kafka.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("tansu exited with {status} before answering"));
+                }
+            }
+            // A plain connect first keeps librdkafka's "connection refused"
+            // noise out of the test output while the broker boots.
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && self
+                    .metadata(None, Duration::from_secs(2))
+                    .is_ok_and(|md| !md.brokers().is_empty())
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("tansu did not answer within {READY_TIMEOUT:?}"));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metadata(&self, topic: Option<&str>, timeout: Duration) -> Result<Metadata, String> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .map_err(|e| e.to_string())?;
+        consumer
+            .fetch_metadata(topic, timeout)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Panics with `msg`, where the log is, and the log's tail.
+    fn fail(&self, msg: &str) -> ! {
+        panic!(
+            "{msg}\ntansu log {}:\n{}",
+            self.log_path.display(),
+            log_tail(&self.log_path)
+        );
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            if let Some(dir) = self.log_dir.take() {
+                let _ = dir.keep();
+            }
+            eprintln!(
+                "tansu on port {} logged to {} (kept); last lines:\n{}",
+                self.port,
+                self.log_path.display(),
+                log_tail(&self.log_path)
+            );
+        }
+    }
+}
+
+/// `$TANSU_BIN`, else `tansu` on `PATH`, else `~/.cargo/bin/tansu`.
+fn tansu_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TANSU_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(bin.is_file(), "TANSU_BIN={} is not a file", bin.display());
+        return bin;
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("tansu"))
+            .find(|candidate| candidate.is_file())
+    });
+    let in_cargo_home = || {
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))?;
+        Some(cargo_home.join("bin").join("tansu")).filter(|p| p.is_file())
+    };
+    on_path.or_else(in_cargo_home).unwrap_or_else(|| {
+        panic!(
+            "the tansu broker is not installed (looked at $TANSU_BIN, PATH and \
+             ~/.cargo/bin): run `make setup`"
+        )
+    })
+}
+
+/// A loopback port that was free a moment ago. Another process may take it
+/// before tansu binds it; `launch` then tries another.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding an ephemeral loopback port")
+        .port()
+}
+
+/// The last 40 lines of the log, or why they could not be read.
+fn log_tail(path: &Path) -> String {
+    const MAX_BYTES: u64 = 16 * 1024;
+    let read = || -> std::io::Result<String> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    match read() {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        }
+        Err(e) => format!("(cannot read the log: {e})"),
+    }
+}
