@@ -7,8 +7,8 @@
 #   scripts/setup.sh --system  system packages only (enough for `make run`)
 set -euo pipefail
 
-# librocksdb-sys runs bindgen (needs libclang) and rdkafka-sys / tansu's
-# native dependencies build with cmake.
+# librocksdb-sys runs bindgen, which needs libclang; tansu's sqlite storage
+# (libsql-ffi) builds with cmake and bindgen.
 APT_PACKAGES=(libclang-dev cmake)
 
 # The real Kafka-protocol broker the integration tests start (see
@@ -73,7 +73,7 @@ ensure_tansu() {
         log "tansu $TANSU_VERSION present: $bin"
         return
     fi
-    log "installing tansu $TANSU_VERSION with cargo (about 10 minutes on 2 cores the first time)"
+    log "installing tansu $TANSU_VERSION with cargo (10 to 30 minutes on 2 cores the first time)"
     # A kept target dir makes a re-run after an interruption incremental.
     CARGO_TARGET_DIR="$HOME/.cache/tansu-target" \
         cargo install tansu --version "$TANSU_VERSION" --locked \

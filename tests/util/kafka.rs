@@ -3,16 +3,17 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedMessage;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{
     BaseProducer, BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext,
 };
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 /// How long a flush or a metadata call may take before the test fails.
 pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -121,12 +122,66 @@ impl ProducerContext for DeliveryTracker {
 }
 
 /// `(partition, low, high)` watermarks of every partition of `topic`,
-/// sorted by partition.
+/// sorted by partition. Wrong on tansu's memory storage (see
+/// `Tansu::start`).
 pub(crate) fn watermarks(bootstrap: &str, topic: &str) -> Vec<(i32, i64, i64)> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer = plain_consumer(bootstrap);
+    partitions(&consumer, bootstrap, topic)
+        .into_iter()
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, CLIENT_TIMEOUT)
+                .unwrap_or_else(|e| panic!("watermarks of {topic}/{p} on {bootstrap}: {e}"));
+            (p, low, high)
+        })
+        .collect()
+}
+
+/// Reads `topic` from the beginning of every partition until `count`
+/// records have arrived, and returns them in arrival order. Panics if they
+/// do not arrive within [`CLIENT_TIMEOUT`]. No consumer group is involved.
+pub(crate) fn consume(bootstrap: &str, topic: &str, count: usize) -> Vec<OwnedMessage> {
+    let consumer = plain_consumer(bootstrap);
+    let mut assignment = TopicPartitionList::new();
+    for p in partitions(&consumer, bootstrap, topic) {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("adding a partition to an assignment");
+    }
+    consumer
+        .assign(&assignment)
+        .unwrap_or_else(|e| panic!("assigning {topic} on {bootstrap}: {e}"));
+
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let mut records = Vec::with_capacity(count);
+    while records.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {count} records from {topic} on {bootstrap} in {CLIENT_TIMEOUT:?}",
+            records.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => records.push(m.detach()),
+            Some(Err(e)) => panic!("reading {topic} on {bootstrap}: {e}"),
+            None => {}
+        }
+    }
+    records
+}
+
+/// A consumer for metadata, watermarks and assigned reads. librdkafka wants
+/// a group id for `assign`; nothing joins or commits to it.
+fn plain_consumer(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("group.id", "sluice-test-reader")
+        .set("enable.auto.commit", "false")
         .create()
-        .unwrap_or_else(|e| panic!("creating a consumer for {bootstrap}: {e}"));
+        .unwrap_or_else(|e| panic!("creating a consumer for {bootstrap}: {e}"))
+}
+
+/// The partition ids of `topic`, sorted.
+fn partitions(consumer: &BaseConsumer, bootstrap: &str, topic: &str) -> Vec<i32> {
     let metadata = consumer
         .fetch_metadata(Some(topic), CLIENT_TIMEOUT)
         .unwrap_or_else(|e| panic!("metadata for {topic} on {bootstrap}: {e}"));
@@ -136,16 +191,12 @@ pub(crate) fn watermarks(bootstrap: &str, topic: &str) -> Vec<(i32, i64, i64)> {
         .filter(|t| t.name() == topic)
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
+    assert!(
+        !partitions.is_empty(),
+        "{topic} has no partitions on {bootstrap}"
+    );
     partitions.sort_unstable();
     partitions
-        .into_iter()
-        .map(|p| {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, CLIENT_TIMEOUT)
-                .unwrap_or_else(|e| panic!("watermarks of {topic}/{p} on {bootstrap}: {e}"));
-            (p, low, high)
-        })
-        .collect()
 }
 
 /// Records currently held by `topic` (sum of high minus low watermarks).

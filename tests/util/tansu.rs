@@ -39,14 +39,15 @@ pub(crate) struct Tansu {
     storage: Storage,
     child: Option<Child>,
     log_path: PathBuf,
-    /// Holds the log; `None` once kept for a failed test.
+    /// Holds the log (and the sqlite file of [`Tansu::start`]); `None` once
+    /// kept for a failed test.
     log_dir: Option<TempDir>,
 }
 
 enum Storage {
     /// `memory://`: lost when the process stops.
     Memory,
-    /// `sqlite://tansu.db` in this directory: survives [`Tansu::restart`].
+    /// `sqlite://tansu.db` in this directory: survives a restart.
     Sqlite(PathBuf),
 }
 
@@ -61,25 +62,41 @@ impl Storage {
 }
 
 impl Tansu {
-    /// Starts a broker with in-memory storage and waits until it answers.
+    /// Starts a broker that keeps its data in sqlite in a temp dir, and
+    /// waits until it answers. Data survives [`restart`](Self::restart).
+    ///
+    /// This, not [`start_in_memory`](Self::start_in_memory), is the broker
+    /// for tests that read watermarks: tansu 0.6's memory storage answers
+    /// ListOffsets(latest) with the last batch's base offset + 1, so after
+    /// a 10-record batch the high watermark reads 1 instead of 10.
     pub(crate) fn start() -> Self {
-        Self::launch(Storage::Memory)
+        Self::launch(|tmp| Storage::Sqlite(tmp.to_path_buf()))
     }
 
-    /// Starts a broker that keeps its data in `dir/tansu.db`, so that
-    /// [`restart`](Self::restart) brings the same topics and records back.
+    /// Starts a broker with `memory://` storage: the fastest (for
+    /// throughput), but its high watermarks are wrong (see
+    /// [`start`](Self::start)), and its data is lost on restart. Fetching
+    /// records works.
+    pub(crate) fn start_in_memory() -> Self {
+        Self::launch(|_| Storage::Memory)
+    }
+
+    /// Starts a broker that keeps its data in `dir/tansu.db`, so that the
+    /// test can look at or reuse it.
     pub(crate) fn start_on_disk(dir: impl AsRef<Path>) -> Self {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir)
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("creating tansu data dir {}: {e}", dir.display()));
-        Self::launch(Storage::Sqlite(dir.to_path_buf()))
+        Self::launch(|_| Storage::Sqlite(dir))
     }
 
-    fn launch(storage: Storage) -> Self {
+    /// `storage` gets the broker's own temp dir, which also holds the log.
+    fn launch(storage: impl FnOnce(&Path) -> Storage) -> Self {
         let log_dir = tempfile::Builder::new()
             .prefix("tansu-")
             .tempdir()
-            .expect("creating a temp dir for the tansu log");
+            .expect("creating a temp dir for tansu");
+        let storage = storage(log_dir.path());
         let mut broker = Tansu {
             bin: tansu_bin(),
             port: 0,
@@ -178,8 +195,8 @@ impl Tansu {
     }
 
     /// Stops the broker if it runs, then starts it again on the same port
-    /// and storage and waits until it answers. With [`start_on_disk`]
-    /// (Self::start_on_disk) the topics and records come back.
+    /// and storage and waits until it answers. Topics and records come
+    /// back, except with [`start_in_memory`](Self::start_in_memory).
     pub(crate) fn restart(&mut self) {
         self.stop();
         if let Err(e) = self.spawn_and_wait() {

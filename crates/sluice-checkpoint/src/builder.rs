@@ -59,8 +59,9 @@ impl RocksCheckpointBuilder {
         self
     }
 
-    /// How many of the newest batch records to keep (default
-    /// [`DEFAULT_RETAINED_BATCHES`]; at least 1).
+    /// How many batch records to keep (default
+    /// [`DEFAULT_RETAINED_BATCHES`]; at least 1): each commit deletes the
+    /// records of batch ids `n` or more below its own.
     pub fn retain_batches(mut self, n: usize) -> Self {
         self.retain_batches = n;
         self

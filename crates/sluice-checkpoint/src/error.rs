@@ -62,11 +62,8 @@ pub enum Error {
     Corrupt {
         /// The directory.
         path: PathBuf,
-        /// What was found damaged.
+        /// What was found damaged, with RocksDB's report when it found it.
         detail: String,
-        /// The RocksDB error, when RocksDB detected the damage.
-        #[source]
-        source: Option<rocksdb::Error>,
     },
     /// Another handle holds the checkpoint's lock.
     #[error("checkpoint {path} is locked: another sluice process (or another handle in this process) is using this checkpoint directory")]
@@ -165,7 +162,6 @@ impl Error {
         Error::Corrupt {
             path: path.into(),
             detail: detail.into(),
-            source: None,
         }
     }
 }

@@ -5,13 +5,13 @@
 //! column family per user family. Every family has the counter merge
 //! operator so `Write::Add` works anywhere.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, ErrorKind, IteratorMode, Options, WriteBatch,
-    WriteOptions, DB,
+    ColumnFamily, ColumnFamilyDescriptor, Direction, ErrorKind, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteOptions, DB,
 };
 use sluice_core::{TopicPartition, Write};
 
@@ -20,6 +20,9 @@ use crate::validate::{check_meta, classify_dir, DirKind, MetaState, StoredMeta};
 use crate::{
     builder, merge, BatchRecord, CheckpointStore, Commit, Error, Result, RocksCheckpointBuilder,
 };
+
+/// A raw key/value pair read from RocksDB.
+type Entry = (Box<[u8]>, Box<[u8]>);
 
 /// A checkpoint stored in a RocksDB database directory.
 ///
@@ -45,9 +48,11 @@ pub struct RocksCheckpoint {
     retain_batches: usize,
     /// Every column family, internal ones included.
     families: BTreeSet<String>,
-    /// Ids of the stored batch records, oldest first, so retention and the
-    /// batch id check need no scan.
-    retained: VecDeque<u64>,
+    /// Id of the last committed batch.
+    last_id: Option<u64>,
+    /// No batch record below this id is stored, so expiring old records
+    /// seeks straight past the ones already deleted.
+    oldest_kept: u64,
 }
 
 impl RocksCheckpoint {
@@ -84,7 +89,7 @@ impl RocksCheckpoint {
             // A first start is still writing its metadata: nothing to read.
             MetaState::Unfinished => return Err(Error::Missing { path: store.path }),
         }
-        store.retained = store.stored_batch_ids()?;
+        store.load_batch_bounds()?;
         tracing::debug!(path = %store.path.display(), "opened checkpoint read-only");
         Ok(store)
     }
@@ -135,11 +140,11 @@ impl RocksCheckpoint {
             MetaState::Ready => {}
             MetaState::Unfinished => store.initialise(app_id)?,
         }
-        store.retained = store.stored_batch_ids()?;
+        store.load_batch_bounds()?;
         tracing::info!(
             path = %store.path.display(),
             app_id,
-            last_batch = ?store.retained.back(),
+            last_batch = ?store.last_id,
             "opened checkpoint"
         );
         Ok(store)
@@ -160,7 +165,8 @@ impl RocksCheckpoint {
             sync,
             retain_batches,
             families,
-            retained: VecDeque::new(),
+            last_id: None,
+            oldest_kept: 0,
         }
     }
 
@@ -213,14 +219,36 @@ impl RocksCheckpoint {
         Ok(meta)
     }
 
-    fn stored_batch_ids(&self) -> Result<VecDeque<u64>> {
-        self.iterate(self.internal(keys::BATCHES)?)
-            .map(|entry| {
-                let (key, _) = entry?;
-                keys::decode_batch_key(&key).ok_or_else(|| {
-                    Error::corrupt(&self.path, format!("batch record key {key:?} is malformed"))
-                })
+    /// Finds the oldest and newest stored batch ids; two seeks, however
+    /// long the history.
+    fn load_batch_bounds(&mut self) -> Result<()> {
+        let cf = self.internal(keys::BATCHES)?;
+        let edge = |mode| -> Result<Option<u64>> {
+            let Some(entry) = self.db.iterator_cf(cf, mode).next() else {
+                return Ok(None);
+            };
+            let (key, _) = entry.map_err(self.rocks_error("read"))?;
+            keys::decode_batch_key(&key).map(Some).ok_or_else(|| {
+                Error::corrupt(&self.path, format!("batch record key {key:?} is malformed"))
             })
+        };
+        let (oldest, last) = (edge(IteratorMode::Start)?, edge(IteratorMode::End)?);
+        self.oldest_kept = oldest.unwrap_or(0);
+        self.last_id = last;
+        Ok(())
+    }
+
+    /// Keys of the stored batch records with ids in `[self.oldest_kept, until)`.
+    fn batch_keys_before(&self, cf: &ColumnFamily, until: u64) -> Result<Vec<Box<[u8]>>> {
+        if until <= self.oldest_kept {
+            return Ok(Vec::new());
+        }
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(keys::batch_key(until));
+        let from = keys::batch_key(self.oldest_kept);
+        self.db
+            .iterator_cf_opt(cf, options, IteratorMode::From(&from, Direction::Forward))
+            .map(|entry| Ok(entry.map_err(self.rocks_error("read"))?.0))
             .collect()
     }
 
@@ -254,10 +282,7 @@ impl RocksCheckpoint {
             })
     }
 
-    fn iterate<'a>(
-        &'a self,
-        cf: &'a ColumnFamily,
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a {
+    fn iterate<'a>(&'a self, cf: &'a ColumnFamily) -> impl Iterator<Item = Result<Entry>> + 'a {
         self.db
             .iterator_cf(cf, IteratorMode::Start)
             .map(|entry| entry.map_err(self.rocks_error("read")))
@@ -276,11 +301,10 @@ impl RocksCheckpoint {
     /// such so it is never mistaken for a passing I/O fault.
     fn rocks_error(&self, operation: &'static str) -> impl Fn(rocksdb::Error) -> Error + '_ {
         move |source| match source.kind() {
-            ErrorKind::Corruption => Error::Corrupt {
-                path: self.path.clone(),
-                detail: format!("RocksDB found corruption while trying to {operation} it"),
-                source: Some(source),
-            },
+            ErrorKind::Corruption => Error::corrupt(
+                &self.path,
+                format!("RocksDB found damage while trying to {operation} it: {source}"),
+            ),
             _ => Error::Rocks {
                 path: self.path.clone(),
                 operation,
@@ -321,7 +345,7 @@ impl CheckpointStore for RocksCheckpoint {
     }
 
     fn last_batch(&self) -> Result<Option<BatchRecord>> {
-        let Some(&id) = self.retained.back() else {
+        let Some(id) = self.last_id else {
             return Ok(None);
         };
         let json = self
@@ -373,7 +397,7 @@ impl CheckpointStore for RocksCheckpoint {
             next_offsets,
             writes,
         } = commit;
-        if let Some(&last) = self.retained.back() {
+        if let Some(last) = self.last_id {
             if record.id <= last {
                 return Err(Error::BatchIdNotIncreasing {
                     id: record.id,
@@ -403,9 +427,11 @@ impl CheckpointStore for RocksCheckpoint {
         let batches = self.internal(keys::BATCHES)?;
         let json = serde_json::to_vec(&record).expect("a BatchRecord always serialises to JSON");
         batch.put_cf(batches, keys::batch_key(record.id), json);
-        let expired = (self.retained.len() + 1).saturating_sub(self.retain_batches);
-        for id in self.retained.iter().take(expired) {
-            batch.delete_cf(batches, keys::batch_key(*id));
+        // Retention counts ids: the runtime numbers batches without gaps.
+        let keep_from = (record.id + 1).saturating_sub(self.retain_batches as u64);
+        let expired = self.batch_keys_before(batches, keep_from)?;
+        for key in &expired {
+            batch.delete_cf(batches, key);
         }
 
         let mut options = WriteOptions::default();
@@ -413,13 +439,13 @@ impl CheckpointStore for RocksCheckpoint {
         self.db
             .write_opt(batch, &options)
             .map_err(self.rocks_error("commit to"))?;
-        self.retained.drain(..expired);
-        self.retained.push_back(record.id);
+        self.last_id = Some(record.id);
+        self.oldest_kept = self.oldest_kept.max(keep_from);
         tracing::debug!(
             batch = record.id,
             writes = write_count,
             partitions = next_offsets.len(),
-            expired,
+            expired = expired.len(),
             "committed batch"
         );
         Ok(())
@@ -458,7 +484,7 @@ impl fmt::Debug for RocksCheckpoint {
             .field("read_only", &self.read_only)
             .field("sync", &self.sync)
             .field("retain_batches", &self.retain_batches)
-            .field("last_batch", &self.retained.back())
+            .field("last_batch", &self.last_id)
             .finish_non_exhaustive()
     }
 }
@@ -542,22 +568,12 @@ fn open_error(path: &Path, source: rocksdb::Error) -> Error {
         {
             Error::Locked { path, source }
         }
-        ErrorKind::Corruption => Error::Corrupt {
-            path,
-            detail: "RocksDB found corruption while opening it".into(),
-            source: Some(source),
-        },
+        ErrorKind::Corruption => Error::corrupt(path, format!("RocksDB found damage: {source}")),
         // CURRENT names files that are gone.
-        ErrorKind::NotFound => Error::Corrupt {
-            path,
-            detail: "a file it refers to is missing".into(),
-            source: Some(source),
-        },
-        ErrorKind::IOError if message.contains("No such file") => Error::Corrupt {
-            path,
-            detail: "a file it refers to is missing".into(),
-            source: Some(source),
-        },
+        ErrorKind::NotFound => Error::corrupt(path, format!("a file is missing: {source}")),
+        ErrorKind::IOError if message.contains("No such file") => {
+            Error::corrupt(path, format!("a file is missing: {source}"))
+        }
         _ => Error::Rocks {
             path,
             operation: "open",

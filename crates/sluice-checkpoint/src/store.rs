@@ -8,7 +8,7 @@ use crate::{BatchRecord, Result};
 
 /// Everything one successful batch commits, applied atomically: all of it
 /// or none of it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
     /// History record of the batch; its id must exceed the last committed
     /// one.

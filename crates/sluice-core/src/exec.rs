@@ -51,10 +51,14 @@ impl Executor for InlineExecutor {
 
 /// Runs one attempt of a task, turning a panic in user code into an error.
 pub fn run_task(task: &TaskFn, index: usize) -> Result<()> {
-    match catch_unwind(AssertUnwindSafe(|| task(index))) {
-        Ok(result) => result,
-        Err(panic) => Err(Error::Panic(panic_message(&panic))),
-    }
+    catch_panic(|| task(index))?
+}
+
+/// Calls user code that runs outside any task (`foreach_batch`, sinks,
+/// `transform`), turning its panic into an error that fails the batch
+/// instead of unwinding through the driver.
+pub(crate) fn catch_panic<R>(f: impl FnOnce() -> R) -> Result<R> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| Error::Panic(panic_message(&panic)))
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -67,5 +67,5 @@ pub use input::{InputReader, MemoryInput};
 pub use offset::{OffsetRange, TopicPartition};
 pub use record::Record;
 pub use sink::{CounterSink, LatestValueSink, Sink};
-pub use stream::{DStream, StreamGraph};
+pub use stream::{BatchOutput, DStream, StreamGraph};
 pub use writes::{Write, WriteSet};

@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::{BatchInfo, Error, Executor, InputReader, Result, WriteSet};
@@ -16,6 +16,7 @@ pub(crate) struct BatchScope {
     pub(crate) input: Arc<dyn InputReader>,
     pub(crate) executor: Arc<dyn Executor>,
     pub(crate) writes: Mutex<WriteSet>,
+    records_read: Vec<AtomicU64>,
     cancelled: Arc<AtomicBool>,
     stages: Mutex<HashMap<usize, Arc<dyn Any + Send + Sync>>>,
 }
@@ -28,13 +29,28 @@ impl BatchScope {
         cancelled: Arc<AtomicBool>,
     ) -> Self {
         Self {
-            info,
             input,
             executor,
+            records_read: info.ranges.iter().map(|_| AtomicU64::new(0)).collect(),
             writes: Mutex::new(WriteSet::new()),
             cancelled,
             stages: Mutex::new(HashMap::new()),
+            info,
         }
+    }
+
+    /// Notes how many records the source task of range `part` read. Stored,
+    /// not added: a range read again (a retry, a second output) has the same
+    /// records.
+    pub(crate) fn note_records_read(&self, part: usize, records: usize) {
+        self.records_read[part].store(records as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn records_read(&self) -> Vec<u64> {
+        self.records_read
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .collect()
     }
 
     pub(crate) fn check_cancelled(&self) -> Result<()> {
@@ -56,12 +72,21 @@ impl BatchScope {
         })
     }
 
-    pub(crate) fn set_stage<T: Send + 'static>(&self, id: usize, partitions: Vec<Vec<T>>) {
-        let output: Arc<dyn Any + Send + Sync> = Arc::new(StageOutput::new(partitions));
-        self.stages
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, output);
+    /// Adds one computed copy of stage `id`'s partitions. Every consumer
+    /// (an output, a side of a union) prepares the stage once and takes
+    /// each partition once, so a stage read by several consumers in a batch
+    /// is computed once per consumer.
+    pub(crate) fn add_stage<T: Send + 'static>(&self, id: usize, partitions: Vec<Vec<T>>) {
+        let mut stages = self.stages.lock().unwrap_or_else(PoisonError::into_inner);
+        match stages.get(&id) {
+            Some(existing) => existing
+                .downcast_ref::<StageOutput<T>>()
+                .expect("stage id reused for another type")
+                .add(partitions),
+            None => {
+                stages.insert(id, Arc::new(StageOutput::new(partitions)));
+            }
+        }
     }
 
     pub(crate) fn stage_partitions<T: Send + 'static>(&self, id: usize) -> usize {
@@ -70,10 +95,11 @@ impl BatchScope {
 }
 
 /// Partitions materialised by a stage (a shuffle, a repartition, a
-/// transform). Each partition is handed out once: the task that reads it
-/// takes ownership, so no element is copied.
+/// transform), one copy per consumer. Each copy of a partition is handed
+/// out once: the task that reads it takes ownership, so no element is
+/// copied.
 pub(crate) struct StageOutput<T> {
-    partitions: Vec<Mutex<Option<Vec<T>>>>,
+    partitions: Vec<Mutex<Vec<Vec<T>>>>,
 }
 
 impl<T> StageOutput<T> {
@@ -81,8 +107,22 @@ impl<T> StageOutput<T> {
         Self {
             partitions: partitions
                 .into_iter()
-                .map(|p| Mutex::new(Some(p)))
+                .map(|p| Mutex::new(vec![p]))
                 .collect(),
+        }
+    }
+
+    fn add(&self, partitions: Vec<Vec<T>>) {
+        assert_eq!(
+            partitions.len(),
+            self.partitions.len(),
+            "a stage computed twice for one batch gave different partition counts"
+        );
+        for (copies, partition) in self.partitions.iter().zip(partitions) {
+            copies
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(partition);
         }
     }
 
@@ -90,13 +130,14 @@ impl<T> StageOutput<T> {
         self.partitions.len()
     }
 
-    /// Takes partition `index`. A second take (a retry after a failure
-    /// downstream of the stage) finds it gone: the batch must be recomputed.
+    /// Takes a copy of partition `index`. A take beyond the copies prepared
+    /// (a retry after a failure downstream of the stage) finds none left:
+    /// the batch must be recomputed.
     pub(crate) fn take(&self, index: usize) -> Result<Vec<T>> {
         self.partitions[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
+            .pop()
             .ok_or(Error::ShuffleLost { partition: index })
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::exec::catch_panic;
 use crate::scope::BatchScope;
 use crate::stream::{run_stage, Node, Output};
 use crate::{Batch, BatchInfo, BoxError, DStream, Error, Result, WriteSet};
@@ -103,9 +104,11 @@ impl<T: Send + 'static, S: Sink<T>> Output for SinkOutput<T, S> {
     fn run(&self, scope: &Arc<BatchScope>) -> Result<()> {
         let partitions = run_stage(scope, &self.node, "sink", |_, values| values.collect())?;
         let mut staged = WriteSet::new();
-        self.sink
-            .write(Batch::new(partitions), &scope.info, &mut staged)
-            .map_err(|e| Error::user("sink", e))?;
+        catch_panic(|| {
+            self.sink
+                .write(Batch::new(partitions), &scope.info, &mut staged)
+        })?
+        .map_err(|e| Error::user("sink", e))?;
         scope
             .writes
             .lock()

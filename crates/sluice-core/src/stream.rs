@@ -37,6 +37,15 @@ pub(crate) trait Output: Send + Sync {
     fn run(&self, scope: &Arc<BatchScope>) -> Result<()>;
 }
 
+/// What a successfully computed batch leaves to commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutput {
+    /// Writes staged by the batch's sinks.
+    pub writes: WriteSet,
+    /// Records read from each offset range, in range order.
+    pub records_read: Vec<u64>,
+}
+
 /// The job: the input and every output operation registered on streams
 /// derived from it.
 ///
@@ -58,8 +67,9 @@ pub(crate) trait Output: Send + Sync {
 ///
 /// let input = MemoryInput::new().with_partition("t", 0, ["a b", "b"]);
 /// let info = BatchInfo::new(1, SystemTime::now(), input.full_ranges());
-/// let writes = graph.run_batch(info, Arc::new(input), Arc::new(InlineExecutor)).unwrap();
-/// assert_eq!(writes.len(), 2); // +1 for "a", +2 for "b"
+/// let output = graph.run_batch(info, Arc::new(input), Arc::new(InlineExecutor)).unwrap();
+/// assert_eq!(output.writes.len(), 2); // +1 for "a", +2 for "b"
+/// assert_eq!(output.records_read, [2]);
 /// ```
 pub struct StreamGraph {
     outputs: Mutex<Vec<Arc<dyn Output>>>,
@@ -113,7 +123,7 @@ impl StreamGraph {
         info: BatchInfo,
         input: Arc<dyn InputReader>,
         executor: Arc<dyn Executor>,
-    ) -> Result<WriteSet> {
+    ) -> Result<BatchOutput> {
         self.run_batch_cancellable(info, input, executor, Arc::new(AtomicBool::new(false)))
     }
 
@@ -125,7 +135,7 @@ impl StreamGraph {
         input: Arc<dyn InputReader>,
         executor: Arc<dyn Executor>,
         cancelled: Arc<AtomicBool>,
-    ) -> Result<WriteSet> {
+    ) -> Result<BatchOutput> {
         let outputs = self
             .outputs
             .lock()
@@ -138,7 +148,10 @@ impl StreamGraph {
         }
         let writes =
             std::mem::take(&mut *scope.writes.lock().unwrap_or_else(PoisonError::into_inner));
-        Ok(writes)
+        Ok(BatchOutput {
+            writes,
+            records_read: scope.records_read(),
+        })
     }
 
     pub(crate) fn register(&self, output: Arc<dyn Output>, families: &[String]) {
@@ -264,6 +277,7 @@ impl Node<Record> for Input {
         part: usize,
     ) -> Result<PartIter<'a, Record>> {
         let records = scope.input.read(&scope.info.ranges[part])?;
+        scope.note_records_read(part, records.len());
         Ok(Box::new(records.into_iter()))
     }
 }

@@ -10,7 +10,7 @@ use rdkafka::metadata::MetadataTopic;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_core::TopicPartition;
 
-use crate::strategy::ConsumerStrategy;
+use crate::strategy::{pattern_matches, ConsumerStrategy};
 use crate::{start, Error, KafkaReader, KafkaSource, PartitionOffsets, Result, StartOffsets};
 
 impl KafkaSource {
@@ -200,7 +200,7 @@ impl KafkaClient {
                     .fetch_metadata(None, self.timeout())
                     .map_err(|e| Error::kafka("fetching metadata of all topics", e))?;
                 for t in metadata.topics() {
-                    if !ConsumerStrategy::pattern_matches(pattern, t.name()) {
+                    if !pattern_matches(pattern, t.name()) {
                         continue;
                     }
                     match t.error() {

@@ -75,7 +75,9 @@
 
 mod client;
 mod config;
+mod consumer;
 mod error;
+mod partition;
 mod planner;
 mod reader;
 mod start;

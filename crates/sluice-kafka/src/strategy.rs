@@ -24,20 +24,9 @@ pub enum ConsumerStrategy {
     Assign(BTreeMap<TopicPartition, i64>),
 }
 
-impl ConsumerStrategy {
-    /// The name of the builder method that selects this strategy.
-    pub(crate) fn method(&self) -> &'static str {
-        match self {
-            ConsumerStrategy::Subscribe(_) => "subscribe",
-            ConsumerStrategy::Pattern(_) => "subscribe_pattern",
-            ConsumerStrategy::Assign(_) => "assign",
-        }
-    }
-
-    /// True when a pattern subscription includes `topic`.
-    pub(crate) fn pattern_matches(pattern: &Regex, topic: &str) -> bool {
-        !topic.starts_with("__") && pattern.is_match(topic)
-    }
+/// True when a pattern subscription includes `topic`.
+pub(crate) fn pattern_matches(pattern: &Regex, topic: &str) -> bool {
+    !topic.starts_with("__") && pattern.is_match(topic)
 }
 
 /// Why `name` cannot be a Kafka topic, if it cannot.

@@ -1,1 +1,32 @@
-//! placeholder
+//! sluice-runtime: runs a job. A [`StreamingContext`] owns the job's
+//! stream graph, its RocksDB checkpoint and, once started, the driver
+//! thread and the worker pool.
+//!
+//! # One batch
+//!
+//! Every batch interval the driver (one thread):
+//!
+//! 1. discovers the source's partitions (new partitions and, with a
+//!    pattern, new topics are picked up while running) and fetches their
+//!    offsets;
+//! 2. plans one offset range per partition from the stored positions
+//!    (first start: the start policy; new partitions: earliest);
+//! 3. runs the job's output operations; their tasks — one per partition —
+//!    run on the worker pool, failed tasks are retried from the same range;
+//! 4. commits the next offsets, the sinks' writes and a batch record in one
+//!    atomic RocksDB write, only when all of the batch succeeded;
+//! 5. logs one line and calls the [`BatchListener`]s.
+//!
+//! See [`StreamingContext`] for a complete job.
+
+mod context;
+mod driver;
+mod error;
+mod listener;
+mod pool;
+mod signals;
+
+pub use context::{BatchFailurePolicy, StopHandle, StreamingContext, StreamingContextBuilder};
+pub use error::{Error, Result};
+pub use listener::{BatchCompleted, BatchListener};
+pub use pool::WorkerPool;

@@ -243,6 +243,21 @@ fn retention_deletes_old_batch_records() {
     assert_eq!(store.last_batch().unwrap().unwrap().id, 5);
 }
 
+#[test]
+fn retention_counts_batch_ids_not_records() {
+    let dir = TempDir::new().unwrap();
+    let mut store = RocksCheckpoint::builder(dir.path())
+        .app_id(APP)
+        .retain_batches(3)
+        .open()
+        .unwrap();
+    for id in [0, 1, 2, 10] {
+        commit(&mut store, id, &[], WriteSet::new()).unwrap();
+    }
+    let ids: Vec<_> = store.batches().unwrap().iter().map(|b| b.id).collect();
+    assert_eq!(ids, [10]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 

@@ -49,9 +49,6 @@ where
     F: Fn(V, V) -> V + Send + Sync + 'static,
 {
     fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
-        if scope.stage::<Vec<(K, V)>>(self.id).is_some() {
-            return Ok(());
-        }
         let reducers = self
             .partitions
             .unwrap_or_else(|| scope.executor.parallelism())
@@ -78,7 +75,7 @@ where
                 }
             }
         }
-        scope.set_stage(self.id, inputs);
+        scope.add_stage(self.id, inputs);
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::scope::{BatchScope, TaskContext};
 use crate::stream::{next_stage_id, Node, PartIter};
-use crate::Result;
+use crate::{Error, Result};
 
 type Step<U> = dyn Fn(&Arc<BatchScope>) -> Result<Vec<Vec<U>>> + Send + Sync;
 
@@ -28,10 +28,22 @@ impl<U: Send + 'static> Materialized<U> {
 
 impl<U: Send + 'static> Node<U> for Materialized<U> {
     fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
-        if scope.stage::<U>(self.id).is_none() {
-            let partitions = (self.step)(scope)?;
-            scope.set_stage(self.id, partitions);
+        let partitions = (self.step)(scope)?;
+        // Only a `transform` closure can split the same batch differently
+        // for its second consumer.
+        if let Some(first) = scope.stage::<U>(self.id) {
+            if first.len() != partitions.len() {
+                return Err(Error::user(
+                    "transform",
+                    format!(
+                        "returned {} partitions for a batch it returned {} for before; it must be deterministic",
+                        partitions.len(),
+                        first.len()
+                    ),
+                ));
+            }
         }
+        scope.add_stage(self.id, partitions);
         Ok(())
     }
 

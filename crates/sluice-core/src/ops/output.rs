@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use crate::exec::catch_panic;
 use crate::scope::BatchScope;
 use crate::stream::{run_stage, Node, Output};
 use crate::{Batch, BatchInfo, BoxError, DStream, Error, Result};
@@ -22,7 +23,8 @@ where
         let partitions = run_stage(scope, &self.node, "foreach_batch", |_, values| {
             values.collect()
         })?;
-        (self.f)(Batch::new(partitions), &scope.info).map_err(|e| Error::user("foreach_batch", e))
+        catch_panic(|| (self.f)(Batch::new(partitions), &scope.info))?
+            .map_err(|e| Error::user("foreach_batch", e))
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::materialize::Materialized;
+use crate::exec::catch_panic;
 use crate::stream::run_stage;
 use crate::{Batch, BatchInfo, DStream};
 
@@ -27,7 +28,7 @@ impl<T: Send + 'static> DStream<T> {
         let parent = Arc::clone(&self.node);
         self.derive(Materialized::new(move |scope| {
             let partitions = run_stage(scope, &parent, "transform", |_, values| values.collect())?;
-            Ok(f(Batch::new(partitions), &scope.info).into_partitions())
+            Ok(catch_panic(|| f(Batch::new(partitions), &scope.info))?.into_partitions())
         }))
     }
 

@@ -1,0 +1,584 @@
+//! Behaviour of the `DStream` operators, run through `StreamGraph::run_batch`
+//! over a `MemoryInput`, on the inline executor and on a small threaded one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use proptest::prelude::*;
+use sluice_core::{
+    run_task, Batch, BatchInfo, BatchOutput, DStream, Error, Executor, InlineExecutor,
+    LatestValueSink, MemoryInput, Result, StreamGraph, TaskFn, Write,
+};
+
+/// Runs a stage's tasks on three scoped threads at once, each thread taking
+/// the next task index, so tasks of one stage really run in parallel.
+struct ThreadedExecutor;
+
+impl Executor for ThreadedExecutor {
+    fn parallelism(&self) -> usize {
+        3
+    }
+
+    fn run(&self, stage: &str, tasks: usize, task: TaskFn) -> Result<()> {
+        let next = AtomicUsize::new(0);
+        let failures = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..self.parallelism() {
+                s.spawn(|| loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= tasks {
+                        break;
+                    }
+                    if let Err(e) = run_task(&task, index) {
+                        failures.lock().unwrap().push((index, e));
+                    }
+                });
+            }
+        });
+        let mut failures = failures.into_inner().unwrap();
+        failures.sort_by_key(|(index, _)| *index);
+        match failures.into_iter().next() {
+            None => Ok(()),
+            Some((index, source)) => Err(Error::Task {
+                stage: stage.to_owned(),
+                task: index,
+                attempts: 1,
+                source: Box::new(source),
+            }),
+        }
+    }
+}
+
+fn executors() -> [Arc<dyn Executor>; 2] {
+    [Arc::new(InlineExecutor), Arc::new(ThreadedExecutor)]
+}
+
+/// An input of topic `t` with one partition per element of `partitions`.
+fn input<V: Into<Vec<u8>>>(partitions: Vec<Vec<V>>) -> MemoryInput {
+    partitions
+        .into_iter()
+        .enumerate()
+        .fold(MemoryInput::new(), |input, (p, values)| {
+            input.with_partition("t", p as i32, values)
+        })
+}
+
+fn info_for(input: &MemoryInput) -> BatchInfo {
+    BatchInfo::new(
+        7,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(60),
+        input.full_ranges(),
+    )
+}
+
+fn run(
+    graph: &StreamGraph,
+    input: MemoryInput,
+    executor: &Arc<dyn Executor>,
+) -> Result<BatchOutput> {
+    graph.run_batch(info_for(&input), Arc::new(input), Arc::clone(executor))
+}
+
+/// Every batch an output saw, in order.
+type Seen<T> = Arc<Mutex<Vec<Batch<T>>>>;
+
+/// Registers a `foreach_batch` on `stream` that keeps every batch it sees.
+fn collect<T: Send + 'static>(stream: &DStream<T>) -> Seen<T> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    stream.foreach_batch(move |batch, _info| {
+        sink.lock().unwrap().push(batch);
+        Ok::<_, Error>(())
+    });
+    seen
+}
+
+/// The partitions of the only batch `seen` holds.
+fn only_batch<T: Clone>(seen: &Mutex<Vec<Batch<T>>>) -> Vec<Vec<T>> {
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "expected exactly one batch");
+    seen[0].partitions().to_vec()
+}
+
+fn sorted<T: Ord>(mut values: Vec<T>) -> Vec<T> {
+    values.sort();
+    values
+}
+
+fn words(lines: &[&[&str]]) -> MemoryInput {
+    input(lines.iter().map(|p| p.to_vec()).collect())
+}
+
+#[test]
+fn map_flat_map_and_filter_transform_values_within_their_partition() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let lines = graph.input().values_utf8();
+        let mapped = collect(&lines.map(|line| line.len()));
+        let split =
+            collect(&lines.flat_map(|line| line.split(' ').map(str::to_owned).collect::<Vec<_>>()));
+        let long = collect(&lines.filter(|line| line.len() > 3));
+        let input = words(&[&["a b", "cccc"], &[], &["dd ee ff"]]);
+        run(&graph, input, &executor).unwrap();
+
+        assert_eq!(only_batch(&mapped), [vec![3, 4], vec![], vec![8]]);
+        assert_eq!(
+            only_batch(&split),
+            [vec!["a", "b", "cccc"], vec![], vec!["dd", "ee", "ff"]]
+        );
+        assert_eq!(only_batch(&long), [vec!["cccc"], vec![], vec!["dd ee ff"]]);
+    }
+}
+
+#[test]
+fn map_partitions_sees_each_partition_whole() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let sizes = collect(&graph.input().map_partitions(|records| {
+            let partition = records.first().map(|r| r.partition);
+            vec![(partition, records.len())]
+        }));
+        run(&graph, words(&[&["a", "b"], &["c"], &[]]), &executor).unwrap();
+        assert_eq!(
+            only_batch(&sizes),
+            [vec![(Some(0), 2)], vec![(Some(1), 1)], vec![(None, 0)]]
+        );
+    }
+}
+
+#[test]
+fn key_by_and_map_values_keep_records_in_their_source_partition() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let keyed = collect(
+            &graph
+                .input()
+                .key_by(|r| r.partition)
+                .map_values(|r| r.offset),
+        );
+        run(
+            &graph,
+            words(&[&["a", "b"], &["c"], &["d", "e", "f"]]),
+            &executor,
+        )
+        .unwrap();
+        assert_eq!(
+            only_batch(&keyed),
+            [
+                vec![(0, 0), (0, 1)],
+                vec![(1, 0)],
+                vec![(2, 0), (2, 1), (2, 2)]
+            ]
+        );
+    }
+}
+
+/// Keyed input as records whose value is `[key, value]`.
+fn keyed_input(partitions: &[Vec<(u8, u8)>]) -> MemoryInput {
+    input(
+        partitions
+            .iter()
+            .map(|p| p.iter().map(|&(k, v)| vec![k, v]).collect())
+            .collect(),
+    )
+}
+
+fn sum_by_key(graph: &Arc<StreamGraph>) -> Seen<(u8, i64)> {
+    let pairs = graph.input().map(|r| {
+        let bytes = r.value.expect("test records have values");
+        (bytes[0], i64::from(bytes[1]))
+    });
+    collect(&pairs.reduce_by_key(|a, b| a + b))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn reduce_by_key_equals_a_sequential_fold(
+        partitions in prop::collection::vec(
+            prop::collection::vec((0u8..12, any::<u8>()), 0..40),
+            0..6,
+        )
+    ) {
+        let mut expected: HashMap<u8, i64> = HashMap::new();
+        for &(key, value) in partitions.iter().flatten() {
+            *expected.entry(key).or_default() += i64::from(value);
+        }
+        let expected = sorted(expected.into_iter().collect::<Vec<_>>());
+
+        for executor in executors() {
+            let graph = StreamGraph::new();
+            let seen = sum_by_key(&graph);
+            run(&graph, keyed_input(&partitions), &executor).unwrap();
+            let reduced = only_batch(&seen);
+            // One reduce task per executor worker.
+            prop_assert_eq!(reduced.len(), executor.parallelism());
+            prop_assert_eq!(sorted(reduced.concat()), expected.clone());
+        }
+    }
+}
+
+#[test]
+fn reduce_by_key_puts_each_key_in_exactly_one_reduce_partition() {
+    let graph = StreamGraph::new();
+    let seen = sum_by_key(&graph);
+    let partitions: Vec<Vec<(u8, u8)>> = (0..4)
+        .map(|p| (0..50).map(|i| ((i % 20) as u8, p)).collect())
+        .collect();
+    run(&graph, keyed_input(&partitions), &executors()[1]).unwrap();
+    let reduced = only_batch(&seen);
+    assert_eq!(reduced.len(), 3);
+    let keys: Vec<u8> = sorted(reduced.concat().into_iter().map(|(k, _)| k).collect());
+    assert_eq!(keys, (0..20).collect::<Vec<u8>>());
+}
+
+#[test]
+fn count_by_value_counts_each_distinct_value() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let counts = collect(&graph.input().values_utf8().count_by_value());
+        run(
+            &graph,
+            words(&[&["x", "y"], &["x"], &["x", "z"]]),
+            &executor,
+        )
+        .unwrap();
+        assert_eq!(
+            sorted(only_batch(&counts).concat()),
+            [
+                ("x".to_owned(), 3),
+                ("y".to_owned(), 1),
+                ("z".to_owned(), 1)
+            ]
+        );
+    }
+}
+
+#[test]
+fn count_yields_one_value_the_total_number_of_values() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let count = collect(&graph.input().flat_map(|r| [r.clone(), r]).count());
+        run(&graph, words(&[&["a", "b"], &[], &["c"]]), &executor).unwrap();
+        assert_eq!(only_batch(&count), [vec![6]]);
+    }
+}
+
+#[test]
+fn count_of_a_batch_without_ranges_is_zero() {
+    let graph = StreamGraph::new();
+    let count = collect(&graph.input().count());
+    run(&graph, MemoryInput::new(), &executors()[0]).unwrap();
+    assert_eq!(only_batch(&count), [vec![0]]);
+}
+
+#[test]
+fn union_lists_partitions_of_left_then_right() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let offsets = graph.input().map(|r| r.offset);
+        let left = offsets.filter(|o| o % 2 == 0);
+        let right = offsets.map(|o| o + 100);
+        let union = collect(&left.union(&right));
+        run(&graph, words(&[&["a", "b", "c"], &["d"]]), &executor).unwrap();
+        assert_eq!(
+            only_batch(&union),
+            [vec![0, 2], vec![0], vec![100, 101, 102], vec![100]]
+        );
+    }
+}
+
+#[test]
+fn repartition_spreads_the_same_values_over_n_partitions() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let spread = collect(
+            &graph
+                .input()
+                .map(|r| (r.partition, r.offset))
+                .repartition(5),
+        );
+        let input = words(&[&["a"; 7], &[], &["b"; 4]]);
+        run(&graph, input, &executor).unwrap();
+        let partitions = only_batch(&spread);
+        assert_eq!(partitions.len(), 5);
+        assert!(partitions.iter().all(|p| (2..=3).contains(&p.len())));
+        let expected: Vec<(i32, i64)> = (0..7)
+            .map(|o| (0, o))
+            .chain((0..4).map(|o| (2, o)))
+            .collect();
+        assert_eq!(sorted(partitions.concat()), expected);
+    }
+}
+
+#[test]
+fn transform_sees_the_whole_batch_and_its_info() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let seen = collect(&graph.input().transform(|batch, info| {
+            let summary = (
+                info.id,
+                info.time_ms(),
+                info.ranges.len(),
+                batch.partitions().iter().map(Vec::len).collect::<Vec<_>>(),
+            );
+            Batch::new(vec![vec![summary]])
+        }));
+        run(&graph, words(&[&["a", "b"], &["c"]]), &executor).unwrap();
+        assert_eq!(only_batch(&seen), [vec![(7, 60_000, 2, vec![2, 1])]]);
+    }
+}
+
+#[test]
+fn try_map_error_fails_the_batch_naming_operator_and_cause_with_no_writes() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let lines = graph.input().values_utf8();
+        // A sink that succeeds before the failing output: its writes must
+        // not come out of the failed batch.
+        lines.count_by_value().save_counts("words");
+        lines
+            .try_map(|line| line.parse::<i64>())
+            .foreach_batch(|_, _| Ok::<_, Error>(()));
+        let result = run(&graph, words(&[&["1"], &["2", "two"]]), &executor);
+        let message = result.expect_err("batch must fail").to_string();
+        assert!(message.contains("try_map"), "{message}");
+        assert!(message.contains("invalid digit"), "{message}");
+    }
+}
+
+#[test]
+fn values_utf8_on_invalid_bytes_names_topic_partition_and_offset() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        graph.input().values_utf8().count().print(1);
+        let input = input(vec![
+            vec![b"ok".to_vec()],
+            vec![b"ok".to_vec(), vec![0xff, 0xfe]],
+        ]);
+        let message = run(&graph, input, &executor).unwrap_err().to_string();
+        assert!(message.contains("t-1@1"), "{message}");
+        assert!(message.contains("not valid UTF-8"), "{message}");
+    }
+}
+
+#[test]
+fn panic_in_an_operator_closure_fails_the_batch_with_its_message() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        graph
+            .input()
+            .map(|r| {
+                assert!(r.offset < 1, "boom at offset {}", r.offset);
+                r
+            })
+            .count()
+            .print(1);
+        let message = run(&graph, words(&[&["a", "b"]]), &executor)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("boom at offset 1"), "{message}");
+    }
+}
+
+#[test]
+fn panic_in_foreach_batch_fails_the_batch_with_its_message() {
+    let graph = StreamGraph::new();
+    graph
+        .input()
+        .foreach_batch(|_, _| -> Result<(), Error> { panic!("driver-side boom") });
+    let message = run(&graph, words(&[&["a"]]), &executors()[0])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("driver-side boom"), "{message}");
+}
+
+fn counter_adds(output: &BatchOutput) -> Vec<(String, Vec<u8>, i64)> {
+    sorted(
+        output
+            .writes
+            .iter()
+            .map(|w| match w {
+                Write::Add { family, key, delta } => (family.clone(), key.clone(), *delta),
+                other => panic!("expected an add, got {other:?}"),
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn save_counts_stages_one_add_per_distinct_key() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        graph
+            .input()
+            .values_utf8()
+            .count_by_value()
+            .save_counts("words");
+        assert_eq!(graph.families(), ["words"]);
+        let output = run(&graph, words(&[&["a", "b"], &["a"], &["a"]]), &executor).unwrap();
+        assert_eq!(
+            counter_adds(&output),
+            [
+                ("words".to_owned(), b"a".to_vec(), 3),
+                ("words".to_owned(), b"b".to_vec(), 1)
+            ]
+        );
+    }
+}
+
+#[test]
+fn latest_value_sink_stages_one_put_per_pair() {
+    let graph = StreamGraph::new();
+    graph
+        .input()
+        .values_utf8()
+        .map(|v| (format!("k-{v}"), v))
+        .sink(LatestValueSink::new("latest"));
+    let output = run(&graph, words(&[&["a"], &["b"]]), &executors()[0]).unwrap();
+    let puts: Vec<Write> = output.writes.into_iter().collect();
+    assert_eq!(
+        puts,
+        [
+            Write::Put {
+                family: "latest".into(),
+                key: b"k-a".to_vec(),
+                value: b"a".to_vec()
+            },
+            Write::Put {
+                family: "latest".into(),
+                key: b"k-b".to_vec(),
+                value: b"b".to_vec()
+            },
+        ]
+    );
+}
+
+#[test]
+fn records_read_counts_each_range_in_order() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        graph.input().filter(|_| false).count().print(1);
+        let output = run(
+            &graph,
+            words(&[&["a", "b"], &[], &["c", "d", "e"]]),
+            &executor,
+        )
+        .unwrap();
+        assert_eq!(output.records_read, [2, 0, 3]);
+        assert!(output.writes.is_empty());
+    }
+}
+
+#[test]
+fn a_graph_run_twice_keeps_no_state_between_batches() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let words_stream = graph.input().values_utf8();
+        words_stream.count_by_value().save_counts("words");
+        let counts = collect(&words_stream.count());
+
+        let first = run(&graph, words(&[&["a", "a"], &["b"]]), &executor).unwrap();
+        let second = run(&graph, words(&[&["a"]]), &executor).unwrap();
+
+        assert_eq!(first.records_read, [2, 1]);
+        assert_eq!(second.records_read, [1]);
+        assert_eq!(
+            counter_adds(&second),
+            [("words".to_owned(), b"a".to_vec(), 1)]
+        );
+        let counts = counts.lock().unwrap();
+        assert_eq!(counts[0].partitions(), [vec![3]]);
+        assert_eq!(counts[1].partitions(), [vec![1]]);
+    }
+}
+
+#[test]
+fn a_failed_batch_leaves_nothing_for_the_next_one() {
+    let graph = StreamGraph::new();
+    let lines = graph.input().values_utf8();
+    lines.count_by_value().save_counts("words");
+    lines.try_map(|line| line.parse::<i64>()).count().print(1);
+    let executor = &executors()[1];
+    run(&graph, words(&[&["1", "x"]]), executor).unwrap_err();
+    let output = run(&graph, words(&[&["2"]]), executor).unwrap();
+    assert_eq!(
+        counter_adds(&output),
+        [("words".to_owned(), b"2".to_vec(), 1)]
+    );
+}
+
+#[test]
+fn a_shuffled_stream_feeds_two_outputs_in_one_batch() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let counts = graph.input().values_utf8().count_by_value();
+        let seen = collect(&counts);
+        counts.save_counts("words");
+        let output = run(&graph, words(&[&["a", "b"], &["a"]]), &executor).unwrap();
+        assert_eq!(
+            sorted(only_batch(&seen).concat()),
+            [("a".to_owned(), 2), ("b".to_owned(), 1)]
+        );
+        assert_eq!(counter_adds(&output).len(), 2);
+    }
+}
+
+#[test]
+fn both_sides_of_a_union_may_read_one_shuffled_stream() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let counts = graph.input().values_utf8().count_by_value();
+        let union = collect(
+            &counts
+                .filter(|(_, n)| *n > 1)
+                .union(&counts.filter(|(_, n)| *n == 1)),
+        );
+        run(&graph, words(&[&["a", "b"], &["a"]]), &executor).unwrap();
+        assert_eq!(
+            sorted(only_batch(&union).concat()),
+            [("a".to_owned(), 2), ("b".to_owned(), 1)]
+        );
+    }
+}
+
+#[test]
+fn transform_read_twice_must_split_the_batch_the_same_way() {
+    let graph = StreamGraph::new();
+    let calls = AtomicUsize::new(0);
+    let split = graph.input().transform(move |batch, _| {
+        let n = calls.fetch_add(1, Ordering::Relaxed) + 1;
+        Batch::new(vec![batch.into_iter().collect(); n])
+    });
+    split.count().print(1);
+    split.count().print(1);
+    let message = run(&graph, words(&[&["a"]]), &executors()[0])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("deterministic"), "{message}");
+}
+
+#[test]
+fn panic_in_transform_fails_the_batch_with_its_message() {
+    let graph = StreamGraph::new();
+    let _ = collect(
+        &graph
+            .input()
+            .transform(|_, _| -> Batch<u8> { panic!("transform boom") }),
+    );
+    let message = run(&graph, words(&[&["a"]]), &executors()[0])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("transform boom"), "{message}");
+}
+
+#[test]
+fn print_of_a_batch_longer_than_n_does_not_fail() {
+    let graph = StreamGraph::new();
+    graph.input().values_utf8().print(2);
+    let output = run(&graph, words(&[&["a", "b", "c"]]), &executors()[0]).unwrap();
+    assert_eq!(output.records_read, [3]);
+}

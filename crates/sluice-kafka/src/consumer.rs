@@ -1,0 +1,100 @@
+//! The rdkafka side of a partition reader: one `BaseConsumer` assigned to
+//! one partition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sluice_core::{Record, TopicPartition};
+
+use crate::partition::{PartitionSource, Polled};
+use crate::{Error, Result};
+
+/// The consumer of one partition, created on first use.
+pub(crate) struct PartitionConsumer {
+    tp: TopicPartition,
+    config: Arc<ClientConfig>,
+    consumer: Option<BaseConsumer>,
+}
+
+impl PartitionConsumer {
+    pub(crate) fn new(tp: TopicPartition, config: Arc<ClientConfig>) -> Self {
+        Self {
+            tp,
+            config,
+            consumer: None,
+        }
+    }
+
+    fn consumer(&self) -> &BaseConsumer {
+        self.consumer
+            .as_ref()
+            .expect("a partition consumer is positioned before it is used")
+    }
+}
+
+impl PartitionSource for PartitionConsumer {
+    fn position(&mut self, offset: i64) -> Result<()> {
+        let consumer = match &mut self.consumer {
+            Some(consumer) => consumer,
+            slot @ None => {
+                let consumer: BaseConsumer = self.config.create().map_err(|e| {
+                    Error::kafka(format!("creating the consumer of {}", self.tp), e)
+                })?;
+                tracing::debug!(partition = %self.tp, "created partition consumer");
+                slot.insert(consumer)
+            }
+        };
+        let context = || format!("positioning the consumer of {} at offset {offset}", self.tp);
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition_offset(&self.tp.topic, self.tp.partition, Offset::Offset(offset))
+            .map_err(|e| Error::kafka(context(), e))?;
+        // Re-assigning restarts fetching under a new version: librdkafka
+        // drops everything fetched for the old position, events included.
+        consumer
+            .assign(&tpl)
+            .map_err(|e| Error::kafka(context(), e))?;
+        tracing::debug!(partition = %self.tp, offset, "positioned partition consumer");
+        Ok(())
+    }
+
+    fn poll(&mut self, timeout: Duration) -> Polled {
+        match self.consumer().poll(timeout) {
+            None => Polled::Nothing,
+            Some(Ok(msg)) => Polled::Record(to_record(&self.tp, &msg)),
+            Some(Err(KafkaError::PartitionEOF(_))) => Polled::Eof,
+            Some(Err(e)) => Polled::Failed(e),
+        }
+    }
+
+    fn latest(&mut self, timeout: Duration) -> Result<i64> {
+        let (_, latest) = self
+            .consumer()
+            .fetch_watermarks(&self.tp.topic, self.tp.partition, timeout)
+            .map_err(|e| Error::kafka(format!("fetching the offsets of {}", self.tp), e))?;
+        Ok(latest)
+    }
+}
+
+fn to_record(tp: &TopicPartition, msg: &BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: tp.topic.clone(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        timestamp: msg.timestamp().to_millis(),
+        key: msg.key().map(<[u8]>::to_vec),
+        value: msg.payload().map(<[u8]>::to_vec),
+        headers: msg
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}

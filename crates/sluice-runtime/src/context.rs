@@ -1,0 +1,417 @@
+//! [`StreamingContext`]: configure a job, define its streams, run it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{unbounded, Sender};
+use sluice_checkpoint::{CheckpointStore, RocksCheckpoint};
+use sluice_core::{DStream, Record, StreamGraph};
+use sluice_kafka::KafkaSource;
+
+use crate::driver::{Driver, DriverSettings, StopRequest};
+use crate::listener::BatchListener;
+use crate::pool::WorkerPool;
+use crate::{Error, Result};
+
+/// What the driver does when a batch fails after its task retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BatchFailurePolicy {
+    /// Stop the job with the batch's error (the default). Nothing of the
+    /// batch is committed; a restart reads it again.
+    #[default]
+    Stop,
+    /// Compute the same batch again after `backoff`, up to `max_attempts`
+    /// attempts in all, then stop.
+    Retry {
+        /// Wait between attempts.
+        backoff: Duration,
+        /// Attempts in all, at least 1.
+        max_attempts: u32,
+    },
+}
+
+/// Builds a [`StreamingContext`]; every setting is checked by
+/// [`StreamingContextBuilder::build`] before anything runs.
+#[derive(Debug, Clone)]
+pub struct StreamingContextBuilder {
+    app_id: Option<String>,
+    batch_interval: Option<Duration>,
+    checkpoint_dir: Option<PathBuf>,
+    workers: usize,
+    task_attempts: u32,
+    on_batch_failure: BatchFailurePolicy,
+    checkpoint_sync: bool,
+    stop_on_signals: bool,
+    kafka_outage_timeout: Duration,
+}
+
+impl Default for StreamingContextBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamingContextBuilder {
+    /// A builder with the defaults below; app id, batch interval and
+    /// checkpoint directory must be set.
+    pub fn new() -> Self {
+        Self {
+            app_id: None,
+            batch_interval: None,
+            checkpoint_dir: None,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            task_attempts: 4,
+            on_batch_failure: BatchFailurePolicy::Stop,
+            checkpoint_sync: true,
+            stop_on_signals: true,
+            kafka_outage_timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// Names the job (required): letters, digits, `.`, `_`, `-`. The
+    /// checkpoint remembers it and refuses to serve another job; it is also
+    /// the default Kafka consumer group id.
+    pub fn app_id(mut self, id: impl Into<String>) -> Self {
+        self.app_id = Some(id.into());
+        self
+    }
+
+    /// Time between batches (required, at least 1 ms).
+    pub fn batch_interval(mut self, interval: Duration) -> Self {
+        self.batch_interval = Some(interval);
+        self
+    }
+
+    /// Directory of the RocksDB checkpoint (required); created if missing.
+    pub fn checkpoint_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.checkpoint_dir = Some(dir.into());
+        self
+    }
+
+    /// Worker threads running tasks. Default: the number of CPUs.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Attempts a task gets before its batch fails. Default: 4.
+    pub fn task_attempts(mut self, attempts: u32) -> Self {
+        self.task_attempts = attempts;
+        self
+    }
+
+    /// What happens when a batch fails. Default: [`BatchFailurePolicy::Stop`].
+    pub fn on_batch_failure(mut self, policy: BatchFailurePolicy) -> Self {
+        self.on_batch_failure = policy;
+        self
+    }
+
+    /// Whether each commit waits for the checkpoint to reach the disk
+    /// (fsync). Default: true. Turning it off trades durability of the last
+    /// batches on power loss for latency; a process crash loses nothing.
+    pub fn checkpoint_sync(mut self, sync: bool) -> Self {
+        self.checkpoint_sync = sync;
+        self
+    }
+
+    /// Whether SIGINT/SIGTERM stop the job: the first finishes and commits
+    /// the batch in flight, then stops; a second exits the process at once
+    /// with status 130, committing nothing more. Default: true.
+    pub fn stop_on_signals(mut self, enabled: bool) -> Self {
+        self.stop_on_signals = enabled;
+        self
+    }
+
+    /// How long the driver keeps retrying when Kafka cannot be reached to
+    /// plan a batch, before the job stops. Default: 5 minutes.
+    pub fn kafka_outage_timeout(mut self, timeout: Duration) -> Self {
+        self.kafka_outage_timeout = timeout;
+        self
+    }
+
+    /// Checks every setting and opens the checkpoint.
+    pub fn build(self) -> Result<StreamingContext> {
+        let app_id = self.app_id.ok_or_else(|| config("app_id", "required: name the job with .app_id(..)"))?;
+        if app_id.is_empty()
+            || app_id.len() > 200
+            || !app_id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(config(
+                "app_id",
+                format!("'{app_id}' must be 1 to 200 letters, digits, '.', '_' or '-'"),
+            ));
+        }
+        let batch_interval = self
+            .batch_interval
+            .ok_or_else(|| config("batch_interval", "required: set it with .batch_interval(..)"))?;
+        if batch_interval < Duration::from_millis(1) {
+            return Err(config(
+                "batch_interval",
+                format!("{batch_interval:?} is too short; the minimum is 1 ms"),
+            ));
+        }
+        let checkpoint_dir = self
+            .checkpoint_dir
+            .ok_or_else(|| config("checkpoint_dir", "required: set it with .checkpoint_dir(..)"))?;
+        if self.workers == 0 {
+            return Err(config("workers", "must be at least 1"));
+        }
+        if self.task_attempts == 0 {
+            return Err(config("task_attempts", "must be at least 1"));
+        }
+        if let BatchFailurePolicy::Retry { max_attempts: 0, .. } = self.on_batch_failure {
+            return Err(config("on_batch_failure", "Retry needs max_attempts of at least 1"));
+        }
+        let store = RocksCheckpoint::builder(&checkpoint_dir)
+            .app_id(&app_id)
+            .sync(self.checkpoint_sync)
+            .open()?;
+        Ok(StreamingContext {
+            graph: StreamGraph::new(),
+            app_id,
+            workers: self.workers,
+            task_attempts: self.task_attempts,
+            stop_on_signals: self.stop_on_signals,
+            driver: DriverSettings {
+                batch_interval,
+                on_batch_failure: self.on_batch_failure,
+                kafka_outage_timeout: self.kafka_outage_timeout,
+            },
+            state: Mutex::new(State::Created {
+                store: Box::new(store),
+                sources: Vec::new(),
+                listeners: Vec::new(),
+            }),
+        })
+    }
+}
+
+fn config(setting: &'static str, reason: impl Into<String>) -> Error {
+    Error::Config {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Stops a running context from anywhere (another thread, a signal).
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    requests: Sender<StopRequest>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl StopHandle {
+    /// Asks the job to stop. Graceful: the batch in flight finishes and
+    /// commits first. Not graceful: the batch in flight is cancelled and not
+    /// committed. Returns at once; use
+    /// [`StreamingContext::await_termination`] to wait.
+    pub fn stop(&self, graceful: bool) {
+        if !graceful {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+        // The driver may have ended already; then there is nothing to stop.
+        let _ = self.requests.send(StopRequest);
+    }
+}
+
+enum State {
+    Created {
+        store: Box<dyn CheckpointStore>,
+        sources: Vec<KafkaSource>,
+        listeners: Vec<Box<dyn BatchListener>>,
+    },
+    Running {
+        driver: JoinHandle<Result<()>>,
+        stop: StopHandle,
+        signals: Option<signal_hook::iterator::Handle>,
+    },
+    Terminated,
+}
+
+/// A streaming job: its stream definitions, its checkpoint and, once
+/// started, its driver.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use sluice_kafka::KafkaSource;
+/// use sluice_runtime::StreamingContext;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ctx = StreamingContext::builder()
+///     .app_id("wordcount")
+///     .batch_interval(Duration::from_secs(1))
+///     .checkpoint_dir("checkpoints/wordcount")
+///     .build()?;
+/// let source = KafkaSource::builder().brokers("127.0.0.1:9092").subscribe(["lines"]).build()?;
+/// ctx.kafka_stream(source)
+///     .values_utf8()
+///     .flat_map(|line| line.split_ascii_whitespace().map(str::to_owned).collect::<Vec<_>>())
+///     .count_by_value()
+///     .save_counts("word_counts");
+/// ctx.start()?;
+/// ctx.await_termination()?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct StreamingContext {
+    graph: Arc<StreamGraph>,
+    app_id: String,
+    workers: usize,
+    task_attempts: u32,
+    stop_on_signals: bool,
+    driver: DriverSettings,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for StreamingContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingContext")
+            .field("app_id", &self.app_id)
+            .field("batch_interval", &self.driver.batch_interval)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamingContext {
+    /// Starts configuring a context.
+    pub fn builder() -> StreamingContextBuilder {
+        StreamingContextBuilder::new()
+    }
+
+    /// The job's name.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// The Direct Kafka stream read by `source`: partition `i` of each batch
+    /// holds the records of the batch's `i`-th offset range. A context reads
+    /// one Kafka stream; the consumer group id defaults to the app id.
+    pub fn kafka_stream(&self, source: KafkaSource) -> DStream<Record> {
+        if let State::Created { sources, .. } = &mut *self.lock_state() {
+            sources.push(source.with_default_group_id(&self.app_id));
+        }
+        self.graph.input()
+    }
+
+    /// Calls `listener` on the driver after every committed batch.
+    pub fn add_listener(&self, listener: impl BatchListener + 'static) {
+        if let State::Created { listeners, .. } = &mut *self.lock_state() {
+            listeners.push(Box::new(listener));
+        }
+    }
+
+    /// Checks the job, connects to Kafka and starts the driver.
+    pub fn start(&self) -> Result<()> {
+        let mut state = self.lock_state();
+        let State::Created { store, sources, listeners } = std::mem::replace(&mut *state, State::Terminated) else {
+            return Err(Error::AlreadyStarted);
+        };
+        let driver = match self.prepare(store, sources, listeners) {
+            Ok(driver) => driver,
+            Err(error) => return Err(error),
+        };
+        let stop = StopHandle {
+            requests: driver.1,
+            cancel: driver.0.cancel.clone(),
+        };
+        let signals = if self.stop_on_signals {
+            Some(crate::signals::install(stop.clone())?)
+        } else {
+            None
+        };
+        let driver = std::thread::Builder::new()
+            .name("sluice-driver".into())
+            .spawn(move || driver.0.run())
+            .map_err(|source| Error::Io {
+                what: "start the driver thread",
+                source,
+            })?;
+        *state = State::Running { driver, stop, signals };
+        Ok(())
+    }
+
+    fn prepare(
+        &self,
+        mut store: Box<dyn CheckpointStore>,
+        mut sources: Vec<KafkaSource>,
+        listeners: Vec<Box<dyn BatchListener>>,
+    ) -> Result<(Driver, Sender<StopRequest>)> {
+        let source = match sources.len() {
+            1 => sources.remove(0),
+            0 => return Err(config("kafka_stream", "no input: create the job's stream with ctx.kafka_stream(..)")),
+            n => return Err(config("kafka_stream", format!("{n} Kafka streams defined; a context reads exactly one (subscribe it to several topics instead)"))),
+        };
+        if self.graph.output_count() == 0 {
+            return Err(config(
+                "outputs",
+                "no output operation registered: add foreach_batch, print or a sink such as save_counts",
+            ));
+        }
+        for family in self.graph.families() {
+            store.ensure_family(&family)?;
+        }
+        let client = source.connect()?;
+        let reader = Arc::new(client.reader());
+        let pool = WorkerPool::new(self.workers, self.task_attempts).map_err(|source| Error::Io {
+            what: "start the worker threads",
+            source,
+        })?;
+        let (requests, stop) = unbounded();
+        let driver = Driver {
+            settings: self.driver.clone(),
+            graph: Arc::clone(&self.graph),
+            store,
+            client,
+            reader,
+            pool: Arc::new(pool),
+            listeners,
+            stop,
+            cancel: Arc::new(AtomicBool::new(false)),
+        };
+        Ok((driver, requests))
+    }
+
+    /// A handle that stops the running context from another thread.
+    pub fn stop_handle(&self) -> Result<StopHandle> {
+        match &*self.lock_state() {
+            State::Running { stop, .. } => Ok(stop.clone()),
+            _ => Err(Error::NotStarted),
+        }
+    }
+
+    /// Stops the job (see [`StopHandle::stop`]) and waits until it ended.
+    pub fn stop(&self, graceful: bool) -> Result<()> {
+        self.stop_handle()?.stop(graceful);
+        self.await_termination()
+    }
+
+    /// Blocks until the job stops: `Ok` after a requested stop, the error
+    /// that stopped it otherwise.
+    pub fn await_termination(&self) -> Result<()> {
+        let (driver, signals) = match std::mem::replace(&mut *self.lock_state(), State::Terminated) {
+            State::Running { driver, signals, .. } => (driver, signals),
+            State::Created { .. } => return Err(Error::NotStarted),
+            State::Terminated => return Ok(()),
+        };
+        let result = driver.join().unwrap_or_else(|panic| {
+            std::panic::resume_unwind(panic);
+        });
+        if let Some(signals) = signals {
+            signals.close();
+        }
+        match &result {
+            Ok(()) => tracing::info!(app_id = %self.app_id, "streaming context stopped"),
+            Err(error) => tracing::error!(app_id = %self.app_id, %error, "streaming context stopped by an error"),
+        }
+        result
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,257 @@
+//! The driver loop: tick, plan the batch's ranges, compute it on the
+//! worker pool, commit it atomically, report it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit, RangeRecord};
+use sluice_core::{BatchInfo, BatchOutput, StreamGraph, TopicPartition};
+use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, Plan};
+
+use crate::listener::{BatchCompleted, BatchListener};
+use crate::pool::WorkerPool;
+use crate::{BatchFailurePolicy, Error, Result};
+
+/// Asks the driver to stop after the batch in flight (if any) committed.
+pub(crate) struct StopRequest;
+
+/// Driver settings fixed at start.
+#[derive(Clone)]
+pub(crate) struct DriverSettings {
+    pub(crate) batch_interval: Duration,
+    pub(crate) on_batch_failure: BatchFailurePolicy,
+    pub(crate) kafka_outage_timeout: Duration,
+}
+
+pub(crate) struct Driver {
+    pub(crate) settings: DriverSettings,
+    pub(crate) graph: Arc<StreamGraph>,
+    pub(crate) store: Box<dyn CheckpointStore>,
+    pub(crate) client: KafkaClient,
+    pub(crate) reader: Arc<KafkaReader>,
+    pub(crate) pool: Arc<WorkerPool>,
+    pub(crate) listeners: Vec<Box<dyn BatchListener>>,
+    pub(crate) stop: Receiver<StopRequest>,
+    pub(crate) cancel: Arc<AtomicBool>,
+}
+
+/// How a wait ended.
+enum Wake {
+    Due,
+    Stop,
+}
+
+/// Offsets progress of the running job.
+struct Progress {
+    positions: BTreeMap<TopicPartition, i64>,
+    /// Nothing was stored: the first batch resolves the start policy.
+    first_start: bool,
+    next_id: u64,
+}
+
+impl Driver {
+    pub(crate) fn run(mut self) -> Result<()> {
+        let positions = self.store.offsets()?;
+        let mut progress = Progress {
+            first_start: positions.is_empty(),
+            next_id: self.store.last_batch()?.map_or(0, |b| b.id + 1),
+            positions,
+        };
+        tracing::info!(
+            first_start = progress.first_start,
+            partitions = progress.positions.len(),
+            next_batch = progress.next_id,
+            "driver started"
+        );
+        let interval = self.settings.batch_interval;
+        let (mut batch_time, mut due) = first_tick(interval);
+        loop {
+            if let Wake::Stop = self.wait_until(due) {
+                tracing::info!("stop requested; no batch in flight");
+                return Ok(());
+            }
+            let scheduling_delay = Instant::now().saturating_duration_since(due);
+            if !self.run_batch(&mut progress, batch_time, scheduling_delay)? {
+                return Ok(());
+            }
+            // Ticks stay on the grid; an overrun batch makes the next one
+            // start at once, and the lateness shows as scheduling delay.
+            batch_time += interval;
+            due += interval;
+        }
+    }
+
+    fn wait_until(&self, due: Instant) -> Wake {
+        match self.stop.recv_timeout(due.saturating_duration_since(Instant::now())) {
+            Err(RecvTimeoutError::Timeout) => Wake::Due,
+            Ok(StopRequest) | Err(RecvTimeoutError::Disconnected) => Wake::Stop,
+        }
+    }
+
+    /// Runs one batch to its commit. `Ok(false)` means a stop request came
+    /// in while waiting for Kafka or for a retry, before anything ran.
+    fn run_batch(
+        &mut self,
+        progress: &mut Progress,
+        batch_time: SystemTime,
+        scheduling_delay: Duration,
+    ) -> Result<bool> {
+        let started = Instant::now();
+        let Some(plan) = self.plan(progress)? else {
+            return Ok(false);
+        };
+        let info = BatchInfo::new(progress.next_id, batch_time, plan.ranges.clone());
+        let Some(output) = self.compute(&info)? else {
+            return Ok(false);
+        };
+        let processing = started.elapsed();
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(Error::Aborted { id: info.id });
+        }
+
+        let records: u64 = output.records_read.iter().sum();
+        let record = batch_record(&info, &plan, &output, processing, scheduling_delay);
+        let commit_started = Instant::now();
+        self.store.commit(Commit {
+            record,
+            next_offsets: plan.next_positions().into_iter().collect(),
+            writes: output.writes,
+        })?;
+        let commit = commit_started.elapsed();
+        progress.positions.extend(plan.next_positions());
+        progress.next_id += 1;
+
+        tracing::info!(
+            batch = info.id,
+            records,
+            ranges = info.ranges.len(),
+            processing_ms = processing.as_secs_f64() * 1e3,
+            scheduling_delay_ms = scheduling_delay.as_secs_f64() * 1e3,
+            commit_ms = commit.as_secs_f64() * 1e3,
+            "batch committed"
+        );
+        let completed = BatchCompleted {
+            info,
+            records_per_range: output.records_read,
+            records,
+            processing,
+            scheduling_delay,
+            commit,
+            new_partitions: plan.new_partitions,
+            skipped_offsets: plan.skipped,
+        };
+        for listener in &mut self.listeners {
+            listener.on_batch_completed(&completed, self.store.as_ref());
+        }
+        Ok(true)
+    }
+
+    /// Discovers partitions, fetches their offsets and plans the ranges,
+    /// riding out Kafka outages with backoff. `None`: stop requested.
+    fn plan(&mut self, progress: &mut Progress) -> Result<Option<Plan>> {
+        let deadline = Instant::now() + self.settings.kafka_outage_timeout;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.try_plan(progress) {
+                Ok(plan) => return Ok(Some(plan)),
+                Err(error) if error.is_transient() && Instant::now() < deadline => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "waiting for Kafka before planning the next batch");
+                    if let Wake::Stop = self.wait_until(Instant::now() + backoff) {
+                        return Ok(None);
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    fn try_plan(&mut self, progress: &mut Progress) -> sluice_kafka::Result<Plan> {
+        let partitions = self.client.partitions(Instant::now())?;
+        let offsets = self.client.offsets(&partitions)?;
+        if progress.first_start {
+            let policy = self.client.source().start_from();
+            progress.positions = self.client.start_offsets(policy, &offsets)?;
+            progress.first_start = false;
+        }
+        let on_data_loss = self.client.source().on_data_loss();
+        plan_ranges(&progress.positions, &offsets, None, on_data_loss)
+    }
+
+    /// Computes the batch, retrying it whole if the policy says so.
+    /// `None`: a stop request came in during a retry backoff.
+    fn compute(&self, info: &BatchInfo) -> Result<Option<BatchOutput>> {
+        let mut attempt = 1;
+        loop {
+            let result = self.graph.run_batch_cancellable(
+                info.clone(),
+                self.reader.clone(),
+                self.pool.clone(),
+                self.cancel.clone(),
+            );
+            let error = match result {
+                Ok(output) => return Ok(Some(output)),
+                Err(_) if self.cancel.load(Ordering::SeqCst) => return Err(Error::Aborted { id: info.id }),
+                Err(error) => error,
+            };
+            let failed = |source| Error::Batch {
+                id: info.id,
+                time_ms: info.time_ms(),
+                attempts: attempt,
+                source,
+            };
+            match self.settings.on_batch_failure {
+                BatchFailurePolicy::Retry { backoff, max_attempts } if attempt < max_attempts => {
+                    tracing::warn!(batch = info.id, attempt, %error, "batch failed, nothing committed; retrying it after backoff");
+                    if let Wake::Stop = self.wait_until(Instant::now() + backoff) {
+                        return Ok(None);
+                    }
+                    attempt += 1;
+                }
+                _ => return Err(failed(error)),
+            }
+        }
+    }
+}
+
+/// The first batch time: the next multiple of the interval on the wall
+/// clock, so batch times are round numbers and align across restarts.
+fn first_tick(interval: Duration) -> (SystemTime, Instant) {
+    let now = SystemTime::now();
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let step = interval.as_nanos().max(1);
+    let next = (since_epoch.as_nanos() / step + 1) * step;
+    let wait = Duration::from_nanos((next - since_epoch.as_nanos()) as u64);
+    (now + wait, Instant::now() + wait)
+}
+
+fn batch_record(
+    info: &BatchInfo,
+    plan: &Plan,
+    output: &BatchOutput,
+    processing: Duration,
+    scheduling_delay: Duration,
+) -> BatchRecord {
+    let mut record = BatchRecord::new(info.id, info.time_ms());
+    record.ranges = info
+        .ranges
+        .iter()
+        .zip(&output.records_read)
+        .map(|(range, &records)| {
+            let tp = range.topic_partition();
+            let skipped = plan
+                .skipped
+                .iter()
+                .find(|(p, _)| *p == tp)
+                .map_or(0, |(_, n)| *n);
+            RangeRecord::from_range(range, records, skipped)
+        })
+        .collect();
+    record.records = output.records_read.iter().sum();
+    record.processing_ms = processing.as_millis() as u64;
+    record.scheduling_delay_ms = scheduling_delay.as_millis() as u64;
+    record
+}

@@ -1,0 +1,68 @@
+//! The error type of sluice-runtime.
+
+use std::path::PathBuf;
+
+/// Result alias for sluice-runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a streaming context could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The job is configured wrongly; nothing was read or written.
+    #[error("invalid setting `{setting}`: {reason}")]
+    Config {
+        /// The setting at fault.
+        setting: &'static str,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The checkpoint store failed or refused to open.
+    #[error(transparent)]
+    Checkpoint(#[from] sluice_checkpoint::Error),
+    /// The Kafka source failed (or stayed unreachable past the outage
+    /// timeout).
+    #[error(transparent)]
+    Kafka(#[from] sluice_kafka::Error),
+    /// A batch failed on every attempt; nothing of it was committed.
+    #[error("batch {id} (time {time_ms} ms) failed after {attempts} attempt(s), nothing of it was committed: {source}")]
+    Batch {
+        /// Id of the failed batch.
+        id: u64,
+        /// Batch time in ms since the Unix epoch.
+        time_ms: i64,
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        source: sluice_core::Error,
+    },
+    /// A non-graceful stop cancelled the batch in flight; it was not
+    /// committed and will be read again on restart.
+    #[error("stopped without committing batch {id}")]
+    Aborted {
+        /// The batch that was discarded.
+        id: u64,
+    },
+    /// `start` was called on a context that already started.
+    #[error("the streaming context was already started")]
+    AlreadyStarted,
+    /// `await_termination` or `stop` was called before `start`.
+    #[error("the streaming context was not started")]
+    NotStarted,
+    /// The operating system refused a thread or a signal handler.
+    #[error("could not {what}: {source}")]
+    Io {
+        /// What was being set up.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The checkpoint directory is not usable.
+    #[error("checkpoint directory {path}: {reason}")]
+    CheckpointDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}

@@ -1,0 +1,46 @@
+//! What the driver reports after every committed batch.
+
+use std::time::Duration;
+
+use sluice_checkpoint::CheckpointStore;
+use sluice_core::{BatchInfo, TopicPartition};
+
+/// A batch that was computed and committed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BatchCompleted {
+    /// Id, time and offset ranges of the batch.
+    pub info: BatchInfo,
+    /// Records read, per range (same order as `info.ranges`).
+    pub records_per_range: Vec<u64>,
+    /// Records read in all.
+    pub records: u64,
+    /// Time from the start of the batch to the end of its outputs.
+    pub processing: Duration,
+    /// How late the batch started after its scheduled time.
+    pub scheduling_delay: Duration,
+    /// Time the atomic checkpoint commit took.
+    pub commit: Duration,
+    /// Partitions read for the first time in this batch.
+    pub new_partitions: Vec<TopicPartition>,
+    /// Partitions whose stored offset had been deleted from the log, with
+    /// the number of offsets skipped (only under a reset policy).
+    pub skipped_offsets: Vec<(TopicPartition, u64)>,
+}
+
+/// Called on the driver after each committed batch, with read access to
+/// the checkpoint (for instance to report running totals). Keep it quick:
+/// the next batch waits for it.
+pub trait BatchListener: Send {
+    /// One committed batch.
+    fn on_batch_completed(&mut self, batch: &BatchCompleted, checkpoint: &dyn CheckpointStore);
+}
+
+impl<F> BatchListener for F
+where
+    F: FnMut(&BatchCompleted, &dyn CheckpointStore) + Send,
+{
+    fn on_batch_completed(&mut self, batch: &BatchCompleted, checkpoint: &dyn CheckpointStore) {
+        self(batch, checkpoint)
+    }
+}

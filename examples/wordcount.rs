@@ -1,0 +1,284 @@
+//! Word count over a Kafka topic, with running totals kept exactly-once in
+//! the checkpoint.
+//!
+//! ```text
+//! cargo run --release --example wordcount                       # embedded broker + producer
+//! cargo run --release --example wordcount -- --brokers 127.0.0.1:9092 --topic lines
+//! cargo run --release --example wordcount -- --totals           # print committed totals, exit
+//! ```
+//!
+//! Without `--brokers` the example starts an in-process Kafka broker,
+//! creates the topic and keeps producing a sample text into it. That broker
+//! forgets its records when the process exits, so on a restart the
+//! producer first writes the same records again up to the offsets stored in
+//! the checkpoint: offsets stay valid and the totals continue exactly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+use sluice::prelude::*;
+use sluice::RocksCheckpoint;
+
+const APP_ID: &str = "wordcount";
+const FAMILY: &str = "word_counts";
+
+/// Sample text cycled by the embedded producer.
+const SAMPLE: &[&str] = &[
+    "the quick brown fox jumps over the lazy dog",
+    "a stream is a sequence of batches and a batch is a set of ranges",
+    "offsets are committed with the results in one atomic write",
+    "the fox and the dog count words in the stream",
+    "exactly once means no record is lost and none is counted twice",
+];
+
+#[derive(Parser, Debug)]
+#[command(about = "Counts words of a Kafka topic with sluice")]
+struct Args {
+    /// Kafka bootstrap servers; absent: start an embedded broker.
+    #[arg(long, value_name = "HOST:PORT")]
+    brokers: Option<String>,
+    /// Topic to read (created on the embedded broker).
+    #[arg(long, value_name = "NAME", default_value = "lines")]
+    topic: String,
+    /// Checkpoint directory (RocksDB).
+    #[arg(long, value_name = "DIR", default_value = "checkpoints/wordcount")]
+    checkpoint_dir: PathBuf,
+    /// Batch interval in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    batch_interval_ms: u64,
+    /// Kafka consumer group id (defaults to the app id, "wordcount").
+    #[arg(long, value_name = "ID")]
+    group: Option<String>,
+    /// Print every word's committed total as `word<TAB>count`, sorted by
+    /// word, and exit without consuming.
+    #[arg(long)]
+    totals: bool,
+    /// Partitions of the embedded topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Lines per second the embedded producer writes.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Worker threads.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// How many of the most frequent words to show after each batch.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(error) = run(Args::parse()) {
+        eprintln!("wordcount: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if args.totals {
+        return print_totals(&args.checkpoint_dir);
+    }
+    anyhow::ensure!(args.partitions > 0, "--partitions must be at least 1");
+    let stored = stored_offsets(&args.checkpoint_dir)?;
+    let (brokers, _embedded) = match &args.brokers {
+        Some(brokers) => (brokers.clone(), None),
+        None => {
+            let embedded = Embedded::start(&args.topic, args.partitions, args.rate, &stored)?;
+            (embedded.bootstrap.clone(), Some(embedded))
+        }
+    };
+
+    let mut builder = StreamingContext::builder()
+        .app_id(APP_ID)
+        .batch_interval(Duration::from_millis(args.batch_interval_ms))
+        .checkpoint_dir(&args.checkpoint_dir);
+    if let Some(workers) = args.workers {
+        builder = builder.workers(workers);
+    }
+    let ctx = builder.build()?;
+
+    let mut source = KafkaSource::builder().brokers(brokers).subscribe([args.topic.as_str()]);
+    if let Some(group) = &args.group {
+        source = source.group_id(group);
+    }
+    ctx.kafka_stream(source.build()?)
+        .values_utf8()
+        .flat_map(|line| {
+            line.split_ascii_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .count_by_value()
+        .save_counts(FAMILY);
+
+    let top = args.top;
+    ctx.add_listener(move |batch: &BatchCompleted, checkpoint: &dyn CheckpointStore| {
+        match checkpoint.counters(FAMILY) {
+            Ok(mut totals) => {
+                totals.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                let leaders: Vec<String> = totals
+                    .iter()
+                    .take(top)
+                    .map(|(word, n)| format!("{}={n}", String::from_utf8_lossy(word)))
+                    .collect();
+                println!(
+                    "batch {:>5}  {:>6} records  top totals: {}",
+                    batch.info.id,
+                    batch.records,
+                    leaders.join(" ")
+                );
+            }
+            Err(error) => eprintln!("could not read totals: {error}"),
+        }
+    });
+
+    ctx.start()?;
+    ctx.await_termination()?;
+    Ok(())
+}
+
+/// Prints the committed totals; a checkpoint that does not exist yet has
+/// none.
+fn print_totals(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        eprintln!("no checkpoint at {} yet", dir.display());
+        return Ok(());
+    }
+    let checkpoint = RocksCheckpoint::open_read_only(dir, APP_ID)?;
+    if !checkpoint.families().any(|f| f == FAMILY) {
+        return Ok(());
+    }
+    let mut out = String::new();
+    for (word, count) in checkpoint.counters(FAMILY)? {
+        out.push_str(&String::from_utf8_lossy(&word));
+        out.push('\t');
+        out.push_str(&count.to_string());
+        out.push('\n');
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn stored_offsets(dir: &Path) -> anyhow::Result<BTreeMap<TopicPartition, i64>> {
+    if !dir.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let checkpoint = RocksCheckpoint::open_read_only(dir, APP_ID)
+        .with_context(|| format!("reading stored offsets from {}", dir.display()))?;
+    Ok(checkpoint.offsets()?)
+}
+
+/// The embedded broker and its producer thread.
+struct Embedded {
+    bootstrap: String,
+    _cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl Embedded {
+    fn start(
+        topic: &str,
+        partitions: i32,
+        rate: u32,
+        stored: &BTreeMap<TopicPartition, i64>,
+    ) -> anyhow::Result<Self> {
+        let cluster = MockCluster::new(1).context("starting the embedded broker")?;
+        cluster
+            .create_topic(topic, partitions, 1)
+            .context("creating the embedded topic")?;
+        let bootstrap = cluster.bootstrap_servers();
+        let producer: ThreadedProducer<_> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create()
+            .context("creating the embedded producer")?;
+
+        // Rewrite what earlier runs consumed, so stored offsets exist again.
+        let mut next: Vec<i64> = vec![0; partitions as usize];
+        for (p, next_offset) in next.iter_mut().enumerate() {
+            let end = stored
+                .get(&TopicPartition::new(topic, p as i32))
+                .copied()
+                .unwrap_or(0);
+            while *next_offset < end {
+                send(&producer, topic, p as i32, *next_offset)?;
+                *next_offset += 1;
+            }
+        }
+        producer.flush(Duration::from_secs(60))?;
+        if next.iter().any(|&n| n > 0) {
+            tracing::info!(records = next.iter().sum::<i64>(), "embedded broker refilled up to the stored offsets");
+        }
+
+        tracing::info!(%bootstrap, topic, partitions, rate, "embedded broker started");
+        let topic = topic.to_owned();
+        std::thread::spawn(move || produce_forever(&producer, &topic, rate.max(1), next));
+        Ok(Self {
+            bootstrap,
+            _cluster: cluster,
+        })
+    }
+}
+
+/// The line at `offset` of `partition`: a pure function of the position,
+/// so a refilled broker holds the same records as before.
+fn line_at(partition: i32, offset: i64) -> &'static str {
+    SAMPLE[(offset as usize + partition as usize) % SAMPLE.len()]
+}
+
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<()> {
+    let mut record = BaseRecord::<(), str>::to(topic)
+        .partition(partition)
+        .payload(line_at(partition, offset));
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((error, _)) => return Err(error.into()),
+        }
+    }
+}
+
+fn produce_forever(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    rate: u32,
+    mut next: Vec<i64>,
+) {
+    let started = Instant::now();
+    let mut sent: u64 = 0;
+    loop {
+        let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
+        while sent < due {
+            let p = (sent % next.len() as u64) as usize;
+            if let Err(error) = send(producer, topic, p as i32, next[p]) {
+                tracing::error!(%error, "embedded producer stopped");
+                return;
+            }
+            next[p] += 1;
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
