@@ -43,7 +43,10 @@ run: setup-lite
 
 test: setup lint test-only
 
+# --all-targets builds examples as test harnesses; the crash tests run the
+# real wordcount binary, so build it first.
 test-only: setup
+	$(CARGO) build --example wordcount
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 

@@ -15,6 +15,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -76,8 +78,7 @@ struct Args {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -110,7 +111,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let ctx = builder.build()?;
 
-    let mut source = KafkaSource::builder().brokers(brokers).subscribe([args.topic.as_str()]);
+    let mut source = KafkaSource::builder()
+        .brokers(brokers)
+        .subscribe([args.topic.as_str()]);
     if let Some(group) = &args.group {
         source = source.group_id(group);
     }
@@ -125,8 +128,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         .save_counts(FAMILY);
 
     let top = args.top;
-    ctx.add_listener(move |batch: &BatchCompleted, checkpoint: &dyn CheckpointStore| {
-        match checkpoint.counters(FAMILY) {
+    ctx.add_listener(
+        move |batch: &BatchCompleted, checkpoint: &dyn CheckpointStore| match checkpoint
+            .counters(FAMILY)
+        {
             Ok(mut totals) => {
                 totals.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                 let leaders: Vec<String> = totals
@@ -142,8 +147,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
             Err(error) => eprintln!("could not read totals: {error}"),
-        }
-    });
+        },
+    );
 
     ctx.start()?;
     ctx.await_termination()?;
@@ -184,7 +189,20 @@ fn stored_offsets(dir: &Path) -> anyhow::Result<BTreeMap<TopicPartition, i64>> {
 /// The embedded broker and its producer thread.
 struct Embedded {
     bootstrap: String,
+    stop: Arc<AtomicBool>,
+    producer: Option<std::thread::JoinHandle<()>>,
     _cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl Drop for Embedded {
+    /// Stops the producer before the broker goes, so it does not log
+    /// connection errors on the way out.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(producer) = self.producer.take() {
+            let _ = producer.join();
+        }
+    }
 }
 
 impl Embedded {
@@ -220,14 +238,23 @@ impl Embedded {
         }
         producer.flush(Duration::from_secs(60))?;
         if next.iter().any(|&n| n > 0) {
-            tracing::info!(records = next.iter().sum::<i64>(), "embedded broker refilled up to the stored offsets");
+            tracing::info!(
+                records = next.iter().sum::<i64>(),
+                "embedded broker refilled up to the stored offsets"
+            );
         }
 
         tracing::info!(%bootstrap, topic, partitions, rate, "embedded broker started");
         let topic = topic.to_owned();
-        std::thread::spawn(move || produce_forever(&producer, &topic, rate.max(1), next));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let producer = std::thread::spawn(move || {
+            produce_until(&producer, &topic, rate.max(1), next, &stopped)
+        });
         Ok(Self {
             bootstrap,
+            stop,
+            producer: Some(producer),
             _cluster: cluster,
         })
     }
@@ -251,7 +278,12 @@ fn send(
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
                 record = r;
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -260,15 +292,16 @@ fn send(
     }
 }
 
-fn produce_forever(
+fn produce_until(
     producer: &ThreadedProducer<DefaultProducerContext>,
     topic: &str,
     rate: u32,
     mut next: Vec<i64>,
+    stop: &AtomicBool,
 ) {
     let started = Instant::now();
     let mut sent: u64 = 0;
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
         while sent < due {
             let p = (sent % next.len() as u64) as usize;

@@ -46,7 +46,8 @@ pub use sluice_runtime as runtime;
 
 pub use sluice_checkpoint::{BatchRecord, CheckpointStore, RangeRecord, RocksCheckpoint};
 pub use sluice_core::{
-    Batch, BatchInfo, DStream, OffsetRange, Record, Sink, TopicPartition, WriteSet,
+    Batch, BatchInfo, DStream, OffsetRange, PidSettings, RateLimit, RateLimits, RateReason, Record,
+    Sink, TopicPartition, WriteSet,
 };
 pub use sluice_kafka::{DataLossPolicy, KafkaSource, StartOffsets};
 pub use sluice_runtime::{
@@ -57,7 +58,9 @@ pub use sluice_runtime::{
 /// The types almost every job uses.
 pub mod prelude {
     pub use sluice_checkpoint::CheckpointStore;
-    pub use sluice_core::{Batch, BatchInfo, DStream, OffsetRange, Record, TopicPartition};
+    pub use sluice_core::{
+        Batch, BatchInfo, DStream, OffsetRange, RateLimits, Record, TopicPartition,
+    };
     pub use sluice_kafka::{DataLossPolicy, KafkaSource, StartOffsets};
     pub use sluice_runtime::{BatchCompleted, BatchFailurePolicy, StreamingContext};
 }

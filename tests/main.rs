@@ -3,3 +3,5 @@
 mod util;
 
 mod broker_harness;
+mod exactly_once;
+mod offsets;

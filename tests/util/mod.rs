@@ -4,5 +4,7 @@
 // Each test uses only some of the helpers.
 #![allow(dead_code)]
 
+pub(crate) mod job;
 pub(crate) mod kafka;
 pub(crate) mod tansu;
+pub(crate) mod wordcount;

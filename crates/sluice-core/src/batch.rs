@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::OffsetRange;
+use crate::{OffsetRange, RateLimit};
 
 /// Identity and provenance of one batch, handed to output operations —
 /// Spark's batch time plus `HasOffsetRanges`.
@@ -16,12 +16,26 @@ pub struct BatchInfo {
     pub time: SystemTime,
     /// One range per partition read by this batch, in task order.
     pub ranges: Vec<OffsetRange>,
+    /// The intake limit that bounded this batch's ranges, and why; `None`
+    /// when no rate limit applied.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl BatchInfo {
     /// Describes batch `id` scheduled at `time` reading `ranges`.
     pub fn new(id: u64, time: SystemTime, ranges: Vec<OffsetRange>) -> Self {
-        Self { id, time, ranges }
+        Self {
+            id,
+            time,
+            ranges,
+            rate_limit: None,
+        }
+    }
+
+    /// The same batch, bounded by `limit`.
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
     }
 
     /// Batch time in milliseconds since the Unix epoch.

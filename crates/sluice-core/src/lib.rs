@@ -54,6 +54,7 @@ mod exec;
 mod input;
 mod offset;
 mod ops;
+mod rate;
 mod record;
 mod scope;
 mod sink;
@@ -65,6 +66,10 @@ pub use error::{BoxError, Error, Result};
 pub use exec::{run_task, Executor, InlineExecutor, TaskFn};
 pub use input::{InputReader, MemoryInput};
 pub use offset::{OffsetRange, TopicPartition};
+pub use rate::{
+    batch_caps, BatchCaps, PidRateEstimator, PidSettings, RateError, RateLimit, RateLimits,
+    RateReason,
+};
 pub use record::Record;
 pub use sink::{CounterSink, LatestValueSink, Sink};
 pub use stream::{BatchOutput, DStream, StreamGraph};

@@ -5,6 +5,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::context::SluiceContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::MetadataTopic;
 use rdkafka::{Offset, TopicPartitionList};
@@ -27,9 +29,9 @@ impl KafkaSource {
         })?;
         // The metadata consumer joins no group: it only asks for metadata
         // and offsets.
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<SluiceContext> = self
             .client_config(None)
-            .create()
+            .create_with_context(SluiceContext)
             .map_err(|e| Error::kafka("creating the metadata consumer", e))?;
         Ok(KafkaClient {
             source: self.clone(),
@@ -62,7 +64,7 @@ impl KafkaSource {
 pub struct KafkaClient {
     source: KafkaSource,
     group_id: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<SluiceContext>,
     /// Last discovery and when it ran.
     cache: Option<(Instant, Vec<TopicPartition>)>,
     /// Every partition seen so far, to log only the new ones.

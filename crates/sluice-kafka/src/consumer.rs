@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::context::SluiceContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -17,7 +19,7 @@ use crate::{Error, Result};
 pub(crate) struct PartitionConsumer {
     tp: TopicPartition,
     config: Arc<ClientConfig>,
-    consumer: Option<BaseConsumer>,
+    consumer: Option<BaseConsumer<SluiceContext>>,
 }
 
 impl PartitionConsumer {
@@ -29,7 +31,7 @@ impl PartitionConsumer {
         }
     }
 
-    fn consumer(&self) -> &BaseConsumer {
+    fn consumer(&self) -> &BaseConsumer<SluiceContext> {
         self.consumer
             .as_ref()
             .expect("a partition consumer is positioned before it is used")
@@ -41,9 +43,12 @@ impl PartitionSource for PartitionConsumer {
         let consumer = match &mut self.consumer {
             Some(consumer) => consumer,
             slot @ None => {
-                let consumer: BaseConsumer = self.config.create().map_err(|e| {
-                    Error::kafka(format!("creating the consumer of {}", self.tp), e)
-                })?;
+                let consumer: BaseConsumer<SluiceContext> = self
+                    .config
+                    .create_with_context(SluiceContext)
+                    .map_err(|e| {
+                        Error::kafka(format!("creating the consumer of {}", self.tp), e)
+                    })?;
                 tracing::debug!(partition = %self.tp, "created partition consumer");
                 slot.insert(consumer)
             }

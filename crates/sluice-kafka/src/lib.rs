@@ -76,6 +76,7 @@
 mod client;
 mod config;
 mod consumer;
+mod context;
 mod error;
 mod partition;
 mod planner;

@@ -33,6 +33,15 @@ pub(crate) trait PartitionSource {
     fn latest(&mut self, timeout: Duration) -> Result<i64>;
 }
 
+/// How a read learnt that its range was complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// From a record: the last of the range, or one past it.
+    Record,
+    /// From an end-of-partition event.
+    Eof,
+}
+
 /// A partition consumer and where it stands between reads.
 pub(crate) struct PartitionReader<S> {
     source: S,
@@ -64,8 +73,11 @@ impl<S: PartitionSource> PartitionReader<S> {
     pub(crate) fn read(&mut self, range: &OffsetRange, timeout: Duration) -> Result<Vec<Record>> {
         let mut records = Vec::new();
         match self.fill(range, Instant::now() + timeout, timeout, &mut records) {
-            Ok(()) => {
-                self.next = Some(range.until);
+            Ok(end) => {
+                // The end-of-partition event is raised once per end offset: a
+                // consumer that reported it cannot prove the next range
+                // complete, so the next read repositions it.
+                self.next = (end == End::Record).then_some(range.until);
                 tracing::trace!(range = %range, records = records.len(), "read range");
                 Ok(records)
             }
@@ -87,7 +99,7 @@ impl<S: PartitionSource> PartitionReader<S> {
         deadline: Instant,
         timeout: Duration,
         records: &mut Vec<Record>,
-    ) -> Result<()> {
+    ) -> Result<End> {
         // An end-of-partition event proves the range complete only if it was
         // raised after this read positioned the consumer: one queued earlier
         // may predate the records of this range.
@@ -100,12 +112,12 @@ impl<S: PartitionSource> PartitionReader<S> {
             if stash.offset >= range.until {
                 // Nothing between `from` and the stashed record: a gap.
                 self.stash = Some(stash);
-                return Ok(());
+                return Ok(End::Record);
             }
             let last = stash.offset >= range.until - 1;
             records.push(stash);
             if last {
-                return Ok(());
+                return Ok(End::Record);
             }
         }
         loop {
@@ -130,13 +142,13 @@ impl<S: PartitionSource> PartitionReader<S> {
                 Polled::Record(record) if record.offset >= range.until => {
                     // The consumer has moved past it: keep it for the next range.
                     self.stash = Some(record);
-                    return Ok(());
+                    return Ok(End::Record);
                 }
                 Polled::Record(record) => {
                     let last = record.offset >= range.until - 1;
                     records.push(record);
                     if last {
-                        return Ok(());
+                        return Ok(End::Record);
                     }
                 }
                 Polled::Eof if positioned => {
@@ -145,7 +157,7 @@ impl<S: PartitionSource> PartitionReader<S> {
                     // was planned past the end.
                     let latest = self.source.latest(remaining)?;
                     if latest >= range.until {
-                        return Ok(());
+                        return Ok(End::Eof);
                     }
                     tracing::debug!(
                         range = %range, latest,
@@ -314,6 +326,18 @@ mod tests {
         reader.source.append(&[false, true]);
         assert!(reader.read(&range(8, 9), TIMEOUT).unwrap().is_empty());
         assert_eq!(offsets(&reader.read(&range(9, 10), TIMEOUT).unwrap()), [9]);
+    }
+
+    /// Found by the property below: the end-of-partition event that ended
+    /// `[0, 1)` is never raised again for the same end offset, so `[1, 2)`
+    /// (gaps only) waited for it until the timeout.
+    #[test]
+    fn a_gap_only_range_after_a_read_ended_by_end_of_partition() {
+        let mut log = ScriptedLog::new(1);
+        log.append(&[false, false]);
+        let mut reader = PartitionReader::new(log);
+        assert!(reader.read(&range(0, 1), TIMEOUT).unwrap().is_empty());
+        assert!(reader.read(&range(1, 2), TIMEOUT).unwrap().is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Sender};
 use sluice_checkpoint::{CheckpointStore, RocksCheckpoint};
-use sluice_core::{DStream, Record, StreamGraph};
+use sluice_core::{DStream, RateLimits, Record, StreamGraph};
 use sluice_kafka::KafkaSource;
 
 use crate::driver::{Driver, DriverSettings, StopRequest};
@@ -47,6 +47,7 @@ pub struct StreamingContextBuilder {
     checkpoint_sync: bool,
     stop_on_signals: bool,
     kafka_outage_timeout: Duration,
+    rate_limits: RateLimits,
 }
 
 impl Default for StreamingContextBuilder {
@@ -69,6 +70,7 @@ impl StreamingContextBuilder {
             checkpoint_sync: true,
             stop_on_signals: true,
             kafka_outage_timeout: Duration::from_secs(300),
+            rate_limits: RateLimits::new(),
         }
     }
 
@@ -133,39 +135,67 @@ impl StreamingContextBuilder {
         self
     }
 
+    /// How fast the job takes in records: per-partition and job-wide
+    /// maximums, a per-partition minimum, backpressure (a PID estimator fed
+    /// by every batch) and an initial rate for the first batch after a
+    /// start. Default: no limit. See [`RateLimits`].
+    pub fn rate_limits(mut self, limits: RateLimits) -> Self {
+        self.rate_limits = limits;
+        self
+    }
+
     /// Checks every setting and opens the checkpoint.
     pub fn build(self) -> Result<StreamingContext> {
-        let app_id = self.app_id.ok_or_else(|| config("app_id", "required: name the job with .app_id(..)"))?;
+        let app_id = self
+            .app_id
+            .ok_or_else(|| config("app_id", "required: name the job with .app_id(..)"))?;
         if app_id.is_empty()
             || app_id.len() > 200
-            || !app_id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            || !app_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         {
             return Err(config(
                 "app_id",
                 format!("'{app_id}' must be 1 to 200 letters, digits, '.', '_' or '-'"),
             ));
         }
-        let batch_interval = self
-            .batch_interval
-            .ok_or_else(|| config("batch_interval", "required: set it with .batch_interval(..)"))?;
+        let batch_interval = self.batch_interval.ok_or_else(|| {
+            config(
+                "batch_interval",
+                "required: set it with .batch_interval(..)",
+            )
+        })?;
         if batch_interval < Duration::from_millis(1) {
             return Err(config(
                 "batch_interval",
                 format!("{batch_interval:?} is too short; the minimum is 1 ms"),
             ));
         }
-        let checkpoint_dir = self
-            .checkpoint_dir
-            .ok_or_else(|| config("checkpoint_dir", "required: set it with .checkpoint_dir(..)"))?;
+        let checkpoint_dir = self.checkpoint_dir.ok_or_else(|| {
+            config(
+                "checkpoint_dir",
+                "required: set it with .checkpoint_dir(..)",
+            )
+        })?;
         if self.workers == 0 {
             return Err(config("workers", "must be at least 1"));
         }
         if self.task_attempts == 0 {
             return Err(config("task_attempts", "must be at least 1"));
         }
-        if let BatchFailurePolicy::Retry { max_attempts: 0, .. } = self.on_batch_failure {
-            return Err(config("on_batch_failure", "Retry needs max_attempts of at least 1"));
+        if let BatchFailurePolicy::Retry {
+            max_attempts: 0, ..
+        } = self.on_batch_failure
+        {
+            return Err(config(
+                "on_batch_failure",
+                "Retry needs max_attempts of at least 1",
+            ));
         }
+        self.rate_limits
+            .validate()
+            .map_err(|e| config("rate_limits", e.to_string()))?;
         let store = RocksCheckpoint::builder(&checkpoint_dir)
             .app_id(&app_id)
             .sync(self.checkpoint_sync)
@@ -180,6 +210,7 @@ impl StreamingContextBuilder {
                 batch_interval,
                 on_batch_failure: self.on_batch_failure,
                 kafka_outage_timeout: self.kafka_outage_timeout,
+                rate_limits: self.rate_limits,
             },
             state: Mutex::new(State::Created {
                 store: Box::new(store),
@@ -229,6 +260,8 @@ enum State {
         stop: StopHandle,
         signals: Option<signal_hook::iterator::Handle>,
     },
+    /// `start` failed; its error was returned then.
+    StartFailed,
     Terminated,
 }
 
@@ -308,16 +341,18 @@ impl StreamingContext {
     /// Checks the job, connects to Kafka and starts the driver.
     pub fn start(&self) -> Result<()> {
         let mut state = self.lock_state();
-        let State::Created { store, sources, listeners } = std::mem::replace(&mut *state, State::Terminated) else {
+        let State::Created {
+            store,
+            sources,
+            listeners,
+        } = std::mem::replace(&mut *state, State::StartFailed)
+        else {
             return Err(Error::AlreadyStarted);
         };
-        let driver = match self.prepare(store, sources, listeners) {
-            Ok(driver) => driver,
-            Err(error) => return Err(error),
-        };
+        let (driver, requests) = self.prepare(store, sources, listeners)?;
         let stop = StopHandle {
-            requests: driver.1,
-            cancel: driver.0.cancel.clone(),
+            requests,
+            cancel: driver.cancel.clone(),
         };
         let signals = if self.stop_on_signals {
             Some(crate::signals::install(stop.clone())?)
@@ -326,12 +361,16 @@ impl StreamingContext {
         };
         let driver = std::thread::Builder::new()
             .name("sluice-driver".into())
-            .spawn(move || driver.0.run())
+            .spawn(move || driver.run())
             .map_err(|source| Error::Io {
                 what: "start the driver thread",
                 source,
             })?;
-        *state = State::Running { driver, stop, signals };
+        *state = State::Running {
+            driver,
+            stop,
+            signals,
+        };
         Ok(())
     }
 
@@ -357,10 +396,11 @@ impl StreamingContext {
         }
         let client = source.connect()?;
         let reader = Arc::new(client.reader());
-        let pool = WorkerPool::new(self.workers, self.task_attempts).map_err(|source| Error::Io {
-            what: "start the worker threads",
-            source,
-        })?;
+        let pool =
+            WorkerPool::new(self.workers, self.task_attempts).map_err(|source| Error::Io {
+                what: "start the worker threads",
+                source,
+            })?;
         let (requests, stop) = unbounded();
         let driver = Driver {
             settings: self.driver.clone(),
@@ -393,9 +433,12 @@ impl StreamingContext {
     /// Blocks until the job stops: `Ok` after a requested stop, the error
     /// that stopped it otherwise.
     pub fn await_termination(&self) -> Result<()> {
-        let (driver, signals) = match std::mem::replace(&mut *self.lock_state(), State::Terminated) {
-            State::Running { driver, signals, .. } => (driver, signals),
-            State::Created { .. } => return Err(Error::NotStarted),
+        let (driver, signals) = match std::mem::replace(&mut *self.lock_state(), State::Terminated)
+        {
+            State::Running {
+                driver, signals, ..
+            } => (driver, signals),
+            State::Created { .. } | State::StartFailed => return Err(Error::NotStarted),
             State::Terminated => return Ok(()),
         };
         let result = driver.join().unwrap_or_else(|panic| {
@@ -406,7 +449,9 @@ impl StreamingContext {
         }
         match &result {
             Ok(()) => tracing::info!(app_id = %self.app_id, "streaming context stopped"),
-            Err(error) => tracing::error!(app_id = %self.app_id, %error, "streaming context stopped by an error"),
+            Err(error) => {
+                tracing::error!(app_id = %self.app_id, %error, "streaming context stopped by an error")
+            }
         }
         result
     }

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit, RangeRecord};
-use sluice_core::{BatchInfo, BatchOutput, StreamGraph, TopicPartition};
+use sluice_core::{
+    batch_caps, BatchInfo, BatchOutput, PidRateEstimator, RateLimit, RateLimits, StreamGraph,
+    TopicPartition,
+};
 use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, Plan};
 
 use crate::listener::{BatchCompleted, BatchListener};
@@ -24,6 +27,7 @@ pub(crate) struct DriverSettings {
     pub(crate) batch_interval: Duration,
     pub(crate) on_batch_failure: BatchFailurePolicy,
     pub(crate) kafka_outage_timeout: Duration,
+    pub(crate) rate_limits: RateLimits,
 }
 
 pub(crate) struct Driver {
@@ -49,16 +53,30 @@ struct Progress {
     positions: BTreeMap<TopicPartition, i64>,
     /// Nothing was stored: the first batch resolves the start policy.
     first_start: bool,
+    /// No batch ran yet in this process: `initial_rate` bounds it.
+    first_batch: bool,
     next_id: u64,
+    /// Backpressure: fed by every committed batch.
+    estimator: Option<PidRateEstimator>,
+    estimate: Option<f64>,
 }
 
 impl Driver {
     pub(crate) fn run(mut self) -> Result<()> {
         let positions = self.store.offsets()?;
+        let limits = &self.settings.rate_limits;
+        let estimator = limits
+            .backpressure
+            .then(|| PidRateEstimator::new(limits.pid))
+            .transpose()
+            .expect("rate limits are validated when the context is built");
         let mut progress = Progress {
             first_start: positions.is_empty(),
+            first_batch: true,
             next_id: self.store.last_batch()?.map_or(0, |b| b.id + 1),
             positions,
+            estimator,
+            estimate: None,
         };
         tracing::info!(
             first_start = progress.first_start,
@@ -85,7 +103,10 @@ impl Driver {
     }
 
     fn wait_until(&self, due: Instant) -> Wake {
-        match self.stop.recv_timeout(due.saturating_duration_since(Instant::now())) {
+        match self
+            .stop
+            .recv_timeout(due.saturating_duration_since(Instant::now()))
+        {
             Err(RecvTimeoutError::Timeout) => Wake::Due,
             Ok(StopRequest) | Err(RecvTimeoutError::Disconnected) => Wake::Stop,
         }
@@ -100,10 +121,11 @@ impl Driver {
         scheduling_delay: Duration,
     ) -> Result<bool> {
         let started = Instant::now();
-        let Some(plan) = self.plan(progress)? else {
+        let Some((plan, rate_limit)) = self.plan(progress)? else {
             return Ok(false);
         };
-        let info = BatchInfo::new(progress.next_id, batch_time, plan.ranges.clone());
+        let info = BatchInfo::new(progress.next_id, batch_time, plan.ranges.clone())
+            .with_rate_limit(rate_limit);
         let Some(output) = self.compute(&info)? else {
             return Ok(false);
         };
@@ -123,6 +145,20 @@ impl Driver {
         let commit = commit_started.elapsed();
         progress.positions.extend(plan.next_positions());
         progress.next_id += 1;
+        progress.first_batch = false;
+        if let Some(estimator) = &mut progress.estimator {
+            let rate = estimator.compute(
+                info.time_ms(),
+                records,
+                processing.as_millis() as u64,
+                scheduling_delay.as_millis() as u64,
+                self.settings.batch_interval.as_millis() as u64,
+            );
+            progress.estimate = rate.or(progress.estimate);
+        }
+        let rate_limit = info
+            .rate_limit
+            .map_or_else(|| "none".to_owned(), |limit| limit.to_string());
 
         tracing::info!(
             batch = info.id,
@@ -131,6 +167,7 @@ impl Driver {
             processing_ms = processing.as_secs_f64() * 1e3,
             scheduling_delay_ms = scheduling_delay.as_secs_f64() * 1e3,
             commit_ms = commit.as_secs_f64() * 1e3,
+            rate_limit,
             "batch committed"
         );
         let completed = BatchCompleted {
@@ -151,7 +188,7 @@ impl Driver {
 
     /// Discovers partitions, fetches their offsets and plans the ranges,
     /// riding out Kafka outages with backoff. `None`: stop requested.
-    fn plan(&mut self, progress: &mut Progress) -> Result<Option<Plan>> {
+    fn plan(&mut self, progress: &mut Progress) -> Result<Option<(Plan, Option<RateLimit>)>> {
         let deadline = Instant::now() + self.settings.kafka_outage_timeout;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -169,7 +206,10 @@ impl Driver {
         }
     }
 
-    fn try_plan(&mut self, progress: &mut Progress) -> sluice_kafka::Result<Plan> {
+    fn try_plan(
+        &mut self,
+        progress: &mut Progress,
+    ) -> sluice_kafka::Result<(Plan, Option<RateLimit>)> {
         let partitions = self.client.partitions(Instant::now())?;
         let offsets = self.client.offsets(&partitions)?;
         if progress.first_start {
@@ -177,8 +217,33 @@ impl Driver {
             progress.positions = self.client.start_offsets(policy, &offsets)?;
             progress.first_start = false;
         }
+        let lags: Vec<(TopicPartition, u64)> = offsets
+            .iter()
+            .map(|p| {
+                let from = progress
+                    .positions
+                    .get(&p.tp)
+                    .copied()
+                    .unwrap_or(p.log_start);
+                let from = from.clamp(p.log_start, p.latest.max(p.log_start));
+                (p.tp.clone(), (p.latest - from).max(0) as u64)
+            })
+            .collect();
+        let caps = batch_caps(
+            &self.settings.rate_limits,
+            progress.estimate,
+            progress.first_batch,
+            self.settings.batch_interval,
+            &lags,
+        );
         let on_data_loss = self.client.source().on_data_loss();
-        plan_ranges(&progress.positions, &offsets, None, on_data_loss)
+        let plan = plan_ranges(
+            &progress.positions,
+            &offsets,
+            caps.caps.as_ref(),
+            on_data_loss,
+        )?;
+        Ok((plan, caps.limit))
     }
 
     /// Computes the batch, retrying it whole if the policy says so.
@@ -194,7 +259,9 @@ impl Driver {
             );
             let error = match result {
                 Ok(output) => return Ok(Some(output)),
-                Err(_) if self.cancel.load(Ordering::SeqCst) => return Err(Error::Aborted { id: info.id }),
+                Err(_) if self.cancel.load(Ordering::SeqCst) => {
+                    return Err(Error::Aborted { id: info.id })
+                }
                 Err(error) => error,
             };
             let failed = |source| Error::Batch {
@@ -204,7 +271,10 @@ impl Driver {
                 source,
             };
             match self.settings.on_batch_failure {
-                BatchFailurePolicy::Retry { backoff, max_attempts } if attempt < max_attempts => {
+                BatchFailurePolicy::Retry {
+                    backoff,
+                    max_attempts,
+                } if attempt < max_attempts => {
                     tracing::warn!(batch = info.id, attempt, %error, "batch failed, nothing committed; retrying it after backoff");
                     if let Wake::Stop = self.wait_until(Instant::now() + backoff) {
                         return Ok(None);
@@ -252,6 +322,7 @@ fn batch_record(
         .collect();
     record.records = output.records_read.iter().sum();
     record.processing_ms = processing.as_millis() as u64;
+    record.rate_limit = info.rate_limit.map(|limit| limit.to_string());
     record.scheduling_delay_ms = scheduling_delay.as_millis() as u64;
     record
 }

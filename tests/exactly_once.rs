@@ -1,0 +1,369 @@
+//! Exactly-once totals through task failures, batch failures, graceful
+//! restarts and SIGKILL: every record is counted once, whatever happens.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+
+use sluice::prelude::*;
+use sluice::runtime::Error as RuntimeError;
+use sluice::RocksCheckpoint;
+
+use crate::util::job::{self, APP_ID, WAIT};
+use crate::util::kafka;
+use crate::util::tansu::Tansu;
+use crate::util::wordcount::{self, Wordcount};
+
+const POISON: &str = "poison";
+
+/// Counts record values through a `try_map` that fails on [`POISON`] the
+/// first `failures` times it sees it; `seen` counts how often it did.
+fn poisoned_job(
+    ctx: StreamingContext,
+    source: KafkaSource,
+    seen: &Arc<AtomicU32>,
+    failures: u32,
+) -> job::RunningJob {
+    let seen = Arc::clone(seen);
+    job::count_with(ctx, source, move |values| {
+        values.try_map(move |value| {
+            if value == POISON && seen.fetch_add(1, Ordering::SeqCst) < failures {
+                return Err(format!("refusing the {POISON} record"));
+            }
+            Ok(value)
+        })
+    })
+}
+
+/// Produces `values` to `partition` of `topic` and returns them.
+fn produce(bootstrap: &str, topic: &str, partition: i32, values: Vec<String>) -> Vec<String> {
+    kafka::produce(bootstrap, topic, Some(partition), &values);
+    values
+}
+
+fn numbered(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[test]
+fn task_failing_on_poison_record_is_retried_without_double_counting() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "payments", 2);
+    // Records before the poison in its partition are read by every failed
+    // attempt; they must still count once.
+    let mut p0 = numbered("p0", 0..40);
+    p0.push(POISON.to_owned());
+    p0.extend(numbered("p0", 40..80));
+    let p0 = produce(&bootstrap, "payments", 0, p0);
+    let p1 = produce(&bootstrap, "payments", 1, numbered("p1", 0..80));
+    let dir = tempfile::tempdir().unwrap();
+
+    let seen = Arc::new(AtomicU32::new(0));
+    let source = job::source(&bootstrap)
+        .subscribe(["payments"])
+        .build()
+        .unwrap();
+    let ctx = job::context(dir.path()).task_attempts(4).build().unwrap();
+    let mut running = poisoned_job(ctx, source, &seen, 2);
+    running.wait_for_records(161, "all 161 records, the poison one included");
+    running.stop();
+
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        3,
+        "the poison record should fail twice and pass on the third attempt"
+    );
+    assert_eq!(
+        job::committed_counts(dir.path()),
+        job::counts_of(p0.iter().chain(&p1))
+    );
+}
+
+#[test]
+fn batch_failing_every_task_attempt_stops_the_job_and_commits_nothing_of_it() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "payments", 2);
+    let mut p0 = produce(&bootstrap, "payments", 0, numbered("p0", 0..30));
+    let mut p1 = produce(&bootstrap, "payments", 1, numbered("p1", 0..30));
+    let dir = tempfile::tempdir().unwrap();
+    let source = || {
+        job::source(&bootstrap)
+            .subscribe(["payments"])
+            .build()
+            .unwrap()
+    };
+
+    let seen = Arc::new(AtomicU32::new(0));
+    let ctx = job::context(dir.path()).task_attempts(2).build().unwrap();
+    let mut running = poisoned_job(ctx, source(), &seen, 2);
+    running.wait_for_records(60, "the 60 records before the poison");
+    let mut late = numbered("late-p0", 0..10);
+    late.push(POISON.to_owned());
+    late.extend(numbered("late-p0", 10..20));
+    p0.extend(produce(&bootstrap, "payments", 0, late));
+    p1.extend(produce(
+        &bootstrap,
+        "payments",
+        1,
+        numbered("late-p1", 0..20),
+    ));
+
+    let error = running.wait_for_error();
+    let message = error.to_string();
+    let RuntimeError::Batch { id: failed, .. } = error else {
+        panic!("expected a batch error, got: {message}");
+    };
+    assert!(
+        message.contains(&format!("batch {failed} ")) && message.contains(POISON),
+        "the error should name the batch and the failure: {message}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 2, "task attempts made");
+
+    // Offsets, batch history and counts all stop at the batch before.
+    let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
+    let last = checkpoint.last_batch().unwrap().expect("earlier batches");
+    assert_eq!(last.id + 1, failed, "the failed batch left a batch record");
+    let stored = checkpoint.offsets().unwrap();
+    let ends = job::assert_ranges_chain(&checkpoint.batches().unwrap(), &zeros("payments", 2));
+    assert_eq!(
+        stored, ends,
+        "stored offsets differ from the last batch's ranges"
+    );
+    let (s0, s1) = (
+        stored[&TopicPartition::new("payments", 0)] as usize,
+        stored[&TopicPartition::new("payments", 1)] as usize,
+    );
+    let poison_offset = p0.iter().position(|v| v == POISON).unwrap();
+    assert!(
+        s0 <= poison_offset,
+        "the offset of the poison record ({poison_offset}) was committed: {stored:?}"
+    );
+    assert_eq!(
+        job::counts_in(&checkpoint),
+        job::counts_of(p0[..s0].iter().chain(&p1[..s1])),
+        "the committed counts do not match the committed offsets"
+    );
+    drop(checkpoint);
+
+    // The batch is read again on restart and now passes (the poison fails
+    // only twice): every record counts once.
+    let ctx = job::context(dir.path()).task_attempts(2).build().unwrap();
+    let mut restarted = poisoned_job(ctx, source(), &seen, 2);
+    let resumed = restarted.wait_for_first_batch();
+    assert_eq!(
+        resumed.info.id, failed,
+        "the restart did not redo the failed batch id"
+    );
+    let remaining = (p0.len() - s0 + p1.len() - s1) as u64;
+    restarted.wait_for_records(remaining, "the records of the failed batch and after");
+    restarted.stop();
+    assert_eq!(
+        job::committed_counts(dir.path()),
+        job::counts_of(p0.iter().chain(&p1))
+    );
+}
+
+fn zeros(topic: &str, partitions: i32) -> BTreeMap<TopicPartition, i64> {
+    (0..partitions)
+        .map(|p| (TopicPartition::new(topic, p), 0))
+        .collect()
+}
+
+/// Produces `lines` from a thread in chunks of `chunk`, pausing `pause`
+/// between chunks so the job sees them arrive over time. The last `held`
+/// lines wait for [`finish`](Self::finish), so the test knows records are
+/// still to come until then.
+struct BackgroundProducer {
+    thread: thread::JoinHandle<()>,
+    gate: mpsc::Sender<()>,
+}
+
+impl BackgroundProducer {
+    fn start(
+        bootstrap: &str,
+        topic: &'static str,
+        lines: &[String],
+        held: usize,
+        chunk: usize,
+        pause: Duration,
+    ) -> Self {
+        let (gate, opened) = mpsc::channel();
+        let bootstrap = bootstrap.to_owned();
+        let (now, later) = lines.split_at(lines.len() - held);
+        let (now, later) = (now.to_vec(), later.to_vec());
+        let thread = thread::spawn(move || {
+            for part in now.chunks(chunk) {
+                kafka::produce(&bootstrap, topic, None, part);
+                thread::sleep(pause);
+            }
+            // A dropped gate: the test failed, nothing more to produce.
+            if opened.recv().is_ok() {
+                kafka::produce(&bootstrap, topic, None, &later);
+            }
+        });
+        Self { thread, gate }
+    }
+
+    /// Lets the held lines go and waits until every line is acknowledged.
+    fn finish(self) {
+        let _ = self.gate.send(());
+        self.thread.join().expect("the producer thread panicked");
+    }
+}
+
+#[test]
+fn graceful_stop_and_restart_gives_exact_totals() {
+    const LINES: usize = 5000;
+    const PREFILLED: usize = 1500;
+    /// Produced during the last run only.
+    const HELD_BACK: usize = 1000;
+    let broker = Tansu::start();
+    broker.create_topic("lines", 3);
+    let bootstrap = broker.bootstrap();
+    let lines: Vec<String> = (0..LINES).map(job::line).collect();
+    kafka::produce(&bootstrap, "lines", None, &lines[..PREFILLED]);
+    let producer = BackgroundProducer::start(
+        &bootstrap,
+        "lines",
+        &lines[PREFILLED..],
+        HELD_BACK,
+        250,
+        Duration::from_millis(150),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let source = || {
+        job::source(&bootstrap)
+            .subscribe(["lines"])
+            .build()
+            .unwrap()
+    };
+    let run = || job::count_words(job::context(dir.path()).build().unwrap(), source());
+
+    // Two graceful stops at different points, the producer still going.
+    let mut read = 0;
+    for (stop_after, what) in [(1000, "a first 1000 lines"), (200, "200 more lines")] {
+        let mut running = run();
+        running.wait_for(what, |p| (p.records >= stop_after).then_some(()));
+        read += running.stop().records;
+    }
+    assert!(read <= (LINES - HELD_BACK) as u64);
+
+    let mut last = run();
+    producer.finish();
+    last.wait_for_records(LINES as u64 - read, "the rest of the 5000 lines");
+    last.stop();
+
+    assert_eq!(job::committed_counts(dir.path()), job::word_counts(&lines));
+    let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
+    let stored = checkpoint.offsets().unwrap();
+    assert_eq!(stored.values().sum::<i64>(), LINES as i64);
+    let ends = job::assert_ranges_chain(&checkpoint.batches().unwrap(), &zeros("lines", 3));
+    assert_eq!(ends, stored);
+}
+
+#[test]
+fn sigkill_mid_run_and_restart_gives_exact_totals() {
+    const LINES: usize = 10_000;
+    const PREFILLED: usize = 2500;
+    /// The last lines are produced only after the last kill, so every kill
+    /// happens with records still to come.
+    const HELD_BACK: usize = 1000;
+    /// Committed lines at which the 1st, 2nd and 3rd SIGKILL happen.
+    const KILL_AT: [i64; 3] = [1000, 4500, 7000];
+    // Missing or stale: fail before anything starts.
+    wordcount::binary();
+
+    let broker = Tansu::start();
+    broker.create_topic("lines", 3);
+    let bootstrap = broker.bootstrap();
+    let lines: Vec<String> = (0..LINES).map(job::line).collect();
+    kafka::produce(&bootstrap, "lines", None, &lines[..PREFILLED]);
+    let producer = BackgroundProducer::start(
+        &bootstrap,
+        "lines",
+        &lines[PREFILLED..],
+        HELD_BACK,
+        200,
+        Duration::from_millis(100),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    let log = tmp.path().join("wordcount.log");
+    let committed_lines = |offsets: &BTreeMap<TopicPartition, i64>| offsets.values().sum::<i64>();
+    let describe = || match RocksCheckpoint::open_read_only(&dir, wordcount::APP_ID) {
+        Ok(store) => format!(
+            "last batch {:?}, offsets {:?}",
+            store.last_batch().map(|b| b.map(|b| b.id)),
+            store.offsets()
+        ),
+        Err(e) => format!("checkpoint not readable: {e}"),
+    };
+
+    let mut killed_at = Vec::new();
+    for threshold in KILL_AT {
+        let before = wordcount::committed(&dir).map(|(id, _)| id);
+        let mut child = Wordcount::start(&bootstrap, "lines", &dir, &log);
+        let progress = job::poll(
+            &format!("{threshold} committed lines, with a batch committed by this run"),
+            WAIT,
+            || {
+                child.assert_running();
+                let (id, offsets) = wordcount::committed(&dir)?;
+                let n = committed_lines(&offsets);
+                (Some(id) > before && n >= threshold).then_some(n)
+            },
+            describe,
+        );
+        child.kill();
+        killed_at.push(progress);
+    }
+    eprintln!("SIGKILLed wordcount at {killed_at:?} committed lines");
+    assert!(
+        killed_at.windows(2).all(|w| w[0] < w[1]),
+        "the kills did not happen at increasing progress: {killed_at:?}"
+    );
+    assert!(
+        killed_at.iter().all(|&n| n < LINES as i64),
+        "a kill came after everything was committed: {killed_at:?}"
+    );
+
+    let expected = job::word_counts(&lines);
+    let expected_words: i64 = expected.values().sum();
+    let mut child = Wordcount::start(&bootstrap, "lines", &dir, &log);
+    producer.finish();
+    job::poll(
+        &format!("all {LINES} lines committed"),
+        WAIT,
+        || {
+            child.assert_running();
+            let (_, offsets) = wordcount::committed(&dir)?;
+            (committed_lines(&offsets) == LINES as i64).then_some(())
+        },
+        describe,
+    );
+    let checkpoint = job::open_checkpoint(&dir, wordcount::APP_ID);
+    let counted: i64 = job::family_counts(&checkpoint, wordcount::FAMILY)
+        .values()
+        .sum();
+    // No range was read twice or skipped across the crashes.
+    let batches = checkpoint.batches().unwrap();
+    assert_eq!(batches.first().map(|b| b.id), Some(0));
+    let ends = job::assert_ranges_chain(&batches, &zeros("lines", 3));
+    assert_eq!(ends, checkpoint.offsets().unwrap());
+    drop(checkpoint);
+    assert_eq!(counted, expected_words, "words counted for {LINES} lines");
+    let status = child.terminate(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "wordcount after SIGTERM: {status}");
+
+    let printed = wordcount::totals(&dir);
+    let printed: Vec<&str> = printed.lines().collect();
+    let expected: Vec<String> = expected.iter().map(|(w, n)| format!("{w}\t{n}")).collect();
+    for (i, (got, want)) in printed.iter().zip(&expected).enumerate() {
+        assert_eq!(got, want, "line {} of wordcount --totals", i + 1);
+    }
+    assert_eq!(printed.len(), expected.len(), "lines of wordcount --totals");
+}

@@ -1,0 +1,320 @@
+//! Offsets at the three moments: first start (start policy), restart
+//! (stored offsets), and topics appearing while the job runs. Every test
+//! runs against librdkafka's in-process mock broker.
+
+use std::collections::BTreeMap;
+
+use sluice::prelude::*;
+use tempfile::TempDir;
+
+use crate::util::job::{self, APP_ID};
+use crate::util::kafka;
+
+fn tempdir() -> TempDir {
+    tempfile::tempdir().expect("creating a temp dir for the checkpoint")
+}
+
+/// `count` values `"{prefix}-{partition}-{i}"` per partition, `first..`
+/// numbered, produced partition by partition so offsets are known: value
+/// `i` of a partition lands at offset `i` when the partition is empty.
+fn produce_numbered(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    range: std::ops::Range<usize>,
+) -> Vec<String> {
+    let mut all = Vec::new();
+    for p in 0..partitions {
+        let values: Vec<String> = range.clone().map(|i| format!("{topic}-{p}-{i}")).collect();
+        kafka::produce(bootstrap, topic, Some(p), &values);
+        all.extend(values);
+    }
+    all
+}
+
+fn tp(topic: &str, partition: i32) -> TopicPartition {
+    TopicPartition::new(topic, partition)
+}
+
+/// `{topic}-p: offset` for partitions `0..partitions`.
+fn offsets(topic: &str, partitions: i32, offset: i64) -> BTreeMap<TopicPartition, i64> {
+    (0..partitions).map(|p| (tp(topic, p), offset)).collect()
+}
+
+/// The first range of every partition across `batches`, as `(from, until)`.
+fn first_ranges(batches: &[BatchCompleted]) -> BTreeMap<TopicPartition, (i64, i64)> {
+    let mut first = BTreeMap::new();
+    for batch in batches {
+        for range in &batch.info.ranges {
+            first
+                .entry(range.topic_partition())
+                .or_insert((range.from, range.until));
+        }
+    }
+    first
+}
+
+#[test]
+fn first_start_reads_from_earliest_by_default() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "events", 3);
+    let values = produce_numbered(&bootstrap, "events", 3, 0..100);
+    let dir = tempdir();
+
+    let source = job::source(&bootstrap)
+        .subscribe(["events"])
+        .build()
+        .unwrap();
+    let mut running = job::count_values(job::context(dir.path()).build().unwrap(), source);
+    running.wait_for_records(300, "the 300 records produced before the first start");
+    let progress = running.stop();
+
+    let first = first_ranges(&progress.batches);
+    for p in 0..3 {
+        assert_eq!(
+            first[&tp("events", p)].0,
+            0,
+            "events-{p} did not start at its earliest offset: {first:?}"
+        );
+    }
+    assert_eq!(job::committed_counts(dir.path()), job::counts_of(&values));
+    let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
+    assert_eq!(checkpoint.offsets().unwrap(), offsets("events", 3, 100));
+}
+
+#[test]
+fn first_start_with_latest_skips_existing_records() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "events", 3);
+    let before = produce_numbered(&bootstrap, "events", 3, 0..40);
+    let dir = tempdir();
+
+    let source = job::source(&bootstrap)
+        .subscribe(["events"])
+        .start_from(StartOffsets::Latest)
+        .build()
+        .unwrap();
+    let mut running = job::count_values(job::context(dir.path()).build().unwrap(), source);
+    let first = running.wait_for_first_batch();
+    assert_eq!(first.records, 0, "the first batch read existing records");
+    let after = produce_numbered(&bootstrap, "events", 3, 40..60);
+    running.wait_for_records(60, "the 60 records produced after the first batch");
+    let progress = running.stop();
+
+    let first = first_ranges(&progress.batches);
+    for p in 0..3 {
+        assert_eq!(
+            first[&tp("events", p)].0,
+            40,
+            "events-{p} did not start at the latest offset: {first:?}"
+        );
+    }
+    let counts = job::committed_counts(dir.path());
+    assert_eq!(counts, job::counts_of(&after));
+    assert!(
+        before.iter().all(|v| !counts.contains_key(v)),
+        "records produced before the start were counted"
+    );
+}
+
+#[test]
+fn restart_resumes_from_stored_offsets() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "events", 3);
+    let source = || {
+        job::source(&bootstrap)
+            .subscribe(["events"])
+            .build()
+            .unwrap()
+    };
+    let dir = tempdir();
+
+    let mut values = produce_numbered(&bootstrap, "events", 3, 0..70);
+    let mut first_run = job::count_values(job::context(dir.path()).build().unwrap(), source());
+    first_run.wait_for_records(210, "the first 210 records");
+    first_run.stop();
+    let last_id = job::open_checkpoint(dir.path(), APP_ID)
+        .last_batch()
+        .unwrap()
+        .expect("the first run committed batches")
+        .id;
+
+    values.extend(produce_numbered(&bootstrap, "events", 3, 70..120));
+    let mut second_run = job::count_values(job::context(dir.path()).build().unwrap(), source());
+    let resumed = second_run.wait_for_first_batch();
+    assert_eq!(
+        resumed.info.id,
+        last_id + 1,
+        "the second run does not continue the batch ids"
+    );
+    for range in &resumed.info.ranges {
+        assert_eq!(
+            range.from, 70,
+            "the second run did not resume {range} from its stored offset"
+        );
+    }
+    second_run.wait_for_records(150, "the 150 records produced while stopped");
+    second_run.stop();
+
+    assert_eq!(job::committed_counts(dir.path()), job::counts_of(&values));
+    let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
+    assert_eq!(checkpoint.offsets().unwrap(), offsets("events", 3, 120));
+    let batches = checkpoint.batches().unwrap();
+    assert_eq!(batches.first().map(|b| b.id), Some(0));
+    let ends = job::assert_ranges_chain(&batches, &offsets("events", 3, 0));
+    assert_eq!(ends, offsets("events", 3, 120));
+}
+
+#[test]
+fn pattern_subscription_picks_up_topic_created_while_running() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "events-a", 2);
+    kafka::create_mock_topic(&cluster, "audit", 1);
+    let mut values = produce_numbered(&bootstrap, "events-a", 2, 0..25);
+    let unmatched = produce_numbered(&bootstrap, "audit", 1, 0..10);
+    let dir = tempdir();
+
+    let source = job::source(&bootstrap)
+        .subscribe_pattern("^events-.*")
+        .build()
+        .unwrap();
+    let mut running = job::count_values(job::context(dir.path()).build().unwrap(), source);
+    running.wait_for_records(50, "the 50 records of events-a");
+
+    kafka::create_mock_topic(&cluster, "events-b", 2);
+    values.extend(produce_numbered(&bootstrap, "events-b", 2, 0..20));
+    running.wait_for_records(90, "the 40 records of events-b, created while running");
+    let progress = running.stop();
+
+    let new_b: Vec<&BatchCompleted> = progress
+        .batches
+        .iter()
+        .filter(|b| b.new_partitions.iter().any(|tp| &*tp.topic == "events-b"))
+        .collect();
+    assert_eq!(
+        new_b.len(),
+        1,
+        "events-b should be new in exactly one batch: {new_b:?}"
+    );
+    assert_eq!(
+        new_b[0].new_partitions,
+        vec![tp("events-b", 0), tp("events-b", 1)]
+    );
+    let first = first_ranges(&progress.batches);
+    assert_eq!(first[&tp("events-b", 0)].0, 0, "{first:?}");
+    assert_eq!(first[&tp("events-b", 1)].0, 0, "{first:?}");
+    assert!(
+        !first.keys().any(|tp| &*tp.topic == "audit"),
+        "a topic that does not match the pattern was read: {first:?}"
+    );
+
+    let counts = job::committed_counts(dir.path());
+    assert_eq!(counts, job::counts_of(&values));
+    assert!(unmatched.iter().all(|v| !counts.contains_key(v)));
+    let mut expected = offsets("events-a", 2, 25);
+    expected.extend(offsets("events-b", 2, 20));
+    assert_eq!(
+        job::open_checkpoint(dir.path(), APP_ID).offsets().unwrap(),
+        expected
+    );
+}
+
+#[test]
+fn assign_starts_from_explicit_offsets() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "orders", 3);
+    let produced = produce_numbered(&bootstrap, "orders", 3, 0..20);
+    let source = || {
+        job::source(&bootstrap)
+            .assign([(tp("orders", 0), 5), (tp("orders", 1), 12)])
+            .build()
+            .unwrap()
+    };
+    let dir = tempdir();
+
+    let mut first_run = job::count_values(job::context(dir.path()).build().unwrap(), source());
+    first_run.wait_for_records(15 + 8, "the records after the assigned offsets");
+    let progress = first_run.stop();
+    let first = first_ranges(&progress.batches);
+    assert_eq!(
+        first
+            .iter()
+            .map(|(tp, r)| (tp.clone(), r.0))
+            .collect::<Vec<_>>(),
+        vec![(tp("orders", 0), 5), (tp("orders", 1), 12)],
+        "assigned partitions did not start at their explicit offsets, or others were read"
+    );
+
+    // Stored offsets win over the assigned ones from then on.
+    let more = produce_numbered(&bootstrap, "orders", 3, 20..30);
+    let mut second_run = job::count_values(job::context(dir.path()).build().unwrap(), source());
+    second_run.wait_for_records(20, "the records produced while stopped");
+    second_run.stop();
+
+    let expected = produced
+        .iter()
+        .chain(&more)
+        .filter(|v| {
+            let (p, i) = partition_and_index(v);
+            (p == 0 && i >= 5) || (p == 1 && i >= 12)
+        })
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(expected.len(), 25 + 18);
+    assert_eq!(job::committed_counts(dir.path()), job::counts_of(&expected));
+    assert_eq!(
+        job::open_checkpoint(dir.path(), APP_ID).offsets().unwrap(),
+        BTreeMap::from([(tp("orders", 0), 30), (tp("orders", 1), 30)])
+    );
+}
+
+/// `(partition, i)` of a value made by [`produce_numbered`].
+fn partition_and_index(value: &str) -> (i32, usize) {
+    let mut parts = value.rsplit('-');
+    let i = parts.next().unwrap().parse().unwrap();
+    let p = parts.next().unwrap().parse().unwrap();
+    (p, i)
+}
+
+#[test]
+fn checkpoint_of_another_app_is_refused() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "events", 1);
+    produce_numbered(&bootstrap, "events", 1, 0..10);
+    let dir = tempdir();
+    let source = job::source(&bootstrap)
+        .subscribe(["events"])
+        .build()
+        .unwrap();
+    let ctx = job::context(dir.path()).app_id("orders-a").build().unwrap();
+    let mut running = job::count_values(ctx, source);
+    running.wait_for_records(10, "the records of the first app");
+    running.stop();
+    let before = job::open_checkpoint(dir.path(), "orders-a");
+    let (offsets_before, last_before) = (before.offsets().unwrap(), before.last_batch().unwrap());
+    drop(before);
+
+    let error = job::context(dir.path())
+        .app_id("orders-b")
+        .build()
+        .expect_err("a context of another app opened the checkpoint")
+        .to_string();
+    assert!(
+        error.contains("orders-a") && error.contains("orders-b"),
+        "the error should name both app ids: {error}"
+    );
+
+    let after = job::open_checkpoint(dir.path(), "orders-a");
+    assert_eq!(after.offsets().unwrap(), offsets_before);
+    assert_eq!(after.last_batch().unwrap(), last_before);
+    assert_eq!(
+        job::counts_in(&after),
+        job::counts_of((0..10).map(|i| format!("events-0-{i}")))
+    );
+}

@@ -1,0 +1,203 @@
+//! The bundled `wordcount` example as a child process, for crash tests.
+//!
+//! The binary is `target/<profile>/examples/wordcount`, next to the test
+//! binary's `deps/` directory. `cargo build --example wordcount` and a plain
+//! `cargo test` build it; `cargo test --all-targets` does not (it builds
+//! examples as test harnesses) and neither does `cargo test --test
+//! integration`, so [`binary`] refuses a missing or stale build.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sluice::prelude::*;
+use sluice::RocksCheckpoint;
+
+/// The example's app id, which names its checkpoint.
+pub(crate) const APP_ID: &str = "wordcount";
+
+/// The checkpoint family of the example's totals.
+pub(crate) const FAMILY: &str = "word_counts";
+
+/// The example binary built with the test binary; panics with how to
+/// build it when it is missing.
+pub(crate) fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("locating the test binary");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("examples").join("wordcount");
+    let build = "run `cargo build --example wordcount` first";
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified());
+    let built = modified(&bin).unwrap_or_else(|e| {
+        panic!(
+            "the wordcount example is not built at {} ({e}): {build}",
+            bin.display()
+        )
+    });
+    // Sources edited after both builds affect neither; sources edited
+    // between them mean the example lacks code the tests were built with.
+    let tests_built = modified(&exe).expect("reading the test binary's mtime");
+    let stale = sources(&bin).into_iter().find(|source| {
+        modified(source).is_ok_and(|changed| built < changed && changed <= tests_built)
+    });
+    if let Some(source) = stale {
+        panic!(
+            "the wordcount example at {} is older than {}, which the tests were built \
+             with: {build}",
+            bin.display(),
+            source.display()
+        );
+    }
+    bin
+}
+
+/// The sources listed in the binary's dep-info file (`<bin>.d`, written by
+/// cargo).
+fn sources(bin: &Path) -> Vec<PathBuf> {
+    let Ok(deps) = std::fs::read_to_string(bin.with_extension("d")) else {
+        return Vec::new();
+    };
+    let Some((_, sources)) = deps.split_once(": ") else {
+        return Vec::new();
+    };
+    // Paths are separated by spaces; a space inside a path is escaped.
+    sources
+        .replace("\\ ", "\0")
+        .split_whitespace()
+        .map(|p| PathBuf::from(p.replace("\0", " ")))
+        .collect()
+}
+
+/// One run of the example, its output going to a log file.
+pub(crate) struct Wordcount {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Wordcount {
+    /// Starts the example on `topic` at `brokers` with its checkpoint in
+    /// `checkpoint` and 100 ms batches; stdout and stderr are appended to
+    /// `log`.
+    pub(crate) fn start(brokers: &str, topic: &str, checkpoint: &Path, log: &Path) -> Self {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
+        let err = out.try_clone().expect("cloning the log handle");
+        let child = Command::new(binary())
+            .args(["--brokers", brokers, "--topic", topic, "--checkpoint-dir"])
+            .arg(checkpoint)
+            .args(["--batch-interval-ms", "100", "--workers", "2"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the wordcount example: {e}"));
+        Self {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// The child's process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails the test, with the end of the child's log, if it exited.
+    pub(crate) fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("polling the child") {
+            panic!(
+                "wordcount exited with {status}; log {}:\n{}",
+                self.log.display(),
+                self.log_tail()
+            );
+        }
+    }
+
+    /// Kills the child with SIGKILL: no handler runs, nothing is flushed.
+    pub(crate) fn kill(mut self) {
+        self.assert_running();
+        self.child.kill().expect("sending SIGKILL to wordcount");
+        let status = self.child.wait().expect("reaping wordcount");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "wordcount was not killed by SIGKILL: {status}"
+        );
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the child to exit.
+    pub(crate) fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        self.assert_running();
+        // `kill(1)` rather than libc::kill: the workspace forbids unsafe code.
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status()
+            .expect("running kill -TERM");
+        assert!(sent.success(), "kill -TERM {} failed: {sent}", self.id());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("polling the child") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wordcount still runs {timeout:?} after SIGTERM; log:\n{}",
+                self.log_tail()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last 40 lines of the log.
+    pub(crate) fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Wordcount {
+    fn drop(&mut self) {
+        // A test that failed midway: leave no process behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What `wordcount --totals --checkpoint-dir DIR` prints; fails the test
+/// if it does not exit 0.
+pub(crate) fn totals(checkpoint: &Path) -> String {
+    let out = Command::new(binary())
+        .args(["--totals", "--checkpoint-dir"])
+        .arg(checkpoint)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running wordcount --totals");
+    assert!(
+        out.status.success(),
+        "wordcount --totals exited with {}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the totals are UTF-8")
+}
+
+/// The id of the last committed batch and the stored next offsets, read
+/// while a child may be writing; `None` while there is no checkpoint yet.
+pub(crate) fn committed(checkpoint: &Path) -> Option<(u64, BTreeMap<TopicPartition, i64>)> {
+    let store = RocksCheckpoint::open_read_only(checkpoint, APP_ID).ok()?;
+    let last = store.last_batch().ok()??;
+    Some((last.id, store.offsets().ok()?))
+}
