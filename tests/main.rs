@@ -4,4 +4,5 @@ mod util;
 
 mod broker_harness;
 mod exactly_once;
+mod faults;
 mod offsets;

@@ -85,6 +85,19 @@ impl Wordcount {
     /// `checkpoint` and 100 ms batches; stdout and stderr are appended to
     /// `log`.
     pub(crate) fn start(brokers: &str, topic: &str, checkpoint: &Path, log: &Path) -> Self {
+        Self::start_with_interval(brokers, topic, checkpoint, log, 100)
+    }
+
+    /// Like [`start`](Self::start), with batches every `batch_interval_ms`
+    /// (short intervals make commits frequent, for crash tests that aim at
+    /// them).
+    pub(crate) fn start_with_interval(
+        brokers: &str,
+        topic: &str,
+        checkpoint: &Path,
+        log: &Path,
+        batch_interval_ms: u64,
+    ) -> Self {
         let out = File::options()
             .create(true)
             .append(true)
@@ -94,7 +107,8 @@ impl Wordcount {
         let child = Command::new(binary())
             .args(["--brokers", brokers, "--topic", topic, "--checkpoint-dir"])
             .arg(checkpoint)
-            .args(["--batch-interval-ms", "100", "--workers", "2"])
+            .args(["--batch-interval-ms", &batch_interval_ms.to_string()])
+            .args(["--workers", "2"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out)
@@ -156,6 +170,28 @@ impl Wordcount {
             );
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits up to `timeout` for the child to exit by itself and returns
+    /// its status; fails the test, with the log's tail, if it still runs.
+    pub(crate) fn wait_for_exit(mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("polling the child") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wordcount still runs after {timeout:?}; log:\n{}",
+                self.log_tail()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The whole log written so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The last 40 lines of the log.

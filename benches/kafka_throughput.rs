@@ -1,0 +1,698 @@
+//! End-to-end throughput against a real broker: sluice reading Kafka next
+//! to a hand-written rdkafka consumer draining the same topic.
+//!
+//! Starts a `tansu` broker (memory storage) on a free loopback port,
+//! pre-fills a 4-partition topic with `SLUICE_BENCH_RECORDS` text lines
+//! (default 1,000,000; nine 6-letter words, 62 bytes each), then measures,
+//! interleaved and `SLUICE_BENCH_REPEATS` times each (default 3, median
+//! reported):
+//!
+//! - `bare drain`: one `BaseConsumer` assigned to the 4 partitions from
+//!   offset 0, polling until it has seen every record;
+//! - `sluice pass-through`: `kafka_stream(..).count().foreach_batch(..)`,
+//!   from `start()` until a listener sees every record committed;
+//! - `sluice wordcount`: `values_utf8().flat_map(words).count_by_value()
+//!   .save_counts(..)`, timed the same way.
+//!
+//! Then the fixed cost of a batch: `SLUICE_BENCH_EMPTY_BATCHES` batches
+//! (default 2000) at a 1 ms interval on an empty 4-partition topic, with
+//! `checkpoint_sync(false)` and then `checkpoint_sync(true)`.
+//!
+//! Every consumer (bare and sluice) gets the same client settings,
+//! [`CONSUMER_SETTINGS`] plus the ones sluice forces, printed with the
+//! results. `SLUICE_BENCH_MAX_RATE_PER_PARTITION` (records/s) caps sluice
+//! batches; by default the pre-filled topic is read in one batch.
+//! `SLUICE_BENCH_ONLY=bare,pass,wordcount,empty,synced` runs a subset (for
+//! profiling). The broker binary is `$TANSU_BIN`, `tansu` on `PATH` or
+//! `~/.cargo/bin/tansu` (`make setup` installs it).
+//!
+//! ```text
+//! cargo bench --bench kafka_throughput
+//! ```
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{Offset, TopicPartitionList};
+use sluice::prelude::*;
+use sluice::RateLimits;
+use tempfile::TempDir;
+
+const PARTITIONS: i32 = 4;
+const WORDS_PER_LINE: usize = 9;
+const VOCABULARY: usize = 1000;
+const BATCH_INTERVAL: Duration = Duration::from_millis(100);
+const WORKERS: usize = 2;
+/// How long one measured run may take before the bench gives up.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+/// Empty batches dropped from the statistics: the first ones create the
+/// consumers and warm the checkpoint.
+const WARMUP_BATCHES: usize = 5;
+
+/// Client settings of every consumer in the bench, bare and sluice alike:
+/// fetch big chunks, keep a deep prefetch queue, and do not let the broker
+/// sit on a fetch for long when a partition is drained.
+const CONSUMER_SETTINGS: [(&str, &str); 5] = [
+    ("fetch.wait.max.ms", "10"),
+    ("fetch.min.bytes", "1"),
+    ("max.partition.fetch.bytes", "4194304"),
+    ("queued.min.messages", "200000"),
+    ("queued.max.messages.kbytes", "262144"),
+];
+
+/// What sluice forces on its consumers; the bare drain gets them too.
+const SLUICE_FORCED: [(&str, &str); 4] = [
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("enable.partition.eof", "true"),
+    ("auto.offset.reset", "error"),
+];
+
+fn main() -> Result<()> {
+    let records = env_u64("SLUICE_BENCH_RECORDS", 1_000_000)?;
+    let repeats = env_u64("SLUICE_BENCH_REPEATS", 3)?.max(1) as usize;
+    let empty_batches = env_u64("SLUICE_BENCH_EMPTY_BATCHES", 2000)?.max(1) as usize;
+    let max_rate = std::env::var("SLUICE_BENCH_MAX_RATE_PER_PARTITION")
+        .ok()
+        .map(|v| v.parse::<f64>())
+        .transpose()
+        .context("SLUICE_BENCH_MAX_RATE_PER_PARTITION must be a number")?;
+    let only = std::env::var("SLUICE_BENCH_ONLY").ok();
+    let runs = |what: &str| {
+        only.as_deref()
+            .is_none_or(|list| list.split(',').any(|w| w.trim() == what))
+    };
+    ensure!(
+        records >= PARTITIONS as u64,
+        "SLUICE_BENCH_RECORDS must be at least {PARTITIONS}"
+    );
+
+    let broker = Tansu::start()?;
+    let bootstrap = broker.bootstrap();
+    println!("tansu {} (memory storage) on {bootstrap}", broker.bin.display());
+
+    broker.create_topic("lines", PARTITIONS)?;
+    let started = Instant::now();
+    prefill(&bootstrap, "lines", records)?;
+    let elapsed = started.elapsed();
+    println!(
+        "pre-filled 'lines' ({PARTITIONS} partitions) with {records} records of {} bytes in {:.2} s ({:.0} records/s)",
+        line_bytes(),
+        elapsed.as_secs_f64(),
+        records as f64 / elapsed.as_secs_f64()
+    );
+
+    let bench = Bench {
+        bootstrap: bootstrap.clone(),
+        topic: "lines".to_owned(),
+        records,
+        max_rate,
+    };
+    let mut bare = Vec::new();
+    let mut pass = Vec::new();
+    let mut words = Vec::new();
+    for run in 0..repeats {
+        if runs("bare") {
+            bare.push(bench.bare_drain(run)?);
+            eprintln!("run {run}: bare drain {:.3} s", bare[run].as_secs_f64());
+        }
+        if runs("pass") {
+            pass.push(bench.sluice(run, Job::PassThrough)?);
+            eprintln!("run {run}: sluice pass-through {:.3} s", pass[run].as_secs_f64());
+        }
+        if runs("wordcount") {
+            words.push(bench.sluice(run, Job::WordCount)?);
+            eprintln!("run {run}: sluice wordcount {:.3} s", words[run].as_secs_f64());
+        }
+    }
+
+    println!();
+    println!("consumer settings (bare drain and sluice alike):");
+    for (key, value) in CONSUMER_SETTINGS.iter().chain(&SLUICE_FORCED) {
+        println!("  {key}={value}");
+    }
+    println!(
+        "sluice: batch interval {BATCH_INTERVAL:?}, {WORKERS} workers, checkpoint_sync(false), {}",
+        match max_rate {
+            Some(rate) => format!("max {rate} records/s per partition"),
+            None => "no rate limit".to_owned(),
+        }
+    );
+    println!();
+    println!(
+        "{:<22} {:>14} {:>10} {:>8}   runs (s)",
+        "measure", "records/s", "vs bare", "goal"
+    );
+    let baseline = median_rate(&bare, records);
+    for (name, times, goal) in [
+        ("bare drain", &bare, None),
+        ("sluice pass-through", &pass, Some(0.9)),
+        ("sluice wordcount", &words, Some(0.7)),
+    ] {
+        if times.is_empty() {
+            continue;
+        }
+        let rate = median_rate(times, records);
+        let ratio = baseline.map(|b| rate.unwrap_or(0.0) / b);
+        println!(
+            "{name:<22} {:>14.0} {:>10} {:>8}   {}",
+            rate.unwrap_or(0.0),
+            ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x")),
+            goal.map_or_else(
+                || "".to_owned(),
+                |g: f64| match ratio {
+                    Some(r) if r >= g => format!(">={g} ok"),
+                    Some(_) => format!(">={g} MISS"),
+                    None => format!(">={g}"),
+                }
+            ),
+            times
+                .iter()
+                .map(|t| format!("{:.3}", t.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+
+    if runs("empty") || runs("synced") {
+        broker.create_topic("empty", PARTITIONS)?;
+        println!();
+        println!(
+            "empty batches: {empty_batches} batches at a 1 ms interval on an empty \
+             {PARTITIONS}-partition topic (first {WARMUP_BATCHES} dropped), times in ms"
+        );
+        println!(
+            "{:<34} {:>8} {:>8} {:>8} {:>8}",
+            "measure", "mean", "p50", "p99", "max"
+        );
+        if runs("empty") {
+            let stats = bench.empty_batches(false, empty_batches)?;
+            print_stats("processing + commit (no sync)", &stats.total);
+            print_stats("  processing (plan + run)", &stats.processing);
+            print_stats("  commit (no sync)", &stats.commit);
+            print_stats("  scheduling delay", &stats.scheduling_delay);
+        }
+        if runs("synced") {
+            let stats = bench.empty_batches(true, empty_batches)?;
+            print_stats("commit (checkpoint_sync(true))", &stats.commit);
+            print_stats("processing + commit (synced)", &stats.total);
+        }
+    }
+    Ok(())
+}
+
+/// The two jobs measured against the bare drain.
+#[derive(Clone, Copy)]
+enum Job {
+    PassThrough,
+    WordCount,
+}
+
+struct Bench {
+    bootstrap: String,
+    topic: String,
+    records: u64,
+    max_rate: Option<f64>,
+}
+
+impl Bench {
+    /// The hand-written baseline: one consumer, every partition, poll until
+    /// every record was seen. Touches each payload so nothing is skipped.
+    fn bare_drain(&self, run: usize) -> Result<Duration> {
+        let started = Instant::now();
+        let consumer: BaseConsumer = consumer_config(&self.bootstrap)
+            .set("group.id", format!("bench-bare-{run}"))
+            .set("client.id", "bench-bare")
+            .create()
+            .context("creating the bare consumer")?;
+        let mut tpl = TopicPartitionList::new();
+        for partition in 0..PARTITIONS {
+            tpl.add_partition_offset(&self.topic, partition, Offset::Offset(0))?;
+        }
+        consumer.assign(&tpl)?;
+        let deadline = started + RUN_TIMEOUT;
+        let (mut seen, mut bytes) = (0u64, 0usize);
+        while seen < self.records {
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(msg)) => {
+                    seen += 1;
+                    bytes += msg.payload().map_or(0, <[u8]>::len);
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => return Err(e).context("bare drain"),
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "bare drain saw {seen} of {} records in {RUN_TIMEOUT:?}",
+                self.records
+            );
+        }
+        let elapsed = started.elapsed();
+        black_box(bytes);
+        Ok(elapsed)
+    }
+
+    fn source(&self) -> Result<KafkaSource> {
+        let mut builder = KafkaSource::builder()
+            .brokers(&self.bootstrap)
+            .subscribe([self.topic.as_str()]);
+        for (key, value) in CONSUMER_SETTINGS {
+            builder = builder.set(key, value);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// From `start()` until a listener saw every record committed.
+    fn sluice(&self, run: usize, job: Job) -> Result<Duration> {
+        let name = match job {
+            Job::PassThrough => "pass",
+            Job::WordCount => "wordcount",
+        };
+        let dir = TempDir::new()?;
+        let mut limits = RateLimits::new();
+        if let Some(rate) = self.max_rate {
+            limits = limits.max_rate_per_partition(rate);
+        }
+        let ctx = StreamingContext::builder()
+            .app_id(format!("bench-{name}-{run}"))
+            .batch_interval(BATCH_INTERVAL)
+            .checkpoint_dir(dir.path())
+            .checkpoint_sync(false)
+            .stop_on_signals(false)
+            .workers(WORKERS)
+            .rate_limits(limits)
+            .build()?;
+        let stream = ctx.kafka_stream(self.source()?);
+        let counted = Arc::new(AtomicI64::new(0));
+        match job {
+            Job::PassThrough => {
+                let counted = Arc::clone(&counted);
+                stream.count().foreach_batch(move |batch, _| {
+                    counted.fetch_add(batch.iter().sum::<i64>(), Ordering::Relaxed);
+                    Ok::<_, std::io::Error>(())
+                });
+            }
+            Job::WordCount => stream
+                .values_utf8()
+                .flat_map(|line| {
+                    line.split_ascii_whitespace()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .count_by_value()
+                .save_counts("words"),
+        }
+        let (done, finished) = mpsc::channel();
+        let target = self.records;
+        let mut committed = 0u64;
+        let words_total = Arc::clone(&counted);
+        ctx.add_listener(move |batch: &BatchCompleted, store: &dyn CheckpointStore| {
+            if committed >= target {
+                return;
+            }
+            committed += batch.records;
+            if committed >= target {
+                let at = Instant::now();
+                if let Job::WordCount = job {
+                    // After the clock stopped: a sanity check of the counts.
+                    let total = store
+                        .counters("words")
+                        .map_or(-1, |c| c.iter().map(|(_, n)| n).sum());
+                    words_total.store(total, Ordering::Relaxed);
+                }
+                let _ = done.send((at, committed));
+            }
+        });
+        let started = Instant::now();
+        ctx.start()?;
+        let outcome = finished.recv_timeout(RUN_TIMEOUT);
+        ctx.stop(true)?;
+        let (at, committed) = outcome
+            .map_err(|_| anyhow::anyhow!("sluice {name} did not commit {target} records in {RUN_TIMEOUT:?}"))?;
+        ensure!(committed == target, "sluice {name} committed {committed} records, expected {target}");
+        let expected = match job {
+            Job::PassThrough => target as i64,
+            Job::WordCount => (target * WORDS_PER_LINE as u64) as i64,
+        };
+        let got = counted.load(Ordering::Relaxed);
+        ensure!(got == expected, "sluice {name} counted {got}, expected {expected}");
+        Ok(at - started)
+    }
+
+    /// Runs `batches` batches on the empty topic at a 1 ms interval.
+    fn empty_batches(&self, sync: bool, batches: usize) -> Result<EmptyStats> {
+        let dir = TempDir::new()?;
+        let ctx = StreamingContext::builder()
+            .app_id(format!("bench-empty-{sync}"))
+            .batch_interval(Duration::from_millis(1))
+            .checkpoint_dir(dir.path())
+            .checkpoint_sync(sync)
+            .stop_on_signals(false)
+            .workers(WORKERS)
+            .build()?;
+        let source = {
+            let mut builder = KafkaSource::builder()
+                .brokers(&self.bootstrap)
+                .subscribe(["empty"]);
+            for (key, value) in CONSUMER_SETTINGS {
+                builder = builder.set(key, value);
+            }
+            builder.build()?
+        };
+        let counted = Arc::new(AtomicI64::new(0));
+        let total = Arc::clone(&counted);
+        ctx.kafka_stream(source)
+            .count()
+            .foreach_batch(move |batch, _| {
+                total.fetch_add(batch.iter().sum::<i64>(), Ordering::Relaxed);
+                Ok::<_, std::io::Error>(())
+            });
+        let (done, finished) = mpsc::channel();
+        let mut seen = Vec::with_capacity(batches);
+        let mut done = Some(done);
+        ctx.add_listener(move |batch: &BatchCompleted, _: &dyn CheckpointStore| {
+            seen.push((batch.processing, batch.commit, batch.scheduling_delay));
+            if seen.len() == batches {
+                if let Some(done) = done.take() {
+                    let _ = done.send(std::mem::take(&mut seen));
+                }
+            }
+        });
+        ctx.start()?;
+        let outcome = finished.recv_timeout(RUN_TIMEOUT);
+        ctx.stop(true)?;
+        let seen = outcome.map_err(|_| anyhow::anyhow!("{batches} empty batches took over {RUN_TIMEOUT:?}"))?;
+        ensure!(counted.load(Ordering::Relaxed) == 0, "the empty topic had records");
+        let seen = &seen[WARMUP_BATCHES.min(seen.len() - 1)..];
+        Ok(EmptyStats {
+            processing: seen.iter().map(|s| s.0).collect(),
+            commit: seen.iter().map(|s| s.1).collect(),
+            scheduling_delay: seen.iter().map(|s| s.2).collect(),
+            total: seen.iter().map(|s| s.0 + s.1).collect(),
+        })
+    }
+}
+
+struct EmptyStats {
+    processing: Vec<Duration>,
+    commit: Vec<Duration>,
+    scheduling_delay: Vec<Duration>,
+    total: Vec<Duration>,
+}
+
+fn print_stats(name: &str, samples: &[Duration]) {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() as f64 * q) as usize).min(ms.len() - 1)];
+    let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+    println!(
+        "{name:<34} {mean:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+        at(0.5),
+        at(0.99),
+        ms[ms.len() - 1]
+    );
+}
+
+/// Records per second of the median run.
+fn median_rate(times: &[Duration], records: u64) -> Option<f64> {
+    let mut times = times.to_vec();
+    times.sort();
+    let median = times.get(times.len() / 2)?;
+    Some(records as f64 / median.as_secs_f64())
+}
+
+fn consumer_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in CONSUMER_SETTINGS.iter().chain(&SLUICE_FORCED) {
+        config.set(*key, *value);
+    }
+    config
+}
+
+/// Word `i` of the vocabulary: three syllables, six letters.
+fn word(i: usize) -> String {
+    const SYLLABLES: [&str; 10] = ["ka", "lo", "mi", "su", "te", "ra", "no", "vi", "de", "pu"];
+    [i / 100, i / 10 % 10, i % 10]
+        .map(|d| SYLLABLES[d])
+        .concat()
+}
+
+fn line_bytes() -> usize {
+    WORDS_PER_LINE * 7 - 1
+}
+
+/// Produces `records` lines round-robin over the partitions. The last
+/// record of each partition goes in a batch of its own: tansu 0.6's memory
+/// storage reports the high watermark as the last batch's base offset + 1,
+/// which is then the true end of the partition.
+fn prefill(bootstrap: &str, topic: &str, records: u64) -> Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("acks", "1")
+        .create()
+        .context("creating the producer")?;
+    let vocabulary: Vec<String> = (0..VOCABULARY).map(word).collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut line = String::with_capacity(line_bytes());
+    let mut next_line = || {
+        line.clear();
+        for w in 0..WORDS_PER_LINE {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if w > 0 {
+                line.push(' ');
+            }
+            line.push_str(&vocabulary[(state % VOCABULARY as u64) as usize]);
+        }
+        line.clone()
+    };
+    let bulk = records - PARTITIONS as u64;
+    for i in 0..records {
+        if i == bulk {
+            producer.flush(Duration::from_secs(60))?;
+        }
+        let payload = next_line();
+        let partition = (i % PARTITIONS as u64) as i32;
+        let mut record = BaseRecord::<(), str>::to(topic)
+            .partition(partition)
+            .payload(payload.as_str());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e).context("producing"),
+            }
+        }
+        if i >= bulk {
+            producer.flush(Duration::from_secs(60))?;
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let mut total = 0;
+    for partition in 0..PARTITIONS {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        total += high - low;
+    }
+    ensure!(
+        total == records as i64,
+        "the broker reports {total} records in '{topic}', not {records}"
+    );
+    Ok(())
+}
+
+fn env_u64(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .replace('_', "")
+            .parse()
+            .with_context(|| format!("{name}={value} is not a count")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// A tansu broker child process with memory storage; killed on drop.
+struct Tansu {
+    bin: PathBuf,
+    port: u16,
+    child: Child,
+    dir: TempDir,
+}
+
+impl Tansu {
+    fn start() -> Result<Self> {
+        let bin = tansu_bin()?;
+        let dir = TempDir::with_prefix("tansu-bench-")?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = File::create(dir.path().join("tansu.log"))?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        isolate(&mut cmd, dir.path());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let mut broker = Tansu {
+            bin,
+            port,
+            child,
+            dir,
+        };
+        broker.wait_ready()?;
+        Ok(broker)
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("tansu exited with {status}:\n{}", self.log_tail());
+            }
+            // A plain connect first keeps librdkafka's connection-refused
+            // noise out of the output while the broker boots.
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", self.bootstrap())
+                    .create()?;
+                if consumer
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .is_ok_and(|md| !md.brokers().is_empty())
+                {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("tansu did not answer within 30 s:\n{}", self.log_tail());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Creates the topic and waits until every partition has a leader.
+    fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["topic", "create", name, "--partitions"])
+            .arg(partitions.to_string())
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)]);
+        isolate(&mut cmd, self.dir.path());
+        let out = cmd.output()?;
+        ensure!(
+            out.status.success(),
+            "tansu topic create {name} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = consumer
+                .fetch_metadata(Some(name), Duration::from_secs(5))
+                .ok()
+                .and_then(|md| {
+                    let topic = md.topics().iter().find(|t| t.name() == name)?;
+                    let ok = topic.error().is_none()
+                        && topic.partitions().len() == partitions as usize
+                        && topic
+                            .partitions()
+                            .iter()
+                            .all(|p| p.error().is_none() && p.leader() >= 0);
+                    Some(ok)
+                });
+            if ready == Some(true) {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "topic {name} not ready after 30 s:\n{}",
+                self.log_tail()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let mut text = String::new();
+        let _ = File::open(self.dir.path().join("tansu.log"))
+            .and_then(|mut f| f.read_to_string(&mut text));
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Keeps the caller's environment from steering tansu (it reads `.env`
+/// files from its working directory up, and some settings from the
+/// environment).
+fn isolate(cmd: &mut Command, workdir: &Path) {
+    cmd.current_dir(workdir)
+        .env_remove("SCHEMA_REGISTRY")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env(
+            "RUST_LOG",
+            std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        );
+}
+
+/// `$TANSU_BIN`, else `tansu` on `PATH`, else `~/.cargo/bin/tansu`.
+fn tansu_bin() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("TANSU_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("tansu"))
+            .find(|candidate| candidate.is_file())
+    });
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+    on_path
+        .or_else(|| cargo_home.map(|home| home.join("bin").join("tansu")).filter(|p| p.is_file()))
+        .context("the tansu broker is not installed (looked at $TANSU_BIN, PATH and ~/.cargo/bin): run `make setup`")
+}
