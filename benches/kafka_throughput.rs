@@ -46,8 +46,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice::prelude::*;
 use sluice::RateLimits;
@@ -104,7 +104,10 @@ fn main() -> Result<()> {
 
     let broker = Tansu::start()?;
     let bootstrap = broker.bootstrap();
-    println!("tansu {} (memory storage) on {bootstrap}", broker.bin.display());
+    println!(
+        "tansu {} (memory storage) on {bootstrap}",
+        broker.bin.display()
+    );
 
     broker.create_topic("lines", PARTITIONS)?;
     let started = Instant::now();
@@ -133,11 +136,17 @@ fn main() -> Result<()> {
         }
         if runs("pass") {
             pass.push(bench.sluice(run, Job::PassThrough)?);
-            eprintln!("run {run}: sluice pass-through {:.3} s", pass[run].as_secs_f64());
+            eprintln!(
+                "run {run}: sluice pass-through {:.3} s",
+                pass[run].as_secs_f64()
+            );
         }
         if runs("wordcount") {
             words.push(bench.sluice(run, Job::WordCount)?);
-            eprintln!("run {run}: sluice wordcount {:.3} s", words[run].as_secs_f64());
+            eprintln!(
+                "run {run}: sluice wordcount {:.3} s",
+                words[run].as_secs_f64()
+            );
         }
     }
 
@@ -342,15 +351,22 @@ impl Bench {
         ctx.start()?;
         let outcome = finished.recv_timeout(RUN_TIMEOUT);
         ctx.stop(true)?;
-        let (at, committed) = outcome
-            .map_err(|_| anyhow::anyhow!("sluice {name} did not commit {target} records in {RUN_TIMEOUT:?}"))?;
-        ensure!(committed == target, "sluice {name} committed {committed} records, expected {target}");
+        let (at, committed) = outcome.map_err(|_| {
+            anyhow::anyhow!("sluice {name} did not commit {target} records in {RUN_TIMEOUT:?}")
+        })?;
+        ensure!(
+            committed == target,
+            "sluice {name} committed {committed} records, expected {target}"
+        );
         let expected = match job {
             Job::PassThrough => target as i64,
             Job::WordCount => (target * WORDS_PER_LINE as u64) as i64,
         };
         let got = counted.load(Ordering::Relaxed);
-        ensure!(got == expected, "sluice {name} counted {got}, expected {expected}");
+        ensure!(
+            got == expected,
+            "sluice {name} counted {got}, expected {expected}"
+        );
         Ok(at - started)
     }
 
@@ -396,8 +412,12 @@ impl Bench {
         ctx.start()?;
         let outcome = finished.recv_timeout(RUN_TIMEOUT);
         ctx.stop(true)?;
-        let seen = outcome.map_err(|_| anyhow::anyhow!("{batches} empty batches took over {RUN_TIMEOUT:?}"))?;
-        ensure!(counted.load(Ordering::Relaxed) == 0, "the empty topic had records");
+        let seen = outcome
+            .map_err(|_| anyhow::anyhow!("{batches} empty batches took over {RUN_TIMEOUT:?}"))?;
+        ensure!(
+            counted.load(Ordering::Relaxed) == 0,
+            "the empty topic had records"
+        );
         let seen = &seen[WARMUP_BATCHES.min(seen.len() - 1)..];
         Ok(EmptyStats {
             processing: seen.iter().map(|s| s.0).collect(),
@@ -556,11 +576,17 @@ impl Tansu {
         let url = format!("tcp://127.0.0.1:{port}");
         let log = File::create(dir.path().join("tansu.log"))?;
         let mut cmd = Command::new(&bin);
-        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
         isolate(&mut cmd, dir.path());
         let child = cmd
             .spawn()

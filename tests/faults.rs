@@ -386,12 +386,7 @@ fn job_resumes_from_stored_offsets_after_its_code_changed() {
         .scan("latest_per_partition")
         .unwrap()
         .into_iter()
-        .map(|(k, v)| {
-            (
-                String::from_utf8(k).unwrap(),
-                String::from_utf8(v).unwrap(),
-            )
-        })
+        .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
         .collect();
     assert_eq!(
         latest,

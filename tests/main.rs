@@ -6,3 +6,4 @@ mod broker_harness;
 mod exactly_once;
 mod faults;
 mod offsets;
+mod rate;

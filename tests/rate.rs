@@ -1,0 +1,104 @@
+//! Rate control against a broker: the first batch after a start is bounded
+//! by the initial rate, no batch passes its per-partition cap, and
+//! backpressure sizes batches so processing settles near the interval.
+
+use std::time::Duration;
+
+use sluice::{RateLimits, RateReason};
+
+use crate::util::job::{self, RunningJob};
+use crate::util::kafka;
+
+const INTERVAL: Duration = Duration::from_millis(200);
+/// Known cost of a record: each task sleeps this long per record it holds,
+/// so two workers process about 2000 records/s whatever else the machine
+/// does (sleeping only ever takes longer).
+const PER_RECORD: Duration = Duration::from_millis(1);
+const INITIAL_RATE: f64 = 500.0;
+const MAX_RATE_PER_PARTITION: f64 = 1000.0;
+
+#[test]
+fn backpressure_bounds_the_first_batch_respects_caps_and_settles_near_the_interval() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "backlog", 4);
+    for p in 0..4 {
+        let values: Vec<String> = (0..2500).map(|i| format!("r-{p}-{i}")).collect();
+        kafka::produce(&bootstrap, "backlog", Some(p), &values);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let limits = RateLimits::new()
+        .backpressure(true)
+        .initial_rate(INITIAL_RATE)
+        .max_rate_per_partition(MAX_RATE_PER_PARTITION);
+    let ctx = job::context(dir.path())
+        .batch_interval(INTERVAL)
+        .rate_limits(limits)
+        .build()
+        .unwrap();
+    let source = job::source(&bootstrap)
+        .subscribe(["backlog"])
+        .build()
+        .unwrap();
+    ctx.kafka_stream(source)
+        .map_partitions(|records| {
+            std::thread::sleep(PER_RECORD * records.len() as u32);
+            records
+        })
+        .count()
+        .foreach_batch(|_, _| Ok::<_, std::io::Error>(()));
+    let mut running = RunningJob::start(ctx);
+    let batches = running.wait_for("12 committed batches", |p| {
+        (p.batches.len() >= 12).then(|| p.batches.clone())
+    });
+    running.stop();
+
+    // The backlog (10 000 records) never drains in 12 batches, so every
+    // batch is sized by the rate limit alone.
+    let first = &batches[0];
+    let limit = first.info.rate_limit.expect("the first batch has a limit");
+    assert_eq!(limit.reason, RateReason::InitialRate, "{limit}");
+    let initial_budget = (INITIAL_RATE * INTERVAL.as_secs_f64()) as u64;
+    assert_eq!(first.records, initial_budget, "first batch after a start");
+
+    let cap = (MAX_RATE_PER_PARTITION * INTERVAL.as_secs_f64()) as u64;
+    for batch in &batches {
+        for (range, &read) in batch.info.ranges.iter().zip(&batch.records_per_range) {
+            assert!(
+                range.count() <= cap && read <= cap,
+                "batch {} read {read} of {range}, cap {cap}",
+                batch.info.id
+            );
+        }
+        let limit = batch.info.rate_limit.expect("every batch is rate limited");
+        let budget = (limit.records_per_second * INTERVAL.as_secs_f64()).ceil() as u64;
+        assert!(
+            batch.records <= budget.max(4),
+            "batch {} read {} records over its budget {budget} ({limit})",
+            batch.info.id,
+            batch.records
+        );
+    }
+
+    let reasons: Vec<RateReason> = batches
+        .iter()
+        .map(|b| b.info.rate_limit.unwrap().reason)
+        .collect();
+    assert!(
+        reasons[3..].iter().all(|r| *r == RateReason::Backpressure),
+        "backpressure takes over once it has an estimate: {reasons:?}"
+    );
+
+    // Settled: the last batches take about one interval to process. The
+    // bounds are wide because a loaded machine only slows processing down,
+    // which the estimator answers with smaller batches.
+    let tail = &batches[batches.len() - 5..];
+    let mean = tail.iter().map(|b| b.processing).sum::<Duration>() / tail.len() as u32;
+    assert!(
+        mean > INTERVAL.mul_f64(0.4) && mean < INTERVAL.mul_f64(2.5),
+        "mean processing of the last batches {mean:?} vs interval {INTERVAL:?}: {:?}",
+        tail.iter()
+            .map(|b| (b.records, b.processing))
+            .collect::<Vec<_>>()
+    );
+}
