@@ -14,34 +14,12 @@ use sluice::core::LatestValueSink;
 use sluice::prelude::*;
 use sluice::RocksCheckpoint;
 
-use crate::util::job::{self, RunningJob, APP_ID, COUNTS, WAIT};
+use crate::util::job::{
+    self, first_ranges, offsets, produce_numbered, RunningJob, APP_ID, COUNTS, WAIT,
+};
 use crate::util::kafka;
 use crate::util::tansu::Tansu;
 use crate::util::wordcount::{self, Wordcount};
-
-/// `{topic}-p: offset` for partitions `0..partitions`.
-fn offsets(topic: &str, partitions: i32, offset: i64) -> BTreeMap<TopicPartition, i64> {
-    (0..partitions)
-        .map(|p| (TopicPartition::new(topic, p), offset))
-        .collect()
-}
-
-/// Values `"{topic}-{p}-{i}"` for `i` in `range`, produced partition by
-/// partition so that value `i` lands at offset `i`.
-fn produce_numbered(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    range: std::ops::Range<usize>,
-) -> Vec<String> {
-    let mut all = Vec::new();
-    for p in 0..partitions {
-        let values: Vec<String> = range.clone().map(|i| format!("{topic}-{p}-{i}")).collect();
-        kafka::produce(bootstrap, topic, Some(p), &values);
-        all.extend(values);
-    }
-    all
-}
 
 /// Lines committed according to `checkpoint`'s stored offsets (every
 /// partition starts at 0 on a fresh broker).
@@ -289,19 +267,6 @@ fn crash_loop_of_twenty_sigkills_loses_and_duplicates_nothing() {
         batches.len(),
         started.elapsed()
     );
-}
-
-/// The first range of every partition across `batches`, as `(from, until)`.
-fn first_ranges(batches: &[BatchCompleted]) -> BTreeMap<TopicPartition, (i64, i64)> {
-    let mut first = BTreeMap::new();
-    for batch in batches {
-        for range in &batch.info.ranges {
-            first
-                .entry(range.topic_partition())
-                .or_insert((range.from, range.until));
-        }
-    }
-    first
 }
 
 #[test]

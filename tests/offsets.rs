@@ -7,51 +7,15 @@ use std::collections::BTreeMap;
 use sluice::prelude::*;
 use tempfile::TempDir;
 
-use crate::util::job::{self, APP_ID};
+use crate::util::job::{self, first_ranges, offsets, produce_numbered, APP_ID};
 use crate::util::kafka;
 
 fn tempdir() -> TempDir {
     tempfile::tempdir().expect("creating a temp dir for the checkpoint")
 }
 
-/// `count` values `"{prefix}-{partition}-{i}"` per partition, `first..`
-/// numbered, produced partition by partition so offsets are known: value
-/// `i` of a partition lands at offset `i` when the partition is empty.
-fn produce_numbered(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    range: std::ops::Range<usize>,
-) -> Vec<String> {
-    let mut all = Vec::new();
-    for p in 0..partitions {
-        let values: Vec<String> = range.clone().map(|i| format!("{topic}-{p}-{i}")).collect();
-        kafka::produce(bootstrap, topic, Some(p), &values);
-        all.extend(values);
-    }
-    all
-}
-
 fn tp(topic: &str, partition: i32) -> TopicPartition {
     TopicPartition::new(topic, partition)
-}
-
-/// `{topic}-p: offset` for partitions `0..partitions`.
-fn offsets(topic: &str, partitions: i32, offset: i64) -> BTreeMap<TopicPartition, i64> {
-    (0..partitions).map(|p| (tp(topic, p), offset)).collect()
-}
-
-/// The first range of every partition across `batches`, as `(from, until)`.
-fn first_ranges(batches: &[BatchCompleted]) -> BTreeMap<TopicPartition, (i64, i64)> {
-    let mut first = BTreeMap::new();
-    for batch in batches {
-        for range in &batch.info.ranges {
-            first
-                .entry(range.topic_partition())
-                .or_insert((range.from, range.until));
-        }
-    }
-    first
 }
 
 #[test]

@@ -399,3 +399,40 @@ pub(crate) fn assert_ranges_chain(
     }
     next
 }
+
+/// Values `"{topic}-{p}-{i}"` for `i` in `range`, produced partition by
+/// partition so that value `i` of an empty partition lands at offset `i`.
+pub(crate) fn produce_numbered(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    range: std::ops::Range<usize>,
+) -> Vec<String> {
+    let mut all = Vec::new();
+    for p in 0..partitions {
+        let values: Vec<String> = range.clone().map(|i| format!("{topic}-{p}-{i}")).collect();
+        crate::util::kafka::produce(bootstrap, topic, Some(p), &values);
+        all.extend(values);
+    }
+    all
+}
+
+/// `{topic}-p: offset` for partitions `0..partitions`.
+pub(crate) fn offsets(topic: &str, partitions: i32, offset: i64) -> BTreeMap<TopicPartition, i64> {
+    (0..partitions)
+        .map(|p| (TopicPartition::new(topic, p), offset))
+        .collect()
+}
+
+/// The first range of every partition across `batches`, as `(from, until)`.
+pub(crate) fn first_ranges(batches: &[BatchCompleted]) -> BTreeMap<TopicPartition, (i64, i64)> {
+    let mut first = BTreeMap::new();
+    for batch in batches {
+        for range in &batch.info.ranges {
+            first
+                .entry(range.topic_partition())
+                .or_insert((range.from, range.until));
+        }
+    }
+    first
+}
