@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice::prelude::*;
@@ -12,7 +11,7 @@ use sluice::runtime::Error as RuntimeError;
 use sluice::RocksCheckpoint;
 
 use crate::util::job::{self, APP_ID, WAIT};
-use crate::util::kafka;
+use crate::util::kafka::{self, BackgroundProducer};
 use crate::util::tansu::Tansu;
 use crate::util::wordcount::{self, Wordcount};
 
@@ -171,48 +170,6 @@ fn zeros(topic: &str, partitions: i32) -> BTreeMap<TopicPartition, i64> {
     (0..partitions)
         .map(|p| (TopicPartition::new(topic, p), 0))
         .collect()
-}
-
-/// Produces `lines` from a thread in chunks of `chunk`, pausing `pause`
-/// between chunks so the job sees them arrive over time. The last `held`
-/// lines wait for [`finish`](Self::finish), so the test knows records are
-/// still to come until then.
-struct BackgroundProducer {
-    thread: thread::JoinHandle<()>,
-    gate: mpsc::Sender<()>,
-}
-
-impl BackgroundProducer {
-    fn start(
-        bootstrap: &str,
-        topic: &'static str,
-        lines: &[String],
-        held: usize,
-        chunk: usize,
-        pause: Duration,
-    ) -> Self {
-        let (gate, opened) = mpsc::channel();
-        let bootstrap = bootstrap.to_owned();
-        let (now, later) = lines.split_at(lines.len() - held);
-        let (now, later) = (now.to_vec(), later.to_vec());
-        let thread = thread::spawn(move || {
-            for part in now.chunks(chunk) {
-                kafka::produce(&bootstrap, topic, None, part);
-                thread::sleep(pause);
-            }
-            // A dropped gate: the test failed, nothing more to produce.
-            if opened.recv().is_ok() {
-                kafka::produce(&bootstrap, topic, None, &later);
-            }
-        });
-        Self { thread, gate }
-    }
-
-    /// Lets the held lines go and waits until every line is acknowledged.
-    fn finish(self) {
-        let _ = self.gate.send(());
-        self.thread.join().expect("the producer thread panicked");
-    }
 }
 
 #[test]

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +16,7 @@ use sluice::RocksCheckpoint;
 use crate::util::job::{
     self, first_ranges, offsets, produce_numbered, RunningJob, APP_ID, COUNTS, WAIT,
 };
-use crate::util::kafka;
+use crate::util::kafka::{self, BackgroundProducer};
 use crate::util::tansu::Tansu;
 use crate::util::wordcount::{self, Wordcount};
 
@@ -25,38 +24,6 @@ use crate::util::wordcount::{self, Wordcount};
 /// partition starts at 0 on a fresh broker).
 fn committed_lines(checkpoint: &Path) -> Option<(u64, i64)> {
     wordcount::committed(checkpoint).map(|(id, offsets)| (id, offsets.values().sum()))
-}
-
-/// Produces `lines` from a thread in chunks, pausing between chunks, and
-/// holds the last `held` back until [`finish`](Self::finish).
-struct TrickleProducer {
-    thread: thread::JoinHandle<()>,
-    gate: mpsc::Sender<()>,
-}
-
-impl TrickleProducer {
-    fn start(bootstrap: &str, topic: &'static str, lines: &[String], held: usize) -> Self {
-        let (gate, opened) = mpsc::channel();
-        let bootstrap = bootstrap.to_owned();
-        let (now, later) = lines.split_at(lines.len() - held);
-        let (now, later) = (now.to_vec(), later.to_vec());
-        let thread = thread::spawn(move || {
-            for part in now.chunks(50) {
-                kafka::produce(&bootstrap, topic, None, part);
-                thread::sleep(Duration::from_millis(100));
-            }
-            // A dropped gate: the test failed, nothing more to produce.
-            if opened.recv().is_ok() {
-                kafka::produce(&bootstrap, topic, None, &later);
-            }
-        });
-        Self { thread, gate }
-    }
-
-    fn finish(self) {
-        let _ = self.gate.send(());
-        self.thread.join().expect("the producer thread panicked");
-    }
 }
 
 /// Prints the seed again when the test fails, whichever assertion fired
@@ -117,7 +84,14 @@ fn crash_loop_of_twenty_sigkills_loses_and_duplicates_nothing() {
     let bootstrap = broker.bootstrap();
     let lines: Vec<String> = (0..LINES).map(job::line).collect();
     kafka::produce(&bootstrap, "lines", None, &lines[..PREFILLED]);
-    let producer = TrickleProducer::start(&bootstrap, "lines", &lines[PREFILLED..], HELD_BACK);
+    let producer = BackgroundProducer::start(
+        &bootstrap,
+        "lines",
+        &lines[PREFILLED..],
+        HELD_BACK,
+        50,
+        Duration::from_millis(100),
+    );
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("checkpoint");
     let log = tmp.path().join("wordcount.log");

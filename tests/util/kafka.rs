@@ -2,7 +2,8 @@
 //! in-process `MockCluster` for tests that need no real broker.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -223,4 +224,46 @@ pub(crate) fn create_mock_topic(
     cluster
         .create_topic(topic, partitions, 1)
         .unwrap_or_else(|e| panic!("creating {topic} on the mock cluster: {e}"));
+}
+
+/// Produces `lines` from a thread in chunks of `chunk`, pausing `pause`
+/// between chunks so the job sees them arrive over time. The last `held`
+/// lines wait for [`finish`](Self::finish), so the test knows records are
+/// still to come until then.
+pub(crate) struct BackgroundProducer {
+    thread: thread::JoinHandle<()>,
+    gate: mpsc::Sender<()>,
+}
+
+impl BackgroundProducer {
+    pub(crate) fn start(
+        bootstrap: &str,
+        topic: &'static str,
+        lines: &[String],
+        held: usize,
+        chunk: usize,
+        pause: Duration,
+    ) -> Self {
+        let (gate, opened) = mpsc::channel();
+        let bootstrap = bootstrap.to_owned();
+        let (now, later) = lines.split_at(lines.len() - held);
+        let (now, later) = (now.to_vec(), later.to_vec());
+        let thread = thread::spawn(move || {
+            for part in now.chunks(chunk) {
+                produce(&bootstrap, topic, None, part);
+                thread::sleep(pause);
+            }
+            // A dropped gate: the test failed, nothing more to produce.
+            if opened.recv().is_ok() {
+                produce(&bootstrap, topic, None, &later);
+            }
+        });
+        Self { thread, gate }
+    }
+
+    /// Lets the held lines go and waits until every line is acknowledged.
+    pub(crate) fn finish(self) {
+        let _ = self.gate.send(());
+        self.thread.join().expect("the producer thread panicked");
+    }
 }

@@ -158,18 +158,7 @@ impl Wordcount {
             .status()
             .expect("running kill -TERM");
         assert!(sent.success(), "kill -TERM {} failed: {sent}", self.id());
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("polling the child") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "wordcount still runs {timeout:?} after SIGTERM; log:\n{}",
-                self.log_tail()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_for_exit(timeout)
     }
 
     /// Waits up to `timeout` for the child to exit by itself and returns
