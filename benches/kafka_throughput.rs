@@ -11,7 +11,7 @@
 //!   offset 0, polling until it has seen every record;
 //! - `sluice pass-through`: `kafka_stream(..).count().foreach_batch(..)`,
 //!   from `start()` until a listener sees every record committed;
-//! - `sluice wordcount`: `values_utf8().flat_map(words).count_by_value()
+//! - `sluice wordcount`: `values_utf8().count_keys(words)
 //!   .save_counts(..)`, timed the same way.
 //!
 //! Then the fixed cost of a batch: `SLUICE_BENCH_EMPTY_BATCHES` batches
@@ -318,12 +318,7 @@ impl Bench {
             }
             Job::WordCount => stream
                 .values_utf8()
-                .flat_map(|line| {
-                    line.split_ascii_whitespace()
-                        .map(str::to_owned)
-                        .collect::<Vec<_>>()
-                })
-                .count_by_value()
+                .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
                 .save_counts("words"),
         }
         let (done, finished) = mpsc::channel();

@@ -2,9 +2,10 @@
 //! loop doing the same work.
 //!
 //! `wordcount` counts the words of 200k in-memory lines (8 words each, from
-//! a 1000-word vocabulary, 4 partitions) three ways: a single-threaded
-//! `HashMap` loop, the sluice graph on [`InlineExecutor`], and the same graph
-//! on a 2-thread [`WorkerPool`]. `empty_batch` is the fixed cost of
+//! a 1000-word vocabulary, 4 partitions): a single-threaded `HashMap` loop,
+//! then two sluice graphs — `flat_map` + `count_by_value`, and
+//! `count_keys` — each on [`InlineExecutor`] and on a 2-thread
+//! [`WorkerPool`]. `empty_batch` is the fixed cost of
 //! `run_batch` for a batch without ranges.
 //!
 //! ```text
@@ -17,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use sluice::core::{BatchInfo, Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph};
+use sluice::core::{
+    BatchInfo, Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph, Write,
+};
 use sluice::WorkerPool;
 
 const LINES: usize = 200_000;
@@ -85,6 +88,18 @@ fn wordcount_graph() -> Arc<StreamGraph> {
     graph
 }
 
+/// The same job with `count_keys`: words are borrowed from the line and
+/// copied only the first time a task meets them.
+fn count_keys_graph() -> Arc<StreamGraph> {
+    let graph = StreamGraph::new();
+    graph
+        .input()
+        .values_utf8()
+        .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
+        .save_counts("words");
+    graph
+}
+
 fn memory_input(partitions: &[Vec<String>]) -> MemoryInput {
     partitions
         .iter()
@@ -113,14 +128,18 @@ fn wordcount(c: &mut Criterion) {
     let info = BatchInfo::new(0, SystemTime::UNIX_EPOCH, memory.full_ranges());
     let input: Arc<dyn InputReader> = Arc::new(memory);
     let graph = wordcount_graph();
+    let borrowing = count_keys_graph();
     let inline: Arc<dyn Executor> = Arc::new(InlineExecutor);
     let pool: Arc<dyn Executor> = Arc::new(WorkerPool::new(2, 1).expect("spawn workers"));
 
     // Every variant must agree before any is timed.
-    let expected = count_by_hand(&partitions).len();
-    assert_eq!(expected, VOCABULARY);
-    assert_eq!(run(&graph, &info, &input, &inline), expected);
-    assert_eq!(run(&graph, &info, &input, &pool), expected);
+    let expected = count_by_hand(&partitions);
+    assert_eq!(expected.len(), VOCABULARY);
+    for graph in [&graph, &borrowing] {
+        for executor in [&inline, &pool] {
+            assert_eq!(counts(graph, &info, &input, executor), expected);
+        }
+    }
 
     let mut group = c.benchmark_group("wordcount");
     group.throughput(Throughput::Elements(LINES as u64));
@@ -135,7 +154,35 @@ fn wordcount(c: &mut Criterion) {
     group.bench_function("sluice_pool_2_threads", |b| {
         b.iter(|| run(&graph, &info, &input, &pool))
     });
+    group.bench_function("sluice_count_keys_inline", |b| {
+        b.iter(|| run(&borrowing, &info, &input, &inline))
+    });
+    group.bench_function("sluice_count_keys_pool_2_threads", |b| {
+        b.iter(|| run(&borrowing, &info, &input, &pool))
+    });
     group.finish();
+}
+
+/// The counts a graph's batch stages for the checkpoint.
+fn counts(
+    graph: &StreamGraph,
+    info: &BatchInfo,
+    input: &Arc<dyn InputReader>,
+    executor: &Arc<dyn Executor>,
+) -> HashMap<String, i64> {
+    let output = graph
+        .run_batch(info.clone(), Arc::clone(input), Arc::clone(executor))
+        .expect("batch succeeds");
+    output
+        .writes
+        .iter()
+        .map(|write| match write {
+            Write::Add { key, delta, .. } => {
+                (String::from_utf8(key.clone()).expect("utf-8"), *delta)
+            }
+            other => panic!("a wordcount stages only counter additions, got {other:?}"),
+        })
+        .collect()
 }
 
 fn empty_batch(c: &mut Criterion) {

@@ -119,12 +119,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     ctx.kafka_stream(source.build()?)
         .values_utf8()
-        .flat_map(|line| {
-            line.split_ascii_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .count_by_value()
+        .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
         .save_counts(FAMILY);
 
     let top = args.top;

@@ -235,6 +235,43 @@ fn reduce_by_key_puts_each_key_in_exactly_one_reduce_partition() {
     assert_eq!(keys, (0..20).collect::<Vec<u8>>());
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn count_keys_equals_flat_map_then_count_by_value(
+        partitions in prop::collection::vec(
+            prop::collection::vec("( ?[a-d]{0,2} ?){0,4}", 0..20),
+            0..5,
+        )
+    ) {
+        for executor in executors() {
+            let graph = StreamGraph::new();
+            let lines = graph.input().values_utf8();
+            let borrowed = collect(
+                &lines.count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count)),
+            );
+            let owned = collect(
+                &lines
+                    .flat_map(|line| {
+                        line.split_ascii_whitespace()
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    })
+                    .count_by_value(),
+            );
+            let input = MemoryInput::new();
+            let input = partitions.iter().enumerate().fold(input, |input, (p, lines)| {
+                input.with_partition("t", p as i32, lines.iter().map(String::as_bytes))
+            });
+            run(&graph, input, &executor).unwrap();
+            let borrowed = only_batch(&borrowed);
+            prop_assert_eq!(borrowed.len(), executor.parallelism());
+            prop_assert_eq!(sorted(borrowed.concat()), sorted(only_batch(&owned).concat()));
+        }
+    }
+}
+
 #[test]
 fn count_by_value_counts_each_distinct_value() {
     for executor in executors() {

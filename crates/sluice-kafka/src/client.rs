@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -110,17 +111,84 @@ impl KafkaClient {
     /// Log start and latest offset of every partition of `tps`, in order.
     ///
     /// `latest` is the high watermark, or the last stable offset when the
-    /// source sets `isolation.level=read_committed`.
+    /// source sets `isolation.level=read_committed`. Costs one round trip:
+    /// a single ListOffsets request per broker for the latest offsets and
+    /// one for the log starts, sent at the same time.
     pub fn offsets(&self, tps: &[TopicPartition]) -> Result<Vec<PartitionOffsets>> {
+        if tps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (log_starts, latest) = thread::scope(|s| {
+            let log_starts = s.spawn(|| self.list_offsets(tps, Offset::Beginning));
+            let latest = self.list_offsets(tps, Offset::End);
+            let log_starts = log_starts
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (log_starts, latest)
+        });
+        let (log_starts, latest) = (log_starts?, latest?);
         tps.iter()
             .map(|tp| {
-                let (log_start, latest) = self
-                    .consumer
-                    .fetch_watermarks(&tp.topic, tp.partition, self.timeout())
-                    .map_err(|e| Error::kafka(format!("fetching the offsets of {tp}"), e))?;
-                Ok(PartitionOffsets::new(tp.clone(), log_start, latest))
+                let found = |offsets: &BTreeMap<TopicPartition, i64>| {
+                    offsets.get(tp).copied().ok_or_else(|| {
+                        Error::kafka(
+                            format!("fetching the offsets of {tp}"),
+                            KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownPartition),
+                        )
+                    })
+                };
+                Ok(PartitionOffsets::new(
+                    tp.clone(),
+                    found(&log_starts)?,
+                    found(&latest)?,
+                ))
             })
             .collect()
+    }
+
+    /// The partitions to read (as [`partitions`](Self::partitions)) with
+    /// their offsets (as [`offsets`](Self::offsets)), in one round trip
+    /// while the partitions stay the same: discovery runs at the same time
+    /// as the offset requests for the partitions known so far, and only
+    /// partitions it finds new cost one more request.
+    pub fn partitions_with_offsets(&mut self, now: Instant) -> Result<Vec<PartitionOffsets>> {
+        let known = self.cache.as_ref().map(|(_, tps)| tps.clone());
+        let fresh = self.cache.as_ref().is_some_and(|(at, _)| {
+            now.saturating_duration_since(*at) < self.source.discovery_interval()
+        });
+        let Some(known) = known.filter(|_| !fresh) else {
+            // Nothing known yet, or no discovery due: one request at a time.
+            let partitions = self.partitions(now)?;
+            return self.offsets(&partitions);
+        };
+        self.drain_events();
+        let (discovered, known_offsets) = thread::scope(|s| {
+            let offsets = s.spawn(|| self.offsets(&known));
+            let discovered = self.discover();
+            let offsets = offsets
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (discovered, offsets)
+        });
+        let partitions = discovered?;
+        self.log_changes(&partitions);
+        self.cache = Some((now, partitions.clone()));
+        let Ok(known_offsets) = known_offsets else {
+            // Typically a partition that went away: ask for what exists now.
+            return self.offsets(&partitions);
+        };
+        let new: Vec<_> = partitions
+            .iter()
+            .filter(|tp| known.binary_search(tp).is_err())
+            .cloned()
+            .collect();
+        let mut offsets: Vec<_> = known_offsets
+            .into_iter()
+            .filter(|p| partitions.binary_search(&p.tp).is_ok())
+            .chain(self.offsets(&new)?)
+            .collect();
+        offsets.sort_by(|a, b| a.tp.cmp(&b.tp));
+        Ok(offsets)
     }
 
     /// Resolves the first-start `policy` to an offset per partition of
@@ -265,6 +333,53 @@ impl KafkaClient {
                 Some(Ok(_)) => {}
             }
         }
+    }
+
+    /// One ListOffsets request per broker for `which` (the log start or
+    /// the latest offset) of every partition of `tps`.
+    fn list_offsets(
+        &self,
+        tps: &[TopicPartition],
+        which: Offset,
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
+        let context = || {
+            let which = if which == Offset::Beginning {
+                "log start"
+            } else {
+                "latest"
+            };
+            match tps {
+                [tp] => format!("fetching the {which} offset of {tp}"),
+                _ => format!("fetching the {which} offsets of {} partitions", tps.len()),
+            }
+        };
+        let mut tpl = TopicPartitionList::with_capacity(tps.len());
+        for tp in tps {
+            tpl.add_partition_offset(&tp.topic, tp.partition, which)
+                .map_err(|e| Error::kafka(context(), e))?;
+        }
+        // A ListOffsets lookup by "timestamp": the special timestamps of
+        // the beginning and the end ask for the log start and latest offset.
+        let found = self
+            .consumer
+            .offsets_for_times(tpl, self.timeout())
+            .map_err(|e| Error::kafka(context(), e))?;
+        let mut offsets = BTreeMap::new();
+        for elem in found.elements() {
+            let tp = TopicPartition::new(elem.topic(), elem.partition());
+            elem.error()
+                .map_err(|e| Error::kafka(format!("fetching the offsets of {tp}"), e))?;
+            match elem.offset() {
+                Offset::Offset(offset) => offsets.insert(tp, offset),
+                other => {
+                    return Err(Error::kafka(
+                        format!("fetching the offsets of {tp}: the broker answered {other:?}"),
+                        KafkaError::OffsetFetch(RDKafkaErrorCode::Fail),
+                    ))
+                }
+            };
+        }
+        Ok(offsets)
     }
 
     fn offsets_for_time(

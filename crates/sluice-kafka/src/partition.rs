@@ -122,19 +122,28 @@ impl<S: PartitionSource> PartitionReader<S> {
         }
         loop {
             let want = records.last().map_or(range.from, |r| r.offset + 1);
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(Error::ReadTimeout {
-                    topic: range.topic.to_string(),
-                    partition: range.partition,
-                    from: range.from,
-                    until: range.until,
-                    received: records.len(),
-                    waiting_for: want,
-                    timeout,
-                });
+            // While records keep arriving the clock is not read: the
+            // deadline is checked only when a poll brings something else,
+            // and only a poll that finds the queue empty waits.
+            let mut polled = self.source.poll(Duration::ZERO);
+            if !matches!(polled, Polled::Record(_)) {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return Err(Error::ReadTimeout {
+                        topic: range.topic.to_string(),
+                        partition: range.partition,
+                        from: range.from,
+                        until: range.until,
+                        received: records.len(),
+                        waiting_for: want,
+                        timeout,
+                    });
+                }
+                if matches!(polled, Polled::Nothing) {
+                    polled = self.source.poll(remaining);
+                }
             }
-            match self.source.poll(remaining) {
+            match polled {
                 Polled::Nothing => {}
                 Polled::Record(record) if record.offset < want => {
                     tracing::trace!(range = %range, offset = record.offset, want, "dropping record below the range");
@@ -155,7 +164,10 @@ impl<S: PartitionSource> PartitionReader<S> {
                     // Raised by a fetch made after the range was planned:
                     // everything below `until` was delivered, unless the range
                     // was planned past the end.
-                    let latest = self.source.latest(remaining)?;
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let latest = self
+                        .source
+                        .latest(remaining.max(Duration::from_millis(1)))?;
                     if latest >= range.until {
                         return Ok(End::Eof);
                     }

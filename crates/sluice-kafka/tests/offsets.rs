@@ -105,3 +105,37 @@ fn positions_deleted_by_retention_are_data_loss() {
         sluice_core::InputReader::read(&reader, &crate::util::range("t", 0, 0, 8)).unwrap_err();
     assert!(matches!(err, sluice_core::Error::Read { .. }), "{err}");
 }
+
+#[test]
+fn partitions_with_offsets_follows_new_topics_and_new_records() {
+    let broker = Broker::new();
+    broker.create_topic("events-a", 2);
+    broker.produce_numbered("events-a", 1, 0, 3);
+    let source = broker
+        .source()
+        .subscribe_pattern("^events-.*")
+        .build()
+        .unwrap();
+    let mut client = source.connect().unwrap();
+    assert_eq!(
+        client.partitions_with_offsets(Instant::now()).unwrap(),
+        [
+            PartitionOffsets::new(tp("events-a", 0), 0, 0),
+            PartitionOffsets::new(tp("events-a", 1), 0, 3)
+        ]
+    );
+
+    // Discovery and the offsets of the known partitions run at once; the
+    // new topic's partition gets its offsets from a request of its own.
+    broker.create_topic("events-b", 1);
+    broker.produce_numbered("events-b", 0, 0, 2);
+    broker.produce_numbered("events-a", 0, 0, 4);
+    assert_eq!(
+        client.partitions_with_offsets(Instant::now()).unwrap(),
+        [
+            PartitionOffsets::new(tp("events-a", 0), 0, 4),
+            PartitionOffsets::new(tp("events-a", 1), 0, 3),
+            PartitionOffsets::new(tp("events-b", 0), 0, 2)
+        ]
+    );
+}

@@ -85,8 +85,11 @@ impl Driver {
             "driver started"
         );
         let interval = self.settings.batch_interval;
-        let (mut batch_time, mut due) = first_tick(interval);
+        let (mut batch_time, mut tick) = first_tick(interval);
+        let started = Instant::now();
         loop {
+            // The first batch, timed at the tick before the start, is due at once.
+            let due = tick.max(started);
             if let Wake::Stop = self.wait_until(due) {
                 tracing::info!("stop requested; no batch in flight");
                 return Ok(());
@@ -98,7 +101,7 @@ impl Driver {
             // Ticks stay on the grid; an overrun batch makes the next one
             // start at once, and the lateness shows as scheduling delay.
             batch_time += interval;
-            due += interval;
+            tick += interval;
         }
     }
 
@@ -210,8 +213,7 @@ impl Driver {
         &mut self,
         progress: &mut Progress,
     ) -> sluice_kafka::Result<(Plan, Option<RateLimit>)> {
-        let partitions = self.client.partitions(Instant::now())?;
-        let offsets = self.client.offsets(&partitions)?;
+        let offsets = self.client.partitions_with_offsets(Instant::now())?;
         if progress.first_start {
             let policy = self.client.source().start_from();
             progress.positions = self.client.start_offsets(policy, &offsets)?;
@@ -287,15 +289,19 @@ impl Driver {
     }
 }
 
-/// The first batch time: the next multiple of the interval on the wall
-/// clock, so batch times are round numbers and align across restarts.
+/// The first batch time and the instant it stands for: the last multiple
+/// of the interval on the wall clock, so batch times are round numbers and
+/// align across restarts.
 fn first_tick(interval: Duration) -> (SystemTime, Instant) {
     let now = SystemTime::now();
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let step = interval.as_nanos().max(1);
-    let next = (since_epoch.as_nanos() / step + 1) * step;
-    let wait = Duration::from_nanos((next - since_epoch.as_nanos()) as u64);
-    (now + wait, Instant::now() + wait)
+    let into_interval = Duration::from_nanos((since_epoch.as_nanos() % step) as u64);
+    let instant = Instant::now();
+    (
+        now - into_interval,
+        instant.checked_sub(into_interval).unwrap_or(instant),
+    )
 }
 
 fn batch_record(

@@ -1,7 +1,8 @@
 //! Keyed aggregation: a map-side combine in every source task, a hash
 //! shuffle, and the final reduce in the reduce tasks.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::hash_map::{Entry, HashMap};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -17,50 +18,92 @@ fn partitioner() -> RandomState {
     RandomState::with_seeds(0x736c_7569, 0x6365_2d63, 0x6f72_652d, 0x6861_7368)
 }
 
-struct ReduceByKey<K, V, F> {
+/// How a source task folds the values of its partition into its
+/// map-side combine.
+type MapSide<T, K, V> = dyn Fn(PartIter<'_, T>, &mut Combined<K, V>) + Send + Sync;
+
+/// A keyed aggregation: values combined per key inside every source task,
+/// shuffled by key hash, and combined again by the reduce tasks.
+struct ReduceByKey<T, K, V> {
     id: usize,
-    parent: Arc<dyn Node<(K, V)>>,
-    reduce: Arc<F>,
+    parent: Arc<dyn Node<T>>,
+    map_side: Arc<MapSide<T, K, V>>,
+    reduce: Arc<dyn Fn(V, V) -> V + Send + Sync>,
     partitions: Option<usize>,
 }
 
-/// Folds `values` into `map`, combining values of equal keys with `reduce`.
-fn combine<K: Hash + Eq, V>(
-    map: &mut HashMap<K, V, RandomState>,
-    values: impl Iterator<Item = (K, V)>,
-    reduce: &impl Fn(V, V) -> V,
-) {
-    for (key, value) in values {
-        match map.remove_entry(&key) {
-            Some((key, old)) => {
-                map.insert(key, reduce(old, value));
-            }
-            None => {
-                map.insert(key, value);
+/// Values combined per key with the reduce function. Each value costs one
+/// hash lookup: a slot's value is taken out, reduced with the new one and
+/// put back in place, so the key is never removed and re-inserted.
+pub(crate) struct Combined<K, V> {
+    slots: HashMap<K, Option<V>, RandomState>,
+}
+
+impl<K: Hash + Eq, V> Combined<K, V> {
+    fn new() -> Self {
+        Self {
+            slots: HashMap::with_hasher(RandomState::new()),
+        }
+    }
+
+    /// Folds `values` in, combining values of equal keys with `reduce`.
+    fn extend(&mut self, values: impl Iterator<Item = (K, V)>, reduce: &impl Fn(V, V) -> V) {
+        for (key, value) in values {
+            match self.slots.entry(key) {
+                Entry::Occupied(mut slot) => fold(slot.get_mut(), value, reduce),
+                Entry::Vacant(slot) => {
+                    slot.insert(Some(value));
+                }
             }
         }
     }
+
+    /// Folds in one value under a borrowed key, copying the key only when
+    /// it is new.
+    fn add_borrowed<Q>(&mut self, key: &Q, value: V, reduce: &impl Fn(V, V) -> V)
+    where
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        K: Borrow<Q>,
+    {
+        match self.slots.get_mut(key) {
+            Some(slot) => fold(slot, value, reduce),
+            None => {
+                self.slots.insert(key.to_owned(), Some(value));
+            }
+        }
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = (K, V)> {
+        self.slots
+            .into_iter()
+            .map(|(key, value)| (key, value.expect("a combined slot always holds a value")))
+    }
 }
 
-impl<K, V, F> Node<(K, V)> for ReduceByKey<K, V, F>
+fn fold<V>(slot: &mut Option<V>, value: V, reduce: &impl Fn(V, V) -> V) {
+    let old = slot.take().expect("a combined slot always holds a value");
+    *slot = Some(reduce(old, value));
+}
+
+impl<T, K, V> Node<(K, V)> for ReduceByKey<T, K, V>
 where
+    T: Send + 'static,
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
-    F: Fn(V, V) -> V + Send + Sync + 'static,
 {
     fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
         let reducers = self
             .partitions
             .unwrap_or_else(|| scope.executor.parallelism())
             .max(1);
-        let reduce = Arc::clone(&self.reduce);
+        let map_side = Arc::clone(&self.map_side);
         // Map side: combine within the task, then split by key hash.
         let map_outputs = run_stage(scope, &self.parent, "reduce_by_key", move |_, values| {
-            let mut combined = HashMap::with_hasher(RandomState::new());
-            combine(&mut combined, values, &*reduce);
+            let mut combined = Combined::new();
+            map_side(values, &mut combined);
             let hasher = partitioner();
             let mut buckets: Vec<Vec<(K, V)>> = (0..reducers).map(|_| Vec::new()).collect();
-            for (key, value) in combined {
+            for (key, value) in combined.into_iter() {
                 let bucket = (hasher.hash_one(&key) % reducers as u64) as usize;
                 buckets[bucket].push((key, value));
             }
@@ -92,9 +135,9 @@ where
         let stage = scope
             .stage::<Vec<(K, V)>>(self.id)
             .expect("prepare runs before compute");
-        let mut reduced = HashMap::with_hasher(RandomState::new());
+        let mut reduced = Combined::new();
         for bucket in stage.take(part)? {
-            combine(&mut reduced, bucket.into_iter(), &*self.reduce);
+            reduced.extend(bucket.into_iter(), &self.reduce.as_ref());
         }
         Ok(Box::new(reduced.into_iter()))
     }
@@ -134,10 +177,15 @@ where
     where
         F: Fn(V, V) -> V + Send + Sync + 'static,
     {
+        let reduce = Arc::new(reduce);
+        let map_reduce = Arc::clone(&reduce);
         self.derive(ReduceByKey {
             id: next_stage_id(),
             parent: Arc::clone(&self.node),
-            reduce: Arc::new(reduce),
+            map_side: Arc::new(move |values, combined: &mut Combined<K, V>| {
+                combined.extend(values, &*map_reduce)
+            }),
+            reduce,
             partitions,
         })
     }
@@ -155,5 +203,40 @@ impl<T: Hash + Eq + Send + 'static> DStream<T> {
     /// ```
     pub fn count_by_value(&self) -> DStream<(T, i64)> {
         self.map(|value| (value, 1i64)).reduce_by_key(|a, b| a + b)
+    }
+}
+
+impl<T: Send + 'static> DStream<T> {
+    /// Counts the keys `keys` finds in each value, as `(key, count)` pairs,
+    /// like `flat_map` followed by [`DStream::count_by_value`] — but `keys`
+    /// lends each key by reference (`count(key)`), and a source task copies
+    /// a key only the first time it meets it. Counting the words of text
+    /// this way allocates per distinct word, not per word.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// # let lines = graph.input().values_utf8();
+    /// lines
+    ///     .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
+    ///     .save_counts("word_counts");
+    /// ```
+    pub fn count_keys<Q, F>(&self, keys: F) -> DStream<(Q::Owned, i64)>
+    where
+        Q: ?Sized + Hash + Eq + ToOwned,
+        Q::Owned: Hash + Eq + Borrow<Q> + Send + 'static,
+        F: Fn(&T, &mut dyn FnMut(&Q)) + Send + Sync + 'static,
+    {
+        let add = |a: i64, b: i64| a + b;
+        self.derive(ReduceByKey {
+            id: next_stage_id(),
+            parent: Arc::clone(&self.node),
+            map_side: Arc::new(move |values, combined: &mut Combined<Q::Owned, i64>| {
+                for value in values {
+                    keys(&value, &mut |key| combined.add_borrowed(key, 1, &add));
+                }
+            }),
+            reduce: Arc::new(add),
+            partitions: None,
+        })
     }
 }
