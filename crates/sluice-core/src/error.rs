@@ -26,6 +26,18 @@ pub enum Error {
         /// Where the bytes stopped being UTF-8.
         source: std::str::Utf8Error,
     },
+    /// Processing one record failed (the source names what went wrong).
+    #[error("record {topic}-{partition}@{offset}: {source}")]
+    Record {
+        /// Topic of the record.
+        topic: String,
+        /// Partition of the record.
+        partition: i32,
+        /// Offset of the record.
+        offset: i64,
+        /// What failed.
+        source: Box<Error>,
+    },
     /// Reading a partition's offset range failed.
     #[error("reading {range} failed: {source}")]
     Read {
@@ -78,6 +90,17 @@ impl Error {
         Error::User {
             operator,
             source: source.into(),
+        }
+    }
+
+    /// True when the message already names the record it is about.
+    pub(crate) fn names_a_record(&self) -> bool {
+        match self {
+            Error::Decode { .. } | Error::Record { .. } => true,
+            Error::User { source, .. } => source
+                .downcast_ref::<Error>()
+                .is_some_and(Error::names_a_record),
+            _ => false,
         }
     }
 }

@@ -54,6 +54,7 @@ mod exec;
 mod input;
 mod offset;
 mod ops;
+mod poison;
 mod rate;
 mod record;
 mod scope;
@@ -66,6 +67,7 @@ pub use error::{BoxError, Error, Result};
 pub use exec::{run_task, Executor, InlineExecutor, TaskFn};
 pub use input::{InputReader, MemoryInput};
 pub use offset::{OffsetRange, TopicPartition};
+pub use poison::{DeadLetter, PoisonPolicy};
 pub use rate::{
     batch_caps, BatchCaps, PidRateEstimator, PidSettings, RateError, RateLimit, RateLimits,
     RateReason,

@@ -2,12 +2,15 @@
 //! executor, staged writes and materialised stage outputs.
 
 use std::any::Any;
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::{BatchInfo, Error, Executor, InputReader, Result, WriteSet};
+use crate::{
+    BatchInfo, BoxError, DeadLetter, Error, Executor, InputReader, OffsetRange, PoisonPolicy,
+    Result, WriteSet,
+};
 
 /// State of one batch while it is computed. Dropped when the batch ends, so
 /// nothing leaks from one batch into the next.
@@ -16,6 +19,10 @@ pub(crate) struct BatchScope {
     pub(crate) input: Arc<dyn InputReader>,
     pub(crate) executor: Arc<dyn Executor>,
     pub(crate) writes: Mutex<WriteSet>,
+    pub(crate) poison: PoisonPolicy,
+    /// Records set aside by succeeded tasks, once each however many
+    /// outputs or attempts met them.
+    dead_letters: Mutex<BTreeMap<(Arc<str>, i32, i64), DeadLetter>>,
     records_read: Vec<AtomicU64>,
     cancelled: Arc<AtomicBool>,
     stages: Mutex<HashMap<usize, Arc<dyn Any + Send + Sync>>>,
@@ -27,10 +34,13 @@ impl BatchScope {
         input: Arc<dyn InputReader>,
         executor: Arc<dyn Executor>,
         cancelled: Arc<AtomicBool>,
+        poison: PoisonPolicy,
     ) -> Self {
         Self {
             input,
             executor,
+            poison,
+            dead_letters: Mutex::new(BTreeMap::new()),
             records_read: info.ranges.iter().map(|_| AtomicU64::new(0)).collect(),
             writes: Mutex::new(WriteSet::new()),
             cancelled,
@@ -51,6 +61,33 @@ impl BatchScope {
             .iter()
             .map(|r| r.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Keeps the dead letters of a task that succeeded.
+    pub(crate) fn add_dead_letters(&self, letters: Vec<DeadLetter>) {
+        if letters.is_empty() {
+            return;
+        }
+        let mut kept = self
+            .dead_letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for letter in letters {
+            kept.entry((Arc::clone(&letter.topic), letter.partition, letter.offset))
+                .or_insert(letter);
+        }
+    }
+
+    /// The batch's dead letters, by topic, partition and offset.
+    pub(crate) fn take_dead_letters(&self) -> Vec<DeadLetter> {
+        std::mem::take(
+            &mut *self
+                .dead_letters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+        .into_values()
+        .collect()
     }
 
     pub(crate) fn check_cancelled(&self) -> Result<()> {
@@ -143,18 +180,86 @@ impl<T> StageOutput<T> {
 }
 
 /// Per-task state: where a fallible operator deep inside a fused iterator
-/// chain leaves its error, since the iterator itself yields plain values.
+/// chain leaves its error (the iterator itself yields plain values), and
+/// which record the task is working on, so an error can name it.
 #[derive(Default)]
 pub(crate) struct TaskContext {
     failure: RefCell<Option<Error>>,
+    /// Set aside rejected records instead of failing.
+    keep_dead_letters: bool,
+    /// The range a source task reads; `None` in tasks after a shuffle, and
+    /// once the records lost their order (`map_partitions`).
+    source: RefCell<Option<(Arc<str>, i32)>>,
+    /// Offset of the record the source task handed out last.
+    offset: Cell<i64>,
+    dead_letters: RefCell<Vec<DeadLetter>>,
 }
 
 impl TaskContext {
+    pub(crate) fn new(policy: &PoisonPolicy) -> Self {
+        Self {
+            keep_dead_letters: policy.family().is_some(),
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn fail(&self, error: Error) {
         self.failure.borrow_mut().get_or_insert(error);
     }
 
-    pub(crate) fn into_result(self) -> Result<()> {
-        self.failure.into_inner().map_or(Ok(()), Err)
+    /// The task reads `range`: later errors name its records.
+    pub(crate) fn enter_source(&self, range: &OffsetRange) {
+        *self.source.borrow_mut() = Some((Arc::clone(&range.topic), range.partition));
+    }
+
+    /// The values downstream no longer follow the record handed out last.
+    pub(crate) fn leave_source(&self) {
+        *self.source.borrow_mut() = None;
+    }
+
+    /// The source task handed out the record at `offset`.
+    pub(crate) fn at_offset(&self, offset: i64) {
+        self.offset.set(offset);
+    }
+
+    /// `operator` failed on the current value. Returns true when the record
+    /// was set aside as a dead letter and the task goes on; false when the
+    /// task failed.
+    pub(crate) fn reject(&self, operator: &'static str, error: BoxError) -> bool {
+        let Some((topic, partition)) = self.source.borrow().clone() else {
+            self.fail(Error::user(operator, error));
+            return false;
+        };
+        let offset = self.offset.get();
+        if self.keep_dead_letters {
+            self.dead_letters.borrow_mut().push(DeadLetter {
+                topic,
+                partition,
+                offset,
+                operator,
+                error: error.to_string(),
+            });
+            return true;
+        }
+        let error = Error::user(operator, error);
+        self.fail(if error.names_a_record() {
+            error
+        } else {
+            Error::Record {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                source: Box::new(error),
+            }
+        });
+        false
+    }
+
+    /// The task's error, or the records it set aside.
+    pub(crate) fn finish(self) -> Result<Vec<DeadLetter>> {
+        match self.failure.into_inner() {
+            Some(error) => Err(error),
+            None => Ok(self.dead_letters.into_inner()),
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::scope::{BatchScope, TaskContext};
-use crate::{BatchInfo, Executor, InputReader, Record, Result, WriteSet};
+use crate::{BatchInfo, DeadLetter, Executor, InputReader, PoisonPolicy, Record, Result, WriteSet};
 
 /// Values flowing through one task: a fused chain of narrow operators.
 pub(crate) type PartIter<'a, T> = Box<dyn Iterator<Item = T> + 'a>;
@@ -44,6 +44,9 @@ pub struct BatchOutput {
     pub writes: WriteSet,
     /// Records read from each offset range, in range order.
     pub records_read: Vec<u64>,
+    /// Records set aside under [`PoisonPolicy::DeadLetter`], by topic,
+    /// partition and offset.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// The job: the input and every output operation registered on streams
@@ -74,6 +77,7 @@ pub struct BatchOutput {
 pub struct StreamGraph {
     outputs: Mutex<Vec<Arc<dyn Output>>>,
     families: Mutex<Vec<String>>,
+    poison: Mutex<PoisonPolicy>,
 }
 
 impl std::fmt::Debug for StreamGraph {
@@ -81,6 +85,7 @@ impl std::fmt::Debug for StreamGraph {
         f.debug_struct("StreamGraph")
             .field("outputs", &self.output_count())
             .field("families", &self.families())
+            .field("poison", &self.poison_policy())
             .finish()
     }
 }
@@ -91,6 +96,7 @@ impl StreamGraph {
         Arc::new(Self {
             outputs: Mutex::new(Vec::new()),
             families: Mutex::new(Vec::new()),
+            poison: Mutex::new(PoisonPolicy::default()),
         })
     }
 
@@ -100,9 +106,31 @@ impl StreamGraph {
         DStream::new(self, Arc::new(Input))
     }
 
-    /// Checkpoint families the registered sinks write to.
+    /// Checkpoint families the registered sinks write to, and the
+    /// dead-letter family of the poison policy.
     pub fn families(&self) -> Vec<String> {
-        self.families
+        let mut families = self
+            .families
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(family) = self.poison_policy().family() {
+            if !families.iter().any(|f| f == family) {
+                families.push(family.to_owned());
+            }
+        }
+        families
+    }
+
+    /// What batches do with records an operator rejects; see
+    /// [`PoisonPolicy`]. Applies from the next batch.
+    pub fn set_poison_policy(&self, policy: PoisonPolicy) {
+        *self.poison.lock().unwrap_or_else(PoisonError::into_inner) = policy;
+    }
+
+    /// The poison policy in force.
+    pub fn poison_policy(&self) -> PoisonPolicy {
+        self.poison
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -141,7 +169,13 @@ impl StreamGraph {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let scope = Arc::new(BatchScope::new(info, input, executor, cancelled));
+        let scope = Arc::new(BatchScope::new(
+            info,
+            input,
+            executor,
+            cancelled,
+            self.poison_policy(),
+        ));
         for output in outputs {
             scope.check_cancelled()?;
             output.run(&scope)?;
@@ -151,6 +185,7 @@ impl StreamGraph {
         Ok(BatchOutput {
             writes,
             records_read: scope.records_read(),
+            dead_letters: scope.take_dead_letters(),
         })
     }
 
@@ -236,12 +271,12 @@ where
         let (scope, node, results) = (Arc::clone(scope), Arc::clone(node), Arc::clone(&results));
         Arc::new(move |part: usize| {
             scope.check_cancelled()?;
-            let context = TaskContext::default();
+            let context = TaskContext::new(&scope.poison);
             let values = node.compute(&scope, &context, part)?;
             let result = consume(part, values);
             // An operator that failed mid-stream truncated the values, so
             // its error wins over whatever `consume` made of them.
-            context.into_result()?;
+            scope.add_dead_letters(context.finish()?);
             *results[part].lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
             Ok(())
         })
@@ -273,11 +308,17 @@ impl Node<Record> for Input {
     fn compute<'a>(
         &'a self,
         scope: &'a BatchScope,
-        _task: &'a TaskContext,
+        task: &'a TaskContext,
         part: usize,
     ) -> Result<PartIter<'a, Record>> {
-        let records = scope.input.read(&scope.info.ranges[part])?;
+        let range = &scope.info.ranges[part];
+        let records = scope.input.read(range)?;
         scope.note_records_read(part, records.len());
-        Ok(Box::new(records.into_iter()))
+        task.enter_source(range);
+        Ok(Box::new(
+            records
+                .into_iter()
+                .inspect(|record| task.at_offset(record.offset)),
+        ))
     }
 }

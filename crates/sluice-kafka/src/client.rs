@@ -28,16 +28,21 @@ impl KafkaSource {
                  runtime passes the application id)",
             )
         })?;
-        // The metadata consumer joins no group: it only asks for metadata
-        // and offsets.
-        let consumer: BaseConsumer<SluiceContext> = self
-            .client_config(None)
-            .create_with_context(SluiceContext)
-            .map_err(|e| Error::kafka("creating the metadata consumer", e))?;
+        // The driver's consumers join no group: they only ask for metadata
+        // and offsets. A broker answers the requests of one connection in
+        // order, so each question of a batch gets a client (and a
+        // connection) of its own and all three are answered at once.
+        let create = |role: &str| -> Result<BaseConsumer<SluiceContext>> {
+            self.client_config(None)
+                .create_with_context(SluiceContext)
+                .map_err(|e| Error::kafka(format!("creating the {role} consumer"), e))
+        };
         Ok(KafkaClient {
             source: self.clone(),
             group_id,
-            consumer,
+            consumer: create("metadata")?,
+            log_start_consumer: create("log start offsets")?,
+            latest_consumer: create("latest offsets")?,
             cache: None,
             known: BTreeSet::new(),
         })
@@ -65,7 +70,10 @@ impl KafkaSource {
 pub struct KafkaClient {
     source: KafkaSource,
     group_id: String,
+    /// Discovery and timestamp lookups.
     consumer: BaseConsumer<SluiceContext>,
+    log_start_consumer: BaseConsumer<SluiceContext>,
+    latest_consumer: BaseConsumer<SluiceContext>,
     /// Last discovery and when it ran.
     cache: Option<(Instant, Vec<TopicPartition>)>,
     /// Every partition seen so far, to log only the new ones.
@@ -113,14 +121,21 @@ impl KafkaClient {
     /// `latest` is the high watermark, or the last stable offset when the
     /// source sets `isolation.level=read_committed`. Costs one round trip:
     /// a single ListOffsets request per broker for the latest offsets and
-    /// one for the log starts, sent at the same time.
+    /// one for the log starts, sent at the same time on two connections.
     pub fn offsets(&self, tps: &[TopicPartition]) -> Result<Vec<PartitionOffsets>> {
         if tps.is_empty() {
             return Ok(Vec::new());
         }
         let (log_starts, latest) = thread::scope(|s| {
-            let log_starts = s.spawn(|| self.list_offsets(tps, Offset::Beginning));
-            let latest = self.list_offsets(tps, Offset::End);
+            let log_starts = s.spawn(|| {
+                list_offsets(
+                    &self.log_start_consumer,
+                    tps,
+                    Offset::Beginning,
+                    self.timeout(),
+                )
+            });
+            let latest = list_offsets(&self.latest_consumer, tps, Offset::End, self.timeout());
             let log_starts = log_starts
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -326,60 +341,19 @@ impl KafkaClient {
     /// Serves queued client events (errors, logs) so they neither pile up
     /// nor go unnoticed.
     fn drain_events(&self) {
-        for _ in 0..64 {
-            match self.consumer.poll(Duration::ZERO) {
-                None => return,
-                Some(Err(e)) => tracing::debug!(error = %e, "metadata consumer event"),
-                Some(Ok(_)) => {}
-            }
-        }
-    }
-
-    /// One ListOffsets request per broker for `which` (the log start or
-    /// the latest offset) of every partition of `tps`.
-    fn list_offsets(
-        &self,
-        tps: &[TopicPartition],
-        which: Offset,
-    ) -> Result<BTreeMap<TopicPartition, i64>> {
-        let context = || {
-            let which = if which == Offset::Beginning {
-                "log start"
-            } else {
-                "latest"
-            };
-            match tps {
-                [tp] => format!("fetching the {which} offset of {tp}"),
-                _ => format!("fetching the {which} offsets of {} partitions", tps.len()),
-            }
-        };
-        let mut tpl = TopicPartitionList::with_capacity(tps.len());
-        for tp in tps {
-            tpl.add_partition_offset(&tp.topic, tp.partition, which)
-                .map_err(|e| Error::kafka(context(), e))?;
-        }
-        // A ListOffsets lookup by "timestamp": the special timestamps of
-        // the beginning and the end ask for the log start and latest offset.
-        let found = self
-            .consumer
-            .offsets_for_times(tpl, self.timeout())
-            .map_err(|e| Error::kafka(context(), e))?;
-        let mut offsets = BTreeMap::new();
-        for elem in found.elements() {
-            let tp = TopicPartition::new(elem.topic(), elem.partition());
-            elem.error()
-                .map_err(|e| Error::kafka(format!("fetching the offsets of {tp}"), e))?;
-            match elem.offset() {
-                Offset::Offset(offset) => offsets.insert(tp, offset),
-                other => {
-                    return Err(Error::kafka(
-                        format!("fetching the offsets of {tp}: the broker answered {other:?}"),
-                        KafkaError::OffsetFetch(RDKafkaErrorCode::Fail),
-                    ))
+        for consumer in [
+            &self.consumer,
+            &self.log_start_consumer,
+            &self.latest_consumer,
+        ] {
+            for _ in 0..64 {
+                match consumer.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Err(e)) => tracing::debug!(error = %e, "driver consumer event"),
+                    Some(Ok(_)) => {}
                 }
-            };
+            }
         }
-        Ok(offsets)
     }
 
     fn offsets_for_time(
@@ -411,6 +385,53 @@ impl KafkaClient {
         }
         Ok(offsets)
     }
+}
+
+/// One ListOffsets request per broker for `which` (the log start or
+/// the latest offset) of every partition of `tps`.
+fn list_offsets(
+    consumer: &BaseConsumer<SluiceContext>,
+    tps: &[TopicPartition],
+    which: Offset,
+    timeout: Duration,
+) -> Result<BTreeMap<TopicPartition, i64>> {
+    let context = || {
+        let which = if which == Offset::Beginning {
+            "log start"
+        } else {
+            "latest"
+        };
+        match tps {
+            [tp] => format!("fetching the {which} offset of {tp}"),
+            _ => format!("fetching the {which} offsets of {} partitions", tps.len()),
+        }
+    };
+    let mut tpl = TopicPartitionList::with_capacity(tps.len());
+    for tp in tps {
+        tpl.add_partition_offset(&tp.topic, tp.partition, which)
+            .map_err(|e| Error::kafka(context(), e))?;
+    }
+    // A ListOffsets lookup by "timestamp": the special timestamps of
+    // the beginning and the end ask for the log start and latest offset.
+    let found = consumer
+        .offsets_for_times(tpl, timeout)
+        .map_err(|e| Error::kafka(context(), e))?;
+    let mut offsets = BTreeMap::new();
+    for elem in found.elements() {
+        let tp = TopicPartition::new(elem.topic(), elem.partition());
+        elem.error()
+            .map_err(|e| Error::kafka(format!("fetching the offsets of {tp}"), e))?;
+        match elem.offset() {
+            Offset::Offset(offset) => offsets.insert(tp, offset),
+            other => {
+                return Err(Error::kafka(
+                    format!("fetching the offsets of {tp}: the broker answered {other:?}"),
+                    KafkaError::OffsetFetch(RDKafkaErrorCode::Fail),
+                ))
+            }
+        };
+    }
+    Ok(offsets)
 }
 
 fn push_partitions(partitions: &mut Vec<TopicPartition>, topic: &MetadataTopic) {

@@ -178,7 +178,7 @@ impl KafkaSourceBuilder {
             strategies: Vec::new(),
             settings: BTreeMap::new(),
             start_from: StartOffsets::Earliest,
-            discovery_interval: Duration::ZERO,
+            discovery_interval: Duration::from_secs(1),
             on_data_loss: DataLossPolicy::Fail,
             poll_timeout: Duration::from_secs(30),
             metadata_timeout: Duration::from_secs(10),
@@ -246,8 +246,10 @@ impl KafkaSourceBuilder {
         self
     }
 
-    /// How often partitions and topics are discovered. Default: zero, every
-    /// batch.
+    /// How often partitions and topics are discovered: a batch asks the
+    /// broker for metadata again once this long has passed since it last
+    /// did. Default: 1 second. Zero asks every batch, which costs every
+    /// batch a metadata round trip.
     pub fn discovery_interval(mut self, interval: Duration) -> Self {
         self.discovery_interval = interval;
         self
@@ -515,7 +517,7 @@ mod tests {
         let s = base().subscribe(["a", "b", "a"]).build().unwrap();
         assert!(matches!(s.strategy(), ConsumerStrategy::Subscribe(t) if t == &["a", "b"]));
         assert_eq!(s.start_from(), &StartOffsets::Earliest);
-        assert_eq!(s.discovery_interval(), Duration::ZERO);
+        assert_eq!(s.discovery_interval(), Duration::from_secs(1));
         assert_eq!(s.on_data_loss(), DataLossPolicy::Fail);
         assert_eq!(s.poll_timeout(), Duration::from_secs(30));
         assert_eq!(s.group_id(), None);

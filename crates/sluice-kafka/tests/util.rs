@@ -122,6 +122,8 @@ impl Broker {
             .brokers(self.bootstrap_servers())
             .group_id("sluice-test")
             .poll_timeout(Duration::from_secs(30))
+            // Tests see topics they create at once.
+            .discovery_interval(Duration::ZERO)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::scope::{BatchScope, TaskContext};
 use crate::stream::{Node, PartIter};
-use crate::{BoxError, DStream, Error, Record, Result};
+use crate::{BoxError, DStream, Record, Result};
 
 struct FlatMap<T, F> {
     parent: Arc<dyn Node<T>>,
@@ -70,14 +70,13 @@ where
         part: usize,
     ) -> Result<PartIter<'a, U>> {
         let values = self.parent.compute(scope, task, part)?;
+        // Stops at the first error, unless the record is set aside as a
+        // dead letter: then only its values are missing.
         let results = values.map_while(move |value| match (self.f)(value) {
-            Ok(out) => Some(out),
-            Err(e) => {
-                task.fail(Error::user(self.operator, e));
-                None
-            }
+            Ok(out) => Some(Some(out)),
+            Err(e) => task.reject(self.operator, e.into()).then_some(None),
         });
-        Ok(Box::new(results.flatten()))
+        Ok(Box::new(results.flatten().flatten()))
     }
 }
 
@@ -107,6 +106,8 @@ where
         part: usize,
     ) -> Result<PartIter<'a, U>> {
         let values = self.parent.compute(scope, task, part)?.collect();
+        // Values made from the whole partition follow no single record.
+        task.leave_source();
         Ok(Box::new((self.f)(values).into_iter()))
     }
 }
