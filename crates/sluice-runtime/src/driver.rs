@@ -213,11 +213,7 @@ impl Driver {
         &mut self,
         progress: &mut Progress,
     ) -> sluice_kafka::Result<(Plan, Option<RateLimit>)> {
-        let t0 = Instant::now();
         let offsets = self.client.partitions_with_offsets(Instant::now())?;
-        if std::env::var_os("SLUICE_TMP_TIMING").is_some() {
-            eprintln!("TIMING plan_offsets {:?}", t0.elapsed());
-        }
         if progress.first_start {
             let policy = self.client.source().start_from();
             progress.positions = self.client.start_offsets(policy, &offsets)?;
