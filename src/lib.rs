@@ -44,10 +44,12 @@ pub use sluice_core as core;
 pub use sluice_kafka as kafka;
 pub use sluice_runtime as runtime;
 
-pub use sluice_checkpoint::{BatchRecord, CheckpointStore, RangeRecord, RocksCheckpoint};
+pub use sluice_checkpoint::{
+    BatchRecord, CheckpointStore, DeadLetterRecord, RangeRecord, RocksCheckpoint,
+};
 pub use sluice_core::{
-    Batch, BatchInfo, DStream, OffsetRange, PidSettings, RateLimit, RateLimits, RateReason, Record,
-    Sink, TopicPartition, WriteSet,
+    Batch, BatchInfo, DStream, OffsetRange, PidSettings, PoisonPolicy, RateLimit, RateLimits,
+    RateReason, Record, Sink, TopicPartition, WriteSet,
 };
 pub use sluice_kafka::{DataLossPolicy, KafkaSource, StartOffsets};
 pub use sluice_runtime::{
@@ -59,7 +61,7 @@ pub use sluice_runtime::{
 pub mod prelude {
     pub use sluice_checkpoint::CheckpointStore;
     pub use sluice_core::{
-        Batch, BatchInfo, DStream, OffsetRange, RateLimits, Record, TopicPartition,
+        Batch, BatchInfo, DStream, OffsetRange, PoisonPolicy, RateLimits, Record, TopicPartition,
     };
     pub use sluice_kafka::{DataLossPolicy, KafkaSource, StartOffsets};
     pub use sluice_runtime::{BatchCompleted, BatchFailurePolicy, StreamingContext};

@@ -6,4 +6,5 @@ mod broker_harness;
 mod exactly_once;
 mod faults;
 mod offsets;
+mod poison;
 mod rate;

@@ -134,6 +134,12 @@ pub enum Error {
         /// Length of the stored value.
         len: usize,
     },
+    /// A stored dead letter could not be read back.
+    #[error("dead letter cannot be read: {reason}")]
+    BadDeadLetter {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// RocksDB failed; usually an I/O fault of the machine (disk full,
     /// permissions).
     #[error("RocksDB failed to {operation} checkpoint {path}: {source}")]

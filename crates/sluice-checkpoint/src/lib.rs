@@ -49,6 +49,7 @@
 //! ```
 
 mod builder;
+mod dead_letter;
 mod error;
 mod keys;
 mod merge;
@@ -58,6 +59,7 @@ mod store;
 mod validate;
 
 pub use builder::{RocksCheckpointBuilder, DEFAULT_RETAINED_BATCHES};
+pub use dead_letter::DeadLetterRecord;
 pub use error::{Error, Result};
 pub use keys::{RESERVED_PREFIX, SCHEMA_VERSION};
 pub use record::{BatchRecord, RangeRecord};

@@ -30,6 +30,9 @@ pub struct BatchRecord {
     /// Human-readable description of the rate limit in force, if any.
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// Records set aside as dead letters by this batch.
+    #[serde(default)]
+    pub dead_letters: u64,
 }
 
 impl BatchRecord {
@@ -44,6 +47,7 @@ impl BatchRecord {
             processing_ms: 0,
             scheduling_delay_ms: 0,
             rate_limit: None,
+            dead_letters: 0,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use sluice_core::{TopicPartition, WriteSet};
 
-use crate::{BatchRecord, Result};
+use crate::{BatchRecord, DeadLetterRecord, Result};
 
 /// Everything one successful batch commits, applied atomically: all of it
 /// or none of it.
@@ -55,4 +55,13 @@ pub trait CheckpointStore: Send {
 
     /// Every raw key/value pair of `family`, sorted by key.
     fn scan(&self, family: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// The dead letters kept in `family` (see the runtime's poison policy),
+    /// by topic, partition and offset.
+    fn dead_letters(&self, family: &str) -> Result<Vec<DeadLetterRecord>> {
+        self.scan(family)?
+            .iter()
+            .map(|(_, json)| DeadLetterRecord::from_json(json))
+            .collect()
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use proptest::prelude::*;
 use sluice_core::{
     run_task, Batch, BatchInfo, BatchOutput, DStream, Error, Executor, InlineExecutor,
-    LatestValueSink, MemoryInput, Result, StreamGraph, TaskFn, Write,
+    LatestValueSink, MemoryInput, PoisonPolicy, Result, StreamGraph, TaskFn, Write,
 };
 
 /// Runs a stage's tasks on three scoped threads at once, each thread taking
@@ -618,4 +618,87 @@ fn print_of_a_batch_longer_than_n_does_not_fail() {
     graph.input().values_utf8().print(2);
     let output = run(&graph, words(&[&["a", "b", "c"]]), &executors()[0]).unwrap();
     assert_eq!(output.records_read, [3]);
+}
+
+/// A job whose `try_map` rejects values starting with "bad".
+fn rejecting(graph: &Arc<StreamGraph>) -> DStream<String> {
+    graph.input().values_utf8().try_map(|line: String| {
+        if line.starts_with("bad") {
+            Err(format!("cannot parse '{line}'"))
+        } else {
+            Ok(line)
+        }
+    })
+}
+
+#[test]
+fn by_default_a_rejected_record_fails_the_batch_naming_it() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        collect(&rejecting(&graph));
+        let err = run(&graph, words(&[&["ok"], &["ok", "bad one"]]), &executor).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("record t-1@1") && message.contains("cannot parse 'bad one'"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn dead_letters_name_each_rejected_record_once_however_many_outputs_meet_it() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        graph.set_poison_policy(PoisonPolicy::dead_letter("dead"));
+        assert!(graph.families().contains(&"dead".to_owned()));
+        let parsed = rejecting(&graph);
+        let first = collect(&parsed);
+        let second = collect(&parsed.map(|line| line.len()));
+        let output = run(
+            &graph,
+            words(&[&["bad a", "ok"], &["ok", "ok", "bad b"]]),
+            &executor,
+        )
+        .unwrap();
+
+        assert_eq!(only_batch(&first), [vec!["ok"], vec!["ok", "ok"]]);
+        assert_eq!(only_batch(&second), [vec![2], vec![2, 2]]);
+        let letters: Vec<_> = output
+            .dead_letters
+            .iter()
+            .map(|l| (l.topic.to_string(), l.partition, l.offset, l.error.clone()))
+            .collect();
+        assert_eq!(
+            letters,
+            [
+                ("t".into(), 0, 0, "cannot parse 'bad a'".into()),
+                ("t".into(), 1, 2, "cannot parse 'bad b'".into())
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_rejection_that_follows_no_single_record_fails_even_with_dead_letters() {
+    let graph = StreamGraph::new();
+    graph.set_poison_policy(PoisonPolicy::dead_letter("dead"));
+    let regrouped = graph
+        .input()
+        .values_utf8()
+        .map_partitions(|lines| vec![lines.concat()])
+        .try_map(|all: String| {
+            if all.contains("bad") {
+                Err("a bad line somewhere")
+            } else {
+                Ok(all)
+            }
+        });
+    collect(&regrouped);
+    let inline: Arc<dyn Executor> = Arc::new(InlineExecutor);
+    let err = run(&graph, words(&[&["ok", "bad"]]), &inline).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("a bad line somewhere") && !message.contains("record t-"),
+        "{message}"
+    );
 }

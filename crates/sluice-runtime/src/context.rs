@@ -7,8 +7,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Sender};
-use sluice_checkpoint::{CheckpointStore, RocksCheckpoint};
-use sluice_core::{DStream, RateLimits, Record, StreamGraph};
+use sluice_checkpoint::{CheckpointStore, RocksCheckpoint, RESERVED_PREFIX};
+use sluice_core::{DStream, PoisonPolicy, RateLimits, Record, StreamGraph};
 use sluice_kafka::KafkaSource;
 
 use crate::driver::{Driver, DriverSettings, StopRequest};
@@ -48,6 +48,7 @@ pub struct StreamingContextBuilder {
     stop_on_signals: bool,
     kafka_outage_timeout: Duration,
     rate_limits: RateLimits,
+    poison: PoisonPolicy,
 }
 
 impl Default for StreamingContextBuilder {
@@ -71,6 +72,7 @@ impl StreamingContextBuilder {
             stop_on_signals: true,
             kafka_outage_timeout: Duration::from_secs(300),
             rate_limits: RateLimits::new(),
+            poison: PoisonPolicy::FailBatch,
         }
     }
 
@@ -144,6 +146,17 @@ impl StreamingContextBuilder {
         self
     }
 
+    /// What a batch does with a record an operator's closure returns an
+    /// error for (`try_map`, `try_flat_map`, `values_utf8`, …). Default:
+    /// [`PoisonPolicy::FailBatch`], the error naming the record. With
+    /// [`PoisonPolicy::dead_letter`], the record is set aside in a
+    /// checkpoint family, with its key, value and the error, committed
+    /// atomically with the batch, and counted in the batch record.
+    pub fn poison_records(mut self, policy: PoisonPolicy) -> Self {
+        self.poison = policy;
+        self
+    }
+
     /// Checks every setting and opens the checkpoint.
     pub fn build(self) -> Result<StreamingContext> {
         let app_id = self
@@ -196,12 +209,25 @@ impl StreamingContextBuilder {
         self.rate_limits
             .validate()
             .map_err(|e| config("rate_limits", e.to_string()))?;
+        if let Some(family) = self.poison.family() {
+            if family.is_empty() || family.starts_with(RESERVED_PREFIX) {
+                return Err(config(
+                    "poison_records",
+                    format!(
+                        "dead-letter family '{family}' must be a non-empty name not starting \
+                         with '{RESERVED_PREFIX}'"
+                    ),
+                ));
+            }
+        }
         let store = RocksCheckpoint::builder(&checkpoint_dir)
             .app_id(&app_id)
             .sync(self.checkpoint_sync)
             .open()?;
+        let graph = StreamGraph::new();
+        graph.set_poison_policy(self.poison);
         Ok(StreamingContext {
-            graph: StreamGraph::new(),
+            graph,
             app_id,
             workers: self.workers,
             task_attempts: self.task_attempts,

@@ -14,6 +14,7 @@ use sluice_core::{
 };
 use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, Plan};
 
+use crate::dead_letters;
 use crate::listener::{BatchCompleted, BatchListener};
 use crate::pool::WorkerPool;
 use crate::{BatchFailurePolicy, Error, Result};
@@ -129,16 +130,27 @@ impl Driver {
         };
         let info = BatchInfo::new(progress.next_id, batch_time, plan.ranges.clone())
             .with_rate_limit(rate_limit);
-        let Some(output) = self.compute(&info)? else {
+        let Some(mut output) = self.compute(&info)? else {
             return Ok(false);
         };
+        let dead_letters = output.dead_letters.len() as u64;
+        if let Some(family) = self.graph.poison_policy().family() {
+            dead_letters::stage(
+                &output.dead_letters,
+                info.id,
+                family,
+                self.reader.as_ref(),
+                &mut output.writes,
+            );
+        }
         let processing = started.elapsed();
         if self.cancel.load(Ordering::SeqCst) {
             return Err(Error::Aborted { id: info.id });
         }
 
         let records: u64 = output.records_read.iter().sum();
-        let record = batch_record(&info, &plan, &output, processing, scheduling_delay);
+        let mut record = batch_record(&info, &plan, &output, processing, scheduling_delay);
+        record.dead_letters = dead_letters;
         let commit_started = Instant::now();
         self.store.commit(Commit {
             record,
@@ -171,6 +183,7 @@ impl Driver {
             scheduling_delay_ms = scheduling_delay.as_secs_f64() * 1e3,
             commit_ms = commit.as_secs_f64() * 1e3,
             rate_limit,
+            dead_letters,
             "batch committed"
         );
         let completed = BatchCompleted {
@@ -182,6 +195,7 @@ impl Driver {
             commit,
             new_partitions: plan.new_partitions,
             skipped_offsets: plan.skipped,
+            dead_letters,
         };
         for listener in &mut self.listeners {
             listener.on_batch_completed(&completed, self.store.as_ref());

@@ -20,6 +20,7 @@
 //! See [`StreamingContext`] for a complete job.
 
 mod context;
+mod dead_letters;
 mod driver;
 mod error;
 mod listener;

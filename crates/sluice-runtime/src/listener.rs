@@ -26,6 +26,9 @@ pub struct BatchCompleted {
     /// Partitions whose stored offset had been deleted from the log, with
     /// the number of offsets skipped (only under a reset policy).
     pub skipped_offsets: Vec<(TopicPartition, u64)>,
+    /// Records set aside as dead letters (see `poison_records`), committed
+    /// with the batch.
+    pub dead_letters: u64,
 }
 
 /// Called on the driver after each committed batch, with read access to
