@@ -324,3 +324,81 @@ fn sigkill_mid_run_and_restart_gives_exact_totals() {
     }
     assert_eq!(printed.len(), expected.len(), "lines of wordcount --totals");
 }
+
+/// The id and ranges of every batch with records an output saw.
+type SeenBatches = Arc<std::sync::Mutex<Vec<(u64, Vec<OffsetRange>)>>>;
+
+/// A value count whose first output notes each non-empty batch and, if
+/// `hold` is given, waits on it before the batch can commit.
+fn noting_job(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    seen: &SeenBatches,
+    hold: Option<std::sync::mpsc::Receiver<()>>,
+) -> job::RunningJob {
+    let ctx = job::context(dir).build().unwrap();
+    let source = job::source(bootstrap)
+        .subscribe(["orders"])
+        .build()
+        .unwrap();
+    let values = ctx.kafka_stream(source).values_utf8();
+    let (seen, hold) = (Arc::clone(seen), std::sync::Mutex::new(hold));
+    values.foreach_batch(move |batch, info: &BatchInfo| {
+        if batch.iter().next().is_some() {
+            seen.lock().unwrap().push((info.id, info.ranges.clone()));
+            if let Some(hold) = &*hold.lock().unwrap() {
+                // Released, or the test dropped the sender.
+                let _ = hold.recv();
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    values.count_by_value().save_counts(job::COUNTS);
+    job::RunningJob::start(ctx)
+}
+
+#[test]
+fn a_batch_stopped_before_its_commit_is_redone_with_the_same_id_and_ranges() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "orders", 2);
+    let mut all = produce(&bootstrap, "orders", 0, numbered("a", 0..30));
+    all.extend(produce(&bootstrap, "orders", 1, numbered("b", 0..30)));
+    let dir = tempfile::tempdir().unwrap();
+
+    // The first run is held inside its first batch, which is then
+    // cancelled: planned, computed, never committed.
+    let seen: SeenBatches = Arc::default();
+    let (release, hold) = std::sync::mpsc::channel();
+    let running = noting_job(dir.path(), &bootstrap, &seen, Some(hold));
+    let planned = job::poll(
+        "the first batch to reach its output",
+        WAIT,
+        || seen.lock().unwrap().first().cloned(),
+        || "no batch yet".to_owned(),
+    );
+    // More records arrive: planning again would make longer ranges.
+    all.extend(produce(&bootstrap, "orders", 0, numbered("a", 30..50)));
+    all.extend(produce(&bootstrap, "orders", 1, numbered("b", 30..50)));
+    let err = running.cancel(|| drop(release));
+    assert!(
+        matches!(err, RuntimeError::Aborted { id } if id == planned.0),
+        "{err}"
+    );
+    let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
+    assert_eq!(checkpoint.last_batch().unwrap(), None, "nothing committed");
+    drop(checkpoint);
+
+    // The restart redoes that batch exactly, then reads on.
+    let seen: SeenBatches = Arc::default();
+    let mut running = noting_job(dir.path(), &bootstrap, &seen, None);
+    running.wait_for_records(100, "all 100 records");
+    running.stop();
+    let batches = seen.lock().unwrap().clone();
+    assert_eq!(
+        batches[0], planned,
+        "the redone batch: same id, same ranges"
+    );
+    assert!(batches.len() > 1, "the new records come in a later batch");
+    assert_eq!(job::committed_counts(dir.path()), job::counts_of(&all));
+}

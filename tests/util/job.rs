@@ -217,6 +217,19 @@ impl RunningJob {
         std::mem::take(&mut *self.progress.0.lock().unwrap())
     }
 
+    /// Stops the job without committing the batch in flight
+    /// (`StopHandle::stop(false)`), runs `unblock` (to release an output
+    /// the test holds up), waits until the job ended, and returns the
+    /// error it ended with.
+    pub(crate) fn cancel(mut self, unblock: impl FnOnce()) -> RuntimeError {
+        self.stop.stop(false);
+        unblock();
+        match self.wait_for_end(WAIT) {
+            Err(e) => e,
+            Ok(()) => panic!("the cancelled job stopped without an error"),
+        }
+    }
+
     /// Waits until the job ends by itself and returns the runtime's error;
     /// fails the test if it still runs after [`WAIT`] or ends without one.
     pub(crate) fn wait_for_error(&mut self) -> RuntimeError {

@@ -17,6 +17,8 @@ pub(crate) const INTERNAL: [&str; 3] = [META, OFFSETS, BATCHES];
 
 pub(crate) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 pub(crate) const META_APP_ID: &[u8] = b"app_id";
+/// The plan of the batch about to run: a `BatchRecord` as JSON.
+pub(crate) const META_PLANNED_BATCH: &[u8] = b"planned_batch";
 
 /// True for names only sluice may use.
 pub(crate) fn is_reserved(family: &str) -> bool {

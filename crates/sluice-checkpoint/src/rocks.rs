@@ -356,6 +356,46 @@ impl CheckpointStore for RocksCheckpoint {
         self.decode_batch(id, &json).map(Some)
     }
 
+    fn write_plan(&mut self, plan: &BatchRecord) -> Result<()> {
+        self.writable("write a batch plan to")?;
+        if let Some(last) = self.last_id {
+            if plan.id <= last {
+                return Err(Error::BatchIdNotIncreasing { id: plan.id, last });
+            }
+        }
+        let json = serde_json::to_vec(plan).expect("a BatchRecord always serialises to JSON");
+        let mut options = WriteOptions::default();
+        options.set_sync(self.sync);
+        self.db
+            .put_cf_opt(
+                self.internal(keys::META)?,
+                keys::META_PLANNED_BATCH,
+                json,
+                &options,
+            )
+            .map_err(self.rocks_error("write a batch plan to"))
+    }
+
+    fn pending_plan(&self) -> Result<Option<BatchRecord>> {
+        let Some(json) = self
+            .db
+            .get_pinned_cf(self.internal(keys::META)?, keys::META_PLANNED_BATCH)
+            .map_err(self.rocks_error("read"))?
+        else {
+            return Ok(None);
+        };
+        let plan: BatchRecord = serde_json::from_slice(&json).map_err(|e| {
+            Error::corrupt(
+                &self.path,
+                format!("the planned batch is not readable: {e}"),
+            )
+        })?;
+        Ok(self
+            .last_id
+            .is_none_or(|last| plan.id > last)
+            .then_some(plan))
+    }
+
     fn batches(&self) -> Result<Vec<BatchRecord>> {
         self.iterate(self.internal(keys::BATCHES)?)
             .map(|entry| {

@@ -40,6 +40,20 @@ pub trait CheckpointStore: Send {
     /// Names starting with `sluice_` are reserved and rejected.
     fn ensure_family(&mut self, name: &str) -> Result<()>;
 
+    /// Records the plan of the next batch — its id, time and ranges, in a
+    /// [`BatchRecord`] whose counts are still zero — before the batch runs.
+    /// A batch that does not commit (a crash, a cancelled stop) is then
+    /// redone after a restart with exactly these ranges, so its id and
+    /// ranges, and with them its idempotency keys, never change.
+    ///
+    /// The id must exceed the last committed one. Written with the same
+    /// durability as commits.
+    fn write_plan(&mut self, plan: &BatchRecord) -> Result<()>;
+
+    /// The plan written by [`write_plan`](Self::write_plan) for a batch
+    /// that has not committed yet; `None` once that batch committed.
+    fn pending_plan(&self) -> Result<Option<BatchRecord>>;
+
     /// Applies `commit` in one atomic write.
     ///
     /// Validation happens before anything is written: the batch id must

@@ -79,6 +79,20 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan of `ranges`, of which `new_partitions` had no stored position
+    /// and `skipped` lost offsets to retention.
+    pub fn new(
+        ranges: Vec<OffsetRange>,
+        new_partitions: Vec<TopicPartition>,
+        skipped: Vec<(TopicPartition, u64)>,
+    ) -> Self {
+        Self {
+            ranges,
+            new_partitions,
+            skipped,
+        }
+    }
+
     /// The positions after this batch succeeds: every range's `until`.
     pub fn next_positions(&self) -> BTreeMap<TopicPartition, i64> {
         self.ranges

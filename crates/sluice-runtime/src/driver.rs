@@ -17,6 +17,7 @@ use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, Plan};
 use crate::dead_letters;
 use crate::listener::{BatchCompleted, BatchListener};
 use crate::pool::WorkerPool;
+use crate::write_ahead::{self, Replay};
 use crate::{BatchFailurePolicy, Error, Result};
 
 /// Asks the driver to stop after the batch in flight (if any) committed.
@@ -60,6 +61,8 @@ struct Progress {
     /// Backpressure: fed by every committed batch.
     estimator: Option<PidRateEstimator>,
     estimate: Option<f64>,
+    /// A batch planned before the restart that did not commit.
+    replay: Option<Replay>,
 }
 
 impl Driver {
@@ -71,18 +74,27 @@ impl Driver {
             .then(|| PidRateEstimator::new(limits.pid))
             .transpose()
             .expect("rate limits are validated when the context is built");
+        let next_id = self.store.last_batch()?.map_or(0, |b| b.id + 1);
+        let replay = self
+            .store
+            .pending_plan()?
+            .filter(|pending| pending.id == next_id)
+            .and_then(|pending| write_ahead::replay(&pending, &positions));
         let mut progress = Progress {
-            first_start: positions.is_empty(),
+            // A replayed first batch carries the resolved start offsets.
+            first_start: positions.is_empty() && replay.is_none(),
             first_batch: true,
-            next_id: self.store.last_batch()?.map_or(0, |b| b.id + 1),
+            next_id,
             positions,
             estimator,
             estimate: None,
+            replay,
         };
         tracing::info!(
             first_start = progress.first_start,
             partitions = progress.positions.len(),
             next_batch = progress.next_id,
+            redo_planned_batch = progress.replay.is_some(),
             "driver started"
         );
         let interval = self.settings.batch_interval;
@@ -125,11 +137,27 @@ impl Driver {
         scheduling_delay: Duration,
     ) -> Result<bool> {
         let started = Instant::now();
-        let Some((plan, rate_limit)) = self.plan(progress)? else {
-            return Ok(false);
+        let (plan, info, replayed_limit) = match progress.replay.take() {
+            Some(replay) => {
+                tracing::info!(
+                    batch = progress.next_id,
+                    ranges = replay.plan.ranges.len(),
+                    "redoing the batch planned before the restart, with the same ranges"
+                );
+                let info =
+                    BatchInfo::new(progress.next_id, replay.time, replay.plan.ranges.clone());
+                (replay.plan, info, replay.rate_limit)
+            }
+            None => {
+                let Some((plan, rate_limit)) = self.plan(progress)? else {
+                    return Ok(false);
+                };
+                let info = BatchInfo::new(progress.next_id, batch_time, plan.ranges.clone())
+                    .with_rate_limit(rate_limit);
+                self.store.write_plan(&write_ahead::record(&info, &plan))?;
+                (plan, info, None)
+            }
         };
-        let info = BatchInfo::new(progress.next_id, batch_time, plan.ranges.clone())
-            .with_rate_limit(rate_limit);
         let Some(mut output) = self.compute(&info)? else {
             return Ok(false);
         };
@@ -151,6 +179,9 @@ impl Driver {
         let records: u64 = output.records_read.iter().sum();
         let mut record = batch_record(&info, &plan, &output, processing, scheduling_delay);
         record.dead_letters = dead_letters;
+        if replayed_limit.is_some() {
+            record.rate_limit = replayed_limit;
+        }
         let commit_started = Instant::now();
         self.store.commit(Commit {
             record,
@@ -331,13 +362,7 @@ fn batch_record(
         .iter()
         .zip(&output.records_read)
         .map(|(range, &records)| {
-            let tp = range.topic_partition();
-            let skipped = plan
-                .skipped
-                .iter()
-                .find(|(p, _)| *p == tp)
-                .map_or(0, |(_, n)| *n);
-            RangeRecord::from_range(range, records, skipped)
+            RangeRecord::from_range(range, records, write_ahead::skipped(plan, range))
         })
         .collect();
     record.records = output.records_read.iter().sum();

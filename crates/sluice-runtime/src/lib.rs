@@ -26,6 +26,7 @@ mod error;
 mod listener;
 mod pool;
 mod signals;
+mod write_ahead;
 
 pub use context::{BatchFailurePolicy, StopHandle, StreamingContext, StreamingContextBuilder};
 pub use error::{Error, Result};

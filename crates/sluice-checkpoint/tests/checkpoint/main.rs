@@ -3,5 +3,6 @@
 
 mod commit;
 mod open;
+mod plan;
 mod read_only;
 mod util;

@@ -1,0 +1,47 @@
+//! The plan of the batch about to run: kept until that batch commits.
+
+use sluice_checkpoint::{BatchRecord, CheckpointStore, Error, RangeRecord, RocksCheckpoint};
+use sluice_core::{OffsetRange, WriteSet};
+use tempfile::TempDir;
+
+use crate::util::{commit, open, tp, APP};
+
+fn plan(id: u64, from: i64, until: i64) -> BatchRecord {
+    let mut plan = BatchRecord::new(id, 1_000 * id as i64);
+    let range = OffsetRange::new(&tp("t", 0), from, until);
+    plan.ranges.push(RangeRecord::from_range(&range, 0, 0));
+    plan
+}
+
+#[test]
+fn a_plan_survives_reopening_until_its_batch_commits() {
+    let dir = TempDir::new().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(store.pending_plan().unwrap(), None);
+
+    store.write_plan(&plan(0, 0, 10)).unwrap();
+    drop(store);
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(store.pending_plan().unwrap(), Some(plan(0, 0, 10)));
+
+    commit(&mut store, 0, &[(tp("t", 0), 10)], WriteSet::new()).unwrap();
+    assert_eq!(store.pending_plan().unwrap(), None, "its batch committed");
+
+    store.write_plan(&plan(1, 10, 25)).unwrap();
+    drop(store);
+    let reader = RocksCheckpoint::open_read_only(dir.path(), APP).unwrap();
+    assert_eq!(reader.pending_plan().unwrap(), Some(plan(1, 10, 25)));
+}
+
+#[test]
+fn a_plan_for_a_committed_batch_id_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    commit(&mut store, 3, &[(tp("t", 0), 10)], WriteSet::new()).unwrap();
+    let err = store.write_plan(&plan(3, 10, 12)).unwrap_err();
+    assert!(
+        matches!(err, Error::BatchIdNotIncreasing { id: 3, last: 3 }),
+        "{err}"
+    );
+    assert_eq!(store.pending_plan().unwrap(), None);
+}
