@@ -36,13 +36,13 @@ struct ReduceByKey<T, K, V> {
 /// hash lookup: a slot's value is taken out, reduced with the new one and
 /// put back in place, so the key is never removed and re-inserted.
 pub(crate) struct Combined<K, V> {
-    slots: HashMap<K, Option<V>, RandomState>,
+    slots: HashMap<K, Option<V>, foldhash::fast::RandomState>,
 }
 
 impl<K: Hash + Eq, V> Combined<K, V> {
     fn new() -> Self {
         Self {
-            slots: HashMap::with_hasher(RandomState::new()),
+            slots: HashMap::with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 
