@@ -2,6 +2,7 @@
 
 mod util;
 
+mod bad_input;
 mod broker_harness;
 mod exactly_once;
 mod faults;

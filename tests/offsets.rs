@@ -282,3 +282,98 @@ fn checkpoint_of_another_app_is_refused() {
         job::counts_of((0..10).map(|i| format!("events-0-{i}")))
     );
 }
+
+/// The offsets consumer group `group` has committed for `topic`'s
+/// partitions `0..partitions` (`None` where it has none).
+fn group_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Option<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("creating a consumer to read the group's offsets");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, kafka::CLIENT_TIMEOUT)
+        .expect("reading the group's committed offsets");
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => (e.partition(), Some(o)),
+            _ => (e.partition(), None),
+        })
+        .collect()
+}
+
+#[test]
+fn offsets_mirrored_to_the_consumer_group_never_override_the_checkpoint() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "mirrored", 2);
+    let mut values = produce_numbered(&bootstrap, "mirrored", 2, 0..25);
+    let dir = tempdir();
+    let start = |dir: &std::path::Path| {
+        let source = job::source(&bootstrap)
+            .subscribe(["mirrored"])
+            .mirror_offsets_to_group(true)
+            .build()
+            .unwrap();
+        job::count_values(job::context(dir).build().unwrap(), source)
+    };
+
+    let mut running = start(dir.path());
+    running.wait_for_records(50, "the first 50 records");
+    running.stop();
+    // The group (the app id) shows the job's progress to lag tools.
+    let expected = BTreeMap::from([(0, Some(25)), (1, Some(25))]);
+    job::poll(
+        "the committed offsets in the consumer group",
+        job::WAIT,
+        || (group_offsets(&bootstrap, APP_ID, "mirrored", 2) == expected).then_some(()),
+        || format!("{:?}", group_offsets(&bootstrap, APP_ID, "mirrored", 2)),
+    );
+
+    // Someone rewinds the group; the job still resumes from its checkpoint.
+    {
+        use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+        use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", APP_ID)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..2 {
+            tpl.add_partition_offset("mirrored", p, Offset::Offset(0))
+                .unwrap();
+        }
+        consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    }
+    values.extend(produce_numbered(&bootstrap, "mirrored", 2, 25..30));
+    let mut running = start(dir.path());
+    running.wait_for_records(10, "the 10 new records");
+    let progress = running.stop();
+    assert_eq!(
+        first_ranges(&progress.batches)[&tp("mirrored", 0)].0,
+        25,
+        "resumed from the checkpoint, not from the rewound group"
+    );
+    assert_eq!(job::committed_counts(dir.path()), job::counts_of(&values));
+    let expected = BTreeMap::from([(0, Some(30)), (1, Some(30))]);
+    job::poll(
+        "the group to show the new offsets",
+        job::WAIT,
+        || (group_offsets(&bootstrap, APP_ID, "mirrored", 2) == expected).then_some(()),
+        || format!("{:?}", group_offsets(&bootstrap, APP_ID, "mirrored", 2)),
+    );
+}

@@ -36,31 +36,61 @@ where
         bootstrap,
         topic,
         partition,
-        values.into_iter().map(|v| (None::<&[u8]>, v)),
+        values.into_iter().map(|v| (None::<&[u8]>, Some(v))),
     )
 }
 
-/// Like [`produce`], for `(key, value)` pairs.
+/// Like [`produce`], for `(key, value)` pairs; `None` is a null key or a
+/// null value (a tombstone).
 pub(crate) fn produce_keyed<K, V>(
     bootstrap: &str,
     topic: &str,
     partition: Option<i32>,
-    records: impl IntoIterator<Item = (Option<K>, V)>,
+    records: impl IntoIterator<Item = (Option<K>, Option<V>)>,
 ) -> usize
 where
     K: AsRef<[u8]>,
     V: AsRef<[u8]>,
 {
-    let producer: BaseProducer<DeliveryTracker> = ClientConfig::new()
+    produce_with(bootstrap, topic, partition, records, &[])
+}
+
+/// Producer settings for records of up to 32 MiB: librdkafka's producer
+/// refuses, before sending, a record above `message.max.bytes` (1 MB by
+/// default).
+pub(crate) const LARGE_RECORDS: &[(&str, &str)] = &[("message.max.bytes", "33554432")];
+
+/// Like [`produce_keyed`], with extra producer `settings` such as
+/// [`LARGE_RECORDS`].
+pub(crate) fn produce_with<K, V>(
+    bootstrap: &str,
+    topic: &str,
+    partition: Option<i32>,
+    records: impl IntoIterator<Item = (Option<K>, Option<V>)>,
+    settings: &[(&str, &str)],
+) -> usize
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
+        .set("message.timeout.ms", "30000");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    let producer: BaseProducer<DeliveryTracker> = config
         .create_with_context(DeliveryTracker::default())
         .unwrap_or_else(|e| panic!("creating a producer for {bootstrap}: {e}"));
 
     let mut sent = 0;
     for (key, value) in records {
-        let mut record = BaseRecord::to(topic).payload(value.as_ref());
+        let mut record = BaseRecord::to(topic);
+        if let Some(value) = value.as_ref() {
+            record = record.payload(value.as_ref());
+        }
         if let Some(key) = key.as_ref() {
             record = record.key(key.as_ref());
         }

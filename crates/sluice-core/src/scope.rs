@@ -12,6 +12,9 @@ use crate::{
     Result, WriteSet,
 };
 
+/// A record's topic, partition and offset.
+type RecordAt = (Arc<str>, i32, i64);
+
 /// State of one batch while it is computed. Dropped when the batch ends, so
 /// nothing leaks from one batch into the next.
 pub(crate) struct BatchScope {
@@ -22,7 +25,7 @@ pub(crate) struct BatchScope {
     pub(crate) poison: PoisonPolicy,
     /// Records set aside by succeeded tasks, once each however many
     /// outputs or attempts met them.
-    dead_letters: Mutex<BTreeMap<(Arc<str>, i32, i64), DeadLetter>>,
+    dead_letters: Mutex<BTreeMap<RecordAt, DeadLetter>>,
     records_read: Vec<AtomicU64>,
     cancelled: Arc<AtomicBool>,
     stages: Mutex<HashMap<usize, Arc<dyn Any + Send + Sync>>>,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 
 use crate::context::SluiceContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -43,6 +43,7 @@ impl KafkaSource {
             consumer: create("metadata")?,
             log_start_consumer: create("log start offsets")?,
             latest_consumer: create("latest offsets")?,
+            group_consumer: None,
             cache: None,
             known: BTreeSet::new(),
         })
@@ -74,6 +75,8 @@ pub struct KafkaClient {
     consumer: BaseConsumer<SluiceContext>,
     log_start_consumer: BaseConsumer<SluiceContext>,
     latest_consumer: BaseConsumer<SluiceContext>,
+    /// Commits mirrored offsets to the consumer group; made on first use.
+    group_consumer: Option<BaseConsumer<SluiceContext>>,
     /// Last discovery and when it ran.
     cache: Option<(Instant, Vec<TopicPartition>)>,
     /// Every partition seen so far, to log only the new ones.
@@ -230,6 +233,38 @@ impl KafkaClient {
             }
         }
         Ok(start::resolve(policy, partitions, assigned, &by_time))
+    }
+
+    /// Commits `offsets` (the next offset to read, per partition) to the
+    /// source's consumer group, so that standard lag tools see the job's
+    /// progress. Asynchronous and best effort: a failure is logged when
+    /// the broker answers, and the next call commits newer offsets anyway.
+    /// sluice never reads these offsets back; its checkpoint is the truth.
+    pub fn mirror_offsets(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let consumer = match &mut self.group_consumer {
+            Some(consumer) => consumer,
+            slot @ None => slot.insert(
+                self.source
+                    .client_config(Some(&self.group_id))
+                    .create_with_context(SluiceContext)
+                    .map_err(|e| Error::kafka("creating the consumer-group committer", e))?,
+            ),
+        };
+        let context = || format!("mirroring offsets to consumer group '{}'", self.group_id);
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for (tp, offset) in offsets {
+            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
+                .map_err(|e| Error::kafka(context(), e))?;
+        }
+        consumer
+            .commit(&tpl, CommitMode::Async)
+            .map_err(|e| Error::kafka(context(), e))?;
+        // Serves the answers to earlier commits (logged by the context).
+        let _ = consumer.poll(Duration::ZERO);
+        Ok(())
     }
 
     /// The reader source tasks use. Each call makes a new reader with its

@@ -20,6 +20,13 @@ const FORCED: [(&str, &str); 4] = [
     ("auto.offset.reset", "error"),
 ];
 
+/// librdkafka's (2.x) defaults for the sizes [`check_fetch_sizes`] relates.
+const MESSAGE_MAX_BYTES: i64 = 1_000_000;
+const FETCH_MAX_BYTES: i64 = 50 * 1024 * 1024;
+const QUEUED_MAX_MESSAGES_KBYTES: i64 = 64 * 1024;
+/// What a fetch response needs beyond `fetch.max.bytes` for its framing.
+const FRAMING_BYTES: i64 = 512;
+
 /// A validated Kafka Direct source: where the brokers are, which partitions
 /// to read, and what to do on first start and on data loss.
 ///
@@ -36,6 +43,7 @@ pub struct KafkaSource {
     on_data_loss: DataLossPolicy,
     poll_timeout: Duration,
     metadata_timeout: Duration,
+    mirror_offsets: bool,
 }
 
 impl KafkaSource {
@@ -92,6 +100,11 @@ impl KafkaSource {
     /// How long a task waits for the records of its range before failing.
     pub fn poll_timeout(&self) -> Duration {
         self.poll_timeout
+    }
+
+    /// Whether committed offsets are mirrored to the consumer group.
+    pub fn mirrors_offsets(&self) -> bool {
+        self.mirror_offsets
     }
 
     /// How long metadata and offset requests may take.
@@ -153,6 +166,7 @@ pub struct KafkaSourceBuilder {
     on_data_loss: DataLossPolicy,
     poll_timeout: Duration,
     metadata_timeout: Duration,
+    mirror_offsets: bool,
 }
 
 /// A strategy as given, validated by `build`.
@@ -182,6 +196,7 @@ impl KafkaSourceBuilder {
             on_data_loss: DataLossPolicy::Fail,
             poll_timeout: Duration::from_secs(30),
             metadata_timeout: Duration::from_secs(10),
+            mirror_offsets: false,
         }
     }
 
@@ -232,8 +247,10 @@ impl KafkaSourceBuilder {
     }
 
     /// Passes a librdkafka client setting through untouched. Settings that
-    /// would let Kafka own offsets (`enable.auto.commit=true`, ...) are
-    /// refused by [`build`](Self::build).
+    /// would let Kafka own offsets (`enable.auto.commit=true`, ...), and
+    /// size limits librdkafka would refuse only at start
+    /// (`receive.message.max.bytes` below `fetch.max.bytes` + 512, ...),
+    /// are refused by [`build`](Self::build).
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.insert(key.into(), value.into());
         self
@@ -266,6 +283,17 @@ impl KafkaSourceBuilder {
     /// Default: 30 s.
     pub fn poll_timeout(mut self, timeout: Duration) -> Self {
         self.poll_timeout = timeout;
+        self
+    }
+
+    /// After every batch commits to the checkpoint, also commit its next
+    /// offsets to the consumer group (`group.id`, by default the app id),
+    /// so standard lag tools (`kafka-consumer-groups.sh --describe`, Burrow,
+    /// exporters) see the job's progress. Asynchronous and best effort; on
+    /// start the checkpoint stays the source of truth and the group's
+    /// offsets are never read. Default: off.
+    pub fn mirror_offsets_to_group(mut self, enabled: bool) -> Self {
+        self.mirror_offsets = enabled;
         self
     }
 
@@ -307,6 +335,7 @@ impl KafkaSourceBuilder {
             on_data_loss: self.on_data_loss,
             poll_timeout: self.poll_timeout,
             metadata_timeout: self.metadata_timeout,
+            mirror_offsets: self.mirror_offsets,
         };
         // librdkafka knows its settings best: unknown names and bad values
         // fail here, before anything connects.
@@ -317,6 +346,7 @@ impl KafkaSourceBuilder {
                 KafkaError::ClientConfig(_, reason, key, _) => Error::config(key, reason),
                 other => Error::config("client settings", other.to_string()),
             })?;
+        check_fetch_sizes(&source.settings)?;
         Ok(source)
     }
 }
@@ -412,6 +442,45 @@ fn check_forced(settings: &mut BTreeMap<String, String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Refuses the size limits that librdkafka refuses only when a consumer
+/// is created, at start, with its own rules: `fetch.max.bytes` below
+/// `message.max.bytes`, and `receive.message.max.bytes` below
+/// `fetch.max.bytes` + 512 (where an unset `fetch.max.bytes` follows
+/// `message.max.bytes` and `queued.max.messages.kbytes`). Values are
+/// known to be integers: librdkafka checked them first.
+fn check_fetch_sizes(settings: &BTreeMap<String, String>) -> Result<()> {
+    let size = |key: &str| settings.get(key).and_then(|v| v.trim().parse::<i64>().ok());
+    let message = size("message.max.bytes").unwrap_or(MESSAGE_MAX_BYTES);
+    let fetch = match size("fetch.max.bytes") {
+        Some(fetch) if fetch < message => {
+            return Err(Error::config(
+                "fetch.max.bytes",
+                format!(
+                    "{fetch} is below `message.max.bytes` ({message}), which librdkafka refuses: \
+                     raise it or lower `message.max.bytes`"
+                ),
+            ))
+        }
+        Some(fetch) => fetch,
+        None => {
+            let queued = size("queued.max.messages.kbytes").unwrap_or(QUEUED_MAX_MESSAGES_KBYTES);
+            FETCH_MAX_BYTES.min(queued * 1024).max(message)
+        }
+    };
+    match size("receive.message.max.bytes") {
+        Some(receive) if receive < fetch + FRAMING_BYTES => Err(Error::config(
+            "receive.message.max.bytes",
+            format!(
+                "{receive} is below `fetch.max.bytes` + 512 ({}), which librdkafka refuses: \
+                 lower `fetch.max.bytes` with it, and keep it above the largest record batch \
+                 the topics hold, or that batch can never be read",
+                fetch + FRAMING_BYTES
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -636,6 +705,55 @@ mod tests {
         assert_eq!(setting, "start_from");
         let (setting, _) = config_err(base().subscribe(["a"]).poll_timeout(Duration::ZERO));
         assert_eq!(setting, "poll_timeout");
+    }
+
+    #[test]
+    fn size_limits_librdkafka_would_refuse_at_start_are_refused_by_build() {
+        let (setting, reason) = config_err(
+            base()
+                .subscribe(["a"])
+                .set("receive.message.max.bytes", "2000000"),
+        );
+        assert_eq!(setting, "receive.message.max.bytes");
+        assert!(reason.contains("(52429312)"), "{reason}");
+        let (setting, reason) = config_err(
+            base()
+                .subscribe(["a"])
+                .set("fetch.max.bytes", "1000000")
+                .set("receive.message.max.bytes", "1000511"),
+        );
+        assert_eq!(setting, "receive.message.max.bytes");
+        assert!(reason.contains("(1000512)"), "{reason}");
+        let (setting, _) = config_err(
+            base()
+                .subscribe(["a"])
+                .set("message.max.bytes", "2000000")
+                .set("fetch.max.bytes", "1999999"),
+        );
+        assert_eq!(setting, "fetch.max.bytes");
+        // An unset fetch.max.bytes follows the queue size and the message size.
+        let (_, reason) = config_err(
+            base()
+                .subscribe(["a"])
+                .set("queued.max.messages.kbytes", "1024")
+                .set("message.max.bytes", "3000000")
+                .set("receive.message.max.bytes", "3000000"),
+        );
+        assert!(reason.contains("(3000512)"), "{reason}");
+        for (fetch, receive) in [("1048576", "2097152"), ("52428800", "52429312")] {
+            base()
+                .subscribe(["a"])
+                .set("fetch.max.bytes", fetch)
+                .set("receive.message.max.bytes", receive)
+                .build()
+                .unwrap();
+        }
+        base()
+            .subscribe(["a"])
+            .set("queued.max.messages.kbytes", "1024")
+            .set("receive.message.max.bytes", "1049088")
+            .build()
+            .unwrap();
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
 
 /// Sends librdkafka's logs and global errors to `tracing`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -37,4 +38,21 @@ impl ClientContext for SluiceContext {
     }
 }
 
-impl ConsumerContext for SluiceContext {}
+impl ConsumerContext for SluiceContext {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        // Only offsets mirrored to the consumer group are committed to
+        // Kafka; the checkpoint stays the truth, so a failure is a warning.
+        match result {
+            Ok(()) => tracing::debug!(
+                partitions = offsets.count(),
+                "offsets mirrored to the consumer group"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                partitions = offsets.count(),
+                "mirroring offsets to the consumer group failed; lag tools show older progress \
+                 until the next batch (the checkpoint is not affected)"
+            ),
+        }
+    }
+}

@@ -4,11 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use sluice_core::{OffsetRange, Record};
 
 use crate::error::is_transient_code;
 use crate::{Error, Result};
+
+/// The most records a read reserves room for up front.
+const MAX_RESERVED_RECORDS: u64 = 1 << 20;
 
 /// One poll of a partition consumer, with the message copied out.
 pub(crate) enum Polled {
@@ -71,7 +74,10 @@ impl<S: PartitionSource> PartitionReader<S> {
 
     /// Reads the records of the non-empty `range`, waiting at most `timeout`.
     pub(crate) fn read(&mut self, range: &OffsetRange, timeout: Duration) -> Result<Vec<Record>> {
-        let mut records = Vec::new();
+        // Room for every offset of the range (gaps only make it roomier),
+        // so the records are not moved while the read grows; bounded, since
+        // a range can be huge and sparse.
+        let mut records = Vec::with_capacity(range.count().min(MAX_RESERVED_RECORDS) as usize);
         match self.fill(range, Instant::now() + timeout, timeout, &mut records) {
             Ok(end) => {
                 // The end-of-partition event is raised once per end offset: a
@@ -188,7 +194,17 @@ impl<S: PartitionSource> PartitionReader<S> {
                 Polled::Failed(e) if e.rdkafka_error_code().is_some_and(is_transient_code) => {
                     tracing::warn!(range = %range, error = %e, "transient Kafka error while reading; still waiting");
                 }
-                Polled::Failed(e) => return Err(Error::kafka(format!("reading {range}"), e)),
+                Polled::Failed(e) => {
+                    // librdkafka reports a fetch response above its receive
+                    // limit only as a bad message; say which setting to raise.
+                    let hint = if e.rdkafka_error_code() == Some(RDKafkaErrorCode::BadMessage) {
+                        " (a record larger than receive.message.max.bytes or fetch.max.bytes \
+                         gives this error: raise them above the largest record)"
+                    } else {
+                        ""
+                    };
+                    return Err(Error::kafka(format!("reading {range}{hint}"), e));
+                }
             }
         }
     }

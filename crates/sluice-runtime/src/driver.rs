@@ -189,6 +189,11 @@ impl Driver {
             writes: output.writes,
         })?;
         let commit = commit_started.elapsed();
+        if self.client.source().mirrors_offsets() {
+            if let Err(error) = self.client.mirror_offsets(&plan.next_positions()) {
+                tracing::warn!(%error, batch = info.id, "could not mirror offsets to the consumer group; the checkpoint is not affected");
+            }
+        }
         progress.positions.extend(plan.next_positions());
         progress.next_id += 1;
         progress.first_batch = false;
