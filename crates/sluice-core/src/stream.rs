@@ -297,7 +297,8 @@ where
 struct Input;
 
 impl Node<Record> for Input {
-    fn prepare(&self, _scope: &Arc<BatchScope>) -> Result<()> {
+    fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
+        scope.input.prefetch(&scope.info.ranges);
         Ok(())
     }
 
