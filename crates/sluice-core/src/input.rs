@@ -10,13 +10,6 @@ use crate::{OffsetRange, Record, Result};
 pub trait InputReader: Send + Sync {
     /// Reads every record in `[range.from, range.until)`, in offset order.
     fn read(&self, range: &OffsetRange) -> Result<Vec<Record>>;
-
-    /// Called before a batch's source tasks start, with all its ranges: a
-    /// reader may start fetching them, so that tasks waiting for a worker
-    /// find their records ready. Does nothing by default.
-    fn prefetch(&self, ranges: &[OffsetRange]) {
-        let _ = ranges;
-    }
 }
 
 /// An in-memory input: records kept per partition, read by offset.

@@ -297,8 +297,7 @@ where
 struct Input;
 
 impl Node<Record> for Input {
-    fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
-        scope.input.prefetch(&scope.info.ranges);
+    fn prepare(&self, _scope: &Arc<BatchScope>) -> Result<()> {
         Ok(())
     }
 

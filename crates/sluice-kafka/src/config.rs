@@ -11,6 +11,14 @@ use sluice_core::TopicPartition;
 use crate::strategy::invalid_topic_name;
 use crate::{ConsumerStrategy, DataLossPolicy, Error, Result, StartOffsets};
 
+/// Defaults that suit how sluice reads, below the user's own settings.
+///
+/// A partition's consumer keeps fetching between batches and while its
+/// task waits for a worker. Once its queue is full, librdkafka's default
+/// pauses that partition's fetching for a whole second
+/// (`fetch.queue.backoff.ms=1000`), which would stall the next read.
+const DEFAULTS: [(&str, &str); 1] = [("fetch.queue.backoff.ms", "10")];
+
 /// Settings every consumer of the crate gets, whatever the user set; the
 /// builder refuses contradicting values.
 const FORCED: [(&str, &str); 4] = [
@@ -117,6 +125,9 @@ impl KafkaSource {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
         config.set("client.id", "sluice");
+        for (key, value) in DEFAULTS {
+            config.set(key, value);
+        }
         for (key, value) in &self.settings {
             config.set(key, value);
         }

@@ -55,9 +55,6 @@ pub(crate) struct PartitionReader<S> {
     /// The first record at or after `next`, already taken from the consumer
     /// by a read that ended before it.
     stash: Option<Record>,
-    /// The range [`PartitionReader::prefetch`] positioned the consumer for
-    /// (`from`, `until`), until it is read.
-    prefetched: Option<(i64, i64)>,
 }
 
 impl<S: PartitionSource> PartitionReader<S> {
@@ -66,30 +63,13 @@ impl<S: PartitionSource> PartitionReader<S> {
             source,
             next: None,
             stash: None,
-            prefetched: None,
         }
-    }
-
-    /// Positions the consumer at `range.from` if it stands elsewhere, so it
-    /// fetches the range before the read asks for it. Like a read, it
-    /// expects a planned range: `until` at most the partition's latest
-    /// offset when called, so an end-of-partition event that follows can
-    /// only come after the range's records.
-    pub(crate) fn prefetch(&mut self, range: &OffsetRange) -> Result<()> {
-        if self.next == Some(range.from) {
-            return Ok(());
-        }
-        self.position(range.from)?;
-        self.next = Some(range.from);
-        self.prefetched = Some((range.from, range.until));
-        Ok(())
     }
 
     /// Forgets where the consumer stands; the next read repositions it.
     pub(crate) fn forget(&mut self) {
         self.next = None;
         self.stash = None;
-        self.prefetched = None;
     }
 
     /// Reads the records of the non-empty `range`, waiting at most `timeout`.
@@ -129,9 +109,7 @@ impl<S: PartitionSource> PartitionReader<S> {
         // An end-of-partition event proves the range complete only if it was
         // raised after this read positioned the consumer: one queued earlier
         // may predate the records of this range.
-        // A prefetch for this very range positioned the consumer after the
-        // range was planned.
-        let mut positioned = self.prefetched.take() == Some((range.from, range.until));
+        let mut positioned = false;
         if self.next != Some(range.from) {
             self.position(range.from)?;
             positioned = true;
@@ -391,35 +369,6 @@ mod tests {
     }
 
     #[test]
-    fn a_prefetched_range_is_read_without_positioning_again() {
-        let mut log = ScriptedLog::new(100);
-        // 0..3 records, 3 a commit marker: only end of partition ends it.
-        log.append(&[true, true, true, false]);
-        let mut reader = PartitionReader::new(log);
-        reader.prefetch(&range(0, 4)).unwrap();
-        reader.source.fetch();
-        assert_eq!(
-            offsets(&reader.read(&range(0, 4), TIMEOUT).unwrap()),
-            [0, 1, 2]
-        );
-        assert_eq!(reader.source.positions, 1);
-        // A prefetch where the consumer stands already does nothing.
-        reader.source.append(&[true, true]);
-        reader.prefetch(&range(4, 6)).unwrap();
-        assert_eq!(
-            reader.source.positions, 2,
-            "the read ended on end of partition"
-        );
-        reader.prefetch(&range(4, 6)).unwrap();
-        assert_eq!(reader.source.positions, 2);
-        assert_eq!(
-            offsets(&reader.read(&range(4, 6), TIMEOUT).unwrap()),
-            [4, 5]
-        );
-        assert_eq!(reader.source.positions, 2);
-    }
-
-    #[test]
     fn a_stash_past_the_next_range_means_the_range_is_a_gap() {
         let mut log = ScriptedLog::new(100);
         log.append(&[true, false, false, true]);
@@ -509,8 +458,6 @@ mod tests {
         ReadOn(u8),
         /// Read a range elsewhere (a retry or a restart elsewhere).
         ReadAt(u8, u8),
-        /// Start fetching ahead from somewhere (the batch's prefetch).
-        PrefetchFrom(u8),
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -519,7 +466,6 @@ mod tests {
             (1usize..4).prop_map(Step::Prefetch),
             any::<u8>().prop_map(Step::ReadOn),
             (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Step::ReadAt(a, b)),
-            any::<u8>().prop_map(Step::PrefetchFrom),
         ]
     }
 
@@ -541,14 +487,6 @@ mod tests {
                     Step::Prefetch(n) => {
                         for _ in 0..n {
                             reader.source.fetch();
-                        }
-                        continue;
-                    }
-                    Step::PrefetchFrom(a) => {
-                        // Like the driver: only ranges planned within the log.
-                        let from = end * i64::from(a) / 255;
-                        if from < end {
-                            reader.prefetch(&range(from, end)).unwrap();
                         }
                         continue;
                     }

@@ -79,42 +79,25 @@ impl KafkaReader {
 }
 
 impl InputReader for KafkaReader {
-    /// Positions the consumer of every range that does not continue where
-    /// its consumer stands, creating consumers as needed, so all
-    /// partitions fetch in the background while the first tasks run.
-    fn prefetch(&self, ranges: &[OffsetRange]) {
-        for range in ranges.iter().filter(|r| !r.is_empty()) {
-            let slot = self.slot(range.topic_partition());
-            let prefetched = lock_reader(&slot).prefetch(range);
-            if let Err(error) = prefetched {
-                // The read positions again and reports what is wrong.
-                tracing::debug!(range = %range, %error, "could not start fetching ahead");
-            }
-        }
-    }
-
     fn read(&self, range: &OffsetRange) -> sluice_core::Result<Vec<Record>> {
         if range.is_empty() {
             return Ok(Vec::new());
         }
         let slot = self.slot(range.topic_partition());
-        let read = lock_reader(&slot).read(range, self.poll_timeout);
-        read.map_err(|e| sluice_core::Error::Read {
-            range: range.clone(),
-            source: Box::new(e),
-        })
-    }
-}
-
-fn lock_reader(slot: &Slot) -> MutexGuard<'_, PartitionReader<PartitionConsumer>> {
-    let reader = slot.lock().unwrap_or_else(|poisoned| {
-        // A read panicked half-way: where the consumer stands is unknown.
-        let mut reader = poisoned.into_inner();
-        reader.forget();
+        let mut reader = slot.lock().unwrap_or_else(|poisoned| {
+            // A read panicked half-way: where the consumer stands is unknown.
+            let mut reader = poisoned.into_inner();
+            reader.forget();
+            reader
+        });
+        slot.clear_poison();
         reader
-    });
-    slot.clear_poison();
-    reader
+            .read(range, self.poll_timeout)
+            .map_err(|e| sluice_core::Error::Read {
+                range: range.clone(),
+                source: Box::new(e),
+            })
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
