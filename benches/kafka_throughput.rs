@@ -75,8 +75,10 @@ const CONSUMER_SETTINGS: [(&str, &str); 5] = [
     ("queued.max.messages.kbytes", "262144"),
 ];
 
-/// What sluice forces on its consumers; the bare drain gets them too.
-const SLUICE_FORCED: [(&str, &str); 4] = [
+/// What sluice sets on its consumers (forced, or its defaults); the bare
+/// drain gets them too.
+const SLUICE_FORCED: [(&str, &str); 5] = [
+    ("fetch.queue.backoff.ms", "10"),
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
     ("enable.partition.eof", "true"),
