@@ -117,6 +117,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(group) = &args.group {
         source = source.group_id(group);
     }
+    if args.brokers.is_none() {
+        // The embedded broker holds every fetch for `fetch.wait.max.ms`
+        // even when records arrive meanwhile (a real broker answers at
+        // once), so a batch would wait up to 500 ms for records it knows
+        // exist. Ask it to answer sooner.
+        source = source.set("fetch.wait.max.ms", "10");
+    }
     ctx.kafka_stream(source.build()?)
         .values_utf8()
         .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
@@ -214,7 +221,9 @@ impl Embedded {
         let bootstrap = cluster.bootstrap_servers();
         let producer: ThreadedProducer<_> = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
-            .set("linger.ms", "5")
+            // Few, larger record batches: the embedded broker's fetches
+            // slow down with the number of batches in its log.
+            .set("linger.ms", "100")
             .set("enable.idempotence", "true")
             .create()
             .context("creating the embedded producer")?;
