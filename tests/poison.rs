@@ -73,7 +73,7 @@ fn dead_letters_hold_the_rejected_records_and_the_rest_counts_exactly_once() {
             .iter()
             .map(|l| {
                 assert_eq!(l.topic, "mixed");
-                assert_eq!(l.operator, "try_map");
+                assert_eq!(l.operator, "values_utf8");
                 assert!(l.error.contains("not valid UTF-8"), "{}", l.error);
                 assert_eq!(l.unread, None);
                 ((l.partition, l.offset), l.value().unwrap().unwrap())

@@ -252,15 +252,21 @@ impl<K: Send + 'static, V: Send + 'static> DStream<(K, V)> {
 }
 
 impl DStream<Record> {
-    /// The record values as UTF-8 text. A value that is not UTF-8 fails the
-    /// task with an error naming the record's topic, partition and offset;
-    /// a null value reads as the empty string.
+    /// The record values as UTF-8 text. A value that is not UTF-8 is a
+    /// poison record of operator `values_utf8`: it fails the task with an
+    /// error naming the record's topic, partition and offset, or becomes a
+    /// dead letter (see [`PoisonPolicy`](crate::PoisonPolicy)). A null
+    /// value reads as the empty string.
     ///
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
     /// let lines = graph.input().values_utf8();
     /// ```
     pub fn values_utf8(&self) -> DStream<String> {
-        self.try_map(Record::into_value_string)
+        self.derive(TryFlatMap {
+            parent: Arc::clone(&self.node),
+            operator: "values_utf8",
+            f: |record: Record| record.into_value_string().map(std::iter::once),
+        })
     }
 }
