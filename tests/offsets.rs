@@ -283,6 +283,15 @@ fn checkpoint_of_another_app_is_refused() {
     );
 }
 
+/// A consumer in group `group`, to read or rewrite its offsets.
+fn group_member(bootstrap: &str, group: &str) -> rdkafka::consumer::BaseConsumer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("creating a consumer of the group")
+}
+
 /// The offsets consumer group `group` has committed for `topic`'s
 /// partitions `0..partitions` (`None` where it has none).
 fn group_offsets(
@@ -291,13 +300,9 @@ fn group_offsets(
     topic: &str,
     partitions: i32,
 ) -> BTreeMap<i32, Option<i64>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .expect("creating a consumer to read the group's offsets");
+    use rdkafka::consumer::Consumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer = group_member(bootstrap, group);
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -345,13 +350,9 @@ fn offsets_mirrored_to_the_consumer_group_never_override_the_checkpoint() {
 
     // Someone rewinds the group; the job still resumes from its checkpoint.
     {
-        use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-        use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", APP_ID)
-            .create()
-            .unwrap();
+        use rdkafka::consumer::{CommitMode, Consumer};
+        use rdkafka::{Offset, TopicPartitionList};
+        let consumer = group_member(&bootstrap, APP_ID);
         let mut tpl = TopicPartitionList::new();
         for p in 0..2 {
             tpl.add_partition_offset("mirrored", p, Offset::Offset(0))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit, RangeRecord};
+use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit};
 use sluice_core::{
     batch_caps, BatchInfo, BatchOutput, PidRateEstimator, RateLimit, RateLimits, StreamGraph,
     TopicPartition,
@@ -361,18 +361,13 @@ fn batch_record(
     processing: Duration,
     scheduling_delay: Duration,
 ) -> BatchRecord {
-    let mut record = BatchRecord::new(info.id, info.time_ms());
-    record.ranges = info
-        .ranges
-        .iter()
-        .zip(&output.records_read)
-        .map(|(range, &records)| {
-            RangeRecord::from_range(range, records, write_ahead::skipped(plan, range))
-        })
-        .collect();
+    // The planned record, with what running the batch measured.
+    let mut record = write_ahead::record(info, plan);
+    for (range, &records) in record.ranges.iter_mut().zip(&output.records_read) {
+        range.records = records;
+    }
     record.records = output.records_read.iter().sum();
     record.processing_ms = processing.as_millis() as u64;
-    record.rate_limit = info.rate_limit.map(|limit| limit.to_string());
     record.scheduling_delay_ms = scheduling_delay.as_millis() as u64;
     record
 }

@@ -31,7 +31,7 @@ pub(crate) fn record(info: &BatchInfo, plan: &Plan) -> BatchRecord {
 }
 
 /// Offsets the plan skipped in `range`'s partition (data loss reset).
-pub(crate) fn skipped(plan: &Plan, range: &OffsetRange) -> u64 {
+fn skipped(plan: &Plan, range: &OffsetRange) -> u64 {
     let tp = range.topic_partition();
     plan.skipped
         .iter()

@@ -176,9 +176,19 @@ impl<T: Send + 'static> DStream<T> {
         E: Into<BoxError>,
         F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
     {
+        self.try_map_as("try_map", f)
+    }
+
+    /// `try_map` whose errors and dead letters name `operator`.
+    fn try_map_as<U, E, F>(&self, operator: &'static str, f: F) -> DStream<U>
+    where
+        U: Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
+    {
         self.derive(TryFlatMap {
             parent: Arc::clone(&self.node),
-            operator: "try_map",
+            operator,
             f: move |value| f(value).map(std::iter::once),
         })
     }
@@ -263,10 +273,6 @@ impl DStream<Record> {
     /// let lines = graph.input().values_utf8();
     /// ```
     pub fn values_utf8(&self) -> DStream<String> {
-        self.derive(TryFlatMap {
-            parent: Arc::clone(&self.node),
-            operator: "values_utf8",
-            f: |record: Record| record.into_value_string().map(std::iter::once),
-        })
+        self.try_map_as("values_utf8", Record::into_value_string)
     }
 }
