@@ -86,6 +86,14 @@ const SLUICE_FORCED: [(&str, &str); 5] = [
 ];
 
 fn main() -> Result<()> {
+    // Off unless asked for: `SLUICE_BENCH_LOG=sluice=debug` shows where a
+    // run spends its time.
+    if let Ok(filter) = std::env::var("SLUICE_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let records = env_u64("SLUICE_BENCH_RECORDS", 1_000_000)?;
     let repeats = env_u64("SLUICE_BENCH_REPEATS", 3)?.max(1) as usize;
     let empty_batches = env_u64("SLUICE_BENCH_EMPTY_BATCHES", 2000)?.max(1) as usize;

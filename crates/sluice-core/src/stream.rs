@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::scope::{BatchScope, TaskContext};
-use crate::{BatchInfo, DeadLetter, Executor, InputReader, PoisonPolicy, Record, Result, WriteSet};
+use crate::{
+    BatchInfo, DeadLetter, Executor, InputReader, OffsetRange, PoisonPolicy, Record, Result,
+    WriteSet,
+};
 
 /// Values flowing through one task: a fused chain of narrow operators.
 pub(crate) type PartIter<'a, T> = Box<dyn Iterator<Item = T> + 'a>;
@@ -296,6 +299,12 @@ where
 /// The job's input: one partition per offset range of the batch.
 struct Input;
 
+/// Offsets a source task asks its reader for at a time. A range is read in
+/// chunks so a task holds a few thousand records, not the whole range: its
+/// memory does not grow with the batch, and each record is processed while
+/// it is still in the cache it was copied into.
+const READ_CHUNK: i64 = 4096;
+
 impl Node<Record> for Input {
     fn prepare(&self, _scope: &Arc<BatchScope>) -> Result<()> {
         Ok(())
@@ -312,12 +321,30 @@ impl Node<Record> for Input {
         part: usize,
     ) -> Result<PartIter<'a, Record>> {
         let range = &scope.info.ranges[part];
-        let records = scope.input.read(range)?;
-        scope.note_records_read(part, records.len());
         task.enter_source(range);
+        let chunks = (range.from..range.until)
+            .step_by(READ_CHUNK as usize)
+            .map(|from| OffsetRange {
+                from,
+                until: range.until.min(from.saturating_add(READ_CHUNK)),
+                ..range.clone()
+            });
+        let mut read = 0;
+        // A failed read ends the values and fails the task.
+        let records = chunks.map_while(move |chunk| match scope.input.read(&chunk) {
+            Ok(records) => {
+                read += records.len();
+                scope.note_records_read(part, read);
+                Some(records)
+            }
+            Err(e) => {
+                task.fail(e);
+                None
+            }
+        });
         Ok(Box::new(
             records
-                .into_iter()
+                .flatten()
                 .inspect(|record| task.at_offset(record.offset)),
         ))
     }

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
 use sluice_core::{
-    run_task, Batch, BatchInfo, BatchOutput, DStream, Error, Executor, InlineExecutor,
-    LatestValueSink, MemoryInput, PoisonPolicy, Result, StreamGraph, TaskFn, Write,
+    run_task, Batch, BatchInfo, BatchOutput, DStream, Error, Executor, InlineExecutor, InputReader,
+    LatestValueSink, MemoryInput, OffsetRange, PoisonPolicy, Result, StreamGraph, TaskFn, Write,
 };
 
 /// Runs a stage's tasks on three scoped threads at once, each thread taking
@@ -508,6 +508,82 @@ fn records_read_counts_each_range_in_order() {
         assert_eq!(output.records_read, [2, 0, 3]);
         assert!(output.writes.is_empty());
     }
+}
+
+#[test]
+fn a_range_longer_than_a_read_chunk_arrives_whole_and_in_order() {
+    // Source tasks read a range a few thousand offsets at a time.
+    let values: Vec<String> = (0..10_001).map(|i| i.to_string()).collect();
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let seen = collect(&graph.input().values_utf8());
+        let output = run(
+            &graph,
+            input(vec![values.clone(), vec!["x".into()]]),
+            &executor,
+        )
+        .unwrap();
+        assert_eq!(output.records_read, [10_001, 1]);
+        assert_eq!(only_batch(&seen), [values.clone(), vec!["x".to_owned()]]);
+    }
+}
+
+/// A memory input whose reads fail from offset `fail_from` on: a broker
+/// that goes away half-way through a range.
+struct FailingFrom {
+    input: MemoryInput,
+    fail_from: i64,
+    reads: AtomicUsize,
+}
+
+impl InputReader for FailingFrom {
+    fn read(&self, range: &OffsetRange) -> Result<Vec<sluice_core::Record>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        if range.until > self.fail_from {
+            return Err(Error::Read {
+                range: range.clone(),
+                source: "the broker went away".into(),
+            });
+        }
+        self.input.read(range)
+    }
+}
+
+#[test]
+fn a_read_failing_half_way_through_a_range_fails_the_batch_naming_the_unread_offsets() {
+    let values: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+    let input = input(vec![values]);
+    let info = info_for(&input);
+    let reader = Arc::new(FailingFrom {
+        input,
+        fail_from: 9_000,
+        reads: AtomicUsize::new(0),
+    });
+    let graph = StreamGraph::new();
+    graph
+        .input()
+        .values_utf8()
+        .count_by_value()
+        .save_counts("words");
+    let err = graph
+        .run_batch(
+            info,
+            Arc::clone(&reader) as Arc<dyn InputReader>,
+            Arc::new(InlineExecutor),
+        )
+        .unwrap_err();
+    let text = format!("{err:?}");
+    assert!(text.contains("the broker went away"), "{text}");
+    // The records before the failure were read, in chunks, and then dropped
+    // with the batch: nothing of it is staged.
+    assert!(reader.reads.load(Ordering::Relaxed) > 1);
+    let Error::Task { source, .. } = err else {
+        panic!("expected a task error, got {err:?}");
+    };
+    let Error::Read { range, .. } = *source else {
+        panic!("expected a read error, got {source:?}");
+    };
+    assert!(range.from <= 9_000 && range.until > 9_000, "{range}");
 }
 
 #[test]

@@ -24,6 +24,10 @@ pub(crate) struct PartitionConsumer {
 
 impl PartitionConsumer {
     pub(crate) fn new(tp: TopicPartition, config: Arc<ClientConfig>) -> Self {
+        // A topic name of its own: every record holds a reference to it, and
+        // a count shared with the consumers read on other threads would be
+        // contended on every record.
+        let tp = TopicPartition::new(&*tp.topic, tp.partition);
         Self {
             tp,
             config,
