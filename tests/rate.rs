@@ -1,10 +1,13 @@
 //! Rate control against a broker: the first batch after a start is bounded
-//! by the initial rate, no batch passes its per-partition cap, and
-//! backpressure sizes batches so processing settles near the interval.
+//! by the initial rate, no batch passes its per-partition cap, backpressure
+//! sizes batches so processing settles near the interval, and the job-wide
+//! max rate holds over wall-clock time when batches catch up.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use sluice::{RateLimits, RateReason};
+use sluice::runtime::BatchCompleted;
+use sluice::{CheckpointStore, RateLimits, RateReason};
 
 use crate::util::job::{self, RunningJob};
 use crate::util::kafka;
@@ -101,4 +104,84 @@ fn backpressure_bounds_the_first_batch_respects_caps_and_settles_near_the_interv
             .map(|b| (b.records, b.processing))
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn max_rate_holds_over_wall_clock_time_while_batches_catch_up_after_an_overrun() {
+    const MAX_RATE: f64 = 1_000.0;
+    const INTERVAL: Duration = Duration::from_millis(100);
+    /// Batch 2 takes this long, so the batches due meanwhile run back to back.
+    const OVERRUN: Duration = Duration::from_millis(700);
+    let budget = (MAX_RATE * INTERVAL.as_secs_f64()) as u64;
+
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "backlog", 2);
+    for p in 0..2 {
+        let values: Vec<String> = (0..5_000).map(|i| format!("r-{p}-{i}")).collect();
+        kafka::produce(&bootstrap, "backlog", Some(p), &values);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = job::context(dir.path())
+        .batch_interval(INTERVAL)
+        .rate_limits(RateLimits::new().max_rate(MAX_RATE))
+        .build()
+        .unwrap();
+    let source = job::source(&bootstrap)
+        .subscribe(["backlog"])
+        .build()
+        .unwrap();
+    ctx.kafka_stream(source).count().foreach_batch(|_, info| {
+        if info.id == 2 {
+            std::thread::sleep(OVERRUN);
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    // When each batch committed; a batch is planned after the one before it
+    // committed, so every batch after `j` up to `k` was planned and read
+    // between the commits of `j` and `k`.
+    let committed: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
+    let seen = Arc::clone(&committed);
+    ctx.add_listener(move |batch: &BatchCompleted, _: &dyn CheckpointStore| {
+        seen.lock().unwrap().push((Instant::now(), batch.records));
+    });
+    let mut running = RunningJob::start(ctx);
+    let batches = running.wait_for("14 committed batches", |p| {
+        (p.batches.len() >= 14).then(|| p.batches.clone())
+    });
+    running.stop();
+    let committed = committed.lock().unwrap().clone();
+
+    // The overrun happened: several batches started late, one right after
+    // the other.
+    let late = batches
+        .iter()
+        .filter(|b| b.scheduling_delay > INTERVAL * 2)
+        .count();
+    assert!(late >= 3, "expected catch-up batches: {late} started late");
+
+    // In every span between two commits, the batches read at most the rate
+    // times the span plus one batch's budget.
+    for (j, (from, _)) in committed.iter().enumerate() {
+        let mut read = 0;
+        for (until, records) in &committed[j + 1..] {
+            read += records;
+            let span = until.duration_since(*from).as_secs_f64();
+            let allowed = (MAX_RATE * span).ceil() as u64 + budget;
+            assert!(
+                read <= allowed,
+                "{read} records in {span:.3} s after batch {j}, max rate allows {allowed}: {committed:?}"
+            );
+        }
+    }
+    for batch in &batches {
+        assert!(
+            batch.records <= budget,
+            "batch {} read {}",
+            batch.info.id,
+            batch.records
+        );
+        let limit = batch.info.rate_limit.expect("every batch is rate limited");
+        assert_eq!(limit.reason, RateReason::MaxRate, "{limit}");
+    }
 }

@@ -105,7 +105,7 @@ impl KafkaSource {
         self.on_data_loss
     }
 
-    /// How long a task waits for the records of its range before failing.
+    /// How long one read waits for its records before failing.
     pub fn poll_timeout(&self) -> Duration {
         self.poll_timeout
     }
@@ -290,8 +290,9 @@ impl KafkaSourceBuilder {
         self
     }
 
-    /// How long a task waits for the records of its range before failing.
-    /// Default: 30 s.
+    /// How long one read waits for its records before failing. A task
+    /// reads its range a few thousand offsets at a time, so this bounds a
+    /// stall, not the whole range. Default: 30 s.
     pub fn poll_timeout(mut self, timeout: Duration) -> Self {
         self.poll_timeout = timeout;
         self

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit};
 use sluice_core::{
-    batch_caps, BatchInfo, BatchOutput, PidRateEstimator, RateLimit, RateLimits, StreamGraph,
-    TopicPartition,
+    batch_caps_within, BatchInfo, BatchOutput, PidRateEstimator, RateLimit, RateLimits,
+    StreamGraph, TopicPartition,
 };
 use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, Plan};
 
 use crate::dead_letters;
 use crate::listener::{BatchCompleted, BatchListener};
+use crate::max_rate::MaxRateBucket;
 use crate::pool::WorkerPool;
 use crate::write_ahead::{self, Replay};
 use crate::{BatchFailurePolicy, Error, Result};
@@ -61,6 +62,8 @@ struct Progress {
     /// Backpressure: fed by every committed batch.
     estimator: Option<PidRateEstimator>,
     estimate: Option<f64>,
+    /// The job-wide `max_rate` over wall-clock time, if one is set.
+    max_rate: Option<MaxRateBucket>,
     /// A batch planned before the restart that did not commit.
     replay: Option<Replay>,
 }
@@ -88,6 +91,9 @@ impl Driver {
             positions,
             estimator,
             estimate: None,
+            max_rate: limits
+                .max_rate
+                .and_then(|rate| MaxRateBucket::new(rate, self.settings.batch_interval)),
             replay,
         };
         tracing::info!(
@@ -281,13 +287,24 @@ impl Driver {
                 (p.tp.clone(), (p.latest - from).max(0) as u64)
             })
             .collect();
-        let caps = batch_caps(
-            &self.settings.rate_limits,
-            progress.estimate,
-            progress.first_batch,
-            self.settings.batch_interval,
-            &lags,
-        );
+        let caps_within = |allowance| {
+            batch_caps_within(
+                &self.settings.rate_limits,
+                progress.estimate,
+                progress.first_batch,
+                self.settings.batch_interval,
+                &lags,
+                allowance,
+            )
+        };
+        let mut caps = caps_within(u64::MAX);
+        if let (Some(bucket), Some(wanted)) = (&progress.max_rate, caps.total()) {
+            // Batches catching up after an overrun get only what accrued.
+            let granted = bucket.take(wanted);
+            if granted < wanted {
+                caps = caps_within(granted);
+            }
+        }
         let on_data_loss = self.client.source().on_data_loss();
         let plan = plan_ranges(
             &progress.positions,

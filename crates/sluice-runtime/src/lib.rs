@@ -24,6 +24,7 @@ mod dead_letters;
 mod driver;
 mod error;
 mod listener;
+mod max_rate;
 mod pool;
 mod signals;
 mod write_ahead;

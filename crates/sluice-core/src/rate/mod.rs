@@ -12,7 +12,9 @@
 //! - [`batch_caps`] (`split.rs`): turns the limits, the latest estimate and
 //!   every partition's lag into [`BatchCaps`] — the per-partition caps that
 //!   `sluice_kafka::plan_ranges` takes — and the [`RateLimit`] that bound
-//!   the batch.
+//!   the batch. [`batch_caps_within`] also takes what is left of the
+//!   job-wide `max_rate` over wall-clock time, which the driver meters
+//!   with a token bucket.
 //!
 //! ```
 //! use std::time::Duration;
@@ -46,4 +48,4 @@ mod split;
 
 pub use estimator::PidRateEstimator;
 pub use limits::{PidSettings, RateError, RateLimits};
-pub use split::{batch_caps, BatchCaps, RateLimit, RateReason};
+pub use split::{batch_caps, batch_caps_within, BatchCaps, RateLimit, RateReason};

@@ -103,6 +103,25 @@ pub struct BatchCaps {
     pub limit: Option<RateLimit>,
 }
 
+impl BatchCaps {
+    /// The most records the batch may read in all: `None` when some
+    /// partition is unlimited.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sluice_core::{batch_caps, RateLimits, TopicPartition};
+    ///
+    /// let lags = [(TopicPartition::new("t", 0), 70), (TopicPartition::new("t", 1), 90)];
+    /// let second = Duration::from_secs(1);
+    /// let capped = batch_caps(&RateLimits::new().max_rate(100.0), None, false, second, &lags);
+    /// assert_eq!(capped.total(), Some(100));
+    /// assert_eq!(batch_caps(&RateLimits::new(), None, false, second, &lags).total(), None);
+    /// ```
+    pub fn total(&self) -> Option<u64> {
+        self.caps.as_ref().map(|caps| caps.values().sum())
+    }
+}
+
 /// Decides how many records each partition may read in the next batch.
 ///
 /// `lags` holds every partition of the job with the records it has
@@ -159,6 +178,44 @@ pub fn batch_caps(
     batch_interval: Duration,
     lags: &[(TopicPartition, u64)],
 ) -> BatchCaps {
+    batch_caps_within(
+        limits,
+        estimate,
+        first_batch,
+        batch_interval,
+        lags,
+        u64::MAX,
+    )
+}
+
+/// [`batch_caps`] with the job budget lowered to at most `allowance`
+/// records: what is left of the job-wide [`RateLimits::max_rate`] over
+/// wall-clock time, when batches come closer together than the batch
+/// interval (catching up after an overrun). Unlike the rate × interval
+/// budget, an allowance of 0 reads nothing; only
+/// [`RateLimits::min_rate_per_partition`] reads beyond it. Without a job
+/// budget the allowance does not apply.
+///
+/// ```
+/// use std::time::Duration;
+/// use sluice_core::{batch_caps_within, RateLimits, TopicPartition};
+///
+/// let limits = RateLimits::new().max_rate(1_000.0);
+/// let lags = [(TopicPartition::new("t", 0), 5_000), (TopicPartition::new("t", 1), 5_000)];
+/// let second = Duration::from_secs(1);
+/// let caps = batch_caps_within(&limits, None, false, second, &lags, 300).caps.unwrap();
+/// assert_eq!(caps.values().sum::<u64>(), 300);
+/// let none_left = batch_caps_within(&limits, None, false, second, &lags, 0).caps.unwrap();
+/// assert_eq!(none_left.values().sum::<u64>(), 0);
+/// ```
+pub fn batch_caps_within(
+    limits: &RateLimits,
+    estimate: Option<f64>,
+    first_batch: bool,
+    batch_interval: Duration,
+    lags: &[(TopicPartition, u64)],
+    allowance: u64,
+) -> BatchCaps {
     let lags: BTreeMap<&TopicPartition, u64> = lags.iter().map(|(tp, lag)| (tp, *lag)).collect();
     let job = job_rate(limits, estimate, first_batch);
     let maxima: Vec<Option<f64>> = lags.keys().map(|tp| limits.max_rate_for(tp)).collect();
@@ -188,7 +245,9 @@ pub fn batch_caps(
 
     let caps: Vec<Option<u64>> = match job {
         Some(job) => {
-            let budget = records_in(job.records_per_second, batch_interval).max(1);
+            let budget = records_in(job.records_per_second, batch_interval)
+                .max(1)
+                .min(allowance);
             let lagging = slots.iter().filter(|s| s.lag > 0).count() as u64;
             if budget >= lagging {
                 for slot in slots.iter_mut().filter(|s| s.lag > 0) {
@@ -875,6 +934,36 @@ mod tests {
             prop_assert_eq!(sum, budget.min(sum_hi).max(sum_lo));
             if limits.min_rate_per_partition == 0.0 {
                 prop_assert!(sum <= budget);
+            }
+        }
+
+        #[test]
+        fn an_allowance_lowers_the_budget_and_nothing_else(
+            (limits, estimate, first, interval, lags) in scenario(),
+            allowance in prop_oneof![Just(0u64), 0u64..10_000, Just(u64::MAX)],
+        ) {
+            let full = batch_caps(&limits, estimate, first, interval, &lags);
+            let within = batch_caps_within(&limits, estimate, first, interval, &lags, allowance);
+            prop_assert_eq!(full.limit, within.limit);
+            let Some(budget) = expected_budget(&limits, estimate, first, interval) else {
+                // No job budget: the allowance does not apply.
+                prop_assert_eq!(full, within);
+                return Ok(());
+            };
+            // The same split, as if the budget were the smaller of the two.
+            let (full, within) = (full.caps.unwrap(), within.caps.unwrap());
+            let sum = |caps: &BTreeMap<TopicPartition, u64>| caps.values().sum::<u64>();
+            let floors: u64 = lags
+                .iter()
+                .map(|(tp, lag)| {
+                    let hi = partition_max(&limits, tp, interval).map_or(*lag, |m| m.min(*lag));
+                    records_in(limits.min_rate_per_partition, interval).min(hi)
+                })
+                .sum();
+            prop_assert!(sum(&within) <= sum(&full));
+            prop_assert!(sum(&within) <= allowance.max(floors), "{} > {allowance}", sum(&within));
+            if allowance >= budget {
+                prop_assert_eq!(full, within);
             }
         }
 
