@@ -29,19 +29,18 @@
 //! ```text
 //! cargo bench --bench kafka_throughput
 //! ```
+//!
+//! Under `cargo test` (no `--bench` argument) the defaults shrink to
+//! 100,000 records, one repeat and 100 empty batches: a check that every
+//! job runs and counts right, not a measurement.
 
-use std::fs::File;
 use std::hint::black_box;
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -52,6 +51,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice::prelude::*;
 use sluice::RateLimits;
 use tempfile::TempDir;
+
+// The integration tests' broker launcher; the bench uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/util/tansu.rs"]
+mod tansu;
+use tansu::Tansu;
 
 const PARTITIONS: i32 = 4;
 const WORDS_PER_LINE: usize = 9;
@@ -94,9 +99,17 @@ fn main() -> Result<()> {
             .with_writer(std::io::stderr)
             .init();
     }
-    let records = env_u64("SLUICE_BENCH_RECORDS", 1_000_000)?;
-    let repeats = env_u64("SLUICE_BENCH_REPEATS", 3)?.max(1) as usize;
-    let empty_batches = env_u64("SLUICE_BENCH_EMPTY_BATCHES", 2000)?.max(1) as usize;
+    // `cargo bench` passes `--bench`; `cargo test` runs this binary without
+    // it, as a quick check that every measured job still works.
+    let measuring = std::env::args().any(|arg| arg == "--bench");
+    let (records, repeats, empty_batches) = if measuring {
+        (1_000_000, 3, 2000)
+    } else {
+        (100_000, 1, 100)
+    };
+    let records = env_u64("SLUICE_BENCH_RECORDS", records)?;
+    let repeats = env_u64("SLUICE_BENCH_REPEATS", repeats)?.max(1) as usize;
+    let empty_batches = env_u64("SLUICE_BENCH_EMPTY_BATCHES", empty_batches)?.max(1) as usize;
     let max_rate = std::env::var("SLUICE_BENCH_MAX_RATE_PER_PARTITION")
         .ok()
         .map(|v| v.parse::<f64>())
@@ -112,14 +125,14 @@ fn main() -> Result<()> {
         "SLUICE_BENCH_RECORDS must be at least {PARTITIONS}"
     );
 
-    let broker = Tansu::start()?;
+    if !measuring {
+        println!("quick check under `cargo test`: the figures below are not measurements");
+    }
+    let broker = Tansu::start_in_memory();
     let bootstrap = broker.bootstrap();
-    println!(
-        "tansu {} (memory storage) on {bootstrap}",
-        broker.bin.display()
-    );
+    println!("tansu (memory storage) on {bootstrap}");
 
-    broker.create_topic("lines", PARTITIONS)?;
+    broker.create_topic("lines", PARTITIONS);
     let started = Instant::now();
     prefill(&bootstrap, "lines", records)?;
     let elapsed = started.elapsed();
@@ -209,7 +222,7 @@ fn main() -> Result<()> {
     }
 
     if runs("empty") || runs("synced") {
-        broker.create_topic("empty", PARTITIONS)?;
+        broker.create_topic("empty", PARTITIONS);
         println!();
         println!(
             "empty batches: {empty_batches} batches at a 1 ms interval on an empty \
@@ -563,167 +576,4 @@ fn env_u64(name: &str, default: u64) -> Result<u64> {
             .with_context(|| format!("{name}={value} is not a count")),
         Err(_) => Ok(default),
     }
-}
-
-/// A tansu broker child process with memory storage; killed on drop.
-struct Tansu {
-    bin: PathBuf,
-    port: u16,
-    child: Child,
-    dir: TempDir,
-}
-
-impl Tansu {
-    fn start() -> Result<Self> {
-        let bin = tansu_bin()?;
-        let dir = TempDir::with_prefix("tansu-bench-")?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = File::create(dir.path().join("tansu.log"))?;
-        let mut cmd = Command::new(&bin);
-        cmd.args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-        isolate(&mut cmd, dir.path());
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        let mut broker = Tansu {
-            bin,
-            port,
-            child,
-            dir,
-        };
-        broker.wait_ready()?;
-        Ok(broker)
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("tansu exited with {status}:\n{}", self.log_tail());
-            }
-            // A plain connect first keeps librdkafka's connection-refused
-            // noise out of the output while the broker boots.
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", self.bootstrap())
-                    .create()?;
-                if consumer
-                    .fetch_metadata(None, Duration::from_secs(2))
-                    .is_ok_and(|md| !md.brokers().is_empty())
-                {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!("tansu did not answer within 30 s:\n{}", self.log_tail());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Creates the topic and waits until every partition has a leader.
-    fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(["topic", "create", name, "--partitions"])
-            .arg(partitions.to_string())
-            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)]);
-        isolate(&mut cmd, self.dir.path());
-        let out = cmd.output()?;
-        ensure!(
-            out.status.success(),
-            "tansu topic create {name} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .create()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = consumer
-                .fetch_metadata(Some(name), Duration::from_secs(5))
-                .ok()
-                .and_then(|md| {
-                    let topic = md.topics().iter().find(|t| t.name() == name)?;
-                    let ok = topic.error().is_none()
-                        && topic.partitions().len() == partitions as usize
-                        && topic
-                            .partitions()
-                            .iter()
-                            .all(|p| p.error().is_none() && p.leader() >= 0);
-                    Some(ok)
-                });
-            if ready == Some(true) {
-                return Ok(());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "topic {name} not ready after 30 s:\n{}",
-                self.log_tail()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let mut text = String::new();
-        let _ = File::open(self.dir.path().join("tansu.log"))
-            .and_then(|mut f| f.read_to_string(&mut text));
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Keeps the caller's environment from steering tansu (it reads `.env`
-/// files from its working directory up, and some settings from the
-/// environment).
-fn isolate(cmd: &mut Command, workdir: &Path) {
-    cmd.current_dir(workdir)
-        .env_remove("SCHEMA_REGISTRY")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env(
-            "RUST_LOG",
-            std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".to_owned()),
-        );
-}
-
-/// `$TANSU_BIN`, else `tansu` on `PATH`, else `~/.cargo/bin/tansu`.
-fn tansu_bin() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("TANSU_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("tansu"))
-            .find(|candidate| candidate.is_file())
-    });
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
-    on_path
-        .or_else(|| cargo_home.map(|home| home.join("bin").join("tansu")).filter(|p| p.is_file()))
-        .context("the tansu broker is not installed (looked at $TANSU_BIN, PATH and ~/.cargo/bin): run `make setup`")
 }
