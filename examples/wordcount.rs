@@ -5,6 +5,9 @@
 //! cargo run --release --example wordcount                       # embedded broker + producer
 //! cargo run --release --example wordcount -- --brokers 127.0.0.1:9092 --topic lines
 //! cargo run --release --example wordcount -- --totals           # print committed totals, exit
+//! cargo run --release --example wordcount -- --brokers 127.0.0.1:9092 \
+//!     --backpressure --initial-rate 5000 --max-rate-per-partition 2000 \
+//!     --set queued.max.messages.kbytes=4096                      # rate limits, client settings
 //! ```
 //!
 //! Without `--brokers` the example starts an in-process Kafka broker,
@@ -73,6 +76,33 @@ struct Args {
     /// How many of the most frequent words to show after each batch.
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// Most records per second each partition reads.
+    #[arg(long, value_name = "RECORDS")]
+    max_rate_per_partition: Option<f64>,
+    /// Most records per second the whole job reads.
+    #[arg(long, value_name = "RECORDS")]
+    max_rate: Option<f64>,
+    /// Sizes batches by how fast the job processes them (PID estimator).
+    #[arg(long)]
+    backpressure: bool,
+    /// Records per second of the first batch, and of every batch until
+    /// backpressure has an estimate.
+    #[arg(long, value_name = "RECORDS")]
+    initial_rate: Option<f64>,
+    /// A librdkafka consumer setting, e.g. `--set queued.max.messages.kbytes=4096`;
+    /// repeat for several.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = setting)]
+    settings: Vec<(String, String)>,
+}
+
+/// Parses `--set KEY=VALUE`.
+fn setting(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("`{arg}` is not KEY=VALUE")),
+    }
 }
 
 fn main() {
@@ -109,7 +139,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(workers) = args.workers {
         builder = builder.workers(workers);
     }
-    let ctx = builder.build()?;
+    let mut limits = RateLimits::new().backpressure(args.backpressure);
+    limits.max_rate_per_partition = args.max_rate_per_partition;
+    limits.max_rate = args.max_rate;
+    limits.initial_rate = args.initial_rate;
+    let ctx = builder.rate_limits(limits).build()?;
 
     let mut source = KafkaSource::builder()
         .brokers(brokers)
@@ -123,6 +157,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         // once), so a batch would wait up to 500 ms for records it knows
         // exist. Ask it to answer sooner.
         source = source.set("fetch.wait.max.ms", "10");
+    }
+    for (key, value) in &args.settings {
+        source = source.set(key, value);
     }
     ctx.kafka_stream(source.build()?)
         .values_utf8()

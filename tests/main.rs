@@ -6,6 +6,7 @@ mod bad_input;
 mod broker_harness;
 mod exactly_once;
 mod faults;
+mod memory;
 mod offsets;
 mod poison;
 mod rate;

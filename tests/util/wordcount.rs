@@ -98,6 +98,19 @@ impl Wordcount {
         log: &Path,
         batch_interval_ms: u64,
     ) -> Self {
+        Self::start_with_args(brokers, topic, checkpoint, log, batch_interval_ms, &[])
+    }
+
+    /// Like [`start_with_interval`](Self::start_with_interval), with more
+    /// command-line arguments (rate limits, `--set` client settings).
+    pub(crate) fn start_with_args(
+        brokers: &str,
+        topic: &str,
+        checkpoint: &Path,
+        log: &Path,
+        batch_interval_ms: u64,
+        extra: &[&str],
+    ) -> Self {
         let out = File::options()
             .create(true)
             .append(true)
@@ -109,6 +122,7 @@ impl Wordcount {
             .arg(checkpoint)
             .args(["--batch-interval-ms", &batch_interval_ms.to_string()])
             .args(["--workers", "2"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out)
@@ -119,6 +133,26 @@ impl Wordcount {
             child,
             log: log.to_owned(),
         }
+    }
+
+    /// The child's peak resident memory so far (`VmHWM`), in bytes.
+    pub(crate) fn peak_memory(&mut self) -> u64 {
+        self.assert_running();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.id()))
+            .expect("reading the child's /proc status");
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no VmHWM in the child's status:\n{status}"));
+        kib * 1024
     }
 
     /// The child's process id.
