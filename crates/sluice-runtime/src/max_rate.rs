@@ -1,13 +1,17 @@
 //! The job-wide `max_rate` metered over wall-clock time: a token bucket
-//! that holds at most one batch's worth of records.
+//! that holds at most one and a quarter batch's worth of records.
 //!
 //! A budget of rate × interval per batch keeps the average under the rate,
 //! but not every stretch of time: batches due while an overrun batch ran
 //! start back to back, and each would read a whole interval's worth. The
 //! bucket refills at the rate, so such catch-up batches read only what
 //! accrued since the last one. In any span of `t` seconds the job reads at
-//! most `rate × t` plus one batch's budget (and the
+//! most `rate × t` plus the bucket's capacity (and the
 //! `min_rate_per_partition` floors, which go beyond any budget).
+//!
+//! The quarter above one budget absorbs the jitter of when batches are
+//! planned: a batch planned a few milliseconds less than an interval after
+//! the one before still gets its whole budget.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -22,7 +26,7 @@ pub(crate) struct MaxRateBucket<C: Clock = DefaultClock> {
     limiter: RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>,
     /// Time one record's token takes to come back.
     per_record: Duration,
-    /// Most records the bucket holds: one batch's budget.
+    /// Most records the bucket holds: one and a quarter batch's budget.
     capacity: u32,
 }
 
@@ -39,8 +43,8 @@ impl MaxRateBucket {
 impl<C: Clock> MaxRateBucket<C> {
     fn with_clock(rate: f64, interval: Duration, clock: C) -> Option<Self> {
         // The same budget as the split's: whole records, at least one.
-        let budget = (rate * interval.as_secs_f64() + 1e-6).floor().max(1.0);
-        let capacity = NonZeroU32::new(u32::try_from(budget as u64).ok()?)?;
+        let budget = (rate * interval.as_secs_f64() + 1e-6).floor().max(1.0) as u64;
+        let capacity = NonZeroU32::new(u32::try_from(budget + budget / 4).ok()?)?;
         let per_record = Duration::try_from_secs_f64(1.0 / rate).ok()?;
         let quota = Quota::with_period(per_record)?.allow_burst(capacity);
         Some(Self {
@@ -91,14 +95,28 @@ mod tests {
     }
 
     #[test]
-    fn a_full_bucket_gives_one_batch_and_refills_at_the_rate() {
+    fn a_full_bucket_gives_its_capacity_and_refills_at_the_rate() {
         let (bucket, clock) = bucket(1_000.0, 100);
-        assert_eq!(bucket.take(5_000), 100, "one batch's budget");
+        assert_eq!(bucket.take(5_000), 125, "a batch's budget and a quarter");
         assert_eq!(bucket.take(5_000), 0, "nothing left at the same instant");
         clock.advance(Duration::from_millis(30));
         assert_eq!(bucket.take(5_000), 30, "what 30 ms accrued");
         clock.advance(Duration::from_secs(60));
-        assert_eq!(bucket.take(5_000), 100, "never more than one batch");
+        assert_eq!(bucket.take(5_000), 125, "never more than the capacity");
+    }
+
+    #[test]
+    fn batches_planned_a_little_early_still_get_their_budget() {
+        let (bucket, clock) = bucket(1_000.0, 100);
+        assert_eq!(bucket.take(100), 100);
+        for early_ms in [3, 1, 0, 5] {
+            clock.advance(Duration::from_millis(100 - early_ms));
+            assert_eq!(bucket.take(100), 100, "{early_ms} ms early");
+            clock.advance(Duration::from_millis(early_ms));
+        }
+        // Planned right after the last one: only the quarter is left.
+        assert_eq!(bucket.take(100), 25);
+        assert_eq!(bucket.take(100), 0);
     }
 
     #[test]
@@ -106,7 +124,7 @@ mod tests {
         let (bucket, clock) = bucket(1_000.0, 100);
         assert_eq!(bucket.take(40), 40);
         assert_eq!(bucket.take(0), 0);
-        assert_eq!(bucket.take(1_000), 60);
+        assert_eq!(bucket.take(1_000), 85);
         clock.advance(Duration::from_millis(10));
         assert_eq!(bucket.take(4), 4);
         assert_eq!(bucket.take(100), 6);
@@ -155,9 +173,9 @@ mod tests {
             }
         }
 
-        /// After a full interval without takes, a batch gets its whole budget.
+        /// Long enough without takes, the bucket is full again.
         #[test]
-        fn an_idle_interval_refills_the_whole_budget(
+        fn an_idle_spell_refills_the_bucket(
             rate in prop_oneof![0.5f64..10.0, 10.0f64..100_000.0],
             interval_ms in 1u64..2_000,
             first in 0u64..200_000,
