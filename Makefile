@@ -25,7 +25,7 @@ help:
 	@echo "make setup              install system packages and the tansu broker"
 	@echo "make run ARGS='...'     run the wordcount example (release)"
 	@echo "make test               setup, lint, then the whole test suite"
-	@echo "make bench              run the pipeline benchmark"
+	@echo "make bench              run the in-memory and the Kafka benchmarks"
 	@echo "make lint               rustfmt check and clippy -D warnings"
 	@echo "make fmt                format the workspace"
 	@echo "make clean-checkpoints  delete $(CHECKPOINT_DIR)/"
@@ -52,6 +52,7 @@ test-only: setup
 
 bench: setup
 	$(CARGO) bench --bench pipeline
+	$(CARGO) bench --bench kafka_throughput
 
 lint: setup-lite
 	$(CARGO) fmt --all --check
