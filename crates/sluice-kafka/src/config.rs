@@ -17,7 +17,18 @@ use crate::{ConsumerStrategy, DataLossPolicy, Error, Result, StartOffsets};
 /// task waits for a worker. Once its queue is full, librdkafka's default
 /// pauses that partition's fetching for a whole second
 /// (`fetch.queue.backoff.ms=1000`), which would stall the next read.
-const DEFAULTS: [(&str, &str); 1] = [("fetch.queue.backoff.ms", "10")];
+///
+/// librdkafka sizes its prefetch queue for one consumer of many partitions
+/// (64 MiB); sluice has a consumer per partition, so that would be 64 MiB
+/// per partition. 8 MiB keeps reads fed (measured no slower in the
+/// throughput bench) at an eighth of the memory.
+const DEFAULTS: [(&str, &str); 2] = [
+    ("fetch.queue.backoff.ms", "10"),
+    ("queued.max.messages.kbytes", QUEUED_MAX_MESSAGES_KBYTES),
+];
+
+/// sluice's default prefetch queue per partition consumer, in KiB.
+const QUEUED_MAX_MESSAGES_KBYTES: &str = "8192";
 
 /// Settings every consumer of the crate gets, whatever the user set; the
 /// builder refuses contradicting values.
@@ -31,7 +42,6 @@ const FORCED: [(&str, &str); 4] = [
 /// librdkafka's (2.x) defaults for the sizes [`check_fetch_sizes`] relates.
 const MESSAGE_MAX_BYTES: i64 = 1_000_000;
 const FETCH_MAX_BYTES: i64 = 50 * 1024 * 1024;
-const QUEUED_MAX_MESSAGES_KBYTES: i64 = 64 * 1024;
 /// What a fetch response needs beyond `fetch.max.bytes` for its framing.
 const FRAMING_BYTES: i64 = 512;
 
@@ -477,7 +487,9 @@ fn check_fetch_sizes(settings: &BTreeMap<String, String>) -> Result<()> {
         }
         Some(fetch) => fetch,
         None => {
-            let queued = size("queued.max.messages.kbytes").unwrap_or(QUEUED_MAX_MESSAGES_KBYTES);
+            let queued = size("queued.max.messages.kbytes")
+                .or_else(|| QUEUED_MAX_MESSAGES_KBYTES.parse().ok())
+                .expect("sluice's default queue size is a number");
             FETCH_MAX_BYTES.min(queued * 1024).max(message)
         }
     };
@@ -726,8 +738,9 @@ mod tests {
                 .subscribe(["a"])
                 .set("receive.message.max.bytes", "2000000"),
         );
+        // Unset, fetch.max.bytes follows sluice's 8 MiB queue.
         assert_eq!(setting, "receive.message.max.bytes");
-        assert!(reason.contains("(52429312)"), "{reason}");
+        assert!(reason.contains("(8389120)"), "{reason}");
         let (setting, reason) = config_err(
             base()
                 .subscribe(["a"])
@@ -781,6 +794,7 @@ mod tests {
         assert_eq!(c.get("enable.partition.eof"), Some("true"));
         assert_eq!(c.get("auto.offset.reset"), Some("error"));
         assert_eq!(c.get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("8192"));
         assert_eq!(c.get("group.id"), Some("g"));
         assert_eq!(c.get("bootstrap.servers"), Some("localhost:9092"));
     }

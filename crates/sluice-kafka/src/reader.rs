@@ -30,8 +30,8 @@ type Slot = Arc<Mutex<PartitionReader<PartitionConsumer>>>;
 /// [`sluice_core::Error::Read`] with a [`crate::Error`] as source.
 ///
 /// Every consumer prefetches (librdkafka's `queued.max.messages.kbytes`,
-/// 64 MiB by default); with many partitions per process, lower it through
-/// [`KafkaSourceBuilder::set`](crate::KafkaSourceBuilder::set).
+/// 8 MiB by default in sluice); with many partitions per process, lower it
+/// through [`KafkaSourceBuilder::set`](crate::KafkaSourceBuilder::set).
 pub struct KafkaReader {
     config: Arc<ClientConfig>,
     poll_timeout: Duration,
