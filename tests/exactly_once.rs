@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use sluice::prelude::*;
 use sluice::runtime::Error as RuntimeError;
-use sluice::RocksCheckpoint;
 
 use crate::util::job::{self, APP_ID, WAIT};
-use crate::util::kafka::{self, BackgroundProducer};
-use crate::util::tansu::Tansu;
-use crate::util::wordcount::{self, Wordcount};
+use crate::util::kafka;
+use crate::util::wordcount::{self, LinesTopic, Wordcount};
 
 const POISON: &str = "poison";
 
@@ -178,26 +176,10 @@ fn graceful_stop_and_restart_gives_exact_totals() {
     const PREFILLED: usize = 1500;
     /// Produced during the last run only.
     const HELD_BACK: usize = 1000;
-    let broker = Tansu::start();
-    broker.create_topic("lines", 3);
-    let bootstrap = broker.bootstrap();
-    let lines: Vec<String> = (0..LINES).map(job::line).collect();
-    kafka::produce(&bootstrap, "lines", None, &lines[..PREFILLED]);
-    let producer = BackgroundProducer::start(
-        &bootstrap,
-        "lines",
-        &lines[PREFILLED..],
-        HELD_BACK,
-        250,
-        Duration::from_millis(150),
-    );
+    let input = LinesTopic::start(LINES, PREFILLED, HELD_BACK, 250, Duration::from_millis(150));
+    let (bootstrap, lines) = (&input.bootstrap, &input.lines);
     let dir = tempfile::tempdir().unwrap();
-    let source = || {
-        job::source(&bootstrap)
-            .subscribe(["lines"])
-            .build()
-            .unwrap()
-    };
+    let source = || job::source(bootstrap).subscribe(["lines"]).build().unwrap();
     let run = || job::count_words(job::context(dir.path()).build().unwrap(), source());
 
     // Two graceful stops at different points, the producer still going.
@@ -210,11 +192,11 @@ fn graceful_stop_and_restart_gives_exact_totals() {
     assert!(read <= (LINES - HELD_BACK) as u64);
 
     let mut last = run();
-    producer.finish();
+    input.producer.finish();
     last.wait_for_records(LINES as u64 - read, "the rest of the 5000 lines");
     last.stop();
 
-    assert_eq!(job::committed_counts(dir.path()), job::word_counts(&lines));
+    assert_eq!(job::committed_counts(dir.path()), job::word_counts(lines));
     let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
     let stored = checkpoint.offsets().unwrap();
     assert_eq!(stored.values().sum::<i64>(), LINES as i64);
@@ -234,36 +216,18 @@ fn sigkill_mid_run_and_restart_gives_exact_totals() {
     // Missing or stale: fail before anything starts.
     wordcount::binary();
 
-    let broker = Tansu::start();
-    broker.create_topic("lines", 3);
-    let bootstrap = broker.bootstrap();
-    let lines: Vec<String> = (0..LINES).map(job::line).collect();
-    kafka::produce(&bootstrap, "lines", None, &lines[..PREFILLED]);
-    let producer = BackgroundProducer::start(
-        &bootstrap,
-        "lines",
-        &lines[PREFILLED..],
-        HELD_BACK,
-        200,
-        Duration::from_millis(100),
-    );
+    let input = LinesTopic::start(LINES, PREFILLED, HELD_BACK, 200, Duration::from_millis(100));
+    let (bootstrap, lines) = (&input.bootstrap, &input.lines);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("checkpoint");
     let log = tmp.path().join("wordcount.log");
     let committed_lines = |offsets: &BTreeMap<TopicPartition, i64>| offsets.values().sum::<i64>();
-    let describe = || match RocksCheckpoint::open_read_only(&dir, wordcount::APP_ID) {
-        Ok(store) => format!(
-            "last batch {:?}, offsets {:?}",
-            store.last_batch().map(|b| b.map(|b| b.id)),
-            store.offsets()
-        ),
-        Err(e) => format!("checkpoint not readable: {e}"),
-    };
+    let describe = || wordcount::describe(&dir);
 
     let mut killed_at = Vec::new();
     for threshold in KILL_AT {
         let before = wordcount::committed(&dir).map(|(id, _)| id);
-        let mut child = Wordcount::start(&bootstrap, "lines", &dir, &log);
+        let mut child = Wordcount::start(bootstrap, "lines", &dir, &log);
         let progress = job::poll(
             &format!("{threshold} committed lines, with a batch committed by this run"),
             WAIT,
@@ -288,10 +252,10 @@ fn sigkill_mid_run_and_restart_gives_exact_totals() {
         "a kill came after everything was committed: {killed_at:?}"
     );
 
-    let expected = job::word_counts(&lines);
+    let expected = job::word_counts(lines);
     let expected_words: i64 = expected.values().sum();
-    let mut child = Wordcount::start(&bootstrap, "lines", &dir, &log);
-    producer.finish();
+    let mut child = Wordcount::start(bootstrap, "lines", &dir, &log);
+    input.producer.finish();
     job::poll(
         &format!("all {LINES} lines committed"),
         WAIT,

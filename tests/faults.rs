@@ -11,14 +11,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::core::LatestValueSink;
 use sluice::prelude::*;
-use sluice::RocksCheckpoint;
 
 use crate::util::job::{
     self, first_ranges, offsets, produce_numbered, RunningJob, APP_ID, COUNTS, WAIT,
 };
-use crate::util::kafka::{self, BackgroundProducer};
+use crate::util::kafka;
 use crate::util::tansu::Tansu;
-use crate::util::wordcount::{self, Wordcount};
+use crate::util::wordcount::{self, LinesTopic, Wordcount};
 
 /// Lines committed according to `checkpoint`'s stored offsets (every
 /// partition starts at 0 on a fresh broker).
@@ -79,37 +78,19 @@ fn crash_loop_of_twenty_sigkills_loses_and_duplicates_nothing() {
     let started = Instant::now();
     wordcount::binary();
 
-    let broker = Tansu::start();
-    broker.create_topic("lines", 3);
-    let bootstrap = broker.bootstrap();
-    let lines: Vec<String> = (0..LINES).map(job::line).collect();
-    kafka::produce(&bootstrap, "lines", None, &lines[..PREFILLED]);
-    let producer = BackgroundProducer::start(
-        &bootstrap,
-        "lines",
-        &lines[PREFILLED..],
-        HELD_BACK,
-        50,
-        Duration::from_millis(100),
-    );
+    let input = LinesTopic::start(LINES, PREFILLED, HELD_BACK, 50, Duration::from_millis(100));
+    let (bootstrap, lines) = (&input.bootstrap, &input.lines);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("checkpoint");
     let log = tmp.path().join("wordcount.log");
-    let describe = || match RocksCheckpoint::open_read_only(&dir, wordcount::APP_ID) {
-        Ok(store) => format!(
-            "seed {seed}: last batch {:?}, offsets {:?}",
-            store.last_batch().map(|b| b.map(|b| b.id)),
-            store.offsets()
-        ),
-        Err(e) => format!("seed {seed}: checkpoint not readable: {e}"),
-    };
+    let describe = || format!("seed {seed}: {}", wordcount::describe(&dir));
 
     // (how, last id seen before the kill, last id committed after it)
     let mut kills: Vec<(KillAt, u64, u64)> = Vec::new();
     for run in 0..KILLS {
         let before = wordcount::committed(&dir).map(|(id, _)| id);
         let mut child =
-            Wordcount::start_with_interval(&bootstrap, "lines", &dir, &log, BATCH_INTERVAL_MS);
+            Wordcount::start_with_interval(bootstrap, "lines", &dir, &log, BATCH_INTERVAL_MS);
         let first = job::poll(
             &format!("a batch committed by run {run} (seed {seed})"),
             WAIT,
@@ -181,8 +162,8 @@ fn crash_loop_of_twenty_sigkills_loses_and_duplicates_nothing() {
     );
 
     let mut child =
-        Wordcount::start_with_interval(&bootstrap, "lines", &dir, &log, BATCH_INTERVAL_MS);
-    producer.finish();
+        Wordcount::start_with_interval(bootstrap, "lines", &dir, &log, BATCH_INTERVAL_MS);
+    input.producer.finish();
     job::poll(
         &format!("all {LINES} lines committed (seed {seed})"),
         WAIT,
@@ -220,7 +201,7 @@ fn crash_loop_of_twenty_sigkills_loses_and_duplicates_nothing() {
         "seed {seed}: records read by committed batches"
     );
     let counted = job::family_counts(&checkpoint, wordcount::FAMILY);
-    let expected = job::word_counts(&lines);
+    let expected = job::word_counts(lines);
     let wrong: Vec<_> = expected
         .iter()
         .filter(|(w, n)| counted.get(*w) != Some(*n))

@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 use sluice::prelude::*;
 use sluice::RocksCheckpoint;
 
+use crate::util::job;
+use crate::util::kafka::{self, BackgroundProducer};
+use crate::util::tansu::Tansu;
+
 /// The example's app id, which names its checkpoint.
 pub(crate) const APP_ID: &str = "wordcount";
 
@@ -259,4 +263,60 @@ pub(crate) fn committed(checkpoint: &Path) -> Option<(u64, BTreeMap<TopicPartiti
     let store = RocksCheckpoint::open_read_only(checkpoint, APP_ID).ok()?;
     let last = store.last_batch().ok()??;
     Some((last.id, store.offsets().ok()?))
+}
+
+/// The input of the tests that restart or kill jobs: a tansu broker (sqlite)
+/// whose 3-partition `lines` topic gets the first `prefilled` of `count`
+/// test lines at once, then the rest from a [`BackgroundProducer`] in
+/// chunks of `chunk` every `pause`, the last `held_back` only once
+/// [`BackgroundProducer::finish`] is called.
+pub(crate) struct LinesTopic {
+    /// Kept alive for the test.
+    _broker: Tansu,
+    pub(crate) bootstrap: String,
+    pub(crate) lines: Vec<String>,
+    pub(crate) producer: BackgroundProducer,
+}
+
+impl LinesTopic {
+    pub(crate) fn start(
+        count: usize,
+        prefilled: usize,
+        held_back: usize,
+        chunk: usize,
+        pause: Duration,
+    ) -> Self {
+        let broker = Tansu::start();
+        broker.create_topic("lines", 3);
+        let bootstrap = broker.bootstrap();
+        let lines: Vec<String> = (0..count).map(job::line).collect();
+        kafka::produce(&bootstrap, "lines", None, &lines[..prefilled]);
+        let producer = BackgroundProducer::start(
+            &bootstrap,
+            "lines",
+            &lines[prefilled..],
+            held_back,
+            chunk,
+            pause,
+        );
+        Self {
+            _broker: broker,
+            bootstrap,
+            lines,
+            producer,
+        }
+    }
+}
+
+/// The last batch and the offsets of the example's checkpoint in `dir`, for
+/// failure messages.
+pub(crate) fn describe(dir: &Path) -> String {
+    match RocksCheckpoint::open_read_only(dir, APP_ID) {
+        Ok(store) => format!(
+            "last batch {:?}, offsets {:?}",
+            store.last_batch().map(|b| b.map(|b| b.id)),
+            store.offsets()
+        ),
+        Err(e) => format!("checkpoint not readable: {e}"),
+    }
 }
