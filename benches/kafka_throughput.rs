@@ -228,7 +228,7 @@ fn main() -> Result<()> {
         println!();
         println!(
             "empty batches: {empty_batches} batches at a 1 ms interval on an empty \
-             {PARTITIONS}-partition topic (the first {WARMUP_BATCHES} and the catch-up after them dropped), times in ms"
+             {PARTITIONS}-partition topic (the first {WARMUP_BATCHES} and the catch-up after the first dropped), times in ms"
         );
         println!(
             "{:<34} {:>8} {:>8} {:>8} {:>8}",
@@ -236,6 +236,11 @@ fn main() -> Result<()> {
         );
         if runs("empty") {
             let stats = bench.empty_batches(false, empty_batches)?;
+            println!(
+                "{:<34} {:>8.3}",
+                "first batch (connects)",
+                stats.first.as_secs_f64() * 1e3
+            );
             print_stats("processing + commit (no sync)", &stats.total);
             print_stats("  processing (plan + run)", &stats.processing);
             print_stats("  commit (no sync)", &stats.commit);
@@ -439,13 +444,13 @@ impl Bench {
             "the empty topic had records"
         );
         // The first batch connects and creates the consumers, so it overruns
-        // the 1 ms interval and the batches due meanwhile run late: drop those
-        // too, up to the first one that started on time.
-        let on_time = (WARMUP_BATCHES..seen.len())
-            .find(|&i| seen[i].2 < EMPTY_INTERVAL)
-            .unwrap_or(seen.len() - 1);
-        let seen = &seen[on_time..];
+        // the 1 ms interval and the batches due meanwhile run late, back to
+        // back: drop those too.
+        let first = seen[0].0 + seen[0].1;
+        let catch_up = first.as_nanos().div_ceil(EMPTY_INTERVAL.as_nanos()) as usize;
+        let seen = &seen[(WARMUP_BATCHES + catch_up).min(seen.len() - 1)..];
         Ok(EmptyStats {
+            first,
             processing: seen.iter().map(|s| s.0).collect(),
             commit: seen.iter().map(|s| s.1).collect(),
             scheduling_delay: seen.iter().map(|s| s.2).collect(),
@@ -455,6 +460,8 @@ impl Bench {
 }
 
 struct EmptyStats {
+    /// Processing and commit of the first batch.
+    first: Duration,
     processing: Vec<Duration>,
     commit: Vec<Duration>,
     scheduling_delay: Vec<Duration>,

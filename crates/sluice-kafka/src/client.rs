@@ -32,8 +32,16 @@ impl KafkaSource {
         // and offsets. A broker answers the requests of one connection in
         // order, so each question of a batch gets a client (and a
         // connection) of its own and all three are answered at once.
+        let mut config = self.client_config(None);
+        if !self.settings().contains_key("enable.sparse.connections") {
+            // Connected only on demand, a fresh client's request made while
+            // it hands over from the bootstrap connection to the cluster's
+            // own brokers waits about 50 ms: the first batch would pay it.
+            // Three clients may well connect to every broker.
+            config.set("enable.sparse.connections", "false");
+        }
         let create = |role: &str| -> Result<BaseConsumer<SluiceContext>> {
-            self.client_config(None)
+            config
                 .create_with_context(SluiceContext)
                 .map_err(|e| Error::kafka(format!("creating the {role} consumer"), e))
         };
