@@ -62,6 +62,14 @@ fn fill(broker: &Tansu, topic: &str, per_partition: usize) {
     }
 }
 
+/// A broker with the topics `small` and `big`, ten times larger.
+fn small_and_big() -> Tansu {
+    let broker = Tansu::start_in_memory();
+    fill(&broker, "small", SMALL);
+    fill(&broker, "big", SMALL * 10);
+    broker
+}
+
 /// Runs the example on `topic` until `done` holds for the committed next
 /// offsets, and returns its peak resident memory.
 fn peak_memory(
@@ -104,11 +112,8 @@ fn assert_flat(small: u64, big: u64, how: &str) {
 
 #[test]
 fn peak_memory_under_rate_limits_does_not_grow_with_the_backlog() {
-    let broker = Tansu::start_in_memory();
+    let broker = small_and_big();
     let bootstrap = broker.bootstrap();
-    for (topic, per_partition) in [("small", SMALL), ("big", SMALL * 10)] {
-        fill(&broker, topic, per_partition);
-    }
     let dir = tempfile::tempdir().unwrap();
     let args = [
         "--backpressure",
@@ -145,11 +150,8 @@ fn peak_memory_under_rate_limits_does_not_grow_with_the_backlog() {
 
 #[test]
 fn a_batch_reading_the_whole_backlog_holds_chunks_not_the_backlog() {
-    let broker = Tansu::start_in_memory();
+    let broker = small_and_big();
     let bootstrap = broker.bootstrap();
-    for (topic, per_partition) in [("small", SMALL), ("big", SMALL * 10)] {
-        fill(&broker, topic, per_partition);
-    }
     let dir = tempfile::tempdir().unwrap();
     // No rate limit: the first batch reads everything.
     let args = ["--set", PREFETCH, "--set", FETCH_SIZE];

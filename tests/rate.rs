@@ -6,8 +6,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice::runtime::BatchCompleted;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use sluice::kafka::KafkaSource;
+use sluice::runtime::{BatchCompleted, StreamingContext};
 use sluice::{CheckpointStore, RateLimits, RateReason};
+use tempfile::TempDir;
 
 use crate::util::job::{self, RunningJob};
 use crate::util::kafka;
@@ -20,29 +24,50 @@ const PER_RECORD: Duration = Duration::from_millis(1);
 const INITIAL_RATE: f64 = 500.0;
 const MAX_RATE_PER_PARTITION: f64 = 1000.0;
 
+/// A mock broker whose `backlog` topic holds records already, and a
+/// checkpoint directory for a job reading it.
+struct Backlog {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    dir: TempDir,
+}
+
+impl Backlog {
+    /// `per_partition` records in each of `partitions` partitions.
+    fn new(partitions: i32, per_partition: usize) -> Self {
+        let cluster = kafka::mock_cluster();
+        let bootstrap = cluster.bootstrap_servers();
+        kafka::create_mock_topic(&cluster, "backlog", partitions);
+        for p in 0..partitions {
+            let values: Vec<String> = (0..per_partition).map(|i| format!("r-{p}-{i}")).collect();
+            kafka::produce(&bootstrap, "backlog", Some(p), &values);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        Self { cluster, dir }
+    }
+
+    /// A context with `interval` and `limits`, and a source of `backlog`.
+    fn job(&self, interval: Duration, limits: RateLimits) -> (StreamingContext, KafkaSource) {
+        let ctx = job::context(self.dir.path())
+            .batch_interval(interval)
+            .rate_limits(limits)
+            .build()
+            .unwrap();
+        let source = job::source(&self.cluster.bootstrap_servers())
+            .subscribe(["backlog"])
+            .build()
+            .unwrap();
+        (ctx, source)
+    }
+}
+
 #[test]
 fn backpressure_bounds_the_first_batch_respects_caps_and_settles_near_the_interval() {
-    let cluster = kafka::mock_cluster();
-    let bootstrap = cluster.bootstrap_servers();
-    kafka::create_mock_topic(&cluster, "backlog", 4);
-    for p in 0..4 {
-        let values: Vec<String> = (0..2500).map(|i| format!("r-{p}-{i}")).collect();
-        kafka::produce(&bootstrap, "backlog", Some(p), &values);
-    }
-    let dir = tempfile::tempdir().unwrap();
+    let backlog = Backlog::new(4, 2500);
     let limits = RateLimits::new()
         .backpressure(true)
         .initial_rate(INITIAL_RATE)
         .max_rate_per_partition(MAX_RATE_PER_PARTITION);
-    let ctx = job::context(dir.path())
-        .batch_interval(INTERVAL)
-        .rate_limits(limits)
-        .build()
-        .unwrap();
-    let source = job::source(&bootstrap)
-        .subscribe(["backlog"])
-        .build()
-        .unwrap();
+    let (ctx, source) = backlog.job(INTERVAL, limits);
     ctx.kafka_stream(source)
         .map_partitions(|records| {
             std::thread::sleep(PER_RECORD * records.len() as u32);
@@ -114,23 +139,8 @@ fn max_rate_holds_over_wall_clock_time_while_batches_catch_up_after_an_overrun()
     const OVERRUN: Duration = Duration::from_millis(700);
     let budget = (MAX_RATE * INTERVAL.as_secs_f64()) as u64;
 
-    let cluster = kafka::mock_cluster();
-    let bootstrap = cluster.bootstrap_servers();
-    kafka::create_mock_topic(&cluster, "backlog", 2);
-    for p in 0..2 {
-        let values: Vec<String> = (0..5_000).map(|i| format!("r-{p}-{i}")).collect();
-        kafka::produce(&bootstrap, "backlog", Some(p), &values);
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let ctx = job::context(dir.path())
-        .batch_interval(INTERVAL)
-        .rate_limits(RateLimits::new().max_rate(MAX_RATE))
-        .build()
-        .unwrap();
-    let source = job::source(&bootstrap)
-        .subscribe(["backlog"])
-        .build()
-        .unwrap();
+    let backlog = Backlog::new(2, 5_000);
+    let (ctx, source) = backlog.job(INTERVAL, RateLimits::new().max_rate(MAX_RATE));
     ctx.kafka_stream(source).count().foreach_batch(|_, info| {
         if info.id == 2 {
             std::thread::sleep(OVERRUN);

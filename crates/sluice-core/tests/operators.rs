@@ -560,11 +560,8 @@ fn a_read_failing_half_way_through_a_range_fails_the_batch_naming_the_unread_off
         reads: AtomicUsize::new(0),
     });
     let graph = StreamGraph::new();
-    graph
-        .input()
-        .values_utf8()
-        .count_by_value()
-        .save_counts("words");
+    let lines = graph.input().values_utf8();
+    lines.count_by_value().save_counts("words");
     let err = graph
         .run_batch(
             info,
