@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit};
 use sluice_core::{
-    batch_caps_within, BatchInfo, BatchOutput, PidRateEstimator, RateLimit, RateLimits,
-    StreamGraph, TopicPartition,
+    batch_caps_within, BatchInfo, BatchOutput, OffsetRange, PidRateEstimator, RateLimit,
+    RateLimits, StreamGraph, TopicPartition,
 };
 use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, Plan};
 
@@ -152,6 +152,11 @@ impl Driver {
                 );
                 let info =
                     BatchInfo::new(progress.next_id, replay.time, replay.plan.ranges.clone());
+                if let Some(bucket) = &progress.max_rate {
+                    // Its ranges are fixed, but what it reads counts against
+                    // the rate all the same.
+                    bucket.take(replay.plan.ranges.iter().map(OffsetRange::count).sum());
+                }
                 (replay.plan, info, replay.rate_limit)
             }
             None => {

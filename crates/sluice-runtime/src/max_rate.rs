@@ -12,6 +12,10 @@
 //! The quarter above one budget absorbs the jitter of when batches are
 //! planned: a batch planned a few milliseconds less than an interval after
 //! the one before still gets its whole budget.
+//!
+//! The bucket lives as long as the running job: a restart starts with a
+//! full one. A batch redone after a restart has fixed ranges, but what it
+//! reads is taken from the bucket too.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
