@@ -69,8 +69,8 @@ pub use input::{InputReader, MemoryInput};
 pub use offset::{OffsetRange, TopicPartition};
 pub use poison::{DeadLetter, PoisonPolicy};
 pub use rate::{
-    batch_caps, batch_caps_within, BatchCaps, PidRateEstimator, PidSettings, RateError, RateLimit,
-    RateLimits, RateReason,
+    batch_budget, batch_caps, batch_caps_within, BatchCaps, PidRateEstimator, PidSettings,
+    RateError, RateLimit, RateLimits, RateReason,
 };
 pub use record::Record;
 pub use sink::{CounterSink, LatestValueSink, Sink};

@@ -24,11 +24,8 @@ use crate::{ConsumerStrategy, DataLossPolicy, Error, Result, StartOffsets};
 /// throughput bench) at an eighth of the memory.
 const DEFAULTS: [(&str, &str); 2] = [
     ("fetch.queue.backoff.ms", "10"),
-    ("queued.max.messages.kbytes", QUEUED_MAX_MESSAGES_KBYTES),
+    ("queued.max.messages.kbytes", "8192"),
 ];
-
-/// sluice's default prefetch queue per partition consumer, in KiB.
-const QUEUED_MAX_MESSAGES_KBYTES: &str = "8192";
 
 /// Settings every consumer of the crate gets, whatever the user set; the
 /// builder refuses contradicting values.
@@ -473,7 +470,14 @@ fn check_forced(settings: &mut BTreeMap<String, String>) -> Result<()> {
 /// `message.max.bytes` and `queued.max.messages.kbytes`). Values are
 /// known to be integers: librdkafka checked them first.
 fn check_fetch_sizes(settings: &BTreeMap<String, String>) -> Result<()> {
-    let size = |key: &str| settings.get(key).and_then(|v| v.trim().parse::<i64>().ok());
+    // What the consumers get: the user's setting, else sluice's default.
+    let size = |key: &str| {
+        settings
+            .get(key)
+            .map(String::as_str)
+            .or_else(|| DEFAULTS.iter().find(|(k, _)| *k == key).map(|(_, v)| *v))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
     let message = size("message.max.bytes").unwrap_or(MESSAGE_MAX_BYTES);
     let fetch = match size("fetch.max.bytes") {
         Some(fetch) if fetch < message => {
@@ -487,9 +491,8 @@ fn check_fetch_sizes(settings: &BTreeMap<String, String>) -> Result<()> {
         }
         Some(fetch) => fetch,
         None => {
-            let queued = size("queued.max.messages.kbytes")
-                .or_else(|| QUEUED_MAX_MESSAGES_KBYTES.parse().ok())
-                .expect("sluice's default queue size is a number");
+            let queued =
+                size("queued.max.messages.kbytes").expect("sluice sets a default queue size");
             FETCH_MAX_BYTES.min(queued * 1024).max(message)
         }
     };

@@ -24,6 +24,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use sluice_core::batch_budget;
 
 /// Records the job may still read under its `max_rate`.
 pub(crate) struct MaxRateBucket<C: Clock = DefaultClock> {
@@ -46,8 +47,7 @@ impl MaxRateBucket {
 
 impl<C: Clock> MaxRateBucket<C> {
     fn with_clock(rate: f64, interval: Duration, clock: C) -> Option<Self> {
-        // The same budget as the split's: whole records, at least one.
-        let budget = (rate * interval.as_secs_f64() + 1e-6).floor().max(1.0) as u64;
+        let budget = batch_budget(rate, interval);
         let capacity = NonZeroU32::new(u32::try_from(budget + budget / 4).ok()?)?;
         let per_record = Duration::try_from_secs_f64(1.0 / rate).ok()?;
         let quota = Quota::with_period(per_record)?.allow_burst(capacity);

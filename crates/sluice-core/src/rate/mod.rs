@@ -48,4 +48,4 @@ mod split;
 
 pub use estimator::PidRateEstimator;
 pub use limits::{PidSettings, RateError, RateLimits};
-pub use split::{batch_caps, batch_caps_within, BatchCaps, RateLimit, RateReason};
+pub use split::{batch_budget, batch_caps, batch_caps_within, BatchCaps, RateLimit, RateReason};

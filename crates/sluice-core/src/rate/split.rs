@@ -232,7 +232,7 @@ pub fn batch_caps_within(
         .zip(&maxima)
         .map(|(&lag, max)| {
             let hi = match max {
-                Some(rate) => lag.min(records_in(*rate, batch_interval).max(1)),
+                Some(rate) => lag.min(batch_budget(*rate, batch_interval)),
                 None => lag,
             };
             Slot {
@@ -245,9 +245,7 @@ pub fn batch_caps_within(
 
     let caps: Vec<Option<u64>> = match job {
         Some(job) => {
-            let budget = records_in(job.records_per_second, batch_interval)
-                .max(1)
-                .min(allowance);
+            let budget = batch_budget(job.records_per_second, batch_interval).min(allowance);
             let lagging = slots.iter().filter(|s| s.lag > 0).count() as u64;
             if budget >= lagging {
                 for slot in slots.iter_mut().filter(|s| s.lag > 0) {
@@ -327,6 +325,21 @@ fn tightest(job: Option<RateLimit>, maxima: &[Option<f64>]) -> Option<RateLimit>
         }
         (job, pp) => job.or(pp),
     }
+}
+
+/// The most records a batch of `batch_interval` may read at
+/// `records_per_second`: whole records, rounded down, but at least 1 so the
+/// job always moves. [`batch_caps`] budgets every rate limit this way.
+///
+/// ```
+/// use std::time::Duration;
+/// use sluice_core::batch_budget;
+///
+/// assert_eq!(batch_budget(2_500.0, Duration::from_millis(100)), 250);
+/// assert_eq!(batch_budget(0.3, Duration::from_secs(1)), 1);
+/// ```
+pub fn batch_budget(records_per_second: f64, batch_interval: Duration) -> u64 {
+    records_in(records_per_second, batch_interval).max(1)
 }
 
 /// Whole records `rate` allows in `interval`, rounded down. The small slack
