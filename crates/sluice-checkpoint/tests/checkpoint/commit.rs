@@ -210,14 +210,19 @@ fn negative_offsets_are_rejected() {
     assert_eq!(store.last_batch().unwrap(), None);
 }
 
+/// The checkpoint in `dir`, keeping the last `batches` batch records.
+fn open_retaining(dir: &std::path::Path, batches: usize) -> RocksCheckpoint {
+    RocksCheckpoint::builder(dir)
+        .app_id(APP)
+        .retain_batches(batches)
+        .open()
+        .unwrap()
+}
+
 #[test]
 fn retention_deletes_old_batch_records() {
     let dir = TempDir::new().unwrap();
-    let mut store = RocksCheckpoint::builder(dir.path())
-        .app_id(APP)
-        .retain_batches(3)
-        .open()
-        .unwrap();
+    let mut store = open_retaining(dir.path(), 3);
     for id in 0..5 {
         commit(&mut store, id, &[], WriteSet::new()).unwrap();
     }
@@ -232,11 +237,7 @@ fn retention_deletes_old_batch_records() {
     drop(store);
 
     // A smaller retention on restart trims the history at the next commit.
-    let mut store = RocksCheckpoint::builder(dir.path())
-        .app_id(APP)
-        .retain_batches(2)
-        .open()
-        .unwrap();
+    let mut store = open_retaining(dir.path(), 2);
     assert_eq!(ids(&store), [2, 3, 4]);
     commit(&mut store, 5, &[], WriteSet::new()).unwrap();
     assert_eq!(ids(&store), [4, 5]);
@@ -246,11 +247,7 @@ fn retention_deletes_old_batch_records() {
 #[test]
 fn retention_counts_batch_ids_not_records() {
     let dir = TempDir::new().unwrap();
-    let mut store = RocksCheckpoint::builder(dir.path())
-        .app_id(APP)
-        .retain_batches(3)
-        .open()
-        .unwrap();
+    let mut store = open_retaining(dir.path(), 3);
     for id in [0, 1, 2, 10] {
         commit(&mut store, id, &[], WriteSet::new()).unwrap();
     }
