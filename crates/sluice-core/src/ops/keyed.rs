@@ -3,19 +3,19 @@
 
 use std::borrow::Borrow;
 use std::collections::hash_map::{Entry, HashMap};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-use ahash::RandomState;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::scope::{BatchScope, TaskContext};
 use crate::stream::{next_stage_id, run_stage, Node, PartIter};
 use crate::{DStream, Result};
 
-/// Fixed seeds: a key must land in the same reduce partition on every
-/// attempt and every run, so retried and restarted batches shuffle alike.
-fn partitioner() -> RandomState {
-    RandomState::with_seeds(0x736c_7569, 0x6365_2d63, 0x6f72_652d, 0x6861_7368)
+/// XXH3 with its default secret: a specified algorithm, so a key lands in
+/// the same reduce partition on every attempt, run, machine and build.
+fn partitioner() -> Xxh3DefaultBuilder {
+    Xxh3DefaultBuilder::new()
 }
 
 /// How a source task folds the values of its partition into its
