@@ -124,9 +124,12 @@ fn a_dead_letter_family_with_a_reserved_name_is_refused() {
     }
 }
 
+/// Bytes of records by partition and offset.
+type BytesAt = BTreeMap<(i32, i64), Vec<u8>>;
+
 /// The letters committed in `dir`, by partition and offset, with the bytes
 /// read back; fails on a letter stored without its bytes.
-fn letters_in(dir: &std::path::Path) -> BTreeMap<(i32, i64), Vec<u8>> {
+fn letters_in(dir: &std::path::Path) -> BytesAt {
     job::open_checkpoint(dir, APP_ID)
         .dead_letters(DEAD)
         .unwrap()
@@ -145,7 +148,7 @@ fn produce_with_poison(
     topic: &str,
     count: usize,
     bad: &[usize],
-) -> (Vec<String>, BTreeMap<(i32, i64), Vec<u8>>) {
+) -> (Vec<String>, BytesAt) {
     let mut good = Vec::new();
     let mut rejected = BTreeMap::new();
     let values: Vec<Vec<u8>> = (0..count)

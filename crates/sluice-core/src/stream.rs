@@ -48,7 +48,8 @@ pub struct BatchOutput {
     /// Records read from each offset range, in range order.
     pub records_read: Vec<u64>,
     /// Records set aside under [`PoisonPolicy::DeadLetter`], by topic,
-    /// partition and offset.
+    /// partition and offset, each with the record as the input holds it
+    /// (read back by its source task).
     pub dead_letters: Vec<DeadLetter>,
 }
 
