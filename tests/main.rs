@@ -4,9 +4,11 @@ mod util;
 
 mod bad_input;
 mod broker_harness;
+mod data_loss;
 mod exactly_once;
 mod faults;
 mod memory;
+mod metadata;
 mod offsets;
 mod poison;
 mod rate;

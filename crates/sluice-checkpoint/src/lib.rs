@@ -62,6 +62,6 @@ pub use builder::{RocksCheckpointBuilder, DEFAULT_RETAINED_BATCHES};
 pub use dead_letter::DeadLetterRecord;
 pub use error::{Error, Result};
 pub use keys::{RESERVED_PREFIX, SCHEMA_VERSION};
-pub use record::{BatchRecord, RangeRecord};
+pub use record::{BatchRecord, RangeRecord, ResetRecord, ResetRecordKind};
 pub use rocks::RocksCheckpoint;
 pub use store::{CheckpointStore, Commit};

@@ -46,6 +46,16 @@ pub enum Error {
         /// Why the read failed.
         source: BoxError,
     },
+    /// The log no longer holds a range's records: retention deleted its start
+    /// after it was planned, or the log ends before it. The driver takes the
+    /// data-loss decision on fresh offsets and plans the batch again.
+    #[error("offsets of {range} are out of range in the log: {source}")]
+    OffsetOutOfRange {
+        /// The range being read.
+        range: crate::OffsetRange,
+        /// What the source reported.
+        source: BoxError,
+    },
     /// A task failed on every attempt it was given.
     #[error("task {task} of stage '{stage}' failed after {attempts} attempt(s): {source}")]
     Task {
@@ -90,6 +100,21 @@ impl Error {
         Error::User {
             operator,
             source: source.into(),
+        }
+    }
+
+    /// The range whose offsets the log no longer holds, if that is what
+    /// failed, however deep in task and operator errors it is wrapped.
+    pub fn offset_out_of_range(&self) -> Option<&crate::OffsetRange> {
+        match self {
+            Error::OffsetOutOfRange { range, .. } => Some(range),
+            Error::Task { source, .. } | Error::Record { source, .. } => {
+                source.offset_out_of_range()
+            }
+            Error::User { source, .. } => source
+                .downcast_ref::<Error>()
+                .and_then(Error::offset_out_of_range),
+            _ => None,
         }
     }
 

@@ -87,7 +87,7 @@ mod strategy;
 pub use client::KafkaClient;
 pub use config::{KafkaSource, KafkaSourceBuilder};
 pub use error::{Error, Result};
-pub use planner::{plan_ranges, DataLossPolicy, PartitionOffsets, Plan};
+pub use planner::{plan_ranges, DataLossPolicy, OffsetReset, PartitionOffsets, Plan, ResetKind};
 pub use reader::KafkaReader;
 pub use start::StartOffsets;
 pub use strategy::ConsumerStrategy;
