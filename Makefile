@@ -53,6 +53,7 @@ test-only: setup
 bench: setup
 	$(CARGO) bench --bench pipeline
 	$(CARGO) bench --bench kafka_throughput
+	$(CARGO) bench --bench dead_letters
 
 lint: setup-lite
 	$(CARGO) fmt --all --check

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use rdkafka::types::RDKafkaRespErr;
 use sluice::prelude::*;
 use tempfile::TempDir;
 
@@ -216,6 +217,53 @@ fn a_restart_after_empty_batches_is_not_a_first_start() {
     let values = produce_numbered(&bootstrap, "late-x", 1, 0..6);
     let mut running = job::count_values(job::context(dir.path()).build().unwrap(), source());
     running.wait_for_records(6, "the 6 records of late-x, created while the job was down");
+    running.stop();
+    assert_eq!(job::committed_counts(dir.path()), job::counts_of(&values));
+}
+
+/// Regression: `KafkaReader::retain_partitions` was never called, so the
+/// consumer of a partition that disappeared stayed open, with up to 8 MiB
+/// prefetched, for the life of the job.
+#[test]
+fn consumers_of_a_topic_that_disappears_are_closed_and_the_rest_read_on() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "events-a", 2);
+    kafka::create_mock_topic(&cluster, "events-b", 1);
+    let mut values = produce_numbered(&bootstrap, "events-a", 2, 0..20);
+    values.extend(produce_numbered(&bootstrap, "events-b", 1, 0..20));
+    let dir = tempdir();
+
+    let source = job::source(&bootstrap)
+        .subscribe_pattern("^events-.*")
+        .discovery_interval(job::BATCH_INTERVAL)
+        .build()
+        .unwrap();
+    let mut running = job::count_values(job::context(dir.path()).build().unwrap(), source);
+    running.wait_for_records(60, "the 60 records of events-a and events-b");
+    assert_eq!(running.reader().cached_consumers(), 3);
+
+    // The mock cluster cannot delete a topic; an error in its metadata makes
+    // the pattern skip it, which is what a deleted topic looks like.
+    cluster
+        .topic_error(
+            "events-b",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+        .unwrap();
+    let without_b = |p: &job::Progress| {
+        p.batches
+            .last()
+            .filter(|b| !b.info.ranges.iter().any(|r| &*r.topic == "events-b"))
+            .map(|b| b.info.id)
+    };
+    running.wait_for("a committed batch without events-b", without_b);
+    // The listener runs after the reader dropped what the batch did not read.
+    assert_eq!(running.reader().cached_consumers(), 2);
+
+    values.extend(produce_numbered(&bootstrap, "events-a", 2, 20..30));
+    running.wait_for_records(80, "the 20 new records of events-a");
+    assert_eq!(running.reader().cached_consumers(), 2);
     running.stop();
     assert_eq!(job::committed_counts(dir.path()), job::counts_of(&values));
 }

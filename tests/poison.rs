@@ -16,13 +16,20 @@ fn poison(i: usize) -> Vec<u8> {
     vec![0xff, 0xfe, i as u8]
 }
 
-/// Starts a word count that sets rejected records aside into [`DEAD`].
+/// Starts a word count of `mixed` that sets rejected records aside into
+/// [`DEAD`].
 fn start(dir: &std::path::Path, bootstrap: &str) -> RunningJob {
+    start_on(dir, bootstrap, "mixed", RateLimits::new())
+}
+
+/// Like [`start`], reading `topic` within `limits`.
+fn start_on(dir: &std::path::Path, bootstrap: &str, topic: &str, limits: RateLimits) -> RunningJob {
     let ctx = job::context(dir)
         .poison_records(PoisonPolicy::dead_letter(DEAD))
+        .rate_limits(limits)
         .build()
         .unwrap();
-    let source = job::source(bootstrap).subscribe(["mixed"]).build().unwrap();
+    let source = job::source(bootstrap).subscribe([topic]).build().unwrap();
     ctx.kafka_stream(source)
         .values_utf8()
         .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
@@ -115,4 +122,112 @@ fn a_dead_letter_family_with_a_reserved_name_is_refused() {
             "{err}"
         );
     }
+}
+
+/// The letters committed in `dir`, by partition and offset, with the bytes
+/// read back; fails on a letter stored without its bytes.
+fn letters_in(dir: &std::path::Path) -> BTreeMap<(i32, i64), Vec<u8>> {
+    job::open_checkpoint(dir, APP_ID)
+        .dead_letters(DEAD)
+        .unwrap()
+        .iter()
+        .map(|l| {
+            assert_eq!(l.unread, None, "{}-{}@{}", l.topic, l.partition, l.offset);
+            ((l.partition, l.offset), l.value().unwrap().unwrap())
+        })
+        .collect()
+}
+
+/// A topic of one partition holding `count` lines, of which those at
+/// `bad` offsets are not UTF-8. Returns the good lines and the bad bytes.
+fn produce_with_poison(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    bad: &[usize],
+) -> (Vec<String>, BTreeMap<(i32, i64), Vec<u8>>) {
+    let mut good = Vec::new();
+    let mut rejected = BTreeMap::new();
+    let values: Vec<Vec<u8>> = (0..count)
+        .map(|i| {
+            if bad.contains(&i) {
+                rejected.insert((0, i as i64), poison(i));
+                poison(i)
+            } else {
+                let line = job::line(i);
+                good.push(line.clone());
+                line.into_bytes()
+            }
+        })
+        .collect();
+    kafka::produce(bootstrap, topic, Some(0), &values);
+    (good, rejected)
+}
+
+#[test]
+fn dead_letters_far_apart_in_a_large_partition_are_read_back_alone_with_their_exact_bytes() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "large", 1);
+    let (good, bad) = produce_with_poison(&bootstrap, "large", 60_000, &[0, 50_000]);
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut running = start_on(dir.path(), &bootstrap, "large", RateLimits::new());
+    running.wait_for_records(60_000, "all 60 000 records");
+    let read_back = running.reader().records_read_back();
+    running.stop();
+
+    assert_eq!(letters_in(dir.path()), bad);
+    assert_eq!(
+        job::counts_in(&job::open_checkpoint(dir.path(), APP_ID)),
+        job::word_counts(&good)
+    );
+    assert_eq!(
+        read_back, 2,
+        "reading the letters back read the two rejected records, not the 50 000 between"
+    );
+}
+
+/// Regression: dead letters used to be read back on the driver through the
+/// partition's cached consumer. That moved the consumer back, so the next
+/// batch had to reposition it and fetch again what it had prefetched.
+#[test]
+fn a_batch_with_dead_letters_leaves_the_next_batch_reading_on_without_a_seek() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "paced", 1);
+    let (good, bad) = produce_with_poison(&bootstrap, "paced", 3_000, &[10, 900, 2_500]);
+    let dir = tempfile::tempdir().unwrap();
+
+    // A thousand records a batch: three batches, the first and the last with
+    // dead letters.
+    let per_batch = 1_000.0 / job::BATCH_INTERVAL.as_secs_f64();
+    let limits = RateLimits::new().max_rate_per_partition(per_batch);
+    let mut running = start_on(dir.path(), &bootstrap, "paced", limits);
+    running.wait_for_records(3_000, "all 3 000 records");
+    let reader = running.reader();
+    let (positions, read_back) = (reader.positions(), reader.records_read_back());
+    let progress = running.stop();
+
+    let with_records: Vec<u64> = progress
+        .batches
+        .iter()
+        .map(|b| b.records)
+        .filter(|&r| r > 0)
+        .collect();
+    assert!(
+        with_records.len() >= 3,
+        "records per batch: {with_records:?}"
+    );
+    assert_eq!(
+        positions, 1,
+        "the partition's consumer was positioned once, then every batch read on where the \
+         one before ended"
+    );
+    assert_eq!(read_back, 3);
+    assert_eq!(letters_in(dir.path()), bad);
+    assert_eq!(
+        job::counts_in(&job::open_checkpoint(dir.path(), APP_ID)),
+        job::word_counts(&good)
+    );
 }

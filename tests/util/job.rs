@@ -19,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sluice::kafka::KafkaReader;
 use sluice::prelude::*;
 use sluice::runtime::Error as RuntimeError;
 use sluice::{BatchRecord, RocksCheckpoint, StopHandle, StreamingContextBuilder};
@@ -115,6 +116,7 @@ type Shared = Arc<(Mutex<Progress>, Condvar)>;
 /// running against a broker that is gone.
 pub(crate) struct RunningJob {
     stop: StopHandle,
+    reader: Arc<KafkaReader>,
     progress: Shared,
     /// Where the waiter thread sends what `await_termination` returned.
     ended: Receiver<sluice::runtime::Result<()>>,
@@ -139,6 +141,9 @@ impl RunningJob {
         let stop = ctx
             .stop_handle()
             .expect("a started context has a stop handle");
+        let reader = ctx
+            .kafka_reader()
+            .expect("a started context has a Kafka reader");
         let (done, ended) = sync_channel(1);
         thread::Builder::new()
             .name("await-termination".into())
@@ -148,6 +153,7 @@ impl RunningJob {
             .expect("spawning the thread that awaits the job");
         Self {
             stop,
+            reader,
             progress,
             ended,
             end: None,
@@ -199,6 +205,11 @@ impl RunningJob {
     /// returns it.
     pub(crate) fn wait_for_first_batch(&mut self) -> BatchCompleted {
         self.wait_for("a first committed batch", |p| p.batches.first().cloned())
+    }
+
+    /// The reader of the job's source tasks, to observe its consumers.
+    pub(crate) fn reader(&self) -> &KafkaReader {
+        &self.reader
     }
 
     /// A copy of the batches this run committed so far.

@@ -10,6 +10,28 @@ use crate::{OffsetRange, Record, Result};
 pub trait InputReader: Send + Sync {
     /// Reads every record in `[range.from, range.until)`, in offset order.
     fn read(&self, range: &OffsetRange) -> Result<Vec<Record>>;
+
+    /// Looks records up by offset: reads `runs`, short ranges in ascending
+    /// order, and hands each run's records (or why it could not be read) to
+    /// `each` before reading the next. Runs of one partition follow each
+    /// other.
+    ///
+    /// Source tasks call this once their range is read, to read the records
+    /// an operator rejected back for their dead letters (see
+    /// [`PoisonPolicy::DeadLetter`](crate::PoisonPolicy::DeadLetter)). It
+    /// must leave [`InputReader::read`] undisturbed: a reader that keeps
+    /// state between reads (a consumer's position, prefetched records)
+    /// should look records up apart from that state. The default reads each
+    /// run through [`InputReader::read`].
+    fn read_back(
+        &self,
+        runs: &[OffsetRange],
+        each: &mut dyn FnMut(&OffsetRange, Result<Vec<Record>>),
+    ) {
+        for run in runs {
+            each(run, self.read(run));
+        }
+    }
 }
 
 /// An in-memory input: records kept per partition, read by offset.

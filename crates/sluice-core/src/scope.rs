@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::poison::read_back;
 use crate::{
     BatchInfo, BoxError, DeadLetter, Error, Executor, InputReader, OffsetRange, PoisonPolicy,
     Result, WriteSet,
@@ -66,11 +67,22 @@ impl BatchScope {
             .collect()
     }
 
-    /// Keeps the dead letters of a task that succeeded.
-    pub(crate) fn add_dead_letters(&self, letters: Vec<DeadLetter>) {
+    /// Keeps the dead letters of a task that succeeded, with their records
+    /// read back from the input. Called on the task's worker, so reading
+    /// back runs in parallel with the batch's other tasks; a record already
+    /// kept (met by an earlier output) is not read back again.
+    pub(crate) fn add_dead_letters(&self, mut letters: Vec<DeadLetter>) {
         if letters.is_empty() {
             return;
         }
+        {
+            let kept = self
+                .dead_letters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            letters.retain(|l| !kept.contains_key(&(Arc::clone(&l.topic), l.partition, l.offset)));
+        }
+        read_back(self.input.as_ref(), &mut letters);
         let mut kept = self
             .dead_letters
             .lock()
@@ -241,6 +253,8 @@ impl TaskContext {
                 offset,
                 operator,
                 error: error.to_string(),
+                record: None,
+                unread: None,
             });
             return true;
         }

@@ -303,7 +303,7 @@ struct Input;
 /// chunks so a task holds a few thousand records, not the whole range: its
 /// memory does not grow with the batch, and each record is processed while
 /// it is still in the cache it was copied into.
-const READ_CHUNK: i64 = 4096;
+pub(crate) const READ_CHUNK: i64 = 4096;
 
 impl Node<Record> for Input {
     fn prepare(&self, _scope: &Arc<BatchScope>) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The rdkafka side of a partition reader: one `BaseConsumer` assigned to
 //! one partition.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +21,19 @@ pub(crate) struct PartitionConsumer {
     tp: TopicPartition,
     config: Arc<ClientConfig>,
     consumer: Option<BaseConsumer<SluiceContext>>,
+    /// Counts the times this consumer is positioned, with the other
+    /// consumers of its reader.
+    positions: Arc<AtomicU64>,
 }
 
 impl PartitionConsumer {
-    pub(crate) fn new(tp: TopicPartition, config: Arc<ClientConfig>) -> Self {
+    /// The consumer of `tp`; `consumer` is an idle one to reuse, if any.
+    pub(crate) fn new(
+        tp: TopicPartition,
+        config: Arc<ClientConfig>,
+        consumer: Option<BaseConsumer<SluiceContext>>,
+        positions: Arc<AtomicU64>,
+    ) -> Self {
         // A topic name of its own: every record holds a reference to it, and
         // a count shared with the consumers read on other threads would be
         // contended on every record.
@@ -31,7 +41,22 @@ impl PartitionConsumer {
         Self {
             tp,
             config,
-            consumer: None,
+            consumer,
+            positions,
+        }
+    }
+
+    /// Stops fetching and drops what was fetched, and hands the client back
+    /// for reuse (on any partition). `None` if it was never created or
+    /// cannot be unassigned.
+    pub(crate) fn release(self) -> Option<BaseConsumer<SluiceContext>> {
+        let consumer = self.consumer?;
+        match consumer.unassign() {
+            Ok(()) => Some(consumer),
+            Err(error) => {
+                tracing::debug!(partition = %self.tp, %error, "could not unassign a consumer; closing it");
+                None
+            }
         }
     }
 
@@ -66,6 +91,7 @@ impl PartitionSource for PartitionConsumer {
         consumer
             .assign(&tpl)
             .map_err(|e| Error::kafka(context(), e))?;
+        self.positions.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(partition = %self.tp, offset, "positioned partition consumer");
         Ok(())
     }

@@ -78,6 +78,7 @@ mod config;
 mod consumer;
 mod context;
 mod error;
+mod lookup;
 mod partition;
 mod planner;
 mod reader;

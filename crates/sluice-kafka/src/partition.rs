@@ -66,6 +66,11 @@ impl<S: PartitionSource> PartitionReader<S> {
         }
     }
 
+    /// The consumer, once reading is over.
+    pub(crate) fn into_source(self) -> S {
+        self.source
+    }
+
     /// Forgets where the consumer stands; the next read repositions it.
     pub(crate) fn forget(&mut self) {
         self.next = None;

@@ -1,7 +1,8 @@
 //! The source tasks' reader: one cached consumer per partition.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use rdkafka::ClientConfig;
 use sluice_core::{InputReader, OffsetRange, Record, TopicPartition};
 
 use crate::consumer::PartitionConsumer;
+use crate::lookup::Lookups;
 use crate::partition::PartitionReader;
 
 type Slot = Arc<Mutex<PartitionReader<PartitionConsumer>>>;
@@ -33,11 +35,22 @@ type Slot = Arc<Mutex<PartitionReader<PartitionConsumer>>>;
 ///
 /// Every consumer prefetches (librdkafka's `queued.max.messages.kbytes`,
 /// 8 MiB by default in sluice); with many partitions per process, lower it
-/// through [`KafkaSourceBuilder::set`](crate::KafkaSourceBuilder::set).
+/// through [`KafkaSourceBuilder::set`](crate::KafkaSourceBuilder::set). The
+/// consumers of partitions that disappear are closed by
+/// [`KafkaReader::retain_ranges`], which the driver calls after every
+/// committed batch.
+///
+/// Records are looked up by offset ([`InputReader::read_back`], for dead
+/// letters) on other consumers, shared by all partitions, that fetch little
+/// and stop fetching once the lookup is done: the cached consumers keep
+/// their position and what they prefetched for the next batch.
 pub struct KafkaReader {
     config: Arc<ClientConfig>,
     poll_timeout: Duration,
     partitions: Mutex<HashMap<TopicPartition, Slot>>,
+    /// Times a cached consumer was positioned (assigned at an offset).
+    positions: Arc<AtomicU64>,
+    lookups: Lookups,
 }
 
 impl fmt::Debug for KafkaReader {
@@ -45,16 +58,20 @@ impl fmt::Debug for KafkaReader {
         f.debug_struct("KafkaReader")
             .field("poll_timeout", &self.poll_timeout)
             .field("cached_consumers", &self.cached_consumers())
+            .field("idle_lookup_consumers", &self.lookups.idle())
             .finish_non_exhaustive()
     }
 }
 
 impl KafkaReader {
     pub(crate) fn new(config: ClientConfig, poll_timeout: Duration) -> Self {
+        let lookups = Lookups::new(&config, poll_timeout);
         Self {
             config: Arc::new(config),
             poll_timeout,
             partitions: Mutex::new(HashMap::new()),
+            positions: Arc::default(),
+            lookups,
         }
     }
 
@@ -66,14 +83,58 @@ impl KafkaReader {
     /// Closes the consumers of partitions not in `keep` (partitions that
     /// were removed or are no longer subscribed).
     pub fn retain_partitions(&self, keep: &[TopicPartition]) {
-        lock(&self.partitions).retain(|tp, _| keep.contains(tp));
+        let keep: HashSet<(&str, i32)> = keep.iter().map(|tp| (&*tp.topic, tp.partition)).collect();
+        self.retain(&keep);
+    }
+
+    /// Closes the consumers of partitions that have no range in `ranges`,
+    /// the ranges of a batch: every partition the source still has gets
+    /// one, empty or not, so a partition without one has disappeared (its
+    /// topic was deleted, or no longer matches the pattern). Its consumer
+    /// and what it prefetched are freed; should the partition come back, its
+    /// next read creates a consumer again.
+    pub fn retain_ranges(&self, ranges: &[OffsetRange]) {
+        let keep: HashSet<(&str, i32)> = ranges.iter().map(|r| (&*r.topic, r.partition)).collect();
+        self.retain(&keep);
+    }
+
+    fn retain(&self, keep: &HashSet<(&str, i32)>) {
+        let mut partitions = lock(&self.partitions);
+        let before = partitions.len();
+        partitions.retain(|tp, _| keep.contains(&(&*tp.topic, tp.partition)));
+        if partitions.len() < before {
+            tracing::info!(
+                closed = before - partitions.len(),
+                cached = partitions.len(),
+                "closed the consumers of partitions that disappeared"
+            );
+        }
+    }
+
+    /// Times a cached consumer was positioned: once when it starts reading,
+    /// and again whenever a read does not continue where the one before
+    /// ended. For tests.
+    #[doc(hidden)]
+    pub fn positions(&self) -> u64 {
+        self.positions.load(Ordering::Relaxed)
+    }
+
+    /// Records read back by [`InputReader::read_back`] so far. For tests.
+    #[doc(hidden)]
+    pub fn records_read_back(&self) -> u64 {
+        self.lookups.records()
     }
 
     fn slot(&self, tp: TopicPartition) -> Slot {
         lock(&self.partitions)
             .entry(tp)
             .or_insert_with_key(|tp| {
-                let consumer = PartitionConsumer::new(tp.clone(), Arc::clone(&self.config));
+                let consumer = PartitionConsumer::new(
+                    tp.clone(),
+                    Arc::clone(&self.config),
+                    None,
+                    Arc::clone(&self.positions),
+                );
                 Arc::new(Mutex::new(PartitionReader::new(consumer)))
             })
             .clone()
@@ -81,6 +142,16 @@ impl KafkaReader {
 }
 
 impl InputReader for KafkaReader {
+    /// Reads the runs on a lookup consumer, never on the partition's cached
+    /// one.
+    fn read_back(
+        &self,
+        runs: &[OffsetRange],
+        each: &mut dyn FnMut(&OffsetRange, sluice_core::Result<Vec<Record>>),
+    ) {
+        self.lookups.read(runs, each);
+    }
+
     fn read(&self, range: &OffsetRange) -> sluice_core::Result<Vec<Record>> {
         if range.is_empty() {
             return Ok(Vec::new());

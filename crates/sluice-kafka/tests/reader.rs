@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sluice_core::{InputReader, Record};
-use sluice_kafka::{Error, KafkaClient};
+use sluice_core::{InputReader, OffsetRange, Record};
+use sluice_kafka::{Error, KafkaClient, KafkaReader};
 
-use crate::util::{range, Broker};
+use crate::util::{range, tp, Broker};
 
 fn client(broker: &Broker, topic: &str) -> KafkaClient {
     broker
@@ -202,4 +202,166 @@ fn waiting_past_the_poll_timeout_fails_saying_what_is_missing() {
     // The failed read leaves the reader usable.
     let records = reader.read(&range("t", 0, 0, 10)).unwrap();
     assert_eq!(offsets(&records), (0..10).collect::<Vec<_>>());
+}
+
+/// Reads `runs` back and returns, per run, the offsets and values read or
+/// the error.
+fn read_back(reader: &KafkaReader, runs: &[OffsetRange]) -> Vec<Result<Vec<String>, String>> {
+    let mut found = Vec::new();
+    reader.read_back(runs, &mut |_, read| {
+        found.push(
+            read.map(|records| values(&records))
+                .map_err(|e| e.to_string()),
+        );
+    });
+    found
+}
+
+/// Regression: dead letters used to be read back through the partition's
+/// cached consumer, which moved it back to the rejected offsets; the next
+/// batch then repositioned it and lost what it had prefetched.
+#[test]
+fn reading_records_back_leaves_the_cached_consumer_where_it_was() {
+    let broker = Broker::new();
+    broker.create_topic("t", 1);
+    broker.produce_numbered("t", 0, 0, 200);
+    let reader = client(&broker, "t").reader();
+    assert_eq!(reader.read(&range("t", 0, 0, 100)).unwrap().len(), 100);
+    assert_eq!(reader.positions(), 1);
+
+    let runs = [range("t", 0, 3, 4), range("t", 0, 50, 52)];
+    assert_eq!(
+        read_back(&reader, &runs),
+        [
+            Ok(vec!["0:3".to_owned()]),
+            Ok(vec!["0:50".to_owned(), "0:51".to_owned()])
+        ]
+    );
+
+    let next = reader.read(&range("t", 0, 100, 200)).unwrap();
+    assert_eq!(offsets(&next), (100..200).collect::<Vec<_>>());
+    assert_eq!(
+        reader.positions(),
+        1,
+        "the next read continued without a seek"
+    );
+    assert_eq!(
+        reader.cached_consumers(),
+        1,
+        "lookups cache no consumer per partition"
+    );
+}
+
+#[test]
+fn records_far_apart_are_read_back_alone_on_one_reused_lookup_consumer() {
+    let broker = Broker::new();
+    broker.create_topic("t", 2);
+    broker.produce_numbered("t", 0, 0, 6000);
+    broker.produce_numbered("t", 1, 0, 10);
+    let reader = client(&broker, "t").reader();
+
+    let runs = [
+        range("t", 0, 0, 1),
+        range("t", 0, 5000, 5001),
+        range("t", 1, 7, 8),
+    ];
+    assert_eq!(
+        read_back(&reader, &runs),
+        [
+            Ok(vec!["0:0".to_owned()]),
+            Ok(vec!["0:5000".to_owned()]),
+            Ok(vec!["1:7".to_owned()])
+        ]
+    );
+    assert_eq!(reader.records_read_back(), 3, "only the records asked for");
+    assert_eq!(reader.cached_consumers(), 0);
+    // One consumer served both partitions, in turn, and waits for the next
+    // lookup with nothing assigned.
+    assert!(
+        format!("{reader:?}").contains("idle_lookup_consumers: 1"),
+        "{reader:?}"
+    );
+    assert_eq!(
+        read_back(&reader, &[range("t", 1, 9, 10)]),
+        [Ok(vec!["1:9".to_owned()])]
+    );
+    assert!(format!("{reader:?}").contains("idle_lookup_consumers: 1"));
+}
+
+#[test]
+fn a_run_that_cannot_be_read_back_says_why_and_other_partitions_are_still_read() {
+    let broker = Broker::new();
+    broker.create_topic("t", 2);
+    broker.produce_numbered("t", 0, 0, 5);
+    broker.produce_numbered("t", 1, 0, 5);
+    let reader = broker
+        .source()
+        .subscribe(["t"])
+        .poll_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .connect()
+        .unwrap()
+        .reader();
+    // Past the end of partition 0: the run waits for a record that never
+    // comes.
+    let found = read_back(&reader, &[range("t", 0, 7, 8), range("t", 1, 2, 3)]);
+    let error = found[0].as_ref().unwrap_err();
+    assert!(error.contains("t-0 [7, 8)"), "{error}");
+    assert_eq!(found[1], Ok(vec!["1:2".to_owned()]));
+}
+
+#[test]
+fn retain_ranges_closes_the_consumers_of_partitions_without_a_range() {
+    let broker = Broker::new();
+    broker.create_topic("t", 2);
+    broker.create_topic("u", 1);
+    for (topic, partition) in [("t", 0), ("t", 1), ("u", 0)] {
+        broker.produce_numbered(topic, partition, 0, 5);
+    }
+    let reader = client(&broker, "t").reader();
+    for (topic, partition) in [("t", 0), ("t", 1), ("u", 0)] {
+        reader.read(&range(topic, partition, 0, 3)).unwrap();
+    }
+    assert_eq!(reader.cached_consumers(), 3);
+
+    // An empty range keeps its partition's consumer: the partition is there.
+    reader.retain_ranges(&[range("t", 0, 3, 3), range("u", 0, 3, 5)]);
+    assert_eq!(reader.cached_consumers(), 2);
+    reader.retain_partitions(&[tp("u", 0)]);
+    assert_eq!(reader.cached_consumers(), 1);
+
+    // A partition that comes back is read again, on a new consumer.
+    let positions = reader.positions();
+    assert_eq!(offsets(&reader.read(&range("t", 1, 3, 5)).unwrap()), [3, 4]);
+    assert_eq!(reader.positions(), positions + 1);
+    assert_eq!(reader.cached_consumers(), 2);
+}
+
+#[test]
+fn the_runs_of_a_partition_that_cannot_be_read_back_share_one_timeout() {
+    let broker = Broker::new();
+    broker.create_topic("t", 1);
+    broker.produce_numbered("t", 0, 0, 5);
+    let timeout = Duration::from_millis(300);
+    let reader = broker
+        .source()
+        .subscribe(["t"])
+        .poll_timeout(timeout)
+        .build()
+        .unwrap()
+        .connect()
+        .unwrap()
+        .reader();
+    // Past the end: every run waits for records that never come.
+    let runs: Vec<_> = (0..10)
+        .map(|i| range("t", 0, 1000 * (i + 1), 1000 * (i + 1) + 1))
+        .collect();
+    let found = read_back(&reader, &runs);
+    assert!(found.iter().all(Result::is_err), "{found:?}");
+    let not_tried = found
+        .iter()
+        .filter(|r| r.as_ref().unwrap_err().contains("not tried"))
+        .count();
+    assert!(not_tried >= 8, "{found:?}");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crossbeam_channel::{unbounded, Sender};
 use sluice_checkpoint::{CheckpointStore, RocksCheckpoint, RESERVED_PREFIX};
 use sluice_core::{DStream, PoisonPolicy, RateLimits, Record, StreamGraph};
-use sluice_kafka::KafkaSource;
+use sluice_kafka::{KafkaReader, KafkaSource};
 
 use crate::driver::{Driver, DriverSettings, StopRequest};
 use crate::listener::BatchListener;
@@ -284,6 +284,7 @@ enum State {
     Running {
         driver: JoinHandle<Result<()>>,
         stop: StopHandle,
+        reader: Arc<KafkaReader>,
         signals: Option<signal_hook::iterator::Handle>,
     },
     /// `start` failed; its error was returned then.
@@ -296,7 +297,7 @@ enum State {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use sluice_kafka::KafkaSource;
+/// use sluice_kafka::{KafkaReader, KafkaSource};
 /// use sluice_runtime::StreamingContext;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -380,6 +381,7 @@ impl StreamingContext {
             requests,
             cancel: driver.cancel.clone(),
         };
+        let reader = Arc::clone(&driver.reader);
         let signals = if self.stop_on_signals {
             Some(crate::signals::install(stop.clone())?)
         } else {
@@ -395,6 +397,7 @@ impl StreamingContext {
         *state = State::Running {
             driver,
             stop,
+            reader,
             signals,
         };
         Ok(())
@@ -447,6 +450,17 @@ impl StreamingContext {
         match &*self.lock_state() {
             State::Running { stop, .. } => Ok(stop.clone()),
             _ => Err(Error::NotStarted),
+        }
+    }
+
+    /// The reader of the running job's source tasks, to observe its
+    /// consumers in tests; `None` unless the job runs and nobody awaits its
+    /// termination yet.
+    #[doc(hidden)]
+    pub fn kafka_reader(&self) -> Option<Arc<KafkaReader>> {
+        match &*self.lock_state() {
+            State::Running { reader, .. } => Some(Arc::clone(reader)),
+            _ => None,
         }
     }
 

@@ -203,13 +203,7 @@ impl Driver {
         };
         let dead_letters = output.dead_letters.len() as u64;
         if let Some(family) = self.graph.poison_policy().family() {
-            dead_letters::stage(
-                &output.dead_letters,
-                info.id,
-                family,
-                self.reader.as_ref(),
-                &mut output.writes,
-            );
+            dead_letters::stage(&output.dead_letters, info.id, family, &mut output.writes);
         }
         let processing = started.elapsed();
         if self.cancel.load(Ordering::SeqCst) {
@@ -229,6 +223,7 @@ impl Driver {
             writes: output.writes,
         })?;
         let commit = commit_started.elapsed();
+        self.reader.retain_ranges(&info.ranges);
         if self.client.source().mirrors_offsets() {
             if let Err(error) = self.client.mirror_offsets(&plan.next_positions()) {
                 tracing::warn!(%error, batch = info.id, "could not mirror offsets to the consumer group; the checkpoint is not affected");
