@@ -438,7 +438,9 @@ fn client_setting_error(error: KafkaError) -> Error {
 fn librdkafka_reads(key: &str, value: &str) -> Result<String> {
     let mut config = ClientConfig::new();
     config.set(key, value);
-    let native = config.create_native_config().map_err(client_setting_error)?;
+    let native = config
+        .create_native_config()
+        .map_err(client_setting_error)?;
     // A `topic.` prefix addresses the default topic configuration; reading
     // back takes the property's own name.
     let name = key.strip_prefix("topic.").unwrap_or(key);
@@ -528,7 +530,11 @@ fn with_readings(
     native: &NativeClientConfig,
     settings: &BTreeMap<String, String>,
 ) -> Error {
-    let Error::Config { setting, mut reason } = error else {
+    let Error::Config {
+        setting,
+        mut reason,
+    } = error
+    else {
         return error;
     };
     for key in SIZE_SETTINGS {
@@ -892,7 +898,10 @@ mod tests {
         let (setting, reason) =
             config_err(base().subscribe(["a"]).set("fetch.max.bytes", "1000kb"));
         assert_eq!(setting, "fetch.max.bytes");
-        assert!(reason.starts_with("1000 is below `message.max.bytes` (1000000)"), "{reason}");
+        assert!(
+            reason.starts_with("1000 is below `message.max.bytes` (1000000)"),
+            "{reason}"
+        );
         assert!(reason.contains("'1000kb' as 1000"), "{reason}");
     }
 
@@ -927,8 +936,11 @@ mod tests {
             .build()
             .unwrap();
         // The topic-level form would override the forced value.
-        let (setting, reason) =
-            config_err(base().subscribe(["a"]).set("topic.auto.offset.reset", "earliest"));
+        let (setting, reason) = config_err(
+            base()
+                .subscribe(["a"])
+                .set("topic.auto.offset.reset", "earliest"),
+        );
         assert_eq!(setting, "topic.auto.offset.reset");
         assert!(reason.contains("start_from"), "{reason}");
     }
@@ -955,7 +967,10 @@ mod tests {
             n.clone().prop_map(|n| n.to_string()),
             n.clone().prop_map(|n| format!("{n:#x}")),
             n.clone().prop_map(|n| format!("0{n:o}")),
-            (n.clone(), prop::sample::select(vec!["kb", "k", " MB", "e3", ".5"]))
+            (
+                n.clone(),
+                prop::sample::select(vec!["kb", "k", " MB", "e3", ".5"])
+            )
                 .prop_map(|(n, unit)| format!("{n}{unit}")),
             n.prop_map(|n| format!("-{n}")),
             prop::sample::select(vec!["", " ", "0x", "08", "abc", "+1000000", " 1048576"])
