@@ -10,3 +10,4 @@ mod memory;
 mod offsets;
 mod poison;
 mod rate;
+mod regression;

@@ -24,9 +24,11 @@ fn start(dir: &std::path::Path, bootstrap: &str) -> RunningJob {
         .unwrap();
     let source = job::source(bootstrap).subscribe(["mixed"]).build().unwrap();
     ctx.kafka_stream(source)
+        .unwrap()
         .values_utf8()
         .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
-        .save_counts(COUNTS);
+        .save_counts(COUNTS)
+        .unwrap();
     RunningJob::start(ctx)
 }
 
