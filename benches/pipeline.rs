@@ -84,7 +84,8 @@ fn wordcount_graph() -> Arc<StreamGraph> {
                 .collect::<Vec<_>>()
         })
         .count_by_value()
-        .save_counts("words");
+        .save_counts("words")
+        .expect("a new graph takes outputs");
     graph
 }
 
@@ -96,7 +97,8 @@ fn count_keys_graph() -> Arc<StreamGraph> {
         .input()
         .values_utf8()
         .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
-        .save_counts("words");
+        .save_counts("words")
+        .expect("a new graph takes outputs");
     graph
 }
 

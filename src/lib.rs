@@ -24,11 +24,11 @@
 //!         .brokers("127.0.0.1:9092")
 //!         .subscribe(["lines"])
 //!         .build()?;
-//!     ctx.kafka_stream(source)
+//!     ctx.kafka_stream(source)?
 //!         .values_utf8()
 //!         .flat_map(|line| line.split_ascii_whitespace().map(str::to_owned).collect::<Vec<_>>())
 //!         .count_by_value()
-//!         .save_counts("word_counts");
+//!         .save_counts("word_counts")?;
 //!     ctx.start()?;
 //!     ctx.await_termination()?;
 //!     Ok(())

@@ -48,9 +48,11 @@ fn small_records(bootstrap: &str, range: std::ops::Range<usize>) {
 /// Counts records (not values: some are 900 KiB) into [`COUNTS`].
 fn count_records(ctx: StreamingContext, source: KafkaSource) -> RunningJob {
     ctx.kafka_stream(source)
+        .unwrap()
         .map(|_| "records".to_owned())
         .count_by_value()
-        .save_counts(COUNTS);
+        .save_counts(COUNTS)
+        .unwrap();
     RunningJob::start(ctx)
 }
 
@@ -170,24 +172,29 @@ fn retention_passing_a_range_between_planning_and_reading_resets_the_batch() {
     small_records(&bootstrap, 0..5);
     let dir = tempfile::tempdir().unwrap();
     let ctx = job::context(dir.path()).build().unwrap();
-    let stream = ctx.kafka_stream(source(&bootstrap, DataLossPolicy::ResetToEarliest));
+    let stream = ctx
+        .kafka_stream(source(&bootstrap, DataLossPolicy::ResetToEarliest))
+        .unwrap();
 
     let (reached, first_call) = mpsc::channel::<()>();
     let (release, gate) = mpsc::channel::<()>();
     let held = Mutex::new(Some((reached, gate)));
-    stream.foreach_batch(move |_, _| {
-        // Only the first call waits; later ones (the batch planned again)
-        // run through.
-        if let Some((reached, gate)) = held.lock().unwrap().take() {
-            reached.send(()).unwrap();
-            gate.recv_timeout(WAIT).unwrap();
-        }
-        Ok::<_, std::io::Error>(())
-    });
+    stream
+        .foreach_batch(move |_, _| {
+            // Only the first call waits; later ones (the batch planned again)
+            // run through.
+            if let Some((reached, gate)) = held.lock().unwrap().take() {
+                reached.send(()).unwrap();
+                gate.recv_timeout(WAIT).unwrap();
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
     stream
         .map(|_| "records".to_owned())
         .count_by_value()
-        .save_counts(COUNTS);
+        .save_counts(COUNTS)
+        .unwrap();
     let mut running = RunningJob::start(ctx);
 
     first_call.recv_timeout(WAIT).unwrap();

@@ -12,3 +12,4 @@ mod metadata;
 mod offsets;
 mod poison;
 mod rate;
+mod regression;

@@ -80,9 +80,10 @@ pub(crate) fn count_with(
     source: KafkaSource,
     shape: impl FnOnce(DStream<String>) -> DStream<String>,
 ) -> RunningJob {
-    shape(ctx.kafka_stream(source).values_utf8())
+    shape(ctx.kafka_stream(source).unwrap().values_utf8())
         .count_by_value()
-        .save_counts(COUNTS);
+        .save_counts(COUNTS)
+        .unwrap();
     RunningJob::start(ctx)
 }
 
@@ -127,6 +128,12 @@ pub(crate) struct RunningJob {
 impl RunningJob {
     /// Adds the progress listener to `ctx` and starts it.
     pub(crate) fn start(ctx: StreamingContext) -> Self {
+        Self::start_shared(Arc::new(ctx))
+    }
+
+    /// Like [`RunningJob::start`], for a context the test keeps using
+    /// while the job runs.
+    pub(crate) fn start_shared(ctx: Arc<StreamingContext>) -> Self {
         let progress: Shared = Arc::default();
         let shared = Arc::clone(&progress);
         ctx.add_listener(move |batch: &BatchCompleted, _: &dyn CheckpointStore| {
@@ -135,7 +142,8 @@ impl RunningJob {
             p.records += batch.records;
             p.batches.push(batch.clone());
             changed.notify_all();
-        });
+        })
+        .expect("a context not started yet takes listeners");
         ctx.start()
             .unwrap_or_else(|e| panic!("starting the job: {e}"));
         let stop = ctx

@@ -19,6 +19,9 @@ pub(crate) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 pub(crate) const META_APP_ID: &[u8] = b"app_id";
 /// The plan of the batch about to run: a `BatchRecord` as JSON.
 pub(crate) const META_PLANNED_BATCH: &[u8] = b"planned_batch";
+/// The reduce partitions of the job's shuffles, in decimal, recorded at its
+/// first start. Absent in checkpoints of older builds; they ignore it.
+pub(crate) const META_SHUFFLE_PARTITIONS: &[u8] = b"shuffle_partitions";
 
 /// True for names only sluice may use.
 pub(crate) fn is_reserved(family: &str) -> bool {

@@ -8,7 +8,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Result alias for sluice-core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What can go wrong while a batch is computed.
+/// What can go wrong while a batch is computed, or while a job's outputs
+/// are registered.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -85,6 +86,19 @@ pub enum Error {
     ShuffleLost {
         /// The reduce partition whose input is gone.
         partition: usize,
+    },
+    /// An output operation was registered after the job started (the graph
+    /// was [sealed](crate::StreamGraph::seal)); it was not added. A mistake
+    /// in the job's code: register every output before starting the job.
+    #[error(
+        "output {output} was registered after the job started and is not added: register \
+         every output before the job starts (StreamingContext::start), which fixes the outputs \
+         and creates their checkpoint families"
+    )]
+    RegisteredAfterStart {
+        /// The output refused, such as `foreach_batch` or
+        /// `save_counts("counts")`.
+        output: String,
     },
     /// The batch was cancelled (non-graceful stop).
     #[error("batch of {time:?} was cancelled")]

@@ -26,6 +26,7 @@ mod error;
 mod listener;
 mod max_rate;
 mod pool;
+mod shuffle;
 mod signals;
 mod write_ahead;
 
