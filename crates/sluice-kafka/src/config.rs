@@ -8,6 +8,7 @@ use rdkafka::ClientConfig;
 use regex::Regex;
 use sluice_core::TopicPartition;
 
+use crate::security::check_security;
 use crate::strategy::invalid_topic_name;
 use crate::{ConsumerStrategy, DataLossPolicy, Error, Result, StartOffsets};
 
@@ -358,13 +359,25 @@ impl KafkaSourceBuilder {
         };
         // librdkafka knows its settings best: unknown names and bad values
         // fail here, before anything connects.
-        source
+        let native = source
             .client_config(source.group_id.as_deref())
             .create_native_config()
             .map_err(|e| match e {
-                KafkaError::ClientConfig(_, reason, key, _) => Error::config(key, reason),
+                KafkaError::ClientConfig(_, reason, key, _) => {
+                    let hint = match key.as_str() {
+                        _ if reason.contains("at build time") => {
+                            "; librdkafka was built without the system library it needs: \
+                             install what `scripts/setup.sh --system` installs, then rebuild \
+                             it (`cargo clean -p curl-sys -p rdkafka-sys`)"
+                        }
+                        "security.protocol" => " (plaintext, ssl, sasl_plaintext or sasl_ssl)",
+                        _ => "",
+                    };
+                    Error::config(key, format!("{reason}{hint}"))
+                }
                 other => Error::config("client settings", other.to_string()),
             })?;
+        check_security(&native, &source.settings)?;
         check_fetch_sizes(&source.settings)?;
         Ok(source)
     }

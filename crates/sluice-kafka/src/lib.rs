@@ -81,6 +81,7 @@ mod error;
 mod partition;
 mod planner;
 mod reader;
+mod security;
 mod start;
 mod strategy;
 
