@@ -9,6 +9,7 @@ use rdkafka::ClientConfig;
 use regex::Regex;
 use sluice_core::TopicPartition;
 
+use crate::security::check_security;
 use crate::strategy::invalid_topic_name;
 use crate::{ConsumerStrategy, DataLossPolicy, Error, Result, StartOffsets};
 
@@ -355,12 +356,13 @@ impl KafkaSourceBuilder {
             mirror_offsets: self.mirror_offsets,
         };
         // librdkafka knows its settings best: unknown names and bad values
-        // fail here, before anything connects, and the size check below
-        // reads the values as librdkafka parsed them.
+        // fail here, before anything connects, and the checks below read
+        // the values as librdkafka parsed them.
         let native = source
             .client_config(source.group_id.as_deref())
             .create_native_config()
             .map_err(client_setting_error)?;
+        check_security(&native, &source.settings)?;
         check_fetch_sizes(&FetchSizes::read(&native, &source.settings)?)
             .map_err(|e| with_readings(e, &native, &source.settings))?;
         Ok(source)
@@ -425,7 +427,18 @@ fn take_group_id(
 /// Maps librdkafka's refusal of a setting to an error naming it.
 fn client_setting_error(error: KafkaError) -> Error {
     match error {
-        KafkaError::ClientConfig(_, reason, key, _) => Error::config(key, reason),
+        KafkaError::ClientConfig(_, reason, key, _) => {
+            let hint = match key.as_str() {
+                _ if reason.contains("at build time") => {
+                    "; librdkafka was built without the system library it needs: \
+                     install what `scripts/setup.sh --system` installs, then rebuild \
+                     it (`cargo clean -p curl-sys -p rdkafka-sys`)"
+                }
+                "security.protocol" => " (plaintext, ssl, sasl_plaintext or sasl_ssl)",
+                _ => "",
+            };
+            Error::config(key, format!("{reason}{hint}"))
+        }
         other => Error::config("client settings", other.to_string()),
     }
 }

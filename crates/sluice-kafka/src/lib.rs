@@ -82,6 +82,7 @@ mod lookup;
 mod partition;
 mod planner;
 mod reader;
+mod security;
 mod start;
 mod strategy;
 
