@@ -28,7 +28,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 use sluice::prelude::*;
-use sluice::RocksCheckpoint;
+use sluice::checkpoint::RocksCheckpoint;
 
 const APP_ID: &str = "wordcount";
 const FAMILY: &str = "word_counts";

@@ -20,8 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sluice::prelude::*;
-use sluice::runtime::Error as RuntimeError;
-use sluice::{BatchRecord, RocksCheckpoint, StopHandle, StreamingContextBuilder};
+use sluice::checkpoint::{BatchRecord, RocksCheckpoint};
+use sluice::{Error as RuntimeError, StopHandle, StreamingContextBuilder};
 
 /// App id of the jobs the tests build unless they need another.
 pub(crate) const APP_ID: &str = "it-job";
@@ -117,7 +117,7 @@ pub(crate) struct RunningJob {
     stop: StopHandle,
     progress: Shared,
     /// Where the waiter thread sends what `await_termination` returned.
-    ended: Receiver<sluice::runtime::Result<()>>,
+    ended: Receiver<sluice::Result<()>>,
     /// How the job ended, once received.
     end: Option<Result<(), String>>,
 }
@@ -239,7 +239,7 @@ impl RunningJob {
         }
     }
 
-    fn wait_for_end(&mut self, timeout: Duration) -> sluice::runtime::Result<()> {
+    fn wait_for_end(&mut self, timeout: Duration) -> sluice::Result<()> {
         assert!(self.end.is_none(), "the job's end was taken already");
         let result = match self.ended.recv_timeout(timeout) {
             Ok(result) => result,

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sluice::prelude::*;
-use sluice::RocksCheckpoint;
+use sluice::checkpoint::RocksCheckpoint;
 
 use crate::util::job;
 use crate::util::kafka::{self, BackgroundProducer};

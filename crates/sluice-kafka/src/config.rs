@@ -69,6 +69,7 @@ impl KafkaSource {
 
     /// Uses `id` as the consumer group id unless one was configured; the
     /// runtime passes the application id.
+    #[doc(hidden)]
     pub fn with_default_group_id(mut self, id: impl Into<String>) -> Self {
         if self.group_id.is_none() {
             self.group_id = Some(id.into());
