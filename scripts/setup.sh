@@ -12,7 +12,7 @@ set -euo pipefail
 APT_PACKAGES=(libclang-dev cmake)
 
 # The real Kafka-protocol broker the integration tests start (see
-# DESIGN.md, "Brokers for tests and examples").
+# docs/ARCHITECTURE.md, "Brokers for tests and examples").
 TANSU_VERSION=0.6.0
 TANSU_FEATURES=dynostore,libsql
 

@@ -60,8 +60,8 @@
 
 pub use sluice_core::PoisonPolicy;
 pub use sluice_runtime::{
-    BatchCompleted, BatchFailurePolicy, BatchListener, Error, Result, StopHandle,
-    StreamingContext, StreamingContextBuilder,
+    BatchCompleted, BatchFailurePolicy, BatchListener, Error, Result, StopHandle, StreamingContext,
+    StreamingContextBuilder,
 };
 
 /// The operator API: a [`DStream`] is a sequence of batches of `T`,
@@ -129,3 +129,12 @@ pub mod __private {
     pub use sluice_core::{Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph};
     pub use sluice_runtime::WorkerPool;
 }
+
+// The Rust snippets of the README and the guides compile as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guarantees.md")]
+struct GuaranteesSnippets;

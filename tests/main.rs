@@ -4,6 +4,7 @@ mod util;
 
 mod bad_input;
 mod broker_harness;
+mod clicks;
 mod data_loss;
 mod exactly_once;
 mod faults;

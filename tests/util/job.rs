@@ -19,8 +19,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sluice::prelude::*;
 use sluice::checkpoint::{BatchRecord, RocksCheckpoint};
+use sluice::prelude::*;
 use sluice::{Error as RuntimeError, StopHandle, StreamingContextBuilder};
 
 /// App id of the jobs the tests build unless they need another.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::RateLimits;
 use crate::TopicPartition;
 
-/// Which limit bounded a batch.
+/// Which limit was the tightest in force for a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RateReason {
@@ -38,7 +38,9 @@ impl fmt::Display for RateReason {
     }
 }
 
-/// The limit that bounded a batch, for logs and the batch record.
+/// The tightest rate limit in force for a batch, for logs, listeners
+/// ([`BatchInfo::rate_limit`](crate::BatchInfo::rate_limit)) and the batch
+/// record.
 ///
 /// `records_per_second` is job-wide, except for
 /// [`RateReason::MaxRatePerPartition`], where it is the lowest maximum of
