@@ -11,6 +11,7 @@
 //! ```text
 //! cargo run --release --example clicks                    # embedded broker + producer
 //! cargo run --release --example clicks -- --brokers 127.0.0.1:9092 --topic clicks
+//! cargo run --release --example clicks -- --brokers 127.0.0.1:9092 --rate 100   # and write clicks
 //! cargo run --release --example clicks -- --totals        # committed counts and dead letters
 //! ```
 //!
@@ -19,6 +20,7 @@
 //! forgets its records when the process exits, so on a restart the
 //! producer first writes the same records again up to the offsets stored
 //! in the checkpoint: offsets stay valid and the counts continue exactly.
+//! With `--brokers`, `--rate` writes such clicks into the topic too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,12 +70,13 @@ struct Args {
     /// and the dead letters, and exit without consuming.
     #[arg(long)]
     totals: bool,
-    /// Partitions of the embedded topic.
+    /// Partitions of the embedded topic, and those `--rate` writes to.
     #[arg(long, default_value_t = 2)]
     partitions: i32,
-    /// Lines per second the embedded producer writes.
-    #[arg(long, default_value_t = 100)]
-    rate: u32,
+    /// Click lines per second the example writes into the topic: 100 by
+    /// default on the embedded broker, none by default with `--brokers`.
+    #[arg(long, value_name = "LINES")]
+    rate: Option<u32>,
 }
 
 fn main() {
@@ -96,13 +99,39 @@ fn run(args: Args) -> anyhow::Result<()> {
         return print_totals(&args.checkpoint_dir);
     }
     anyhow::ensure!(args.partitions > 0, "--partitions must be at least 1");
-    let stored = stored_offsets(&args.checkpoint_dir)?;
     let (brokers, _embedded) = match &args.brokers {
         Some(brokers) => (brokers.clone(), None),
         None => {
-            let embedded = Embedded::start(&args.topic, args.partitions, args.rate, &stored)?;
-            (embedded.bootstrap.clone(), Some(embedded))
+            let cluster = MockCluster::new(1).context("starting the embedded broker")?;
+            cluster
+                .create_topic(&args.topic, args.partitions, 1)
+                .context("creating the embedded topic")?;
+            tracing::info!(bootstrap = %cluster.bootstrap_servers(), "embedded broker started");
+            (cluster.bootstrap_servers(), Some(cluster))
         }
+    };
+    // Declared after the broker, so it stops first.
+    let _clicker = match (args.brokers.is_none(), args.rate) {
+        // The embedded broker starts empty: write again what earlier runs read.
+        (true, rate) => {
+            let stored = stored_offsets(&args.checkpoint_dir)?;
+            let rate = rate.unwrap_or(100);
+            Some(Clicker::start(
+                &brokers,
+                &args.topic,
+                args.partitions,
+                rate,
+                &stored,
+            )?)
+        }
+        (false, Some(rate)) => Some(Clicker::start(
+            &brokers,
+            &args.topic,
+            args.partitions,
+            rate,
+            &BTreeMap::new(),
+        )?),
+        (false, None) => None,
     };
 
     let limits = RateLimits::new()
@@ -212,15 +241,15 @@ fn print_totals(dir: &Path) -> anyhow::Result<()> {
     }
     if has(DEAD_LETTERS) {
         for letter in checkpoint.dead_letters(DEAD_LETTERS)? {
-            let value = letter.value()?.unwrap_or_default();
+            // The record's bytes, read back from Kafka before the commit.
+            let value = match (letter.value()?, &letter.unread) {
+                (Some(value), _) => format!("{:?}", String::from_utf8_lossy(&value)),
+                (None, Some(why)) => format!("(not read back: {why})"),
+                (None, None) => "(null value)".to_owned(),
+            };
             println!(
-                "dead letter {}-{}@{} ({}): {} {:?}",
-                letter.topic,
-                letter.partition,
-                letter.offset,
-                letter.operator,
-                letter.error,
-                String::from_utf8_lossy(&value)
+                "dead letter {}-{}@{} ({}): {} {value}",
+                letter.topic, letter.partition, letter.offset, letter.operator, letter.error,
             );
         }
     }
@@ -252,17 +281,15 @@ fn line_at(partition: i32, offset: i64) -> Vec<u8> {
     }
 }
 
-/// The embedded broker and its producer thread.
-struct Embedded {
-    bootstrap: String,
+/// A thread writing click lines into the topic.
+struct Clicker {
     stop: Arc<AtomicBool>,
     producer: Option<std::thread::JoinHandle<()>>,
-    _cluster: MockCluster<'static, DefaultProducerContext>,
 }
 
-impl Drop for Embedded {
-    /// Stops the producer before the broker goes, so it does not log
-    /// connection errors on the way out.
+impl Drop for Clicker {
+    /// Stops the producer, before the embedded broker goes, so it does not
+    /// log connection errors on the way out.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(producer) = self.producer.take() {
@@ -271,20 +298,18 @@ impl Drop for Embedded {
     }
 }
 
-impl Embedded {
+impl Clicker {
+    /// Writes `rate` lines per second over `partitions` partitions of
+    /// `topic`, after the lines up to the `stored` offsets.
     fn start(
+        bootstrap: &str,
         topic: &str,
         partitions: i32,
         rate: u32,
         stored: &BTreeMap<TopicPartition, i64>,
     ) -> anyhow::Result<Self> {
-        let cluster = MockCluster::new(1).context("starting the embedded broker")?;
-        cluster
-            .create_topic(topic, partitions, 1)
-            .context("creating the embedded topic")?;
-        let bootstrap = cluster.bootstrap_servers();
         let producer: ThreadedProducer<_> = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
+            .set("bootstrap.servers", bootstrap)
             .set("linger.ms", "100")
             .set("enable.idempotence", "true")
             .create()
@@ -304,7 +329,7 @@ impl Embedded {
         }
         producer.flush(Duration::from_secs(60))?;
 
-        tracing::info!(%bootstrap, topic, partitions, rate, "embedded broker started");
+        tracing::info!(topic, partitions, rate, "writing clicks");
         let topic = topic.to_owned();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
@@ -312,10 +337,8 @@ impl Embedded {
             produce_until(&producer, &topic, rate.max(1), next, &stopped)
         });
         Ok(Self {
-            bootstrap,
             stop,
             producer: Some(producer),
-            _cluster: cluster,
         })
     }
 }
