@@ -687,6 +687,27 @@ mod tests {
         assert_eq!(caps_of(&split), [0, 100]);
     }
 
+    /// The limit reported is the one in force, whether or not it shortens
+    /// a range: a batch with nothing to read names it too
+    /// (`BatchInfo::rate_limit`).
+    #[test]
+    fn a_batch_with_nothing_to_read_reports_the_limit_in_force() {
+        let limits = RateLimits::new().max_rate_per_partition(100.0);
+        let empty = batch_caps(&limits, None, false, SECOND, &lags(&[0, 0]));
+        assert_eq!(caps_of(&empty), [0, 0]);
+        assert_eq!(reason_of(&empty), RateReason::MaxRatePerPartition);
+        // Lags below the caps: nothing is shortened, the limit is still in force.
+        let short = batch_caps(&limits, None, false, SECOND, &lags(&[3, 7]));
+        assert_eq!(caps_of(&short), [3, 7]);
+        assert_eq!(short.limit.unwrap().records_per_second, 100.0);
+        // Backpressure alone, before its first estimate: none in force.
+        let waiting = RateLimits::new().backpressure(true);
+        assert_eq!(
+            batch_caps(&waiting, None, false, SECOND, &lags(&[0, 9])).limit,
+            None
+        );
+    }
+
     /// SPARK-18580: the first batch after downtime is bounded by the
     /// initial rate, with or without backpressure.
     #[test]
