@@ -64,25 +64,28 @@ pub use sluice_runtime::{
     StreamingContextBuilder,
 };
 
-/// The operator API: a [`DStream`] is a sequence of batches of `T`,
-/// derived from the job's Kafka input by operators (`map`, `filter`,
-/// `count_keys`, …) and consumed by outputs (`foreach_batch`, `print`,
-/// sinks).
 pub mod stream {
+    //! The operator API: a [`DStream`] is a sequence of batches of `T`,
+    //! derived from the job's Kafka input by operators (`map`, `filter`,
+    //! `count_keys`, …) and consumed by outputs (`foreach_batch`, `print`,
+    //! sinks).
+
     pub use sluice_core::{Batch, BatchInfo, BoxError, DStream, Error, Result};
 }
 
-/// Outputs whose writes are committed atomically with the batch's offsets.
-///
-/// `save_counts(family)` is a [`CounterSink`]; `sink(LatestValueSink::new(family))`
-/// keeps the latest value per key; a [`Sink`] of your own stages
-/// [`Write`]s into the batch's [`WriteSet`].
 pub mod sink {
+    //! Outputs whose writes are committed atomically with the batch's offsets.
+    //!
+    //! `save_counts(family)` is a [`CounterSink`]; `sink(LatestValueSink::new(family))`
+    //! keeps the latest value per key; a [`Sink`] of your own stages
+    //! [`Write`]s into the batch's [`WriteSet`].
+
     pub use sluice_core::{CounterSink, LatestValueSink, Sink, Write, WriteSet};
 }
 
-/// The Kafka *Direct* source and the Kafka vocabulary batches are made of.
 pub mod kafka {
+    //! The Kafka *Direct* source and the Kafka vocabulary batches are made of.
+
     pub use sluice_core::{OffsetRange, Record, TopicPartition};
     pub use sluice_kafka::{
         ConsumerStrategy, DataLossPolicy, Error, KafkaSource, KafkaSourceBuilder, OffsetReset,
@@ -90,30 +93,33 @@ pub mod kafka {
     };
 }
 
-/// What a job committed: offsets, batch history, result families and dead
-/// letters, readable while the job runs with
-/// [`RocksCheckpoint::open_read_only`].
-///
-/// The read methods (`counters`, `scan`, `dead_letters`, `batches`, …)
-/// belong to the [`CheckpointStore`] trait, so bring it into scope too.
 pub mod checkpoint {
+    //! What a job committed: offsets, batch history, result families and dead
+    //! letters, readable while the job runs with
+    //! [`RocksCheckpoint::open_read_only`].
+    //!
+    //! The read methods (`counters`, `scan`, `dead_letters`, `batches`, …)
+    //! belong to the [`CheckpointStore`] trait, so bring it into scope too.
+
     pub use sluice_checkpoint::{
         BatchRecord, CheckpointStore, Commit, DeadLetterRecord, Error, RangeRecord, ResetRecord,
         ResetRecordKind, Result, RocksCheckpoint, RocksCheckpointBuilder,
     };
 }
 
-/// Rate control: per-partition and job-wide limits, the initial rate, and
-/// backpressure; each batch records the [`RateLimit`] that bounded it.
 pub mod rate {
+    //! Rate control: per-partition and job-wide limits, the initial rate, and
+    //! backpressure; each batch records the [`RateLimit`] in force.
+
     pub use sluice_core::{PidSettings, RateError, RateLimit, RateLimits, RateReason};
 }
 
-/// Re-exports of the types almost every job names, for
-/// `use sluice::prelude::*;`. Each is also at its own path (the crate root,
-/// [`stream`](crate::stream), [`kafka`](crate::kafka),
-/// [`checkpoint`](crate::checkpoint), [`rate`](crate::rate)).
 pub mod prelude {
+    //! Re-exports of the types almost every job names, for
+    //! `use sluice::prelude::*;`. Each is also at its own path (the crate root,
+    //! [`stream`](crate::stream), [`kafka`](crate::kafka),
+    //! [`checkpoint`](crate::checkpoint), [`rate`](crate::rate)).
+
     pub use crate::checkpoint::CheckpointStore;
     pub use crate::kafka::{KafkaSource, OffsetRange, Record, StartOffsets, TopicPartition};
     pub use crate::rate::RateLimits;
@@ -121,11 +127,12 @@ pub mod prelude {
     pub use crate::{BatchCompleted, PoisonPolicy, StreamingContext};
 }
 
-/// Engine internals for sluice's own benchmarks and tests: running a
-/// stream graph on in-memory input without Kafka or a checkpoint. Not part
-/// of the API; it changes without notice.
 #[doc(hidden)]
 pub mod __private {
+    //! Engine internals for sluice's own benchmarks and tests: running a
+    //! stream graph on in-memory input without Kafka or a checkpoint. Not part
+    //! of the API; it changes without notice.
+
     pub use sluice_core::{Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph};
     pub use sluice_runtime::WorkerPool;
 }

@@ -45,8 +45,8 @@ const FRAMING_BYTES: i64 = 512;
 /// A validated Kafka Direct source: where the brokers are, which partitions
 /// to read, and what to do on first start and on data loss.
 ///
-/// Built with [`KafkaSource::builder`]; connected with
-/// [`KafkaSource::connect`](crate::KafkaSource::connect).
+/// Built with [`KafkaSource::builder`]; a job reads it through
+/// `StreamingContext::kafka_stream`.
 #[derive(Debug, Clone)]
 pub struct KafkaSource {
     brokers: String,

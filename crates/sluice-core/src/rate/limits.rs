@@ -104,8 +104,8 @@ impl PidSettings {
 ///
 /// Start from [`RateLimits::new`] (no limit at all) and chain setters; each
 /// setter documents its default. Fields are public for reading and for
-/// config code; call [`RateLimits::validate`] before use.
-/// [`batch_caps`](crate::batch_caps) turns them into per-partition caps.
+/// config code; call [`RateLimits::validate`] before use. For every batch
+/// the driver turns them into per-partition caps (`batch_caps`).
 ///
 /// ```
 /// use sluice_core::{RateLimits, TopicPartition};
