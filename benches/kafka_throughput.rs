@@ -49,7 +49,6 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice::prelude::*;
-use sluice::RateLimits;
 use tempfile::TempDir;
 
 // The integration tests' broker launcher; the bench uses part of it.

@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use sluice::core::{
-    BatchInfo, Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph, Write,
+use sluice::__private::{
+    Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph, WorkerPool,
 };
-use sluice::WorkerPool;
+use sluice::sink::Write;
+use sluice::stream::BatchInfo;
 
 const LINES: usize = 200_000;
 const WORDS_PER_LINE: usize = 8;

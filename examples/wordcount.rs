@@ -27,8 +27,8 @@ use clap::Parser;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
+use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
-use sluice::RocksCheckpoint;
 
 const APP_ID: &str = "wordcount";
 const FAMILY: &str = "word_counts";

@@ -19,7 +19,7 @@ APT_PACKAGES=(
 )
 
 # The real Kafka-protocol broker the integration tests start (see
-# DESIGN.md, "Brokers for tests and examples").
+# docs/ARCHITECTURE.md, "Brokers for tests and examples").
 TANSU_VERSION=0.6.0
 TANSU_FEATURES=dynostore,libsql
 

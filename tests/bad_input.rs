@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use sluice::prelude::*;
-use sluice::runtime::Error as RuntimeError;
-use sluice::RateLimits;
+use sluice::Error as RuntimeError;
 
 use crate::util::job::{self, offsets, produce_numbered, RunningJob, APP_ID, COUNTS};
 use crate::util::kafka;
@@ -141,7 +140,7 @@ fn null_keys_and_tombstones_read_as_none_and_are_counted_and_committed() {
     records
         .try_map(|r| {
             let key = r.key_str()?.map(str::as_bytes);
-            Ok::<_, sluice::core::Error>(shape(key, r.value.as_deref()))
+            Ok::<_, sluice::stream::Error>(shape(key, r.value.as_deref()))
         })
         .count_by_value()
         .save_counts(SHAPES)

@@ -12,10 +12,12 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Mutex;
 
-use sluice::checkpoint::{CheckpointStore, Commit, RangeRecord, ResetRecordKind};
-use sluice::kafka::ResetKind;
+use sluice::checkpoint::{
+    BatchRecord, CheckpointStore, Commit, RangeRecord, ResetRecordKind, RocksCheckpoint,
+};
+use sluice::kafka::{DataLossPolicy, ResetKind};
 use sluice::prelude::*;
-use sluice::{BatchRecord, RocksCheckpoint, WriteSet};
+use sluice::sink::WriteSet;
 use tempfile::TempDir;
 
 use crate::util::job::{self, RunningJob, APP_ID, COUNTS, WAIT};

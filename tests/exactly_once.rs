@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice::prelude::*;
-use sluice::runtime::Error as RuntimeError;
+use sluice::Error as RuntimeError;
 
 use crate::util::job::{self, APP_ID, WAIT};
 use crate::util::kafka;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sluice::core::LatestValueSink;
 use sluice::prelude::*;
+use sluice::sink::LatestValueSink;
 
 use crate::util::job::{
     self, first_ranges, offsets, produce_numbered, RunningJob, APP_ID, COUNTS, WAIT,

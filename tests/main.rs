@@ -4,6 +4,7 @@ mod util;
 
 mod bad_input;
 mod broker_harness;
+mod clicks;
 mod client_features;
 mod data_loss;
 mod exactly_once;

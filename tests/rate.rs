@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use sluice::checkpoint::CheckpointStore;
 use sluice::kafka::KafkaSource;
-use sluice::runtime::{BatchCompleted, StreamingContext};
-use sluice::{CheckpointStore, RateLimits, RateReason};
+use sluice::rate::{RateLimits, RateReason};
+use sluice::{BatchCompleted, StreamingContext};
 use tempfile::TempDir;
 
 use crate::util::job::{self, RunningJob};

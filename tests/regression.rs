@@ -4,9 +4,10 @@ use std::num::NonZeroUsize;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use sluice::core::{Error as CoreError, LatestValueSink};
 use sluice::prelude::*;
-use sluice::runtime::Error as RuntimeError;
+use sluice::sink::LatestValueSink;
+use sluice::stream::Error as CoreError;
+use sluice::Error as RuntimeError;
 
 use crate::util::job::{self, RunningJob, APP_ID, COUNTS, WAIT};
 use crate::util::kafka;
@@ -33,7 +34,7 @@ fn outputs_streams_and_listeners_added_after_start_are_refused_and_the_job_keeps
     running.wait_for_first_batch();
 
     // Each late registration fails at its call, naming what it refused.
-    let refused = |result: sluice::core::Result<()>, name: &str| match result {
+    let refused = |result: sluice::stream::Result<()>, name: &str| match result {
         Err(CoreError::RegisteredAfterStart { output }) => assert_eq!(output, name),
         other => panic!("{name} after start: expected a refusal, got {other:?}"),
     };

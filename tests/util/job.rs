@@ -19,10 +19,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sluice::kafka::KafkaReader;
+use sluice::__private::KafkaReader;
+use sluice::checkpoint::{BatchRecord, RocksCheckpoint};
 use sluice::prelude::*;
-use sluice::runtime::Error as RuntimeError;
-use sluice::{BatchRecord, RocksCheckpoint, StopHandle, StreamingContextBuilder};
+use sluice::{Error as RuntimeError, StopHandle, StreamingContextBuilder};
 
 /// App id of the jobs the tests build unless they need another.
 pub(crate) const APP_ID: &str = "it-job";
@@ -120,7 +120,7 @@ pub(crate) struct RunningJob {
     reader: Arc<KafkaReader>,
     progress: Shared,
     /// Where the waiter thread sends what `await_termination` returned.
-    ended: Receiver<sluice::runtime::Result<()>>,
+    ended: Receiver<sluice::Result<()>>,
     /// How the job ended, once received.
     end: Option<Result<(), String>>,
 }
@@ -258,7 +258,7 @@ impl RunningJob {
         }
     }
 
-    fn wait_for_end(&mut self, timeout: Duration) -> sluice::runtime::Result<()> {
+    fn wait_for_end(&mut self, timeout: Duration) -> sluice::Result<()> {
         assert!(self.end.is_none(), "the job's end was taken already");
         let result = match self.ended.recv_timeout(timeout) {
             Ok(result) => result,

@@ -5,7 +5,7 @@
 use sluice_core::TopicPartition;
 
 /// Newest schema version this build reads and the one it writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// Prefix of the families sluice keeps for itself.
 pub const RESERVED_PREFIX: &str = "sluice_";

@@ -83,7 +83,9 @@ pub trait CheckpointStore: Send {
     /// The counter at `key` of `family`; `None` when the key is absent.
     fn counter(&self, family: &str, key: &[u8]) -> Result<Option<i64>>;
 
-    /// Every counter of `family`, sorted by key.
+    /// Every counter of `family`, sorted by key. Keys are the bytes the
+    /// sink was given (a `String` key's UTF-8, for instance): turn them back
+    /// with `String::from_utf8` or `String::from_utf8_lossy`.
     fn counters(&self, family: &str) -> Result<Vec<(Vec<u8>, i64)>>;
 
     /// Every raw key/value pair of `family`, sorted by key.

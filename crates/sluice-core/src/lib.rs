@@ -63,18 +63,23 @@ mod sink;
 mod stream;
 mod writes;
 
+// Shown to users by the facade (`sluice::stream`, `sink`, `kafka`, `rate`
+// and the root).
 pub use batch::{Batch, BatchInfo};
 pub use error::{BoxError, Error, Result};
-pub use exec::{run_task, Executor, InlineExecutor, TaskFn};
-pub use input::{InputReader, MemoryInput};
 pub use offset::{OffsetRange, TopicPartition};
-pub use ops::MAX_SHUFFLE_PARTITIONS;
-pub use poison::{DeadLetter, PoisonPolicy};
-pub use rate::{
-    batch_budget, batch_caps, batch_caps_within, BatchCaps, PidRateEstimator, PidSettings,
-    RateError, RateLimit, RateLimits, RateReason,
-};
+pub use poison::PoisonPolicy;
+pub use rate::{PidSettings, RateError, RateLimit, RateLimits, RateReason};
 pub use record::Record;
 pub use sink::{CounterSink, LatestValueSink, Sink};
-pub use stream::{BatchOutput, DStream, StreamGraph};
+pub use stream::DStream;
 pub use writes::{Write, WriteSet};
+
+// The engine's side, for the other sluice crates (the driver, the worker
+// pool, the Kafka reader) and the benchmarks; the facade does not expose it.
+pub use exec::{run_task, Executor, InlineExecutor, TaskFn};
+pub use input::{InputReader, MemoryInput};
+pub use ops::MAX_SHUFFLE_PARTITIONS;
+pub use poison::DeadLetter;
+pub use rate::{batch_budget, batch_caps, batch_caps_within, BatchCaps, PidRateEstimator};
+pub use stream::{BatchOutput, StreamGraph};

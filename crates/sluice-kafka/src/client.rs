@@ -20,6 +20,8 @@ impl KafkaSource {
     /// Creates the driver's client. Needs a group id (configured, or set by
     /// [`with_default_group_id`](Self::with_default_group_id)); does no I/O
     /// yet, so an unreachable broker shows up in the first request.
+    // The driver's; hidden from the facade's users.
+    #[doc(hidden)]
     pub fn connect(&self) -> Result<KafkaClient> {
         let group_id = self.group_id().map(str::to_owned).ok_or_else(|| {
             Error::config(

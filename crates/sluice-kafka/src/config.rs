@@ -44,8 +44,8 @@ const FRAMING_BYTES: i64 = 512;
 /// A validated Kafka Direct source: where the brokers are, which partitions
 /// to read, and what to do on first start and on data loss.
 ///
-/// Built with [`KafkaSource::builder`]; connected with
-/// [`KafkaSource::connect`](crate::KafkaSource::connect).
+/// Built with [`KafkaSource::builder`]; a job reads it through
+/// `StreamingContext::kafka_stream`.
 #[derive(Debug, Clone)]
 pub struct KafkaSource {
     brokers: String,
@@ -68,6 +68,7 @@ impl KafkaSource {
 
     /// Uses `id` as the consumer group id unless one was configured; the
     /// runtime passes the application id.
+    #[doc(hidden)]
     pub fn with_default_group_id(mut self, id: impl Into<String>) -> Self {
         if self.group_id.is_none() {
             self.group_id = Some(id.into());

@@ -53,6 +53,11 @@ pub enum Error {
         /// What was refused: `"a Kafka stream"` or `"a listener"`.
         what: &'static str,
     },
+    /// Defining the job's stream graph failed (an output registered after
+    /// `start()`), so `?` works on outputs in a function that returns this
+    /// crate's `Result`.
+    #[error(transparent)]
+    Graph(#[from] sluice_core::Error),
     /// `start` was called on a context that already started.
     #[error("the streaming context was already started")]
     AlreadyStarted,
