@@ -33,8 +33,8 @@ help:
 setup:
 	scripts/setup.sh
 
-# Only what compiling needs (libclang for RocksDB); running the example
-# does not need the tansu broker.
+# Only what compiling needs (libclang for RocksDB, OpenSSL and libcurl for
+# the Kafka client); running the example does not need the tansu broker.
 setup-lite:
 	scripts/setup.sh --system
 

@@ -82,10 +82,10 @@ fn main() -> Result<()> {
         .brokers(&bootstrap)
         .subscribe(["mixed"])
         .build()?;
-    ctx.kafka_stream(source)
+    ctx.kafka_stream(source)?
         .values_utf8()
         .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
-        .save_counts("words");
+        .save_counts("words")?;
 
     let total = windows * window * PARTITIONS as u64;
     let (done, finished) = mpsc::channel();
@@ -99,7 +99,7 @@ fn main() -> Result<()> {
         if committed == total {
             let _ = done.send(std::mem::take(&mut seen));
         }
-    });
+    })?;
     ctx.start()?;
     let outcome = finished.recv_timeout(RUN_TIMEOUT);
     ctx.stop(true)?;

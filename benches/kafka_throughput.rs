@@ -49,7 +49,6 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice::prelude::*;
-use sluice::RateLimits;
 use tempfile::TempDir;
 
 // The integration tests' broker launcher; the bench uses part of it.
@@ -336,7 +335,7 @@ impl Bench {
             .workers(WORKERS)
             .rate_limits(limits)
             .build()?;
-        let stream = ctx.kafka_stream(self.source()?);
+        let stream = ctx.kafka_stream(self.source()?)?;
         let counted = Arc::new(AtomicI64::new(0));
         match job {
             Job::PassThrough => {
@@ -344,12 +343,12 @@ impl Bench {
                 stream.count().foreach_batch(move |batch, _| {
                     counted.fetch_add(batch.iter().sum::<i64>(), Ordering::Relaxed);
                     Ok::<_, std::io::Error>(())
-                });
+                })?;
             }
             Job::WordCount => stream
                 .values_utf8()
                 .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
-                .save_counts("words"),
+                .save_counts("words")?,
         }
         let (done, finished) = mpsc::channel();
         let target = self.records;
@@ -371,7 +370,7 @@ impl Bench {
                 }
                 let _ = done.send((at, committed));
             }
-        });
+        })?;
         let started = Instant::now();
         ctx.start()?;
         let outcome = finished.recv_timeout(RUN_TIMEOUT);
@@ -417,12 +416,12 @@ impl Bench {
         };
         let counted = Arc::new(AtomicI64::new(0));
         let total = Arc::clone(&counted);
-        ctx.kafka_stream(source)
+        ctx.kafka_stream(source)?
             .count()
             .foreach_batch(move |batch, _| {
                 total.fetch_add(batch.iter().sum::<i64>(), Ordering::Relaxed);
                 Ok::<_, std::io::Error>(())
-            });
+            })?;
         let (done, finished) = mpsc::channel();
         let mut seen = Vec::with_capacity(batches);
         let mut done = Some(done);
@@ -433,7 +432,7 @@ impl Bench {
                     let _ = done.send(std::mem::take(&mut seen));
                 }
             }
-        });
+        })?;
         ctx.start()?;
         let outcome = finished.recv_timeout(RUN_TIMEOUT);
         ctx.stop(true)?;

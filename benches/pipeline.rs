@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use sluice::core::{
-    BatchInfo, Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph, Write,
+use sluice::__private::{
+    Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph, WorkerPool,
 };
-use sluice::WorkerPool;
+use sluice::sink::Write;
+use sluice::stream::BatchInfo;
 
 const LINES: usize = 200_000;
 const WORDS_PER_LINE: usize = 8;
@@ -84,7 +85,8 @@ fn wordcount_graph() -> Arc<StreamGraph> {
                 .collect::<Vec<_>>()
         })
         .count_by_value()
-        .save_counts("words");
+        .save_counts("words")
+        .expect("a new graph takes outputs");
     graph
 }
 
@@ -96,7 +98,8 @@ fn count_keys_graph() -> Arc<StreamGraph> {
         .input()
         .values_utf8()
         .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
-        .save_counts("words");
+        .save_counts("words")
+        .expect("a new graph takes outputs");
     graph
 }
 

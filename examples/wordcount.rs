@@ -27,8 +27,8 @@ use clap::Parser;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
+use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
-use sluice::RocksCheckpoint;
 
 const APP_ID: &str = "wordcount";
 const FAMILY: &str = "word_counts";
@@ -161,10 +161,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     for (key, value) in &args.settings {
         source = source.set(key, value);
     }
-    ctx.kafka_stream(source.build()?)
+    ctx.kafka_stream(source.build()?)?
         .values_utf8()
         .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
-        .save_counts(FAMILY);
+        .save_counts(FAMILY)?;
 
     let top = args.top;
     ctx.add_listener(
@@ -187,7 +187,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             Err(error) => eprintln!("could not read totals: {error}"),
         },
-    );
+    )?;
 
     ctx.start()?;
     ctx.await_termination()?;

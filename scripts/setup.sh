@@ -8,11 +8,18 @@
 set -euo pipefail
 
 # librocksdb-sys runs bindgen, which needs libclang; tansu's sqlite storage
-# (libsql-ffi) builds with cmake and bindgen.
-APT_PACKAGES=(libclang-dev cmake)
+# (libsql-ffi) builds with cmake and bindgen. The Kafka client (librdkafka)
+# links the system's OpenSSL for TLS and SASL SCRAM, and libcurl for
+# OAUTHBEARER/OIDC token requests, both found through pkg-config; libsasl2
+# serves Kerberos (GSSAPI), built only with the `gssapi` cargo feature.
+APT_PACKAGES=(
+    libclang-dev cmake
+    pkg-config libssl-dev libcurl4-openssl-dev
+    libsasl2-dev
+)
 
 # The real Kafka-protocol broker the integration tests start (see
-# DESIGN.md, "Brokers for tests and examples").
+# docs/ARCHITECTURE.md, "Brokers for tests and examples").
 TANSU_VERSION=0.6.0
 TANSU_FEATURES=dynostore,libsql
 

@@ -24,45 +24,125 @@
 //!         .brokers("127.0.0.1:9092")
 //!         .subscribe(["lines"])
 //!         .build()?;
-//!     ctx.kafka_stream(source)
+//!     ctx.kafka_stream(source)?
 //!         .values_utf8()
-//!         .flat_map(|line| line.split_ascii_whitespace().map(str::to_owned).collect::<Vec<_>>())
-//!         .count_by_value()
-//!         .save_counts("word_counts");
+//!         .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
+//!         .save_counts("word_counts")?;
+//!     ctx.add_listener(|batch: &BatchCompleted, _checkpoint: &dyn CheckpointStore| {
+//!         for (range, records) in batch.info.ranges.iter().zip(&batch.records_per_range) {
+//!             println!("batch {}: {range} ({records} records)", batch.info.id);
+//!         }
+//!     })?;
 //!     ctx.start()?;
 //!     ctx.await_termination()?;
 //!     Ok(())
 //! }
 //! ```
 //!
-//! The crates behind the facade: [`core`] (the `DStream` API), [`kafka`]
-//! (the Direct source), [`checkpoint`] (the RocksDB store) and
-//! [`runtime`] (driver loop and worker pool).
+//! # Where things are
+//!
+//! Each type has one path; [`prelude`] re-exports the ones almost every
+//! job names, so `use sluice::prelude::*;` is the usual first line.
+//!
+//! | path | what |
+//! |---|---|
+//! | `sluice` | running a job: [`StreamingContext`] and its builder, [`StopHandle`], the [`BatchFailurePolicy`] and [`PoisonPolicy`] settings, [`BatchCompleted`] and [`BatchListener`], [`Error`] |
+//! | [`stream`] | the operator API: [`DStream`](stream::DStream), [`Batch`](stream::Batch), [`BatchInfo`](stream::BatchInfo), and the [`Error`](stream::Error) a batch's computation fails with |
+//! | [`sink`] | outputs whose writes join the atomic commit: the [`Sink`](sink::Sink) trait, [`WriteSet`](sink::WriteSet), the bundled sinks |
+//! | [`kafka`] | the source: [`KafkaSource`](kafka::KafkaSource) and its settings, [`Record`](kafka::Record), [`TopicPartition`](kafka::TopicPartition), [`OffsetRange`](kafka::OffsetRange) |
+//! | [`checkpoint`] | reading what a job committed: [`RocksCheckpoint`](checkpoint::RocksCheckpoint), [`CheckpointStore`](checkpoint::CheckpointStore), batch records, dead letters |
+//! | [`rate`] | [`RateLimits`](rate::RateLimits), backpressure settings, and the limit each batch records |
+//!
+//! The engine's plumbing (stream graph, executors, the driver's Kafka
+//! client, range planning) lives in the workspace crates `sluice-core`,
+//! `sluice-kafka`, `sluice-checkpoint` and `sluice-runtime`, which the
+//! facade does not expose.
 
-pub use sluice_checkpoint as checkpoint;
-pub use sluice_core as core;
-pub use sluice_kafka as kafka;
-pub use sluice_runtime as runtime;
-
-pub use sluice_checkpoint::{
-    BatchRecord, CheckpointStore, DeadLetterRecord, RangeRecord, RocksCheckpoint,
-};
-pub use sluice_core::{
-    Batch, BatchInfo, DStream, OffsetRange, PidSettings, PoisonPolicy, RateLimit, RateLimits,
-    RateReason, Record, Sink, TopicPartition, WriteSet,
-};
-pub use sluice_kafka::{DataLossPolicy, KafkaSource, StartOffsets};
+pub use sluice_core::PoisonPolicy;
 pub use sluice_runtime::{
-    BatchCompleted, BatchFailurePolicy, StopHandle, StreamingContext, StreamingContextBuilder,
-    WorkerPool,
+    BatchCompleted, BatchFailurePolicy, BatchListener, Error, Result, StopHandle, StreamingContext,
+    StreamingContextBuilder,
 };
 
-/// The types almost every job uses.
-pub mod prelude {
-    pub use sluice_checkpoint::CheckpointStore;
-    pub use sluice_core::{
-        Batch, BatchInfo, DStream, OffsetRange, PoisonPolicy, RateLimits, Record, TopicPartition,
-    };
-    pub use sluice_kafka::{DataLossPolicy, KafkaSource, StartOffsets};
-    pub use sluice_runtime::{BatchCompleted, BatchFailurePolicy, StreamingContext};
+pub mod stream {
+    //! The operator API: a [`DStream`] is a sequence of batches of `T`,
+    //! derived from the job's Kafka input by operators (`map`, `filter`,
+    //! `count_keys`, …) and consumed by outputs (`foreach_batch`, `print`,
+    //! sinks).
+
+    pub use sluice_core::{Batch, BatchInfo, BoxError, DStream, Error, Result};
 }
+
+pub mod sink {
+    //! Outputs whose writes are committed atomically with the batch's offsets.
+    //!
+    //! `save_counts(family)` is a [`CounterSink`]; `sink(LatestValueSink::new(family))`
+    //! keeps the latest value per key; a [`Sink`] of your own stages
+    //! [`Write`]s into the batch's [`WriteSet`].
+
+    pub use sluice_core::{CounterSink, LatestValueSink, Sink, Write, WriteSet};
+}
+
+pub mod kafka {
+    //! The Kafka *Direct* source and the Kafka vocabulary batches are made of.
+
+    pub use sluice_core::{OffsetRange, Record, TopicPartition};
+    pub use sluice_kafka::{
+        ConsumerStrategy, DataLossPolicy, Error, KafkaSource, KafkaSourceBuilder, OffsetReset,
+        ResetKind, Result, StartOffsets,
+    };
+}
+
+pub mod checkpoint {
+    //! What a job committed: offsets, batch history, result families and dead
+    //! letters, readable while the job runs with
+    //! [`RocksCheckpoint::open_read_only`].
+    //!
+    //! The read methods (`counters`, `scan`, `dead_letters`, `batches`, …)
+    //! belong to the [`CheckpointStore`] trait, so bring it into scope too.
+
+    pub use sluice_checkpoint::{
+        BatchRecord, CheckpointStore, Commit, DeadLetterRecord, Error, RangeRecord, ResetRecord,
+        ResetRecordKind, Result, RocksCheckpoint, RocksCheckpointBuilder,
+    };
+}
+
+pub mod rate {
+    //! Rate control: per-partition and job-wide limits, the initial rate, and
+    //! backpressure; each batch records the [`RateLimit`] in force.
+
+    pub use sluice_core::{PidSettings, RateError, RateLimit, RateLimits, RateReason};
+}
+
+pub mod prelude {
+    //! Re-exports of the types almost every job names, for
+    //! `use sluice::prelude::*;`. Each is also at its own path (the crate root,
+    //! [`stream`](crate::stream), [`kafka`](crate::kafka),
+    //! [`checkpoint`](crate::checkpoint), [`rate`](crate::rate)).
+
+    pub use crate::checkpoint::CheckpointStore;
+    pub use crate::kafka::{KafkaSource, OffsetRange, Record, StartOffsets, TopicPartition};
+    pub use crate::rate::RateLimits;
+    pub use crate::stream::{Batch, BatchInfo, DStream};
+    pub use crate::{BatchCompleted, PoisonPolicy, StreamingContext};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Engine internals for sluice's own benchmarks and tests: running a
+    //! stream graph on in-memory input without Kafka or a checkpoint. Not part
+    //! of the API; it changes without notice.
+
+    pub use sluice_core::{Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph};
+    pub use sluice_kafka::KafkaReader;
+    pub use sluice_runtime::WorkerPool;
+}
+
+// The Rust snippets of the README and the guides compile as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guarantees.md")]
+struct GuaranteesSnippets;

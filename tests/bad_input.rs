@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use sluice::prelude::*;
-use sluice::runtime::Error as RuntimeError;
-use sluice::RateLimits;
+use sluice::Error as RuntimeError;
 
 use crate::util::job::{self, offsets, produce_numbered, RunningJob, APP_ID, COUNTS};
 use crate::util::kafka;
@@ -137,16 +136,21 @@ fn null_keys_and_tombstones_read_as_none_and_are_counted_and_committed() {
         .build()
         .unwrap();
     let ctx = job::context(dir.path()).build().unwrap();
-    let records = ctx.kafka_stream(source);
+    let records = ctx.kafka_stream(source).unwrap();
     records
         .try_map(|r| {
             let key = r.key_str()?.map(str::as_bytes);
-            Ok::<_, sluice::core::Error>(shape(key, r.value.as_deref()))
+            Ok::<_, sluice::stream::Error>(shape(key, r.value.as_deref()))
         })
         .count_by_value()
-        .save_counts(SHAPES);
+        .save_counts(SHAPES)
+        .unwrap();
     // Null keys do not matter to values_utf8, and a tombstone reads as "".
-    records.values_utf8().count_by_value().save_counts(COUNTS);
+    records
+        .values_utf8()
+        .count_by_value()
+        .save_counts(COUNTS)
+        .unwrap();
     let mut running = RunningJob::start(ctx);
     running.wait_for_records(10, "the 10 records");
     running.stop();
@@ -236,6 +240,7 @@ fn ten_megabyte_record_is_read_intact_with_default_client_settings() {
         .unwrap();
     let ctx = job::context(dir.path()).build().unwrap();
     ctx.kafka_stream(source)
+        .unwrap()
         .map(|r| {
             fingerprint(
                 r.partition,
@@ -244,7 +249,8 @@ fn ten_megabyte_record_is_read_intact_with_default_client_settings() {
             )
         })
         .count_by_value()
-        .save_counts(COUNTS);
+        .save_counts(COUNTS)
+        .unwrap();
     let mut running = RunningJob::start(ctx);
     running.wait_for_records(3, "the 10 MB record and the two small ones");
     running.stop();
@@ -392,6 +398,14 @@ fn invalid_settings_are_refused_by_build_naming_the_setting() {
             vec!["batch_interval"],
         ),
         (job::context(&dir).workers(0), vec!["workers"]),
+        (
+            job::context(&dir).shuffle_partitions(0),
+            vec!["shuffle_partitions"],
+        ),
+        (
+            job::context(&dir).shuffle_partitions(usize::MAX),
+            vec!["shuffle_partitions"],
+        ),
         (limits(RateLimits::new().max_rate(-100.0)), vec!["max_rate"]),
         (limits(RateLimits::new().max_rate(0.0)), vec!["max_rate"]),
         (

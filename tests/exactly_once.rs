@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice::prelude::*;
-use sluice::runtime::Error as RuntimeError;
+use sluice::Error as RuntimeError;
 
 use crate::util::job::{self, APP_ID, WAIT};
 use crate::util::kafka;
@@ -305,19 +305,21 @@ fn noting_job(
         .subscribe(["orders"])
         .build()
         .unwrap();
-    let values = ctx.kafka_stream(source).values_utf8();
+    let values = ctx.kafka_stream(source).unwrap().values_utf8();
     let (seen, hold) = (Arc::clone(seen), std::sync::Mutex::new(hold));
-    values.foreach_batch(move |batch, info: &BatchInfo| {
-        if batch.iter().next().is_some() {
-            seen.lock().unwrap().push((info.id, info.ranges.clone()));
-            if let Some(hold) = &*hold.lock().unwrap() {
-                // Released, or the test dropped the sender.
-                let _ = hold.recv();
+    values
+        .foreach_batch(move |batch, info: &BatchInfo| {
+            if batch.iter().next().is_some() {
+                seen.lock().unwrap().push((info.id, info.ranges.clone()));
+                if let Some(hold) = &*hold.lock().unwrap() {
+                    // Released, or the test dropped the sender.
+                    let _ = hold.recv();
+                }
             }
-        }
-        Ok::<_, std::io::Error>(())
-    });
-    values.count_by_value().save_counts(job::COUNTS);
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    values.count_by_value().save_counts(job::COUNTS).unwrap();
     job::RunningJob::start(ctx)
 }
 

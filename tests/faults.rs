@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sluice::core::LatestValueSink;
 use sluice::prelude::*;
+use sluice::sink::LatestValueSink;
 
 use crate::util::job::{
     self, first_ranges, offsets, produce_numbered, RunningJob, APP_ID, COUNTS, WAIT,
@@ -251,19 +251,22 @@ fn job_resumes_from_stored_offsets_after_its_code_changed() {
     // order feed a new family, the old family is fed through an extra map,
     // and a new output keeps the latest value per partition.
     let ctx = job::context(dir.path()).build().unwrap();
-    let values = ctx.kafka_stream(source()).values_utf8();
+    let values = ctx.kafka_stream(source()).unwrap().values_utf8();
     values
         .filter(|v| !v.ends_with('5'))
         .map(|v| v.to_uppercase())
         .count_by_value()
-        .save_counts("upper_counts");
+        .save_counts("upper_counts")
+        .unwrap();
     values
         .map(|v| v.trim().to_owned())
         .count_by_value()
-        .save_counts(COUNTS);
+        .save_counts(COUNTS)
+        .unwrap();
     values
         .key_by(|v| v.rsplit_once('-').expect("numbered value").0.to_owned())
-        .sink(LatestValueSink::new("latest_per_partition"));
+        .sink(LatestValueSink::new("latest_per_partition"))
+        .unwrap();
     let mut v2 = RunningJob::start(ctx);
     v2.wait_for("v2 to reach offset 100 on both partitions", |p| {
         let ends: BTreeMap<_, _> = p

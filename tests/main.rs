@@ -4,9 +4,14 @@ mod util;
 
 mod bad_input;
 mod broker_harness;
+mod clicks;
+mod client_features;
+mod data_loss;
 mod exactly_once;
 mod faults;
 mod memory;
+mod metadata;
 mod offsets;
 mod poison;
 mod rate;
+mod regression;

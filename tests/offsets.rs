@@ -188,6 +188,39 @@ fn pattern_subscription_picks_up_topic_created_while_running() {
     );
 }
 
+/// The start policy belongs to the job's first batch: a restart after
+/// committed batches that stored no offset (nothing matched yet) is not a
+/// first start, and a topic that appeared meanwhile starts from earliest.
+#[test]
+fn a_restart_after_empty_batches_is_not_a_first_start() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempdir();
+    let source = || {
+        job::source(&bootstrap)
+            .subscribe_pattern("^late-.*")
+            .start_from(StartOffsets::Latest)
+            .build()
+            .unwrap()
+    };
+    let mut running = job::count_values(job::context(dir.path()).build().unwrap(), source());
+    running.wait_for("two committed batches", |p| {
+        (p.batches.len() >= 2).then_some(())
+    });
+    running.stop();
+    assert!(job::open_checkpoint(dir.path(), APP_ID)
+        .offsets()
+        .unwrap()
+        .is_empty());
+
+    kafka::create_mock_topic(&cluster, "late-x", 1);
+    let values = produce_numbered(&bootstrap, "late-x", 1, 0..6);
+    let mut running = job::count_values(job::context(dir.path()).build().unwrap(), source());
+    running.wait_for_records(6, "the 6 records of late-x, created while the job was down");
+    running.stop();
+    assert_eq!(job::committed_counts(dir.path()), job::counts_of(&values));
+}
+
 /// Regression: `KafkaReader::retain_partitions` was never called, so the
 /// consumer of a partition that disappeared stayed open, with up to 8 MiB
 /// prefetched, for the life of the job.

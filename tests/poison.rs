@@ -31,9 +31,11 @@ fn start_on(dir: &std::path::Path, bootstrap: &str, topic: &str, limits: RateLim
         .unwrap();
     let source = job::source(bootstrap).subscribe([topic]).build().unwrap();
     ctx.kafka_stream(source)
+        .unwrap()
         .values_utf8()
         .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
-        .save_counts(COUNTS);
+        .save_counts(COUNTS)
+        .unwrap();
     RunningJob::start(ctx)
 }
 

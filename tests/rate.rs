@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use sluice::checkpoint::CheckpointStore;
 use sluice::kafka::KafkaSource;
-use sluice::runtime::{BatchCompleted, StreamingContext};
-use sluice::{CheckpointStore, RateLimits, RateReason};
+use sluice::rate::{RateLimits, RateReason};
+use sluice::{BatchCompleted, StreamingContext};
 use tempfile::TempDir;
 
 use crate::util::job::{self, RunningJob};
@@ -69,12 +70,14 @@ fn backpressure_bounds_the_first_batch_respects_caps_and_settles_near_the_interv
         .max_rate_per_partition(MAX_RATE_PER_PARTITION);
     let (ctx, source) = backlog.job(INTERVAL, limits);
     ctx.kafka_stream(source)
+        .unwrap()
         .map_partitions(|records| {
             std::thread::sleep(PER_RECORD * records.len() as u32);
             records
         })
         .count()
-        .foreach_batch(|_, _| Ok::<_, std::io::Error>(()));
+        .foreach_batch(|_, _| Ok::<_, std::io::Error>(()))
+        .unwrap();
     let mut running = RunningJob::start(ctx);
     let batches = running.wait_for("12 committed batches", |p| {
         (p.batches.len() >= 12).then(|| p.batches.clone())
@@ -141,12 +144,16 @@ fn max_rate_holds_over_wall_clock_time_while_batches_catch_up_after_an_overrun()
 
     let backlog = Backlog::new(2, 5_000);
     let (ctx, source) = backlog.job(INTERVAL, RateLimits::new().max_rate(MAX_RATE));
-    ctx.kafka_stream(source).count().foreach_batch(|_, info| {
-        if info.id == 2 {
-            std::thread::sleep(OVERRUN);
-        }
-        Ok::<_, std::io::Error>(())
-    });
+    ctx.kafka_stream(source)
+        .unwrap()
+        .count()
+        .foreach_batch(|_, info| {
+            if info.id == 2 {
+                std::thread::sleep(OVERRUN);
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
     // When each batch committed; a batch is planned after the one before it
     // committed, so every batch after `j` up to `k` was planned and read
     // between the commits of `j` and `k`.
@@ -154,7 +161,8 @@ fn max_rate_holds_over_wall_clock_time_while_batches_catch_up_after_an_overrun()
     let seen = Arc::clone(&committed);
     ctx.add_listener(move |batch: &BatchCompleted, _: &dyn CheckpointStore| {
         seen.lock().unwrap().push((Instant::now(), batch.records));
-    });
+    })
+    .unwrap();
     let mut running = RunningJob::start(ctx);
     let batches = running.wait_for("14 committed batches", |p| {
         (p.batches.len() >= 14).then(|| p.batches.clone())

@@ -19,10 +19,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sluice::kafka::KafkaReader;
+use sluice::__private::KafkaReader;
+use sluice::checkpoint::{BatchRecord, RocksCheckpoint};
 use sluice::prelude::*;
-use sluice::runtime::Error as RuntimeError;
-use sluice::{BatchRecord, RocksCheckpoint, StopHandle, StreamingContextBuilder};
+use sluice::{Error as RuntimeError, StopHandle, StreamingContextBuilder};
 
 /// App id of the jobs the tests build unless they need another.
 pub(crate) const APP_ID: &str = "it-job";
@@ -80,9 +80,10 @@ pub(crate) fn count_with(
     source: KafkaSource,
     shape: impl FnOnce(DStream<String>) -> DStream<String>,
 ) -> RunningJob {
-    shape(ctx.kafka_stream(source).values_utf8())
+    shape(ctx.kafka_stream(source).unwrap().values_utf8())
         .count_by_value()
-        .save_counts(COUNTS);
+        .save_counts(COUNTS)
+        .unwrap();
     RunningJob::start(ctx)
 }
 
@@ -119,7 +120,7 @@ pub(crate) struct RunningJob {
     reader: Arc<KafkaReader>,
     progress: Shared,
     /// Where the waiter thread sends what `await_termination` returned.
-    ended: Receiver<sluice::runtime::Result<()>>,
+    ended: Receiver<sluice::Result<()>>,
     /// How the job ended, once received.
     end: Option<Result<(), String>>,
 }
@@ -127,6 +128,12 @@ pub(crate) struct RunningJob {
 impl RunningJob {
     /// Adds the progress listener to `ctx` and starts it.
     pub(crate) fn start(ctx: StreamingContext) -> Self {
+        Self::start_shared(Arc::new(ctx))
+    }
+
+    /// Like [`RunningJob::start`], for a context the test keeps using
+    /// while the job runs.
+    pub(crate) fn start_shared(ctx: Arc<StreamingContext>) -> Self {
         let progress: Shared = Arc::default();
         let shared = Arc::clone(&progress);
         ctx.add_listener(move |batch: &BatchCompleted, _: &dyn CheckpointStore| {
@@ -135,7 +142,8 @@ impl RunningJob {
             p.records += batch.records;
             p.batches.push(batch.clone());
             changed.notify_all();
-        });
+        })
+        .expect("a context not started yet takes listeners");
         ctx.start()
             .unwrap_or_else(|e| panic!("starting the job: {e}"));
         let stop = ctx
@@ -250,7 +258,7 @@ impl RunningJob {
         }
     }
 
-    fn wait_for_end(&mut self, timeout: Duration) -> sluice::runtime::Result<()> {
+    fn wait_for_end(&mut self, timeout: Duration) -> sluice::Result<()> {
         assert!(self.end.is_none(), "the job's end was taken already");
         let result = match self.ended.recv_timeout(timeout) {
             Ok(result) => result,

@@ -6,5 +6,7 @@
 
 pub(crate) mod job;
 pub(crate) mod kafka;
+pub(crate) mod oidc;
 pub(crate) mod tansu;
+pub(crate) mod tls;
 pub(crate) mod wordcount;

@@ -36,6 +36,8 @@ const PORT_ATTEMPTS: usize = 3;
 pub(crate) struct Tansu {
     bin: PathBuf,
     port: u16,
+    /// `host:port` the broker sends clients to, when not its own port.
+    advertised: Option<String>,
     storage: Storage,
     child: Option<Child>,
     log_path: PathBuf,
@@ -70,7 +72,17 @@ impl Tansu {
     /// ListOffsets(latest) with the last batch's base offset + 1, so after
     /// a 10-record batch the high watermark reads 1 instead of 10.
     pub(crate) fn start() -> Self {
-        Self::launch(|tmp| Storage::Sqlite(tmp.to_path_buf()))
+        Self::launch(|tmp| Storage::Sqlite(tmp.to_path_buf()), None)
+    }
+
+    /// Like [`start`](Self::start), but the broker tells clients to
+    /// connect to `advertised` (`host:port`), where a proxy in front of it
+    /// listens (see `tls::TlsListener`).
+    pub(crate) fn start_behind(advertised: &str) -> Self {
+        Self::launch(
+            |tmp| Storage::Sqlite(tmp.to_path_buf()),
+            Some(advertised.to_owned()),
+        )
     }
 
     /// Starts a broker with `memory://` storage: the fastest (for
@@ -78,7 +90,7 @@ impl Tansu {
     /// [`start`](Self::start)), and its data is lost on restart. Fetching
     /// records works.
     pub(crate) fn start_in_memory() -> Self {
-        Self::launch(|_| Storage::Memory)
+        Self::launch(|_| Storage::Memory, None)
     }
 
     /// Starts a broker that keeps its data in `dir/tansu.db`, so that the
@@ -87,11 +99,11 @@ impl Tansu {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("creating tansu data dir {}: {e}", dir.display()));
-        Self::launch(|_| Storage::Sqlite(dir))
+        Self::launch(|_| Storage::Sqlite(dir), None)
     }
 
     /// `storage` gets the broker's own temp dir, which also holds the log.
-    fn launch(storage: impl FnOnce(&Path) -> Storage) -> Self {
+    fn launch(storage: impl FnOnce(&Path) -> Storage, advertised: Option<String>) -> Self {
         let log_dir = tempfile::Builder::new()
             .prefix("tansu-")
             .tempdir()
@@ -100,6 +112,7 @@ impl Tansu {
         let mut broker = Tansu {
             bin: tansu_bin(),
             port: 0,
+            advertised,
             storage,
             child: None,
             log_path: log_dir.path().join("tansu.log"),
@@ -220,13 +233,17 @@ impl Tansu {
             .map_err(|e| format!("cloning the log handle: {e}"))?;
 
         let url = self.url();
+        let advertised = match &self.advertised {
+            Some(address) => format!("tcp://{address}"),
+            None => url.clone(),
+        };
         let mut cmd = Command::new(&self.bin);
         cmd.args([
             "broker",
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
         ])
         .args(["--storage-engine", self.storage.url()])
         .stdin(Stdio::null())

@@ -14,8 +14,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
-use sluice::RocksCheckpoint;
 
 use crate::util::job;
 use crate::util::kafka::{self, BackgroundProducer};

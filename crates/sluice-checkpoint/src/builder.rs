@@ -6,7 +6,7 @@ use crate::{Error, Result, RocksCheckpoint};
 
 /// Batch records kept by default: enough history for a UI and for
 /// post-mortems without growing without bound.
-pub const DEFAULT_RETAINED_BATCHES: usize = 10_000;
+pub(crate) const DEFAULT_RETAINED_BATCHES: usize = 10_000;
 
 /// Opens a [`RocksCheckpoint`]; made by [`RocksCheckpoint::builder`].
 ///
@@ -59,9 +59,8 @@ impl RocksCheckpointBuilder {
         self
     }
 
-    /// How many batch records to keep (default
-    /// [`DEFAULT_RETAINED_BATCHES`]; at least 1): each commit deletes the
-    /// records of batch ids `n` or more below its own.
+    /// How many batch records to keep (default 10 000; at least 1): each
+    /// commit deletes the records of batch ids `n` or more below its own.
     pub fn retain_batches(mut self, n: usize) -> Self {
         self.retain_batches = n;
         self

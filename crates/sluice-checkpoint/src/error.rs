@@ -112,6 +112,17 @@ pub enum Error {
         /// The last committed batch id.
         last: u64,
     },
+    /// A shuffle partition count was recorded over another one. This is a
+    /// bug in the caller: the count is fixed at the job's first start.
+    #[error("bug: checkpoint {path} keeps {stored} shuffle partitions; recording {requested} would change which records every later batch puts under each idempotency key")]
+    ShufflePartitionsFixed {
+        /// The directory.
+        path: PathBuf,
+        /// The recorded count.
+        stored: usize,
+        /// The count the caller tried to record.
+        requested: usize,
+    },
     /// A commit carried an offset that cannot be stored (a bug in the caller).
     #[error("bug: cannot store next offset {offset} of {topic}-{partition}: {reason}")]
     InvalidOffset {

@@ -5,7 +5,7 @@
 use sluice_core::TopicPartition;
 
 /// Newest schema version this build reads and the one it writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// Prefix of the families sluice keeps for itself.
 pub const RESERVED_PREFIX: &str = "sluice_";
@@ -19,6 +19,9 @@ pub(crate) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 pub(crate) const META_APP_ID: &[u8] = b"app_id";
 /// The plan of the batch about to run: a `BatchRecord` as JSON.
 pub(crate) const META_PLANNED_BATCH: &[u8] = b"planned_batch";
+/// The reduce partitions of the job's shuffles, in decimal, recorded at its
+/// first start. Absent in checkpoints of older builds; they ignore it.
+pub(crate) const META_SHUFFLE_PARTITIONS: &[u8] = b"shuffle_partitions";
 
 /// True for names only sluice may use.
 pub(crate) fn is_reserved(family: &str) -> bool {

@@ -58,10 +58,13 @@ mod rocks;
 mod store;
 mod validate;
 
-pub use builder::{RocksCheckpointBuilder, DEFAULT_RETAINED_BATCHES};
+// Shown to users by the facade as `sluice::checkpoint`.
+pub use builder::RocksCheckpointBuilder;
 pub use dead_letter::DeadLetterRecord;
 pub use error::{Error, Result};
-pub use keys::{RESERVED_PREFIX, SCHEMA_VERSION};
-pub use record::{BatchRecord, RangeRecord};
+pub use record::{BatchRecord, RangeRecord, ResetRecord, ResetRecordKind};
 pub use rocks::RocksCheckpoint;
 pub use store::{CheckpointStore, Commit};
+
+// For sluice-runtime, which checks user family names.
+pub use keys::RESERVED_PREFIX;

@@ -67,24 +67,69 @@ pub struct RangeRecord {
     /// Records actually read.
     #[serde(default)]
     pub records: u64,
-    /// Offsets in the range that held no record (compaction, transaction
-    /// markers).
+    /// Offsets a data-loss reset passed over before this range: with
+    /// [`ResetRecord::kind`] `below_log_start`, the offsets deleted before the
+    /// job read them (`log start - stored`); with `past_latest`, how far the
+    /// stored position was past the latest offset (`stored - latest`). 0 when
+    /// the partition was not reset. Offsets inside the range that hold no
+    /// record (compaction, transaction markers) are `until - from - records`.
     #[serde(default)]
     pub skipped_offsets: u64,
+    /// The data-loss reset that moved this partition's position to `from`,
+    /// if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<ResetRecord>,
+}
+
+/// A position moved by a data-loss reset (`DataLossPolicy::ResetToEarliest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ResetRecord {
+    /// Why the position was reset.
+    pub kind: ResetRecordKind,
+    /// The position stored in the checkpoint before the reset.
+    pub stored: i64,
+}
+
+impl ResetRecord {
+    /// A reset of `kind` from the stored position `stored`.
+    pub fn new(kind: ResetRecordKind, stored: i64) -> Self {
+        Self { kind, stored }
+    }
+}
+
+/// Why a position was reset, as stored in the batch history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ResetRecordKind {
+    /// The stored offset was below the log start (records deleted unread).
+    BelowLogStart,
+    /// The stored offset was past the latest offset (topic recreated or
+    /// truncated).
+    PastLatest,
 }
 
 impl RangeRecord {
-    /// Records that `records` records were read from `range` and
-    /// `skipped_offsets` offsets in it held none.
-    pub fn from_range(range: &OffsetRange, records: u64, skipped_offsets: u64) -> Self {
+    /// Records that `records` records were read from `range`, with no reset.
+    pub fn from_range(range: &OffsetRange, records: u64) -> Self {
         Self {
             topic: range.topic.to_string(),
             partition: range.partition,
             from: range.from,
             until: range.until,
             records,
-            skipped_offsets,
+            skipped_offsets: 0,
+            reset: None,
         }
+    }
+
+    /// The same record, noting that a data-loss `reset` passed over
+    /// `skipped_offsets` offsets before the range.
+    pub fn with_reset(mut self, reset: ResetRecord, skipped_offsets: u64) -> Self {
+        self.reset = Some(reset);
+        self.skipped_offsets = skipped_offsets;
+        self
     }
 }
 
@@ -97,7 +142,10 @@ mod tests {
     fn round_trips_through_json() {
         let mut record = BatchRecord::new(7, 1_700_000_000_000);
         let range = OffsetRange::new(&TopicPartition::new("t", 3), 10, 20);
-        record.ranges.push(RangeRecord::from_range(&range, 9, 1));
+        record.ranges.push(
+            RangeRecord::from_range(&range, 9)
+                .with_reset(ResetRecord::new(ResetRecordKind::BelowLogStart, 4), 6),
+        );
         record.records = 9;
         record.rate_limit = Some("max 100/s per partition".into());
         let json = serde_json::to_vec(&record).unwrap();
@@ -115,5 +163,18 @@ mod tests {
         assert_eq!(record.id, 3);
         assert_eq!(record.rate_limit, None);
         assert_eq!(record.ranges[0].skipped_offsets, 0);
+        assert_eq!(record.ranges[0].reset, None);
+    }
+
+    #[test]
+    fn a_reset_is_stored_with_its_kind_and_count() {
+        let range = OffsetRange::new(&TopicPartition::new("t", 0), 0, 300);
+        let record = RangeRecord::from_range(&range, 300)
+            .with_reset(ResetRecord::new(ResetRecordKind::PastLatest, 500), 200);
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(
+            json.contains(r#""skipped_offsets":200,"reset":{"kind":"past_latest","stored":500}"#),
+            "{json}"
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! [`RocksCheckpoint`]: the [`CheckpointStore`] kept in a RocksDB database.
 //!
-//! Layout: `sluice_meta` (schema version, app id), `sluice_offsets` (next
+//! Layout: `sluice_meta` (schema version, app id, shuffle partitions, the
+//! plan of the batch about to run), `sluice_offsets` (next
 //! offset per partition), `sluice_batches` (batch records by id), plus one
 //! column family per user family. Every family has the counter merge
 //! operator so `Write::Add` works anywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
@@ -16,7 +18,9 @@ use rocksdb::{
 use sluice_core::{TopicPartition, Write};
 
 use crate::keys::{self, SCHEMA_VERSION};
-use crate::validate::{check_meta, classify_dir, DirKind, MetaState, StoredMeta};
+use crate::validate::{
+    check_meta, classify_dir, parse_shuffle_partitions, DirKind, MetaState, StoredMeta,
+};
 use crate::{
     builder, merge, BatchRecord, CheckpointStore, Commit, Error, Result, RocksCheckpointBuilder,
 };
@@ -203,6 +207,7 @@ impl RocksCheckpoint {
             let get = |key| self.db.get_cf(cf, key).map_err(self.rocks_error("read"));
             meta.schema_version = get(keys::META_SCHEMA_VERSION)?;
             meta.app_id = get(keys::META_APP_ID)?;
+            meta.shuffle_partitions = get(keys::META_SHUFFLE_PARTITIONS)?;
         }
         for family in ["default", keys::OFFSETS, keys::BATCHES] {
             if let Some(cf) = self.db.cf_handle(family) {
@@ -394,6 +399,47 @@ impl CheckpointStore for RocksCheckpoint {
             .last_id
             .is_none_or(|last| plan.id > last)
             .then_some(plan))
+    }
+
+    fn shuffle_partitions(&self) -> Result<Option<NonZeroUsize>> {
+        self.db
+            .get_pinned_cf(self.internal(keys::META)?, keys::META_SHUFFLE_PARTITIONS)
+            .map_err(self.rocks_error("read"))?
+            .map(|raw| parse_shuffle_partitions(&self.path, &raw))
+            .transpose()
+    }
+
+    fn record_shuffle_partitions(&mut self, partitions: NonZeroUsize) -> Result<()> {
+        self.writable("record the shuffle partitions in")?;
+        match self.shuffle_partitions()? {
+            Some(stored) if stored == partitions => return Ok(()),
+            Some(stored) => {
+                return Err(Error::ShufflePartitionsFixed {
+                    path: self.path.clone(),
+                    stored: stored.get(),
+                    requested: partitions.get(),
+                })
+            }
+            None => {}
+        }
+        // Synced whatever the sync setting: a batch planned after this must
+        // never be redone with another count.
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .put_cf_opt(
+                self.internal(keys::META)?,
+                keys::META_SHUFFLE_PARTITIONS,
+                partitions.to_string(),
+                &options,
+            )
+            .map_err(self.rocks_error("record the shuffle partitions in"))?;
+        tracing::info!(
+            path = %self.path.display(),
+            shuffle_partitions = partitions.get(),
+            "recorded the shuffle partitions"
+        );
+        Ok(())
     }
 
     fn batches(&self) -> Result<Vec<BatchRecord>> {

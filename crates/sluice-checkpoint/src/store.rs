@@ -1,6 +1,7 @@
 //! The `CheckpointStore` trait: what the driver needs from a checkpoint.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 
 use sluice_core::{TopicPartition, WriteSet};
 
@@ -54,6 +55,24 @@ pub trait CheckpointStore: Send {
     /// that has not committed yet; `None` once that batch committed.
     fn pending_plan(&self) -> Result<Option<BatchRecord>>;
 
+    /// The number of reduce partitions the job's shuffles use, as
+    /// [`record_shuffle_partitions`](Self::record_shuffle_partitions)
+    /// recorded it at the job's first start; `None` before.
+    ///
+    /// Which records a shuffle puts in reduce partition `i`, and so what an
+    /// idempotency key names, depends on this number. Keeping it in the
+    /// checkpoint keeps it fixed whatever the worker count of later runs,
+    /// as Spark keeps `spark.sql.shuffle.partitions` in its checkpoint.
+    fn shuffle_partitions(&self) -> Result<Option<NonZeroUsize>>;
+
+    /// Records the job's shuffle partition count, durably (synced whatever
+    /// the sync setting), before any batch uses it.
+    ///
+    /// The count never changes once recorded: recording the same count
+    /// again does nothing, and another count fails with
+    /// [`Error::ShufflePartitionsFixed`](crate::Error::ShufflePartitionsFixed).
+    fn record_shuffle_partitions(&mut self, partitions: NonZeroUsize) -> Result<()>;
+
     /// Applies `commit` in one atomic write.
     ///
     /// Validation happens before anything is written: the batch id must
@@ -64,7 +83,9 @@ pub trait CheckpointStore: Send {
     /// The counter at `key` of `family`; `None` when the key is absent.
     fn counter(&self, family: &str, key: &[u8]) -> Result<Option<i64>>;
 
-    /// Every counter of `family`, sorted by key.
+    /// Every counter of `family`, sorted by key. Keys are the bytes the
+    /// sink was given (a `String` key's UTF-8, for instance): turn them back
+    /// with `String::from_utf8` or `String::from_utf8_lossy`.
     fn counters(&self, family: &str) -> Result<Vec<(Vec<u8>, i64)>>;
 
     /// Every raw key/value pair of `family`, sorted by key.

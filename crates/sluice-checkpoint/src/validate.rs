@@ -4,6 +4,7 @@
 //! Anything unexpected is an error: a damaged checkpoint silently taken
 //! for a first start would re-read or skip data.
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 
 use crate::keys::{self, SCHEMA_VERSION};
@@ -58,6 +59,8 @@ pub(crate) struct StoredMeta {
     pub(crate) schema_version: Option<Vec<u8>>,
     /// Raw `app_id` value, when present.
     pub(crate) app_id: Option<Vec<u8>>,
+    /// Raw `shuffle_partitions` value, when recorded.
+    pub(crate) shuffle_partitions: Option<Vec<u8>>,
     /// Whether any offset, batch record or default-family key is stored.
     pub(crate) has_data: bool,
 }
@@ -133,7 +136,26 @@ pub(crate) fn check_meta(path: &Path, meta: &StoredMeta, app_id: &str) -> Result
             requested: app_id.to_owned(),
         });
     }
+    if let Some(raw) = &meta.shuffle_partitions {
+        parse_shuffle_partitions(path, raw)?;
+    }
     Ok(MetaState::Ready)
+}
+
+/// Reads a recorded shuffle partition count: a positive decimal number.
+pub(crate) fn parse_shuffle_partitions(path: &Path, raw: &[u8]) -> Result<NonZeroUsize> {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.parse::<NonZeroUsize>().ok())
+        .ok_or_else(|| {
+            Error::corrupt(
+                path,
+                format!(
+                    "its recorded shuffle partition count {:?} is not a positive number",
+                    String::from_utf8_lossy(raw)
+                ),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -151,6 +173,7 @@ mod tests {
             families: families(),
             schema_version: Some(b"1".to_vec()),
             app_id: Some(app.as_bytes().to_vec()),
+            shuffle_partitions: None,
             has_data: true,
         }
     }
@@ -205,6 +228,28 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_recorded_shuffle_partition_count_must_be_a_positive_number() {
+        let with = |raw: &[u8]| StoredMeta {
+            shuffle_partitions: Some(raw.to_vec()),
+            ..ready("app")
+        };
+        assert_eq!(check(&with(b"12")).unwrap(), MetaState::Ready);
+        for raw in [&b"0"[..], b"-3", b"", b"twelve", b"0x10", b"\xff"] {
+            let err = check(&with(raw)).unwrap_err();
+            assert!(
+                matches!(&err, Error::Corrupt { detail, .. } if detail.contains("shuffle partition")),
+                "{raw:?}: {err}"
+            );
+        }
+        assert_eq!(
+            parse_shuffle_partitions(Path::new("/cp"), b"12")
+                .unwrap()
+                .get(),
+            12
+        );
     }
 
     #[test]

@@ -16,8 +16,11 @@ pub struct BatchInfo {
     pub time: SystemTime,
     /// One range per partition read by this batch, in task order.
     pub ranges: Vec<OffsetRange>,
-    /// The intake limit that bounded this batch's ranges, and why; `None`
-    /// when no rate limit applied.
+    /// The tightest rate limit in force when this batch was planned, and
+    /// why; `None` when none was (no limit configured, or backpressure
+    /// alone before its first estimate). It is the limit the ranges were
+    /// sized under, whether or not it shortened any of them: an empty
+    /// batch, or one that read every partition's whole lag, reports it too.
     pub rate_limit: Option<RateLimit>,
 }
 

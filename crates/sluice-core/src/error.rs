@@ -8,7 +8,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Result alias for sluice-core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What can go wrong while a batch is computed.
+/// What can go wrong while a batch is computed, or while a job's outputs
+/// are registered.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -46,6 +47,16 @@ pub enum Error {
         /// Why the read failed.
         source: BoxError,
     },
+    /// The log no longer holds a range's records: retention deleted its start
+    /// after it was planned, or the log ends before it. The driver takes the
+    /// data-loss decision on fresh offsets and plans the batch again.
+    #[error("offsets of {range} are out of range in the log: {source}")]
+    OffsetOutOfRange {
+        /// The range being read.
+        range: crate::OffsetRange,
+        /// What the source reported.
+        source: BoxError,
+    },
     /// A task failed on every attempt it was given.
     #[error("task {task} of stage '{stage}' failed after {attempts} attempt(s): {source}")]
     Task {
@@ -76,6 +87,19 @@ pub enum Error {
         /// The reduce partition whose input is gone.
         partition: usize,
     },
+    /// An output operation was registered after the job started (the graph
+    /// was [sealed](crate::StreamGraph::seal)); it was not added. A mistake
+    /// in the job's code: register every output before starting the job.
+    #[error(
+        "output {output} was registered after the job started and is not added: register \
+         every output before the job starts (StreamingContext::start), which fixes the outputs \
+         and creates their checkpoint families"
+    )]
+    RegisteredAfterStart {
+        /// The output refused, such as `foreach_batch` or
+        /// `save_counts("counts")`.
+        output: String,
+    },
     /// The batch was cancelled (non-graceful stop).
     #[error("batch of {time:?} was cancelled")]
     Cancelled {
@@ -90,6 +114,21 @@ impl Error {
         Error::User {
             operator,
             source: source.into(),
+        }
+    }
+
+    /// The range whose offsets the log no longer holds, if that is what
+    /// failed, however deep in task and operator errors it is wrapped.
+    pub fn offset_out_of_range(&self) -> Option<&crate::OffsetRange> {
+        match self {
+            Error::OffsetOutOfRange { range, .. } => Some(range),
+            Error::Task { source, .. } | Error::Record { source, .. } => {
+                source.offset_out_of_range()
+            }
+            Error::User { source, .. } => source
+                .downcast_ref::<Error>()
+                .and_then(Error::offset_out_of_range),
+            _ => None,
         }
     }
 

@@ -16,8 +16,9 @@ pub type TaskFn = Arc<dyn Fn(usize) -> Result<()> + Send + Sync>;
 /// retries; [`InlineExecutor`] runs tasks one after another on the calling
 /// thread.
 pub trait Executor: Send + Sync {
-    /// How many tasks can run at once; the default number of reduce
-    /// partitions of a shuffle.
+    /// How many tasks can run at once. A graph without
+    /// [`shuffle_partitions`](crate::StreamGraph::set_shuffle_partitions)
+    /// also uses it as the number of reduce partitions of a shuffle.
     fn parallelism(&self) -> usize;
 
     /// Runs `task(0..tasks)`, returning once every task finished. Fails with

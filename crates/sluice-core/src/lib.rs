@@ -37,15 +37,16 @@
 //!     .foreach_batch(move |batch, _info| {
 //!         sink.lock().unwrap().extend(batch);
 //!         Ok::<_, std::io::Error>(())
-//!     });
+//!     })?;
 //!
 //! let input = MemoryInput::new().with_partition("lines", 0, ["to be or", "not to be"]);
 //! let info = BatchInfo::new(0, SystemTime::now(), input.full_ranges());
-//! graph.run_batch(info, Arc::new(input), Arc::new(InlineExecutor)).unwrap();
+//! graph.run_batch(info, Arc::new(input), Arc::new(InlineExecutor))?;
 //!
 //! let mut counts = seen.lock().unwrap().clone();
 //! counts.sort();
 //! assert_eq!(counts, [("be".into(), 2), ("not".into(), 1), ("or".into(), 1), ("to".into(), 2)]);
+//! # Ok::<(), sluice_core::Error>(())
 //! ```
 
 mod batch;
@@ -62,17 +63,23 @@ mod sink;
 mod stream;
 mod writes;
 
+// Shown to users by the facade (`sluice::stream`, `sink`, `kafka`, `rate`
+// and the root).
 pub use batch::{Batch, BatchInfo};
 pub use error::{BoxError, Error, Result};
-pub use exec::{run_task, Executor, InlineExecutor, TaskFn};
-pub use input::{InputReader, MemoryInput};
 pub use offset::{OffsetRange, TopicPartition};
-pub use poison::{DeadLetter, PoisonPolicy};
-pub use rate::{
-    batch_budget, batch_caps, batch_caps_within, BatchCaps, PidRateEstimator, PidSettings,
-    RateError, RateLimit, RateLimits, RateReason,
-};
+pub use poison::PoisonPolicy;
+pub use rate::{PidSettings, RateError, RateLimit, RateLimits, RateReason};
 pub use record::Record;
 pub use sink::{CounterSink, LatestValueSink, Sink};
-pub use stream::{BatchOutput, DStream, StreamGraph};
+pub use stream::DStream;
 pub use writes::{Write, WriteSet};
+
+// The engine's side, for the other sluice crates (the driver, the worker
+// pool, the Kafka reader) and the benchmarks; the facade does not expose it.
+pub use exec::{run_task, Executor, InlineExecutor, TaskFn};
+pub use input::{InputReader, MemoryInput};
+pub use ops::MAX_SHUFFLE_PARTITIONS;
+pub use poison::DeadLetter;
+pub use rate::{batch_budget, batch_caps, batch_caps_within, BatchCaps, PidRateEstimator};
+pub use stream::{BatchOutput, StreamGraph};

@@ -24,6 +24,8 @@ pub(crate) struct BatchScope {
     pub(crate) executor: Arc<dyn Executor>,
     pub(crate) writes: Mutex<WriteSet>,
     pub(crate) poison: PoisonPolicy,
+    /// Reduce partitions of a shuffle without an explicit count.
+    pub(crate) shuffle_partitions: usize,
     /// Records set aside by succeeded tasks, once each however many
     /// outputs or attempts met them.
     dead_letters: Mutex<BTreeMap<RecordAt, DeadLetter>>,
@@ -39,11 +41,13 @@ impl BatchScope {
         executor: Arc<dyn Executor>,
         cancelled: Arc<AtomicBool>,
         poison: PoisonPolicy,
+        shuffle_partitions: usize,
     ) -> Self {
         Self {
             input,
             executor,
             poison,
+            shuffle_partitions,
             dead_letters: Mutex::new(BTreeMap::new()),
             records_read: info.ranges.iter().map(|_| AtomicU64::new(0)).collect(),
             writes: Mutex::new(WriteSet::new()),

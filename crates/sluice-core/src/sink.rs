@@ -121,14 +121,43 @@ impl<T: Send + 'static, S: Sink<T>> Output for SinkOutput<T, S> {
 impl<T: Send + 'static> DStream<T> {
     /// Writes every batch through `sink`, atomically with the batch's
     /// offsets.
-    pub fn sink<S: Sink<T>>(&self, sink: S) {
+    ///
+    /// Fails with [`Error::RegisteredAfterStart`] once the job started:
+    /// register every output before it starts, so its families exist
+    /// before the first commit.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// use sluice_core::LatestValueSink;
+    ///
+    /// graph
+    ///     .input()
+    ///     .values_utf8()
+    ///     .map(|line| (line.clone(), line))
+    ///     .sink(LatestValueSink::new("latest"))?;
+    /// assert_eq!(graph.families(), ["latest"]);
+    /// # Ok::<(), sluice_core::Error>(())
+    /// ```
+    #[must_use = "an output registered after the job started is refused with this error"]
+    pub fn sink<S: Sink<T>>(&self, sink: S) -> Result<()> {
+        let families = sink.families();
+        self.register_sink(|| format!("sink to {}", quoted(&families)), sink)
+    }
+
+    fn register_sink<S: Sink<T>>(&self, name: impl FnOnce() -> String, sink: S) -> Result<()> {
         let families = sink.families();
         let output = SinkOutput {
             node: Arc::clone(&self.node),
             sink,
         };
-        self.graph.register(Arc::new(output), &families);
+        self.graph.register(name, Arc::new(output), &families)
     }
+}
+
+/// `"a", "b"`: family names as an error quotes them.
+fn quoted(families: &[String]) -> String {
+    let names: Vec<String> = families.iter().map(|f| format!("{f:?}")).collect();
+    names.join(", ")
 }
 
 impl<K: AsRef<[u8]> + Send + 'static> DStream<(K, i64)> {
@@ -138,9 +167,16 @@ impl<K: AsRef<[u8]> + Send + 'static> DStream<(K, i64)> {
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
     /// # let words = graph.input().values_utf8();
-    /// words.count_by_value().save_counts("word_counts");
+    /// words.count_by_value().save_counts("word_counts")?;
+    /// # Ok::<(), sluice_core::Error>(())
     /// ```
-    pub fn save_counts(&self, family: &str) {
-        self.sink(CounterSink::new(family));
+    ///
+    /// Fails with [`Error::RegisteredAfterStart`] once the job started.
+    #[must_use = "an output registered after the job started is refused with this error"]
+    pub fn save_counts(&self, family: &str) -> Result<()> {
+        self.register_sink(
+            || format!("save_counts({family:?})"),
+            CounterSink::new(family),
+        )
     }
 }

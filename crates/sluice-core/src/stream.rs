@@ -2,12 +2,13 @@
 //! [`DStream`] is a node of the graph, and [`run_stage`] turns a node into
 //! tasks on the executor.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::scope::{BatchScope, TaskContext};
 use crate::{
-    BatchInfo, DeadLetter, Executor, InputReader, OffsetRange, PoisonPolicy, Record, Result,
+    BatchInfo, DeadLetter, Error, Executor, InputReader, OffsetRange, PoisonPolicy, Record, Result,
     WriteSet,
 };
 
@@ -40,6 +41,16 @@ pub(crate) trait Output: Send + Sync {
     fn run(&self, scope: &Arc<BatchScope>) -> Result<()>;
 }
 
+/// The registered outputs, the families they write to, and whether the
+/// graph still takes more: one lock, so a registration racing with
+/// [`StreamGraph::seal`] is either in what the runtime reads or refused.
+#[derive(Default)]
+struct Outputs {
+    list: Vec<Arc<dyn Output>>,
+    families: Vec<String>,
+    sealed: bool,
+}
+
 /// What a successfully computed batch leaves to commit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutput {
@@ -70,18 +81,19 @@ pub struct BatchOutput {
 ///     .values_utf8()
 ///     .flat_map(|line| line.split_ascii_whitespace().map(str::to_owned).collect::<Vec<_>>())
 ///     .count_by_value()
-///     .save_counts("words");
+///     .save_counts("words")?;
 ///
 /// let input = MemoryInput::new().with_partition("t", 0, ["a b", "b"]);
 /// let info = BatchInfo::new(1, SystemTime::now(), input.full_ranges());
-/// let output = graph.run_batch(info, Arc::new(input), Arc::new(InlineExecutor)).unwrap();
+/// let output = graph.run_batch(info, Arc::new(input), Arc::new(InlineExecutor))?;
 /// assert_eq!(output.writes.len(), 2); // +1 for "a", +2 for "b"
 /// assert_eq!(output.records_read, [2]);
+/// # Ok::<(), sluice_core::Error>(())
 /// ```
 pub struct StreamGraph {
-    outputs: Mutex<Vec<Arc<dyn Output>>>,
-    families: Mutex<Vec<String>>,
+    outputs: Mutex<Outputs>,
     poison: Mutex<PoisonPolicy>,
+    shuffle_partitions: Mutex<Option<NonZeroUsize>>,
 }
 
 impl std::fmt::Debug for StreamGraph {
@@ -90,6 +102,8 @@ impl std::fmt::Debug for StreamGraph {
             .field("outputs", &self.output_count())
             .field("families", &self.families())
             .field("poison", &self.poison_policy())
+            .field("sealed", &self.is_sealed())
+            .field("shuffle_partitions", &self.shuffle_partitions())
             .finish()
     }
 }
@@ -98,9 +112,9 @@ impl StreamGraph {
     /// An empty graph.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            outputs: Mutex::new(Vec::new()),
-            families: Mutex::new(Vec::new()),
+            outputs: Mutex::new(Outputs::default()),
             poison: Mutex::new(PoisonPolicy::default()),
+            shuffle_partitions: Mutex::new(None),
         })
     }
 
@@ -113,11 +127,7 @@ impl StreamGraph {
     /// Checkpoint families the registered sinks write to, and the
     /// dead-letter family of the poison policy.
     pub fn families(&self) -> Vec<String> {
-        let mut families = self
-            .families
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let mut families = self.lock_outputs().families.clone();
         if let Some(family) = self.poison_policy().family() {
             if !families.iter().any(|f| f == family) {
                 families.push(family.to_owned());
@@ -140,12 +150,83 @@ impl StreamGraph {
             .clone()
     }
 
-    /// Number of registered output operations.
-    pub fn output_count(&self) -> usize {
-        self.outputs
+    /// Sets how many reduce partitions (tasks) a shuffle without an explicit
+    /// count uses (`reduce_by_key`, `count_by_value`, `count_keys`); applies
+    /// from the next batch.
+    ///
+    /// Which records land in reduce partition `i`, and so what
+    /// [`BatchInfo::idempotency_key`] names after a shuffle, depends on this
+    /// number and on nothing else of the machine: a key goes to partition
+    /// `XXH3(key) % partitions`. Unset, a shuffle uses the executor's
+    /// [`parallelism`](Executor::parallelism), which differs between
+    /// machines and pools; the runtime therefore always sets it, to the
+    /// value its checkpoint recorded at the job's first start.
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use std::sync::Arc;
+    /// use std::time::SystemTime;
+    /// use sluice_core::{BatchInfo, InlineExecutor, MemoryInput, StreamGraph};
+    ///
+    /// let graph = StreamGraph::new();
+    /// graph.set_shuffle_partitions(NonZeroUsize::new(4).unwrap());
+    /// graph.input().values_utf8().count_by_value().foreach_batch(|batch, _| {
+    ///     assert_eq!(batch.partitions().len(), 4); // whatever the executor
+    ///     Ok::<_, std::io::Error>(())
+    /// })?;
+    /// let input = MemoryInput::new().with_partition("t", 0, ["a", "b"]);
+    /// let info = BatchInfo::new(0, SystemTime::now(), input.full_ranges());
+    /// graph.run_batch(info, Arc::new(input), Arc::new(InlineExecutor))?;
+    /// # Ok::<(), sluice_core::Error>(())
+    /// ```
+    pub fn set_shuffle_partitions(&self, partitions: NonZeroUsize) {
+        *self
+            .shuffle_partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(partitions);
+    }
+
+    /// The reduce partitions of a shuffle, if set with
+    /// [`StreamGraph::set_shuffle_partitions`].
+    pub fn shuffle_partitions(&self) -> Option<NonZeroUsize> {
+        *self
+            .shuffle_partitions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
+    }
+
+    /// Number of registered output operations.
+    pub fn output_count(&self) -> usize {
+        self.lock_outputs().list.len()
+    }
+
+    /// Refuses every output registered from now on: `foreach_batch`,
+    /// `print` and `sink` return [`Error::RegisteredAfterStart`]. The
+    /// runtime seals the graph when its job starts, because that is when it
+    /// reads the outputs and creates the checkpoint families they write to;
+    /// an output added later would run with a family that does not exist.
+    ///
+    /// ```
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let lines = graph.input().values_utf8();
+    /// lines.print(10)?;
+    /// graph.seal();
+    /// let late = lines.count_by_value().save_counts("words").unwrap_err();
+    /// assert!(late.to_string().contains("save_counts(\"words\")"), "{late}");
+    /// assert_eq!(graph.output_count(), 1);
+    /// # Ok::<(), sluice_core::Error>(())
+    /// ```
+    pub fn seal(&self) {
+        self.lock_outputs().sealed = true;
+    }
+
+    /// True once [`StreamGraph::seal`] was called.
+    pub fn is_sealed(&self) -> bool {
+        self.lock_outputs().sealed
+    }
+
+    fn lock_outputs(&self) -> std::sync::MutexGuard<'_, Outputs> {
+        self.outputs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Computes one batch: runs every output operation in registration
@@ -168,17 +249,17 @@ impl StreamGraph {
         executor: Arc<dyn Executor>,
         cancelled: Arc<AtomicBool>,
     ) -> Result<BatchOutput> {
-        let outputs = self
-            .outputs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let outputs = self.lock_outputs().list.clone();
+        let shuffle_partitions = self
+            .shuffle_partitions()
+            .map_or_else(|| executor.parallelism().max(1), NonZeroUsize::get);
         let scope = Arc::new(BatchScope::new(
             info,
             input,
             executor,
             cancelled,
             self.poison_policy(),
+            shuffle_partitions,
         ));
         for output in outputs {
             scope.check_cancelled()?;
@@ -193,17 +274,25 @@ impl StreamGraph {
         })
     }
 
-    pub(crate) fn register(&self, output: Arc<dyn Output>, families: &[String]) {
-        self.outputs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(output);
-        let mut known = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Adds `output` (described by `name` in errors) and the families it
+    /// writes to, unless the graph is sealed.
+    pub(crate) fn register(
+        &self,
+        name: impl FnOnce() -> String,
+        output: Arc<dyn Output>,
+        families: &[String],
+    ) -> Result<()> {
+        let mut outputs = self.lock_outputs();
+        if outputs.sealed {
+            return Err(Error::RegisteredAfterStart { output: name() });
+        }
+        outputs.list.push(output);
         for family in families {
-            if !known.contains(family) {
-                known.push(family.clone());
+            if !outputs.families.contains(family) {
+                outputs.families.push(family.clone());
             }
         }
+        Ok(())
     }
 }
 

@@ -88,10 +88,12 @@ type Seen<T> = Arc<Mutex<Vec<Batch<T>>>>;
 fn collect<T: Send + 'static>(stream: &DStream<T>) -> Seen<T> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
-    stream.foreach_batch(move |batch, _info| {
-        sink.lock().unwrap().push(batch);
-        Ok::<_, Error>(())
-    });
+    stream
+        .foreach_batch(move |batch, _info| {
+            sink.lock().unwrap().push(batch);
+            Ok::<_, Error>(())
+        })
+        .unwrap();
     seen
 }
 
@@ -376,10 +378,11 @@ fn try_map_error_fails_the_batch_naming_operator_and_cause_with_no_writes() {
         let lines = graph.input().values_utf8();
         // A sink that succeeds before the failing output: its writes must
         // not come out of the failed batch.
-        lines.count_by_value().save_counts("words");
+        lines.count_by_value().save_counts("words").unwrap();
         lines
             .try_map(|line| line.parse::<i64>())
-            .foreach_batch(|_, _| Ok::<_, Error>(()));
+            .foreach_batch(|_, _| Ok::<_, Error>(()))
+            .unwrap();
         let result = run(&graph, words(&[&["1"], &["2", "two"]]), &executor);
         let message = result.expect_err("batch must fail").to_string();
         assert!(message.contains("try_map"), "{message}");
@@ -391,7 +394,7 @@ fn try_map_error_fails_the_batch_naming_operator_and_cause_with_no_writes() {
 fn values_utf8_on_invalid_bytes_names_topic_partition_and_offset() {
     for executor in executors() {
         let graph = StreamGraph::new();
-        graph.input().values_utf8().count().print(1);
+        graph.input().values_utf8().count().print(1).unwrap();
         let input = input(vec![
             vec![b"ok".to_vec()],
             vec![b"ok".to_vec(), vec![0xff, 0xfe]],
@@ -413,7 +416,8 @@ fn panic_in_an_operator_closure_fails_the_batch_with_its_message() {
                 r
             })
             .count()
-            .print(1);
+            .print(1)
+            .unwrap();
         let message = run(&graph, words(&[&["a", "b"]]), &executor)
             .unwrap_err()
             .to_string();
@@ -426,7 +430,8 @@ fn panic_in_foreach_batch_fails_the_batch_with_its_message() {
     let graph = StreamGraph::new();
     graph
         .input()
-        .foreach_batch(|_, _| -> Result<(), Error> { panic!("driver-side boom") });
+        .foreach_batch(|_, _| -> Result<(), Error> { panic!("driver-side boom") })
+        .unwrap();
     let message = run(&graph, words(&[&["a"]]), &executors()[0])
         .unwrap_err()
         .to_string();
@@ -454,7 +459,8 @@ fn save_counts_stages_one_add_per_distinct_key() {
             .input()
             .values_utf8()
             .count_by_value()
-            .save_counts("words");
+            .save_counts("words")
+            .unwrap();
         assert_eq!(graph.families(), ["words"]);
         let output = run(&graph, words(&[&["a", "b"], &["a"], &["a"]]), &executor).unwrap();
         assert_eq!(
@@ -474,7 +480,8 @@ fn latest_value_sink_stages_one_put_per_pair() {
         .input()
         .values_utf8()
         .map(|v| (format!("k-{v}"), v))
-        .sink(LatestValueSink::new("latest"));
+        .sink(LatestValueSink::new("latest"))
+        .unwrap();
     let output = run(&graph, words(&[&["a"], &["b"]]), &executors()[0]).unwrap();
     let puts: Vec<Write> = output.writes.into_iter().collect();
     assert_eq!(
@@ -498,7 +505,7 @@ fn latest_value_sink_stages_one_put_per_pair() {
 fn records_read_counts_each_range_in_order() {
     for executor in executors() {
         let graph = StreamGraph::new();
-        graph.input().filter(|_| false).count().print(1);
+        graph.input().filter(|_| false).count().print(1).unwrap();
         let output = run(
             &graph,
             words(&[&["a", "b"], &[], &["c", "d", "e"]]),
@@ -561,7 +568,7 @@ fn a_read_failing_half_way_through_a_range_fails_the_batch_naming_the_unread_off
     });
     let graph = StreamGraph::new();
     let lines = graph.input().values_utf8();
-    lines.count_by_value().save_counts("words");
+    lines.count_by_value().save_counts("words").unwrap();
     let err = graph
         .run_batch(
             info,
@@ -588,7 +595,7 @@ fn a_graph_run_twice_keeps_no_state_between_batches() {
     for executor in executors() {
         let graph = StreamGraph::new();
         let words_stream = graph.input().values_utf8();
-        words_stream.count_by_value().save_counts("words");
+        words_stream.count_by_value().save_counts("words").unwrap();
         let counts = collect(&words_stream.count());
 
         let first = run(&graph, words(&[&["a", "a"], &["b"]]), &executor).unwrap();
@@ -610,8 +617,12 @@ fn a_graph_run_twice_keeps_no_state_between_batches() {
 fn a_failed_batch_leaves_nothing_for_the_next_one() {
     let graph = StreamGraph::new();
     let lines = graph.input().values_utf8();
-    lines.count_by_value().save_counts("words");
-    lines.try_map(|line| line.parse::<i64>()).count().print(1);
+    lines.count_by_value().save_counts("words").unwrap();
+    lines
+        .try_map(|line| line.parse::<i64>())
+        .count()
+        .print(1)
+        .unwrap();
     let executor = &executors()[1];
     run(&graph, words(&[&["1", "x"]]), executor).unwrap_err();
     let output = run(&graph, words(&[&["2"]]), executor).unwrap();
@@ -627,7 +638,7 @@ fn a_shuffled_stream_feeds_two_outputs_in_one_batch() {
         let graph = StreamGraph::new();
         let counts = graph.input().values_utf8().count_by_value();
         let seen = collect(&counts);
-        counts.save_counts("words");
+        counts.save_counts("words").unwrap();
         let output = run(&graph, words(&[&["a", "b"], &["a"]]), &executor).unwrap();
         assert_eq!(
             sorted(only_batch(&seen).concat()),
@@ -663,8 +674,8 @@ fn transform_read_twice_must_split_the_batch_the_same_way() {
         let n = calls.fetch_add(1, Ordering::Relaxed) + 1;
         Batch::new(vec![batch.into_iter().collect(); n])
     });
-    split.count().print(1);
-    split.count().print(1);
+    split.count().print(1).unwrap();
+    split.count().print(1).unwrap();
     let message = run(&graph, words(&[&["a"]]), &executors()[0])
         .unwrap_err()
         .to_string();
@@ -688,7 +699,7 @@ fn panic_in_transform_fails_the_batch_with_its_message() {
 #[test]
 fn print_of_a_batch_longer_than_n_does_not_fail() {
     let graph = StreamGraph::new();
-    graph.input().values_utf8().print(2);
+    graph.input().values_utf8().print(2).unwrap();
     let output = run(&graph, words(&[&["a", "b", "c"]]), &executors()[0]).unwrap();
     assert_eq!(output.records_read, [3]);
 }
@@ -773,5 +784,66 @@ fn a_rejection_that_follows_no_single_record_fails_even_with_dead_letters() {
     assert!(
         message.contains("a bad line somewhere") && !message.contains("record t-"),
         "{message}"
+    );
+}
+
+#[test]
+fn outputs_registered_after_the_graph_is_sealed_are_refused_naming_them() {
+    let graph = StreamGraph::new();
+    let lines = graph.input().values_utf8();
+    lines.count_by_value().save_counts("words").unwrap();
+    graph.seal();
+    let late = [
+        (
+            "foreach_batch",
+            lines.foreach_batch(|_, _| Ok::<_, Error>(())),
+        ),
+        ("print", lines.print(1)),
+        (
+            "sink to \"latest\"",
+            lines
+                .map(|v| (v.clone(), v))
+                .sink(LatestValueSink::new("latest")),
+        ),
+        (
+            "save_counts(\"late_words\")",
+            lines.count_by_value().save_counts("late_words"),
+        ),
+    ];
+    for (name, result) in late {
+        match result {
+            Err(Error::RegisteredAfterStart { output }) => assert_eq!(output, name),
+            other => panic!("{name} after the seal: expected a refusal, got {other:?}"),
+        }
+    }
+    // Nothing of the refused outputs joined the graph: the batch runs the
+    // one output registered before the seal, and no family was added.
+    assert_eq!(graph.output_count(), 1);
+    assert_eq!(graph.families(), ["words"]);
+    let output = run(&graph, words(&[&["a", "b"]]), &executors()[0]).unwrap();
+    assert_eq!(output.writes.len(), 2);
+}
+
+#[test]
+fn shuffle_partitions_fix_which_keys_each_reduce_partition_holds_whatever_the_executor() {
+    let partitions: Vec<Vec<(u8, u8)>> = (0..4)
+        .map(|p| (0..50).map(|i| ((i % 20) as u8, p)).collect())
+        .collect();
+    let mut seen_by_executor = Vec::new();
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        graph.set_shuffle_partitions(std::num::NonZeroUsize::new(5).unwrap());
+        let seen = sum_by_key(&graph);
+        run(&graph, keyed_input(&partitions), &executor).unwrap();
+        let keys: Vec<Vec<u8>> = only_batch(&seen)
+            .into_iter()
+            .map(|part| sorted(part.into_iter().map(|(k, _)| k).collect()))
+            .collect();
+        assert_eq!(keys.len(), 5, "parallelism {}", executor.parallelism());
+        seen_by_executor.push(keys);
+    }
+    assert_eq!(
+        seen_by_executor[0], seen_by_executor[1],
+        "one executor runs 1 task at a time, the other 3"
     );
 }

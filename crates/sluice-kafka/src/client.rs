@@ -20,6 +20,8 @@ impl KafkaSource {
     /// Creates the driver's client. Needs a group id (configured, or set by
     /// [`with_default_group_id`](Self::with_default_group_id)); does no I/O
     /// yet, so an unreachable broker shows up in the first request.
+    // The driver's; hidden from the facade's users.
+    #[doc(hidden)]
     pub fn connect(&self) -> Result<KafkaClient> {
         let group_id = self.group_id().map(str::to_owned).ok_or_else(|| {
             Error::config(
@@ -133,10 +135,27 @@ impl KafkaClient {
     /// source sets `isolation.level=read_committed`. Costs one round trip:
     /// a single ListOffsets request per broker for the latest offsets and
     /// one for the log starts, sent at the same time on two connections.
+    ///
+    /// A lookup that fails because a client's metadata lags (a partition
+    /// another client has just discovered, a leader moving) is retried once
+    /// after refreshing that metadata; if it still fails, the error is
+    /// transient ([`Error::is_transient`]). Offsets come for every partition
+    /// of `tps` or not at all.
     pub fn offsets(&self, tps: &[TopicPartition]) -> Result<Vec<PartitionOffsets>> {
         if tps.is_empty() {
             return Ok(Vec::new());
         }
+        match self.fetch_offsets(tps) {
+            Err(error) if error.is_metadata_lag() => {
+                tracing::debug!(%error, "refreshing the offset clients' metadata and asking again");
+                self.refresh_metadata(tps);
+                self.fetch_offsets(tps)
+            }
+            result => result,
+        }
+    }
+
+    fn fetch_offsets(&self, tps: &[TopicPartition]) -> Result<Vec<PartitionOffsets>> {
         let (log_starts, latest) = thread::scope(|s| {
             let log_starts = s.spawn(|| {
                 list_offsets(
@@ -172,12 +191,38 @@ impl KafkaClient {
             .collect()
     }
 
+    /// Asks the broker for the metadata of the topics of `tps` on both
+    /// offset clients, so their caches learn partitions and leaders that
+    /// the discovery client has already seen.
+    fn refresh_metadata(&self, tps: &[TopicPartition]) {
+        let topics: BTreeSet<&str> = tps.iter().map(|tp| &*tp.topic).collect();
+        for consumer in [&self.log_start_consumer, &self.latest_consumer] {
+            for topic in &topics {
+                if let Err(error) = consumer.fetch_metadata(Some(topic), self.timeout()) {
+                    tracing::debug!(%error, topic, "metadata refresh failed");
+                }
+            }
+        }
+    }
+
     /// The partitions to read (as [`partitions`](Self::partitions)) with
     /// their offsets (as [`offsets`](Self::offsets)), in one round trip
     /// while the partitions stay the same: discovery runs at the same time
     /// as the offset requests for the partitions known so far, and only
     /// partitions it finds new cost one more request.
+    ///
+    /// After a failure the next call discovers again, whatever the discovery
+    /// interval: the partition set a plan is made from is always one that
+    /// the broker reported and every partition of it has offsets.
     pub fn partitions_with_offsets(&mut self, now: Instant) -> Result<Vec<PartitionOffsets>> {
+        let result = self.try_partitions_with_offsets(now);
+        if result.is_err() {
+            self.cache = None;
+        }
+        result
+    }
+
+    fn try_partitions_with_offsets(&mut self, now: Instant) -> Result<Vec<PartitionOffsets>> {
         let known = self.cache.as_ref().map(|(_, tps)| tps.clone());
         let fresh = self.cache.as_ref().is_some_and(|(at, _)| {
             now.saturating_duration_since(*at) < self.source.discovery_interval()

@@ -3,11 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use rdkafka::config::NativeClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use regex::Regex;
 use sluice_core::TopicPartition;
 
+use crate::security::check_security;
 use crate::strategy::invalid_topic_name;
 use crate::{ConsumerStrategy, DataLossPolicy, Error, Result, StartOffsets};
 
@@ -36,17 +38,14 @@ const FORCED: [(&str, &str); 4] = [
     ("auto.offset.reset", "error"),
 ];
 
-/// librdkafka's (2.x) defaults for the sizes [`check_fetch_sizes`] relates.
-const MESSAGE_MAX_BYTES: i64 = 1_000_000;
-const FETCH_MAX_BYTES: i64 = 50 * 1024 * 1024;
 /// What a fetch response needs beyond `fetch.max.bytes` for its framing.
 const FRAMING_BYTES: i64 = 512;
 
 /// A validated Kafka Direct source: where the brokers are, which partitions
 /// to read, and what to do on first start and on data loss.
 ///
-/// Built with [`KafkaSource::builder`]; connected with
-/// [`KafkaSource::connect`](crate::KafkaSource::connect).
+/// Built with [`KafkaSource::builder`]; a job reads it through
+/// `StreamingContext::kafka_stream`.
 #[derive(Debug, Clone)]
 pub struct KafkaSource {
     brokers: String,
@@ -69,6 +68,7 @@ impl KafkaSource {
 
     /// Uses `id` as the consumer group id unless one was configured; the
     /// runtime passes the application id.
+    #[doc(hidden)]
     pub fn with_default_group_id(mut self, id: impl Into<String>) -> Self {
         if self.group_id.is_none() {
             self.group_id = Some(id.into());
@@ -357,15 +357,15 @@ impl KafkaSourceBuilder {
             mirror_offsets: self.mirror_offsets,
         };
         // librdkafka knows its settings best: unknown names and bad values
-        // fail here, before anything connects.
-        source
+        // fail here, before anything connects, and the checks below read
+        // the values as librdkafka parsed them.
+        let native = source
             .client_config(source.group_id.as_deref())
             .create_native_config()
-            .map_err(|e| match e {
-                KafkaError::ClientConfig(_, reason, key, _) => Error::config(key, reason),
-                other => Error::config("client settings", other.to_string()),
-            })?;
-        check_fetch_sizes(&source.settings)?;
+            .map_err(client_setting_error)?;
+        check_security(&native, &source.settings)?;
+        check_fetch_sizes(&FetchSizes::read(&native, &source.settings)?)
+            .map_err(|e| with_readings(e, &native, &source.settings))?;
         Ok(source)
     }
 }
@@ -425,17 +425,56 @@ fn take_group_id(
     Ok(group_id)
 }
 
+/// Maps librdkafka's refusal of a setting to an error naming it.
+fn client_setting_error(error: KafkaError) -> Error {
+    match error {
+        KafkaError::ClientConfig(_, reason, key, _) => {
+            let hint = match key.as_str() {
+                _ if reason.contains("at build time") => {
+                    "; librdkafka was built without the system library it needs: \
+                     install what `scripts/setup.sh --system` installs, then rebuild \
+                     it (`cargo clean -p curl-sys -p rdkafka-sys`)"
+                }
+                "security.protocol" => " (plaintext, ssl, sasl_plaintext or sasl_ssl)",
+                _ => "",
+            };
+            Error::config(key, format!("{reason}{hint}"))
+        }
+        other => Error::config("client settings", other.to_string()),
+    }
+}
+
+/// `value` of `key` as librdkafka reads it: an integer in decimal, a bool
+/// as `true`/`false`, a named value by its first name. librdkafka reads
+/// integers with `strtol(.., 0)`, so `0x2000` is 8192, `010` is 8 and
+/// `1000kb` is 1000; comparing what it read, never the text, keeps sluice's
+/// checks in step with what the consumers get.
+fn librdkafka_reads(key: &str, value: &str) -> Result<String> {
+    let mut config = ClientConfig::new();
+    config.set(key, value);
+    let native = config
+        .create_native_config()
+        .map_err(client_setting_error)?;
+    // A `topic.` prefix addresses the default topic configuration; reading
+    // back takes the property's own name.
+    let name = key.strip_prefix("topic.").unwrap_or(key);
+    native.get(name).map_err(client_setting_error)
+}
+
 /// Refuses settings that contradict [`FORCED`]; drops the agreeing ones.
+/// `auto.offset.reset` is a topic property, which librdkafka also takes as
+/// `topic.auto.offset.reset`; the others are global, and their `topic.`
+/// forms name other (legacy) properties or none.
 fn check_forced(settings: &mut BTreeMap<String, String>) -> Result<()> {
     for (key, forced) in FORCED {
-        let Some(value) = settings.remove(key) else {
-            continue;
-        };
-        let agrees = match forced {
-            "true" | "false" => parse_bool(&value) == Some(forced == "true"),
-            _ => value.trim().eq_ignore_ascii_case(forced),
-        };
-        if !agrees {
+        let topic_form = (key == "auto.offset.reset").then(|| format!("topic.{key}"));
+        for name in std::iter::once(key.to_owned()).chain(topic_form) {
+            let Some(value) = settings.remove(&name) else {
+                continue;
+            };
+            if librdkafka_reads(&name, &value)? == librdkafka_reads(key, forced)? {
+                continue;
+            }
             let reason = match key {
                 "enable.auto.commit" => {
                     "sluice stores offsets in its checkpoint; auto-commit would commit offsets \
@@ -455,7 +494,7 @@ fn check_forced(settings: &mut BTreeMap<String, String>) -> Result<()> {
                 }
             };
             return Err(Error::config(
-                key,
+                name,
                 format!("'{value}' is not allowed ({reason})"),
             ));
         }
@@ -463,23 +502,87 @@ fn check_forced(settings: &mut BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
+/// The size limits [`check_fetch_sizes`] relates, as librdkafka parsed
+/// them. `fetch` and `receive` are `None` when the user left them unset:
+/// librdkafka then derives them instead of checking them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FetchSizes {
+    message: i64,
+    queued_kbytes: i64,
+    fetch: Option<i64>,
+    receive: Option<i64>,
+}
+
+impl FetchSizes {
+    /// Reads the sizes from the consumers' native configuration; `settings`
+    /// tells which ones the user set.
+    fn read(native: &NativeClientConfig, settings: &BTreeMap<String, String>) -> Result<Self> {
+        let int = |key: &str| -> Result<i64> {
+            let value = native.get(key).map_err(client_setting_error)?;
+            value.trim().parse().map_err(|_| {
+                Error::config(
+                    key,
+                    format!("librdkafka reads it as '{value}', which is not an integer"),
+                )
+            })
+        };
+        let user_set = |key: &str| settings.contains_key(key).then(|| int(key)).transpose();
+        Ok(Self {
+            message: int("message.max.bytes")?,
+            queued_kbytes: int("queued.max.messages.kbytes")?,
+            fetch: user_set("fetch.max.bytes")?,
+            receive: user_set("receive.message.max.bytes")?,
+        })
+    }
+}
+
+/// Adds to a size error how librdkafka read the sizes the user wrote
+/// differently (`0x2000`, `1000kb`, ...), so the numbers it quotes make
+/// sense.
+fn with_readings(
+    error: Error,
+    native: &NativeClientConfig,
+    settings: &BTreeMap<String, String>,
+) -> Error {
+    let Error::Config {
+        setting,
+        mut reason,
+    } = error
+    else {
+        return error;
+    };
+    for key in SIZE_SETTINGS {
+        let (Some(written), Ok(read)) = (settings.get(key), native.get(key)) else {
+            continue;
+        };
+        if written.trim() != read {
+            reason.push_str(&format!(
+                "; librdkafka reads `{key}` = '{written}' as {read}"
+            ));
+        }
+    }
+    Error::Config { setting, reason }
+}
+
+/// The settings [`check_fetch_sizes`] relates.
+const SIZE_SETTINGS: [&str; 4] = [
+    "message.max.bytes",
+    "queued.max.messages.kbytes",
+    "fetch.max.bytes",
+    "receive.message.max.bytes",
+];
+
 /// Refuses the size limits that librdkafka refuses only when a consumer
 /// is created, at start, with its own rules: `fetch.max.bytes` below
 /// `message.max.bytes`, and `receive.message.max.bytes` below
-/// `fetch.max.bytes` + 512 (where an unset `fetch.max.bytes` follows
-/// `message.max.bytes` and `queued.max.messages.kbytes`). Values are
-/// known to be integers: librdkafka checked them first.
-fn check_fetch_sizes(settings: &BTreeMap<String, String>) -> Result<()> {
-    // What the consumers get: the user's setting, else sluice's default.
-    let size = |key: &str| {
-        settings
-            .get(key)
-            .map(String::as_str)
-            .or_else(|| DEFAULTS.iter().find(|(k, _)| *k == key).map(|(_, v)| *v))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-    };
-    let message = size("message.max.bytes").unwrap_or(MESSAGE_MAX_BYTES);
-    let fetch = match size("fetch.max.bytes") {
+/// `fetch.max.bytes` + 512 (where an unset `fetch.max.bytes` is derived
+/// from librdkafka's 50 MB default, `queued.max.messages.kbytes` and
+/// `message.max.bytes`).
+fn check_fetch_sizes(sizes: &FetchSizes) -> Result<()> {
+    /// librdkafka's default `fetch.max.bytes`, the start of its derivation.
+    const FETCH_MAX_BYTES: i64 = 50 * 1024 * 1024;
+    let message = sizes.message;
+    let fetch = match sizes.fetch {
         Some(fetch) if fetch < message => {
             return Err(Error::config(
                 "fetch.max.bytes",
@@ -490,31 +593,21 @@ fn check_fetch_sizes(settings: &BTreeMap<String, String>) -> Result<()> {
             ))
         }
         Some(fetch) => fetch,
-        None => {
-            let queued =
-                size("queued.max.messages.kbytes").expect("sluice sets a default queue size");
-            FETCH_MAX_BYTES.min(queued * 1024).max(message)
-        }
+        None => FETCH_MAX_BYTES
+            .min(sizes.queued_kbytes.saturating_mul(1024))
+            .max(message),
     };
-    match size("receive.message.max.bytes") {
-        Some(receive) if receive < fetch + FRAMING_BYTES => Err(Error::config(
+    match sizes.receive {
+        Some(receive) if receive < fetch.saturating_add(FRAMING_BYTES) => Err(Error::config(
             "receive.message.max.bytes",
             format!(
                 "{receive} is below `fetch.max.bytes` + 512 ({}), which librdkafka refuses: \
                  lower `fetch.max.bytes` with it, and keep it above the largest record batch \
                  the topics hold, or that batch can never be read",
-                fetch + FRAMING_BYTES
+                fetch.saturating_add(FRAMING_BYTES)
             ),
         )),
         _ => Ok(()),
-    }
-}
-
-fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "t" | "1" | "yes" | "y" | "on" => Some(true),
-        "false" | "f" | "0" | "no" | "n" | "off" => Some(false),
-        _ => None,
     }
 }
 
@@ -596,6 +689,7 @@ fn check_start(start: &StartOffsets) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn base() -> KafkaSourceBuilder {
         KafkaSource::builder().brokers("localhost:9092")
@@ -782,6 +876,148 @@ mod tests {
             .set("receive.message.max.bytes", "1049088")
             .build()
             .unwrap();
+    }
+
+    #[test]
+    fn queue_size_in_hex_octal_or_with_a_suffix_is_read_as_librdkafka_reads_it() {
+        // librdkafka reads integers with strtol(.., 0): these built a source
+        // whose size check panicked or quoted a limit the consumers never had.
+        for queue in ["0x2000", "020000", "8192kb", " 8192"] {
+            base()
+                .subscribe(["a"])
+                .set("queued.max.messages.kbytes", queue)
+                .build()
+                .unwrap_or_else(|e| panic!("queued.max.messages.kbytes={queue:?}: {e}"));
+        }
+        // 0x400 is 1024 KiB, so the derived fetch.max.bytes is 1 MiB.
+        let (setting, reason) = config_err(
+            base()
+                .subscribe(["a"])
+                .set("queued.max.messages.kbytes", "0x400")
+                .set("receive.message.max.bytes", "1049087"),
+        );
+        assert_eq!(setting, "receive.message.max.bytes");
+        assert!(reason.contains("(1049088)"), "{reason}");
+        assert!(
+            reason.contains("reads `queued.max.messages.kbytes` = '0x400' as 1024"),
+            "{reason}"
+        );
+        base()
+            .subscribe(["a"])
+            .set("queued.max.messages.kbytes", "0x400")
+            .set("receive.message.max.bytes", "1049088")
+            .build()
+            .unwrap();
+        // librdkafka reads '1000kb' as 1000 bytes, below message.max.bytes.
+        let (setting, reason) =
+            config_err(base().subscribe(["a"]).set("fetch.max.bytes", "1000kb"));
+        assert_eq!(setting, "fetch.max.bytes");
+        assert!(
+            reason.starts_with("1000 is below `message.max.bytes` (1000000)"),
+            "{reason}"
+        );
+        assert!(reason.contains("'1000kb' as 1000"), "{reason}");
+    }
+
+    #[test]
+    fn size_values_librdkafka_cannot_read_are_refused_naming_the_setting() {
+        for value in ["", "kb", "-1", "0", "99999999999999999999", "08", "0x"] {
+            for key in SIZE_SETTINGS {
+                let (setting, _) = config_err(base().subscribe(["a"]).set(key, value));
+                assert_eq!(setting, key, "{key}={value:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn forced_settings_are_compared_as_librdkafka_reads_them() {
+        for agreeing in ["false", "FALSE", "f", "0"] {
+            base()
+                .subscribe(["a"])
+                .set("enable.auto.commit", agreeing)
+                .build()
+                .unwrap_or_else(|e| panic!("enable.auto.commit={agreeing:?}: {e}"));
+        }
+        for refused in ["TRUE", "t", "1", "no", " false", ""] {
+            let (setting, _) =
+                config_err(base().subscribe(["a"]).set("enable.auto.commit", refused));
+            assert_eq!(setting, "enable.auto.commit", "{refused:?}");
+        }
+        base()
+            .subscribe(["a"])
+            .set("auto.offset.reset", "ERROR")
+            .set("topic.auto.offset.reset", "error")
+            .build()
+            .unwrap();
+        // The topic-level form would override the forced value.
+        let (setting, reason) = config_err(
+            base()
+                .subscribe(["a"])
+                .set("topic.auto.offset.reset", "earliest"),
+        );
+        assert_eq!(setting, "topic.auto.offset.reset");
+        assert!(reason.contains("start_from"), "{reason}");
+    }
+
+    /// Whether librdkafka itself creates a consumer from what `build`
+    /// accepted, which is where it checks the fetch sizes.
+    fn librdkafka_accepts(builder: &KafkaSourceBuilder) -> std::result::Result<(), String> {
+        let source = KafkaSource {
+            settings: builder.settings.clone(),
+            ..base().subscribe(["a"]).build().unwrap()
+        };
+        source
+            .client_config(None)
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Size values as people write them, and as librdkafka's strtol reads
+    /// them: decimal, hex, octal, with units, signs, blanks, overflowing.
+    fn size_value() -> impl Strategy<Value = String> {
+        let n = prop_oneof![0i64..4_000, 900_000i64..1_100_000, 0i64..i64::MAX];
+        prop_oneof![
+            n.clone().prop_map(|n| n.to_string()),
+            n.clone().prop_map(|n| format!("{n:#x}")),
+            n.clone().prop_map(|n| format!("0{n:o}")),
+            (
+                n.clone(),
+                prop::sample::select(vec!["kb", "k", " MB", "e3", ".5"])
+            )
+                .prop_map(|(n, unit)| format!("{n}{unit}")),
+            n.prop_map(|n| format!("-{n}")),
+            prop::sample::select(vec!["", " ", "0x", "08", "abc", "+1000000", " 1048576"])
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn build_accepts_exactly_the_sizes_librdkafka_accepts_and_never_panics(
+            sizes in prop::collection::vec(
+                (prop::sample::select(SIZE_SETTINGS.to_vec()), size_value()),
+                0..4,
+            )
+        ) {
+            let builder = sizes
+                .iter()
+                .fold(base().subscribe(["a"]), |b, (key, value)| b.set(*key, value.as_str()));
+            let built = builder.clone().build();
+            let created = librdkafka_accepts(&builder);
+            match (&built, &created) {
+                (Ok(_), Ok(())) => {}
+                (Err(Error::Config { setting, .. }), Err(_)) => {
+                    prop_assert!(SIZE_SETTINGS.contains(&setting.as_str()), "{setting}");
+                }
+                _ => prop_assert!(
+                    false,
+                    "build: {built:?}, librdkafka creating a consumer: {created:?}"
+                ),
+            }
+        }
     }
 
     #[test]

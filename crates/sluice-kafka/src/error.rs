@@ -71,6 +71,20 @@ pub enum Error {
         /// Latest offset (high watermark or last stable offset).
         latest: i64,
     },
+    /// A read asked for offsets the log no longer holds (below its log
+    /// start, or past its end): the range must be planned again.
+    #[error(
+        "offset {offset} of {topic}-{partition} is out of range: the log no longer holds it \
+         (deleted by retention, or the topic was recreated)"
+    )]
+    OffsetOutOfRange {
+        /// Topic of the partition.
+        topic: String,
+        /// Partition number.
+        partition: i32,
+        /// The offset the read asked for.
+        offset: i64,
+    },
     /// The records of a range did not all arrive within the poll timeout.
     #[error(
         "timed out after {timeout:?} reading {topic}-{partition} [{from}, {until}): \
@@ -121,25 +135,105 @@ impl Error {
             _ => false,
         }
     }
+
+    /// True when a client's metadata lags the cluster's (see
+    /// [`Error::is_transient`]): refresh it before retrying.
+    pub(crate) fn is_metadata_lag(&self) -> bool {
+        match self {
+            Error::Kafka { source, .. } => source.rdkafka_error_code().is_some_and(is_metadata_lag),
+            _ => false,
+        }
+    }
 }
 
-/// Client error codes librdkafka recovers from on its own.
+/// Client error codes that go away by themselves: a broker or the network
+/// down, or a client's view of the metadata lagging the cluster's.
 pub(crate) fn is_transient_code(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    is_metadata_lag(code)
+        || matches!(
+            code,
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::Resolve
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+        )
+}
+
+/// Codes that mean a client's metadata lags the cluster's: a partition or
+/// topic another client has just discovered, a leader that moved or is being
+/// elected, a cache refresh under way. The driver's clients learn metadata
+/// at different moments, so a lookup for a partition one of them has just
+/// discovered can fail in another; refreshing its metadata and retrying
+/// heals it.
+pub(crate) fn is_metadata_lag(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         code,
-        C::BrokerTransportFailure
-            | C::AllBrokersDown
-            | C::Resolve
-            | C::OperationTimedOut
-            | C::RequestTimedOut
-            | C::NetworkException
+        C::UnknownPartition
+            | C::UnknownTopic
+            | C::UnknownTopicOrPartition
             | C::LeaderNotAvailable
             | C::NotLeaderForPartition
             | C::PreferredLeaderNotAvailable
-            | C::CoordinatorNotAvailable
-            | C::NotCoordinator
+            | C::ReplicaNotAvailable
+            | C::OffsetNotAvailable
             | C::FencedLeaderEpoch
             | C::UnknownLeaderEpoch
+            | C::WaitCache
+            | C::KafkaStorageError
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets_error(code: RDKafkaErrorCode) -> Error {
+        Error::kafka(
+            "fetching the log start offsets of 3 partitions",
+            KafkaError::MetadataFetch(code),
+        )
+    }
+
+    /// The error a real broker gave right after the topic grew: another
+    /// client already knew the new partitions, the offsets client did not.
+    #[test]
+    fn a_partition_unknown_to_one_client_is_transient() {
+        for code in [
+            RDKafkaErrorCode::UnknownPartition,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::UnknownTopic,
+            RDKafkaErrorCode::LeaderNotAvailable,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::WaitCache,
+        ] {
+            let error = offsets_error(code);
+            assert!(error.is_transient(), "{code:?}");
+            assert!(error.is_metadata_lag(), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn configuration_and_data_errors_are_not_transient() {
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+            RDKafkaErrorCode::InvalidArgument,
+            RDKafkaErrorCode::AutoOffsetReset,
+        ] {
+            assert!(!offsets_error(code).is_transient(), "{code:?}");
+        }
+        let loss = Error::DataLoss {
+            topic: "t".into(),
+            partition: 0,
+            stored: 10,
+            log_start: 49,
+        };
+        assert!(!loss.is_transient());
+    }
 }

@@ -82,13 +82,18 @@ mod lookup;
 mod partition;
 mod planner;
 mod reader;
+mod security;
 mod start;
 mod strategy;
 
-pub use client::KafkaClient;
+// Shown to users by the facade as `sluice::kafka`.
 pub use config::{KafkaSource, KafkaSourceBuilder};
 pub use error::{Error, Result};
-pub use planner::{plan_ranges, DataLossPolicy, PartitionOffsets, Plan};
-pub use reader::KafkaReader;
+pub use planner::{DataLossPolicy, OffsetReset, ResetKind};
 pub use start::StartOffsets;
 pub use strategy::ConsumerStrategy;
+
+// The driver's side, for sluice-runtime; the facade does not expose it.
+pub use client::KafkaClient;
+pub use planner::{plan_ranges, PartitionOffsets, Plan};
+pub use reader::KafkaReader;

@@ -196,6 +196,13 @@ impl<S: PartitionSource> PartitionReader<S> {
                     self.source.position(want)?;
                     positioned = true;
                 }
+                Polled::Failed(e) if e.rdkafka_error_code().is_some_and(is_out_of_range) => {
+                    return Err(Error::OffsetOutOfRange {
+                        topic: range.topic.to_string(),
+                        partition: range.partition,
+                        offset: want,
+                    });
+                }
                 Polled::Failed(e) if e.rdkafka_error_code().is_some_and(is_transient_code) => {
                     tracing::warn!(range = %range, error = %e, "transient Kafka error while reading; still waiting");
                 }
@@ -213,6 +220,16 @@ impl<S: PartitionSource> PartitionReader<S> {
             }
         }
     }
+}
+
+/// The broker answered a fetch with OffsetOutOfRange; with
+/// `auto.offset.reset=error` librdkafka reports it as "no offset to
+/// automatically reset to".
+fn is_out_of_range(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
+    )
 }
 
 #[cfg(test)]
@@ -419,9 +436,7 @@ mod tests {
         reader
             .source
             .errors
-            .push_back(KafkaError::MessageConsumption(
-                RDKafkaErrorCode::AutoOffsetReset,
-            ));
+            .push_back(KafkaError::MessageConsumption(RDKafkaErrorCode::Fail));
         let err = reader.read(&range(3, 6), TIMEOUT).unwrap_err();
         assert!(matches!(err, Error::Kafka { .. }), "{err}");
         assert_eq!(reader.next, None);
@@ -430,6 +445,35 @@ mod tests {
             offsets(&reader.read(&range(3, 6), TIMEOUT).unwrap()),
             [3, 4, 5]
         );
+    }
+
+    /// A fetch below the log start (retention passed the range) is not an
+    /// opaque client error: it names the offset so the driver can take the
+    /// data-loss decision.
+    #[test]
+    fn an_out_of_range_fetch_fails_the_read_naming_the_offset() {
+        for code in [
+            RDKafkaErrorCode::AutoOffsetReset,
+            RDKafkaErrorCode::OffsetOutOfRange,
+        ] {
+            let mut log = ScriptedLog::new(100);
+            log.append(&[true; 3]);
+            log.errors.push_back(KafkaError::MessageConsumption(code));
+            let mut reader = PartitionReader::new(log);
+            let err = reader.read(&range(1, 3), TIMEOUT).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::OffsetOutOfRange {
+                        partition: 0,
+                        offset: 1,
+                        ..
+                    }
+                ),
+                "{code:?}: {err}"
+            );
+            assert_eq!(reader.next, None, "the next read repositions");
+        }
     }
 
     #[test]

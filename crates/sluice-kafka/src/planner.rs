@@ -65,6 +65,58 @@ pub enum DataLossPolicy {
     ResetToEarliest,
 }
 
+/// Why [`DataLossPolicy::ResetToEarliest`] moved a stored position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResetKind {
+    /// The stored offset was below the log start: retention (or compaction
+    /// of the head) deleted the records `[stored, log start)` before the job
+    /// read them.
+    BelowLogStart,
+    /// The stored offset was past the latest offset: the topic was deleted
+    /// and recreated, or its log truncated.
+    PastLatest,
+}
+
+/// A stored position that [`DataLossPolicy::ResetToEarliest`] moved to the
+/// log start.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct OffsetReset {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// Why the position was reset.
+    pub kind: ResetKind,
+    /// The position stored in the checkpoint.
+    pub stored: i64,
+    /// The log start the partition continues from.
+    pub reset_to: i64,
+    /// For [`ResetKind::BelowLogStart`], the offsets deleted unread
+    /// (`log start - stored`); for [`ResetKind::PastLatest`], how far the
+    /// stored position was past the latest offset (`stored - latest`).
+    pub offsets: u64,
+}
+
+impl OffsetReset {
+    /// `tp`'s position `stored` was reset to `reset_to` for `kind`, passing
+    /// over `offsets` offsets.
+    pub fn new(
+        tp: TopicPartition,
+        kind: ResetKind,
+        stored: i64,
+        reset_to: i64,
+        offsets: u64,
+    ) -> Self {
+        Self {
+            tp,
+            kind,
+            stored,
+            reset_to,
+            offsets,
+        }
+    }
+}
+
 /// The ranges of one batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -73,23 +125,22 @@ pub struct Plan {
     pub ranges: Vec<OffsetRange>,
     /// Partitions that had no stored position (they start at their log start).
     pub new_partitions: Vec<TopicPartition>,
-    /// Partitions whose position was reset by
-    /// [`DataLossPolicy::ResetToEarliest`], with the number of offsets skipped.
-    pub skipped: Vec<(TopicPartition, u64)>,
+    /// Positions reset by [`DataLossPolicy::ResetToEarliest`].
+    pub resets: Vec<OffsetReset>,
 }
 
 impl Plan {
     /// A plan of `ranges`, of which `new_partitions` had no stored position
-    /// and `skipped` lost offsets to retention.
+    /// and `resets` were moved by a data-loss reset.
     pub fn new(
         ranges: Vec<OffsetRange>,
         new_partitions: Vec<TopicPartition>,
-        skipped: Vec<(TopicPartition, u64)>,
+        resets: Vec<OffsetReset>,
     ) -> Self {
         Self {
             ranges,
             new_partitions,
-            skipped,
+            resets,
         }
     }
 
@@ -99,6 +150,11 @@ impl Plan {
             .iter()
             .map(|r| (r.topic_partition(), r.until))
             .collect()
+    }
+
+    /// The reset of `tp`'s position, if the plan made one.
+    pub fn reset_of(&self, tp: &TopicPartition) -> Option<&OffsetReset> {
+        self.resets.iter().find(|r| r.tp == *tp)
     }
 }
 
@@ -141,7 +197,13 @@ pub fn plan_ranges(
                         partition = %p.tp, stored, log_start = p.log_start, skipped,
                         "stored offset was deleted from the log; skipping to the log start"
                     );
-                    plan.skipped.push((p.tp.clone(), skipped));
+                    plan.resets.push(OffsetReset {
+                        tp: p.tp.clone(),
+                        kind: ResetKind::BelowLogStart,
+                        stored,
+                        reset_to: p.log_start,
+                        offsets: skipped,
+                    });
                     p.log_start
                 }
             },
@@ -160,7 +222,13 @@ pub fn plan_ranges(
                         "stored offset is past the latest offset (topic recreated?); \
                          restarting from the log start"
                     );
-                    plan.skipped.push((p.tp.clone(), 0));
+                    plan.resets.push(OffsetReset {
+                        tp: p.tp.clone(),
+                        kind: ResetKind::PastLatest,
+                        stored,
+                        reset_to: p.log_start,
+                        offsets: (stored - p.latest) as u64,
+                    });
                     p.log_start
                 }
             },
@@ -208,7 +276,7 @@ mod tests {
         .unwrap();
         assert_eq!(bounds(&plan), [(7, 20), (4, 9)]);
         assert_eq!(plan.new_partitions, [tp(1)]);
-        assert!(plan.skipped.is_empty());
+        assert!(plan.resets.is_empty());
     }
 
     #[test]
@@ -251,7 +319,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(bounds(&plan), [(12, 30)]);
-        assert_eq!(plan.skipped, [(tp(0), 7)]);
+        assert_eq!(
+            plan.resets,
+            [OffsetReset {
+                tp: tp(0),
+                kind: ResetKind::BelowLogStart,
+                stored: 5,
+                reset_to: 12,
+                offsets: 7
+            }]
+        );
     }
 
     #[test]
@@ -274,7 +351,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(bounds(&plan), [(0, 30)]);
-        assert_eq!(plan.skipped, [(tp(0), 0)]);
+        assert_eq!(
+            plan.resets,
+            [OffsetReset {
+                tp: tp(0),
+                kind: ResetKind::PastLatest,
+                stored: 50,
+                reset_to: 0,
+                offsets: 20
+            }]
+        );
     }
 
     #[test]
@@ -387,9 +473,16 @@ mod tests {
             let r = &plan.ranges[0];
             prop_assert!(r.from >= start && r.until <= start + len && r.from <= r.until);
             let strict = plan_ranges(&positions, &[po(0, start, start + len)], None, DataLossPolicy::Fail);
-            prop_assert_eq!(strict.is_ok(), plan.skipped.is_empty());
+            prop_assert_eq!(strict.is_ok(), plan.resets.is_empty());
+            // Every reset is recorded with its kind and count.
             if stored < start {
-                prop_assert_eq!(&plan.skipped, &vec![(tp(0), (start - stored) as u64)]);
+                let reset = plan.reset_of(&tp(0)).unwrap();
+                prop_assert_eq!(reset.kind, ResetKind::BelowLogStart);
+                prop_assert_eq!(reset.offsets, (start - stored) as u64);
+            } else if stored > start + len {
+                let reset = plan.reset_of(&tp(0)).unwrap();
+                prop_assert_eq!(reset.kind, ResetKind::PastLatest);
+                prop_assert_eq!(reset.offsets, (stored - start - len) as u64);
             }
         }
     }

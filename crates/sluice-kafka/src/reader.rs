@@ -29,7 +29,9 @@ type Slot = Arc<Mutex<PartitionReader<PartitionConsumer>>>;
 /// positioned for this read — which is how ranges ending on a transaction
 /// marker or a compacted gap finish. Offsets below the log start fail the
 /// read: consumers are created with `auto.offset.reset=error`. Errors are
-/// [`sluice_core::Error::Read`] with a [`crate::Error`] as source.
+/// [`sluice_core::Error::OffsetOutOfRange`] for offsets the log no longer
+/// holds, else [`sluice_core::Error::Read`], with a [`crate::Error`] as
+/// source.
 ///
 /// Every consumer prefetches (librdkafka's `queued.max.messages.kbytes`,
 /// 8 MiB by default in sluice); with many partitions per process, lower it
@@ -162,12 +164,16 @@ impl InputReader for KafkaReader {
             reader
         });
         slot.clear_poison();
-        reader
-            .read(range, self.poll_timeout)
-            .map_err(|e| sluice_core::Error::Read {
+        reader.read(range, self.poll_timeout).map_err(|e| match e {
+            crate::Error::OffsetOutOfRange { .. } => sluice_core::Error::OffsetOutOfRange {
                 range: range.clone(),
                 source: Box::new(e),
-            })
+            },
+            e => sluice_core::Error::Read {
+                range: range.clone(),
+                source: Box::new(e),
+            },
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use sluice_kafka::{plan_ranges, DataLossPolicy, Error, PartitionOffsets, StartOffsets};
+use sluice_kafka::{plan_ranges, DataLossPolicy, Error, PartitionOffsets, ResetKind, StartOffsets};
 
 use crate::util::{eventually, tp, Broker};
 
@@ -97,13 +97,18 @@ fn positions_deleted_by_retention_are_data_loss() {
     assert!(matches!(err, Error::DataLoss { stored: 0, log_start: s, .. } if s == log_start));
     let plan = plan_ranges(&positions, &offsets, None, DataLossPolicy::ResetToEarliest).unwrap();
     assert_eq!((plan.ranges[0].from, plan.ranges[0].until), (log_start, 8));
-    assert_eq!(plan.skipped, [(tp("t", 0), log_start as u64)]);
+    let reset = plan.reset_of(&tp("t", 0)).unwrap();
+    assert_eq!(
+        (reset.kind, reset.offsets),
+        (ResetKind::BelowLogStart, log_start as u64)
+    );
 
-    // A reader asked for deleted offsets fails instead of jumping.
+    // A reader asked for deleted offsets fails instead of jumping, with an
+    // error the driver recognises as the data-loss case.
     let reader = client.reader();
-    let err =
-        sluice_core::InputReader::read(&reader, &crate::util::range("t", 0, 0, 8)).unwrap_err();
-    assert!(matches!(err, sluice_core::Error::Read { .. }), "{err}");
+    let range = crate::util::range("t", 0, 0, 8);
+    let err = sluice_core::InputReader::read(&reader, &range).unwrap_err();
+    assert_eq!(err.offset_out_of_range(), Some(&range), "{err}");
 }
 
 #[test]

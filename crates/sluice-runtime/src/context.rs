@@ -1,5 +1,6 @@
 //! [`StreamingContext`]: configure a job, define its streams, run it.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -8,10 +9,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Sender};
 use sluice_checkpoint::{CheckpointStore, RocksCheckpoint, RESERVED_PREFIX};
-use sluice_core::{DStream, PoisonPolicy, RateLimits, Record, StreamGraph};
+use sluice_core::{DStream, PoisonPolicy, RateLimits, Record, StreamGraph, MAX_SHUFFLE_PARTITIONS};
 use sluice_kafka::{KafkaReader, KafkaSource};
 
 use crate::driver::{Driver, DriverSettings, StopRequest};
+use crate::error::config;
 use crate::listener::BatchListener;
 use crate::pool::WorkerPool;
 use crate::{Error, Result};
@@ -42,6 +44,7 @@ pub struct StreamingContextBuilder {
     batch_interval: Option<Duration>,
     checkpoint_dir: Option<PathBuf>,
     workers: usize,
+    shuffle_partitions: Option<usize>,
     task_attempts: u32,
     on_batch_failure: BatchFailurePolicy,
     checkpoint_sync: bool,
@@ -66,6 +69,7 @@ impl StreamingContextBuilder {
             batch_interval: None,
             checkpoint_dir: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            shuffle_partitions: None,
             task_attempts: 4,
             on_batch_failure: BatchFailurePolicy::Stop,
             checkpoint_sync: true,
@@ -99,6 +103,26 @@ impl StreamingContextBuilder {
     /// Worker threads running tasks. Default: the number of CPUs.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
+        self
+    }
+
+    /// Reduce partitions (tasks) of every shuffle without an explicit count
+    /// (`reduce_by_key`, `count_by_value`, `count_keys`), from 1 to
+    /// [`MAX_SHUFFLE_PARTITIONS`]. Default: the worker count of the job's
+    /// first start.
+    ///
+    /// The checkpoint records the count at the job's first start and every
+    /// later run uses the recorded count, whatever its worker count or this
+    /// setting (a differing setting is ignored with a warning). A key's
+    /// reduce partition depends only on the key and this count, so
+    /// partition `i` of a batch, and its
+    /// [`idempotency_key`](sluice_core::BatchInfo::idempotency_key), hold
+    /// the same records on every attempt and after every restart, on any
+    /// machine. Spark Structured Streaming keeps
+    /// `spark.sql.shuffle.partitions` in its checkpoint the same way. To
+    /// change the count, start a new checkpoint.
+    pub fn shuffle_partitions(mut self, partitions: usize) -> Self {
+        self.shuffle_partitions = Some(partitions);
         self
     }
 
@@ -194,6 +218,15 @@ impl StreamingContextBuilder {
         if self.workers == 0 {
             return Err(config("workers", "must be at least 1"));
         }
+        let shuffle_partitions = match self.shuffle_partitions {
+            Some(n) if !(1..=MAX_SHUFFLE_PARTITIONS).contains(&n) => {
+                return Err(config(
+                    "shuffle_partitions",
+                    format!("{n} is not between 1 and {MAX_SHUFFLE_PARTITIONS}"),
+                ))
+            }
+            n => n.and_then(NonZeroUsize::new),
+        };
         if self.task_attempts == 0 {
             return Err(config("task_attempts", "must be at least 1"));
         }
@@ -230,6 +263,7 @@ impl StreamingContextBuilder {
             graph,
             app_id,
             workers: self.workers,
+            shuffle_partitions,
             task_attempts: self.task_attempts,
             stop_on_signals: self.stop_on_signals,
             driver: DriverSettings {
@@ -240,17 +274,10 @@ impl StreamingContextBuilder {
             },
             state: Mutex::new(State::Created {
                 store: Box::new(store),
-                sources: Vec::new(),
+                source: None,
                 listeners: Vec::new(),
             }),
         })
-    }
-}
-
-fn config(setting: &'static str, reason: impl Into<String>) -> Error {
-    Error::Config {
-        setting,
-        reason: reason.into(),
     }
 }
 
@@ -278,7 +305,7 @@ impl StopHandle {
 enum State {
     Created {
         store: Box<dyn CheckpointStore>,
-        sources: Vec<KafkaSource>,
+        source: Option<KafkaSource>,
         listeners: Vec<Box<dyn BatchListener>>,
     },
     Running {
@@ -307,11 +334,11 @@ enum State {
 ///     .checkpoint_dir("checkpoints/wordcount")
 ///     .build()?;
 /// let source = KafkaSource::builder().brokers("127.0.0.1:9092").subscribe(["lines"]).build()?;
-/// ctx.kafka_stream(source)
+/// ctx.kafka_stream(source)?
 ///     .values_utf8()
 ///     .flat_map(|line| line.split_ascii_whitespace().map(str::to_owned).collect::<Vec<_>>())
 ///     .count_by_value()
-///     .save_counts("word_counts");
+///     .save_counts("word_counts")?;
 /// ctx.start()?;
 /// ctx.await_termination()?;
 /// # Ok(())
@@ -321,6 +348,8 @@ pub struct StreamingContext {
     graph: Arc<StreamGraph>,
     app_id: String,
     workers: usize,
+    /// As configured; the checkpoint's recorded count wins at start.
+    shuffle_partitions: Option<NonZeroUsize>,
     task_attempts: u32,
     stop_on_signals: bool,
     driver: DriverSettings,
@@ -349,20 +378,43 @@ impl StreamingContext {
     }
 
     /// The Direct Kafka stream read by `source`: partition `i` of each batch
-    /// holds the records of the batch's `i`-th offset range. A context reads
-    /// one Kafka stream; the consumer group id defaults to the app id.
-    pub fn kafka_stream(&self, source: KafkaSource) -> DStream<Record> {
-        if let State::Created { sources, .. } = &mut *self.lock_state() {
-            sources.push(source.with_default_group_id(&self.app_id));
+    /// holds the records of the batch's `i`-th offset range. The consumer
+    /// group id defaults to the app id.
+    ///
+    /// A context reads one Kafka stream: a second call fails with
+    /// [`Error::Config`] (subscribe the source to several topics, or clone
+    /// the stream, instead). After [`start`](Self::start) it fails with
+    /// [`Error::RegisteredAfterStart`], and so do outputs registered then on
+    /// any stream of the context (`foreach_batch`, `print`, sinks return
+    /// `sluice_core::Error::RegisteredAfterStart`).
+    pub fn kafka_stream(&self, source: KafkaSource) -> Result<DStream<Record>> {
+        let State::Created { source: slot, .. } = &mut *self.lock_state() else {
+            return Err(Error::RegisteredAfterStart {
+                what: "a Kafka stream",
+            });
+        };
+        if slot.is_some() {
+            return Err(config(
+                "kafka_stream",
+                "called twice; a context reads exactly one Kafka stream: subscribe it to \
+                 several topics (or a pattern) instead, and clone the stream to use it twice",
+            ));
         }
-        self.graph.input()
+        *slot = Some(source.with_default_group_id(&self.app_id));
+        Ok(self.graph.input())
     }
 
     /// Calls `listener` on the driver after every committed batch.
-    pub fn add_listener(&self, listener: impl BatchListener + 'static) {
-        if let State::Created { listeners, .. } = &mut *self.lock_state() {
-            listeners.push(Box::new(listener));
-        }
+    ///
+    /// Fails with [`Error::RegisteredAfterStart`] after
+    /// [`start`](Self::start).
+    #[must_use = "a listener added after the start is refused with this error"]
+    pub fn add_listener(&self, listener: impl BatchListener + 'static) -> Result<()> {
+        let State::Created { listeners, .. } = &mut *self.lock_state() else {
+            return Err(Error::RegisteredAfterStart { what: "a listener" });
+        };
+        listeners.push(Box::new(listener));
+        Ok(())
     }
 
     /// Checks the job, connects to Kafka and starts the driver.
@@ -370,13 +422,16 @@ impl StreamingContext {
         let mut state = self.lock_state();
         let State::Created {
             store,
-            sources,
+            source,
             listeners,
         } = std::mem::replace(&mut *state, State::StartFailed)
         else {
             return Err(Error::AlreadyStarted);
         };
-        let (driver, requests) = self.prepare(store, sources, listeners)?;
+        // From here on the outputs and their families are what the job
+        // runs with; later registrations fail at their call.
+        self.graph.seal();
+        let (driver, requests) = self.prepare(store, source, listeners)?;
         let stop = StopHandle {
             requests,
             cancel: driver.cancel.clone(),
@@ -406,14 +461,15 @@ impl StreamingContext {
     fn prepare(
         &self,
         mut store: Box<dyn CheckpointStore>,
-        mut sources: Vec<KafkaSource>,
+        source: Option<KafkaSource>,
         listeners: Vec<Box<dyn BatchListener>>,
     ) -> Result<(Driver, Sender<StopRequest>)> {
-        let source = match sources.len() {
-            1 => sources.remove(0),
-            0 => return Err(config("kafka_stream", "no input: create the job's stream with ctx.kafka_stream(..)")),
-            n => return Err(config("kafka_stream", format!("{n} Kafka streams defined; a context reads exactly one (subscribe it to several topics instead)"))),
-        };
+        let source = source.ok_or_else(|| {
+            config(
+                "kafka_stream",
+                "no input: create the job's stream with ctx.kafka_stream(..)",
+            )
+        })?;
         if self.graph.output_count() == 0 {
             return Err(config(
                 "outputs",
@@ -423,13 +479,14 @@ impl StreamingContext {
         for family in self.graph.families() {
             store.ensure_family(&family)?;
         }
+        // Before any batch, a redone one included, runs.
+        let default = NonZeroUsize::new(self.workers.min(MAX_SHUFFLE_PARTITIONS))
+            .unwrap_or(NonZeroUsize::MIN);
+        let shuffle = crate::shuffle::settle(store.as_mut(), self.shuffle_partitions, default)?;
+        self.graph.set_shuffle_partitions(shuffle);
         let client = source.connect()?;
         let reader = Arc::new(client.reader());
-        let pool =
-            WorkerPool::new(self.workers, self.task_attempts).map_err(|source| Error::Io {
-                what: "start the worker threads",
-                source,
-            })?;
+        let pool = WorkerPool::new(self.workers, self.task_attempts)?;
         let (requests, stop) = unbounded();
         let driver = Driver {
             settings: self.driver.clone(),

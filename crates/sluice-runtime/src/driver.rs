@@ -54,7 +54,8 @@ enum Wake {
 /// Offsets progress of the running job.
 struct Progress {
     positions: BTreeMap<TopicPartition, i64>,
-    /// Nothing was stored: the first batch resolves the start policy.
+    /// No batch was ever committed: the first batch resolves the start
+    /// policy.
     first_start: bool,
     /// No batch ran yet in this process: `initial_rate` bounds it.
     first_batch: bool,
@@ -77,15 +78,19 @@ impl Driver {
             .then(|| PidRateEstimator::new(limits.pid))
             .transpose()
             .expect("rate limits are validated when the context is built");
-        let next_id = self.store.last_batch()?.map_or(0, |b| b.id + 1);
+        let last_batch = self.store.last_batch()?;
+        let next_id = last_batch.as_ref().map_or(0, |b| b.id + 1);
         let replay = self
             .store
             .pending_plan()?
             .filter(|pending| pending.id == next_id)
             .and_then(|pending| write_ahead::replay(&pending, &positions));
         let mut progress = Progress {
-            // A replayed first batch carries the resolved start offsets.
-            first_start: positions.is_empty() && replay.is_none(),
+            // The start policy applies to the partitions of the job's first
+            // batch only: after one committed batch, even an empty one, a
+            // partition without a position is new and starts at its log
+            // start. A replayed first batch carries the resolved offsets.
+            first_start: last_batch.is_none() && replay.is_none(),
             first_batch: true,
             next_id,
             positions,
@@ -143,7 +148,7 @@ impl Driver {
         scheduling_delay: Duration,
     ) -> Result<bool> {
         let started = Instant::now();
-        let (plan, info, replayed_limit) = match progress.replay.take() {
+        let (mut plan, mut info, mut replayed_limit) = match progress.replay.take() {
             Some(replay) => {
                 tracing::info!(
                     batch = progress.next_id,
@@ -169,8 +174,32 @@ impl Driver {
                 (plan, info, None)
             }
         };
-        let Some(mut output) = self.compute(&info)? else {
-            return Ok(false);
+        let mut output = loop {
+            match self.compute(&info)? {
+                Computed::Done(output) => break output,
+                Computed::Stopped => return Ok(false),
+                Computed::OutOfRange(error) => {
+                    // The log no longer holds a planned range: retention
+                    // passed its start after planning, or while the job was
+                    // down for a replayed plan. The data-loss policy decides
+                    // on fresh offsets, as for any stored position.
+                    let Some((replanned, rate_limit)) = self.plan(progress)? else {
+                        return Ok(false);
+                    };
+                    if replanned.ranges == plan.ranges {
+                        return Err(error);
+                    }
+                    tracing::warn!(
+                        batch = info.id, %error,
+                        "a planned range is no longer in the log; planning the batch again"
+                    );
+                    plan = replanned;
+                    info = BatchInfo::new(info.id, info.time, plan.ranges.clone())
+                        .with_rate_limit(rate_limit);
+                    replayed_limit = None;
+                    self.store.write_plan(&write_ahead::record(&info, &plan))?;
+                }
+            }
         };
         let dead_letters = output.dead_letters.len() as u64;
         if let Some(family) = self.graph.poison_policy().family() {
@@ -236,7 +265,7 @@ impl Driver {
             scheduling_delay,
             commit,
             new_partitions: plan.new_partitions,
-            skipped_offsets: plan.skipped,
+            resets: plan.resets,
             dead_letters,
         };
         for listener in &mut self.listeners {
@@ -316,8 +345,7 @@ impl Driver {
     }
 
     /// Computes the batch, retrying it whole if the policy says so.
-    /// `None`: a stop request came in during a retry backoff.
-    fn compute(&self, info: &BatchInfo) -> Result<Option<BatchOutput>> {
+    fn compute(&self, info: &BatchInfo) -> Result<Computed> {
         let mut attempt = 1;
         loop {
             let result = self.graph.run_batch_cancellable(
@@ -327,7 +355,7 @@ impl Driver {
                 self.cancel.clone(),
             );
             let error = match result {
-                Ok(output) => return Ok(Some(output)),
+                Ok(output) => return Ok(Computed::Done(output)),
                 Err(_) if self.cancel.load(Ordering::SeqCst) => {
                     return Err(Error::Aborted { id: info.id })
                 }
@@ -339,6 +367,10 @@ impl Driver {
                 attempts: attempt,
                 source,
             };
+            if error.offset_out_of_range().is_some() {
+                // Reading it again cannot help: the batch must be planned again.
+                return Ok(Computed::OutOfRange(failed(error)));
+            }
             match self.settings.on_batch_failure {
                 BatchFailurePolicy::Retry {
                     backoff,
@@ -346,7 +378,7 @@ impl Driver {
                 } if attempt < max_attempts => {
                     tracing::warn!(batch = info.id, attempt, %error, "batch failed, nothing committed; retrying it after backoff");
                     if let Wake::Stop = self.wait_until(Instant::now() + backoff) {
-                        return Ok(None);
+                        return Ok(Computed::Stopped);
                     }
                     attempt += 1;
                 }
@@ -354,6 +386,17 @@ impl Driver {
             }
         }
     }
+}
+
+/// How computing a batch ended, short of a failure that stops the job.
+enum Computed {
+    Done(BatchOutput),
+    /// A stop request came in during a retry backoff.
+    Stopped,
+    /// A range's offsets are no longer in the log; the batch must be
+    /// planned again. Holds the failure to report if planning gives the same
+    /// ranges.
+    OutOfRange(Error),
 }
 
 /// The first batch time and the instant it stands for: the last multiple

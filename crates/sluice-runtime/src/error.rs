@@ -43,6 +43,21 @@ pub enum Error {
         /// The batch that was discarded.
         id: u64,
     },
+    /// A stream or listener was added after `start`; it was not added. A
+    /// mistake in the job's code: define everything before starting.
+    #[error(
+        "{what} was added after the streaming context started and is not part of the job: \
+         define every stream, output and listener before start()"
+    )]
+    RegisteredAfterStart {
+        /// What was refused: `"a Kafka stream"` or `"a listener"`.
+        what: &'static str,
+    },
+    /// Defining the job's stream graph failed (an output registered after
+    /// `start()`), so `?` works on outputs in a function that returns this
+    /// crate's `Result`.
+    #[error(transparent)]
+    Graph(#[from] sluice_core::Error),
     /// `start` was called on a context that already started.
     #[error("the streaming context was already started")]
     AlreadyStarted,
@@ -65,4 +80,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// A configuration error naming `setting`.
+pub(crate) fn config(setting: &'static str, reason: impl Into<String>) -> Error {
+    Error::Config {
+        setting,
+        reason: reason.into(),
+    }
 }

@@ -26,10 +26,14 @@ mod error;
 mod listener;
 mod max_rate;
 mod pool;
+mod shuffle;
 mod signals;
 mod write_ahead;
 
+// Shown to users by the facade at the root of `sluice`.
 pub use context::{BatchFailurePolicy, StopHandle, StreamingContext, StreamingContextBuilder};
 pub use error::{Error, Result};
 pub use listener::{BatchCompleted, BatchListener};
+
+// For the pipeline benchmark, through the facade's hidden `__private`.
 pub use pool::WorkerPool;

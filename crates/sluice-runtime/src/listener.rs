@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use sluice_checkpoint::CheckpointStore;
 use sluice_core::{BatchInfo, TopicPartition};
+use sluice_kafka::OffsetReset;
 
 /// A batch that was computed and committed.
 #[derive(Debug, Clone)]
@@ -23,9 +24,11 @@ pub struct BatchCompleted {
     pub commit: Duration,
     /// Partitions read for the first time in this batch.
     pub new_partitions: Vec<TopicPartition>,
-    /// Partitions whose stored offset had been deleted from the log, with
-    /// the number of offsets skipped (only under a reset policy).
-    pub skipped_offsets: Vec<(TopicPartition, u64)>,
+    /// Partitions whose stored position a data-loss reset moved to the log
+    /// start (only under `DataLossPolicy::ResetToEarliest`): why, from
+    /// where, and how many offsets it passed over. The batch record keeps
+    /// the same in its ranges.
+    pub resets: Vec<OffsetReset>,
     /// Records set aside as dead letters (see `poison_records`), committed
     /// with the batch.
     pub dead_letters: u64,

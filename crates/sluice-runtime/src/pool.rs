@@ -6,6 +6,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use sluice_core::{run_task, Error, Executor, Result, TaskFn};
 
+use crate::error::config;
+
 struct Job {
     task: TaskFn,
     index: usize,
@@ -27,13 +29,16 @@ struct Job {
 /// use sluice_runtime::WorkerPool;
 ///
 /// let graph = StreamGraph::new();
-/// graph.input().values_utf8().count_by_value().save_counts("words");
+/// graph.input().values_utf8().count_by_value().save_counts("words")?;
 /// let input = MemoryInput::new().with_partition("t", 0, ["a", "b", "a"]);
 /// let info = BatchInfo::new(0, SystemTime::now(), input.full_ranges());
 /// let pool = Arc::new(WorkerPool::new(2, 1)?);
 /// let output = graph.run_batch(info, Arc::new(input), pool).unwrap();
 /// assert_eq!(output.writes.len(), 2);
-/// # Ok::<(), std::io::Error>(())
+///
+/// // A pool needs a thread to run anything.
+/// assert!(WorkerPool::new(0, 1).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct WorkerPool {
     jobs: Option<Sender<Job>>,
@@ -52,8 +57,18 @@ impl std::fmt::Debug for WorkerPool {
 
 impl WorkerPool {
     /// Starts `workers` threads (named `sluice-worker-N`); `task_attempts`
-    /// is raised to at least 1. Fails when a thread cannot be spawned.
-    pub fn new(workers: usize, task_attempts: u32) -> std::io::Result<Self> {
+    /// is raised to at least 1.
+    ///
+    /// Fails with [`Error::Config`](crate::Error::Config) when `workers` is
+    /// zero (no thread would run the tasks), and with
+    /// [`Error::Io`](crate::Error::Io) when a thread cannot be spawned.
+    pub fn new(workers: usize, task_attempts: u32) -> crate::Result<Self> {
+        if workers == 0 {
+            return Err(config(
+                "workers",
+                "must be at least 1: a pool without threads runs no task",
+            ));
+        }
         let (jobs, queue) = unbounded::<Job>();
         let threads = (0..workers)
             .map(|i| {
@@ -62,7 +77,11 @@ impl WorkerPool {
                     .name(format!("sluice-worker-{i}"))
                     .spawn(move || work(&queue))
             })
-            .collect::<std::io::Result<_>>()?;
+            .collect::<std::io::Result<_>>()
+            .map_err(|source| crate::Error::Io {
+                what: "start the worker threads",
+                source,
+            })?;
         Ok(Self {
             jobs: Some(jobs),
             threads,
@@ -190,6 +209,17 @@ mod tests {
                 assert!(source.to_string().contains("always broken"));
             }
             other => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn pool_without_workers_is_refused_instead_of_panicking_on_its_first_task() {
+        match WorkerPool::new(0, 1) {
+            Err(crate::Error::Config { setting, reason }) => {
+                assert_eq!(setting, "workers");
+                assert!(reason.contains("at least 1"), "{reason}");
+            }
+            other => panic!("expected a config error, got {other:?}"),
         }
     }
 

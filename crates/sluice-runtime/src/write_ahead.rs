@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_checkpoint::{BatchRecord, RangeRecord};
+use sluice_checkpoint::{BatchRecord, RangeRecord, ResetRecord, ResetRecordKind};
 use sluice_core::{BatchInfo, OffsetRange, TopicPartition};
-use sluice_kafka::Plan;
+use sluice_kafka::{OffsetReset, Plan, ResetKind};
 
 /// A planned batch to redo.
 pub(crate) struct Replay {
@@ -24,19 +24,33 @@ pub(crate) fn record(info: &BatchInfo, plan: &Plan) -> BatchRecord {
     record.ranges = info
         .ranges
         .iter()
-        .map(|range| RangeRecord::from_range(range, 0, skipped(plan, range)))
+        .map(|range| {
+            let stored = RangeRecord::from_range(range, 0);
+            match plan.reset_of(&range.topic_partition()) {
+                Some(reset) => stored.with_reset(
+                    ResetRecord::new(record_kind(reset.kind), reset.stored),
+                    reset.offsets,
+                ),
+                None => stored,
+            }
+        })
         .collect();
     record.rate_limit = info.rate_limit.map(|limit| limit.to_string());
     record
 }
 
-/// Offsets the plan skipped in `range`'s partition (data loss reset).
-fn skipped(plan: &Plan, range: &OffsetRange) -> u64 {
-    let tp = range.topic_partition();
-    plan.skipped
-        .iter()
-        .find(|(p, _)| *p == tp)
-        .map_or(0, |(_, n)| *n)
+fn record_kind(kind: ResetKind) -> ResetRecordKind {
+    match kind {
+        ResetKind::PastLatest => ResetRecordKind::PastLatest,
+        _ => ResetRecordKind::BelowLogStart,
+    }
+}
+
+fn plan_kind(kind: ResetRecordKind) -> ResetKind {
+    match kind {
+        ResetRecordKind::PastLatest => ResetKind::PastLatest,
+        _ => ResetKind::BelowLogStart,
+    }
 }
 
 /// The batch to redo from its stored plan, if the plan still continues
@@ -63,8 +77,14 @@ pub(crate) fn replay(
             Some(_) => {}
             None => plan.new_partitions.push(tp.clone()),
         }
-        if stored.skipped_offsets > 0 {
-            plan.skipped.push((tp.clone(), stored.skipped_offsets));
+        if let Some(reset) = stored.reset {
+            plan.resets.push(OffsetReset::new(
+                tp.clone(),
+                plan_kind(reset.kind),
+                reset.stored,
+                stored.from,
+                stored.skipped_offsets,
+            ));
         }
         plan.ranges
             .push(OffsetRange::new(&tp, stored.from, stored.until));
@@ -92,7 +112,7 @@ mod tests {
                 OffsetRange::new(&tp(1), 0, 3),
             ],
             vec![tp(1)],
-            vec![(tp(0), 2)],
+            vec![OffsetReset::new(tp(0), ResetKind::BelowLogStart, 3, 5, 2)],
         );
         let time = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
         (BatchInfo::new(4, time, plan.ranges.clone()), plan)
@@ -106,7 +126,7 @@ mod tests {
         let replay = replay(&stored, &positions).expect("the plan continues from position 5");
         assert_eq!(replay.plan.ranges, plan.ranges);
         assert_eq!(replay.plan.new_partitions, [tp(1)]);
-        assert_eq!(replay.plan.skipped, [(tp(0), 2)]);
+        assert_eq!(replay.plan.resets, plan.resets);
         assert_eq!(replay.time, info.time);
     }
 

@@ -20,7 +20,7 @@ fn commit_then_reopen_sees_offsets_records_and_counters() {
 
     let range = OffsetRange::new(&tp("words", 1), 0, 7);
     let mut record = BatchRecord::new(4, 1_700_000_000_000);
-    record.ranges.push(RangeRecord::from_range(&range, 6, 1));
+    record.ranges.push(RangeRecord::from_range(&range, 6));
     record.records = 6;
     record.processing_ms = 12;
     let mut writes = WriteSet::new();

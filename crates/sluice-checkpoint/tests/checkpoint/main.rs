@@ -5,4 +5,5 @@ mod commit;
 mod open;
 mod plan;
 mod read_only;
+mod shuffle;
 mod util;

@@ -9,7 +9,7 @@ use crate::util::{commit, open, tp, APP};
 fn plan(id: u64, from: i64, until: i64) -> BatchRecord {
     let mut plan = BatchRecord::new(id, 1_000 * id as i64);
     let range = OffsetRange::new(&tp("t", 0), from, until);
-    plan.ranges.push(RangeRecord::from_range(&range, 0, 0));
+    plan.ranges.push(RangeRecord::from_range(&range, 0));
     plan
 }
 

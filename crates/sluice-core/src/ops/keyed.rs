@@ -10,12 +10,28 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::scope::{BatchScope, TaskContext};
 use crate::stream::{next_stage_id, run_stage, Node, PartIter};
-use crate::{DStream, Result};
+use crate::{DStream, Error, Result};
 
-/// XXH3 with its default secret: a specified algorithm, so a key lands in
-/// the same reduce partition on every attempt, run, machine and build.
+/// The most reduce partitions a shuffle may have. Each map task keeps a
+/// bucket per reduce partition, so the count costs memory in every task.
+pub const MAX_SHUFFLE_PARTITIONS: usize = 1 << 16;
+
+/// XXH3 (64 bits, default secret, seed 0): a specified algorithm, so a key
+/// lands in the same reduce partition on every attempt, run, machine and
+/// build, for a given number of partitions.
 fn partitioner() -> Xxh3DefaultBuilder {
     Xxh3DefaultBuilder::new()
+}
+
+/// The reduce partition of `key` among `partitions`: XXH3 of the bytes
+/// `key`'s `Hash` writes (a string's bytes then `0xff`), modulo
+/// `partitions`.
+fn reduce_partition<K: Hash + ?Sized>(
+    hasher: &Xxh3DefaultBuilder,
+    key: &K,
+    partitions: usize,
+) -> usize {
+    (hasher.hash_one(key) % partitions as u64) as usize
 }
 
 /// How a source task folds the values of its partition into its
@@ -92,10 +108,16 @@ where
     V: Send + 'static,
 {
     fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
-        let reducers = self
-            .partitions
-            .unwrap_or_else(|| scope.executor.parallelism())
-            .max(1);
+        let reducers = self.partitions.unwrap_or(scope.shuffle_partitions).max(1);
+        if reducers > MAX_SHUFFLE_PARTITIONS {
+            return Err(Error::user(
+                "reduce_by_key_into",
+                format!(
+                    "{reducers} reduce partitions is more than the {MAX_SHUFFLE_PARTITIONS} a \
+                     shuffle may have"
+                ),
+            ));
+        }
         let map_side = Arc::clone(&self.map_side);
         // Map side: combine within the task, then split by key hash.
         let map_outputs = run_stage(scope, &self.parent, "reduce_by_key", move |_, values| {
@@ -104,7 +126,7 @@ where
             let hasher = partitioner();
             let mut buckets: Vec<Vec<(K, V)>> = (0..reducers).map(|_| Vec::new()).collect();
             for (key, value) in combined.into_iter() {
-                let bucket = (hasher.hash_one(&key) % reducers as u64) as usize;
+                let bucket = reduce_partition(&hasher, &key, reducers);
                 buckets[bucket].push((key, value));
             }
             buckets
@@ -150,8 +172,12 @@ where
 {
     /// Combines the values of each key within a batch with `reduce`, which
     /// must be associative and commutative. Values are first combined inside
-    /// each source task, then shuffled by key hash to as many reduce tasks as
-    /// the executor has workers.
+    /// each source task, then shuffled by key hash to the job's number of
+    /// shuffle partitions ([`StreamGraph::set_shuffle_partitions`]; the
+    /// runtime keeps it fixed in the checkpoint), so partition `i` of a batch
+    /// holds the same keys however many workers compute it.
+    ///
+    /// [`StreamGraph::set_shuffle_partitions`]: crate::StreamGraph::set_shuffle_partitions
     ///
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
@@ -165,7 +191,9 @@ where
         self.build_reduce(reduce, None)
     }
 
-    /// [`DStream::reduce_by_key`] with an explicit number of reduce tasks.
+    /// [`DStream::reduce_by_key`] with an explicit number of reduce tasks,
+    /// whatever the job's shuffle partitions. Zero counts as one; a batch
+    /// with more than [`MAX_SHUFFLE_PARTITIONS`] fails.
     pub fn reduce_by_key_into<F>(&self, reduce: F, partitions: usize) -> DStream<(K, V)>
     where
         F: Fn(V, V) -> V + Send + Sync + 'static,
@@ -199,7 +227,8 @@ impl<T: Hash + Eq + Send + 'static> DStream<T> {
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
     /// # let words = graph.input().values_utf8();
-    /// words.count_by_value().save_counts("word_counts");
+    /// words.count_by_value().save_counts("word_counts")?;
+    /// # Ok::<(), sluice_core::Error>(())
     /// ```
     pub fn count_by_value(&self) -> DStream<(T, i64)> {
         self.map(|value| (value, 1i64)).reduce_by_key(|a, b| a + b)
@@ -218,7 +247,8 @@ impl<T: Send + 'static> DStream<T> {
     /// # let lines = graph.input().values_utf8();
     /// lines
     ///     .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
-    ///     .save_counts("word_counts");
+    ///     .save_counts("word_counts")?;
+    /// # Ok::<(), sluice_core::Error>(())
     /// ```
     pub fn count_keys<Q, F>(&self, keys: F) -> DStream<(Q::Owned, i64)>
     where
@@ -238,5 +268,48 @@ impl<T: Send + 'static> DStream<T> {
             reduce: Arc::new(add),
             partitions: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bucket of a key is part of what an idempotency key names after a
+    /// shuffle, and of what a checkpoint redoes after a restart: it must
+    /// never change. A new hash algorithm, secret or seed, or a change in
+    /// the bytes std's `Hash` feeds it, fails here.
+    #[test]
+    fn the_reduce_partition_of_a_key_is_a_fixed_value() {
+        let hasher = partitioner();
+        // XXH3-64 of the empty input, seed 0: the reference value.
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(b""), 0x2d06_8005_38d3_94c2);
+        // A string hashes as its bytes then 0xff.
+        for word in ["", "a", "hello", "ümlaut"] {
+            let bytes = [word.as_bytes(), &[0xff]].concat();
+            assert_eq!(
+                hasher.hash_one(word),
+                xxhash_rust::xxh3::xxh3_64(&bytes),
+                "{word:?}"
+            );
+            assert_eq!(hasher.hash_one(word), hasher.hash_one(word.to_owned()));
+        }
+        // Computed once with xxhash-rust 0.8; they must never change.
+        let pinned: [(&str, u64, [usize; 3]); 4] = [
+            ("", 0xd6bc_ec3c_6b29_d72e, [0, 6, 102]),
+            ("a", 0x13ac_ce35_37d6_b799, [2, 1, 145]),
+            ("hello", 0x3e7c_905d_6f73_6c83, [0, 3, 43]),
+            ("ümlaut", 0xe85c_ae0e_1f32_6246, [2, 6, 126]),
+        ];
+        for (word, hash, buckets) in pinned {
+            assert_eq!(hasher.hash_one(word), hash, "XXH3 of {word:?}");
+            for (partitions, bucket) in [3, 8, 200].into_iter().zip(buckets) {
+                assert_eq!(
+                    reduce_partition(&hasher, word, partitions),
+                    bucket,
+                    "{word:?} among {partitions} partitions"
+                );
+            }
+        }
     }
 }

@@ -162,8 +162,13 @@ impl<T: Send + 'static> DStream<T> {
         self.flat_map(move |value| predicate(&value).then_some(value))
     }
 
-    /// Like [`DStream::map`] for a fallible `f`: an error fails the task
-    /// (which is retried, then fails the batch) instead of being dropped.
+    /// Like [`DStream::map`] for a fallible `f`. A record whose `f` returns
+    /// an error is a poison record of operator `try_map`, handled by the
+    /// job's [`PoisonPolicy`](crate::PoisonPolicy): by default it fails the
+    /// task (which is retried, then fails the batch, naming the record);
+    /// under `PoisonPolicy::dead_letter(family)` the record is dropped from
+    /// this stream and committed, with the error and its bytes, as a dead
+    /// letter in `family`.
     ///
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
@@ -193,7 +198,9 @@ impl<T: Send + 'static> DStream<T> {
         })
     }
 
-    /// Like [`DStream::flat_map`] for a fallible `f`.
+    /// Like [`DStream::flat_map`] for a fallible `f`; an error is a poison
+    /// record of operator `try_flat_map`, handled like
+    /// [`try_map`](DStream::try_map)'s.
     pub fn try_flat_map<U, I, E, F>(&self, f: F) -> DStream<U>
     where
         U: Send + 'static,

@@ -1,6 +1,8 @@
 //! The operators of [`crate::DStream`], one family per file.
 
 mod keyed;
+
+pub use keyed::MAX_SHUFFLE_PARTITIONS;
 mod map;
 mod materialize;
 mod output;

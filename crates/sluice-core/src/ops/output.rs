@@ -37,14 +37,27 @@ impl<T: Send + 'static> DStream<T> {
     /// at-least-once — a batch that fails after `f` ran runs `f` again —
     /// so key them with [`BatchInfo::idempotency_key`].
     ///
+    /// Fails with [`Error::RegisteredAfterStart`] once the job started:
+    /// register every output before it starts.
+    ///
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
     /// graph.input().foreach_batch(|batch, info| {
     ///     println!("batch {} read {} records from {} ranges", info.id, batch.len(), info.ranges.len());
     ///     Ok::<_, std::io::Error>(())
-    /// });
+    /// })?;
+    /// # Ok::<(), sluice_core::Error>(())
     /// ```
-    pub fn foreach_batch<E, F>(&self, f: F)
+    #[must_use = "an output registered after the job started is refused with this error"]
+    pub fn foreach_batch<E, F>(&self, f: F) -> Result<()>
+    where
+        E: Into<BoxError>,
+        F: Fn(Batch<T>, &BatchInfo) -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.register_foreach("foreach_batch", f)
+    }
+
+    fn register_foreach<E, F>(&self, name: &'static str, f: F) -> Result<()>
     where
         E: Into<BoxError>,
         F: Fn(Batch<T>, &BatchInfo) -> Result<(), E> + Send + Sync + 'static,
@@ -53,7 +66,8 @@ impl<T: Send + 'static> DStream<T> {
             node: Arc::clone(&self.node),
             f,
         };
-        self.graph.register(Arc::new(output), &[]);
+        self.graph
+            .register(|| name.to_owned(), Arc::new(output), &[])
     }
 }
 
@@ -61,12 +75,16 @@ impl<T: Debug + Send + 'static> DStream<T> {
     /// Prints the first `n` values of every batch to standard output, under
     /// a header with the batch id and time.
     ///
+    /// Fails with [`Error::RegisteredAfterStart`] once the job started.
+    ///
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
-    /// graph.input().values_utf8().print(10);
+    /// graph.input().values_utf8().print(10)?;
+    /// # Ok::<(), sluice_core::Error>(())
     /// ```
-    pub fn print(&self, n: usize) {
-        self.foreach_batch(move |batch, info| {
+    #[must_use = "an output registered after the job started is refused with this error"]
+    pub fn print(&self, n: usize) -> Result<()> {
+        self.register_foreach("print", move |batch, info| {
             let total = batch.len();
             let mut out = format!(
                 "-------------------------------------------\nBatch {} at {} ms ({total} values)\n-------------------------------------------\n",
@@ -81,6 +99,6 @@ impl<T: Debug + Send + 'static> DStream<T> {
             }
             print!("{out}");
             Ok::<_, BoxError>(())
-        });
+        })
     }
 }

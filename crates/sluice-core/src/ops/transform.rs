@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::materialize::Materialized;
 use crate::exec::catch_panic;
 use crate::stream::run_stage;
-use crate::{Batch, BatchInfo, DStream};
+use crate::{Batch, BatchInfo, DStream, Error, MAX_SHUFFLE_PARTITIONS};
 
 impl<T: Send + 'static> DStream<T> {
     /// Applies `f` to each batch as a whole — for anything the element
@@ -34,7 +34,8 @@ impl<T: Send + 'static> DStream<T> {
 
     /// Redistributes the values evenly over `partitions` partitions, so the
     /// operators after it run with that many tasks (for instance more tasks
-    /// than Kafka partitions for an expensive per-record step).
+    /// than Kafka partitions for an expensive per-record step). Zero counts
+    /// as one; a batch with more than [`MAX_SHUFFLE_PARTITIONS`] fails.
     ///
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
@@ -44,6 +45,15 @@ impl<T: Send + 'static> DStream<T> {
         let parent = Arc::clone(&self.node);
         let partitions = partitions.max(1);
         self.derive(Materialized::new(move |scope| {
+            if partitions > MAX_SHUFFLE_PARTITIONS {
+                return Err(Error::user(
+                    "repartition",
+                    format!(
+                        "{partitions} partitions is more than the {MAX_SHUFFLE_PARTITIONS} \
+                         allowed"
+                    ),
+                ));
+            }
             let inputs: Vec<Vec<T>> =
                 run_stage(scope, &parent, "repartition", |_, values| values.collect())?;
             let mut outputs: Vec<Vec<T>> = (0..partitions).map(|_| Vec::new()).collect();
@@ -58,7 +68,8 @@ impl<T: Send + 'static> DStream<T> {
     ///
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
-    /// graph.input().count().print(1);
+    /// graph.input().count().print(1)?;
+    /// # Ok::<(), sluice_core::Error>(())
     /// ```
     pub fn count(&self) -> DStream<i64> {
         let parent = Arc::clone(&self.node);

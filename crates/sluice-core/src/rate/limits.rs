@@ -104,8 +104,8 @@ impl PidSettings {
 ///
 /// Start from [`RateLimits::new`] (no limit at all) and chain setters; each
 /// setter documents its default. Fields are public for reading and for
-/// config code; call [`RateLimits::validate`] before use.
-/// [`batch_caps`](crate::batch_caps) turns them into per-partition caps.
+/// config code; call [`RateLimits::validate`] before use. For every batch
+/// the driver turns them into per-partition caps (`batch_caps`).
 ///
 /// ```
 /// use sluice_core::{RateLimits, TopicPartition};
@@ -140,10 +140,13 @@ pub struct RateLimits {
     /// Whether the [`PidRateEstimator`](crate::PidRateEstimator)'s estimate
     /// limits the job.
     pub backpressure: bool,
-    /// Job-wide records per second for the first batch after a start, and
-    /// with backpressure, for every batch until the estimator has an
-    /// estimate: the first batch after downtime stays bounded
-    /// (SPARK-18580). `None`: no such bound.
+    /// Records per second for the whole job, not per partition, for the
+    /// first batch after a start, and with backpressure, for every batch
+    /// until the estimator has an estimate: the first batch after downtime
+    /// stays bounded (SPARK-18580). The batch's budget, rate × interval, is
+    /// split over the partitions by lag, so with 4 equally lagging
+    /// partitions and 1 s batches, 1 000/s reads about 250 from each.
+    /// `None`: no such bound.
     pub initial_rate: Option<f64>,
     /// Settings of the backpressure estimator.
     pub pid: PidSettings,
@@ -221,9 +224,11 @@ impl RateLimits {
         self
     }
 
-    /// Bounds the first batch (and, with backpressure, every batch until
-    /// there is an estimate) at `rate` records per second for the whole
-    /// job. Default: none.
+    /// Bounds the first batch after a start (and, with backpressure, every
+    /// batch until there is an estimate) at `rate` records per second for
+    /// the whole job: the budget `rate` × batch interval is split over the
+    /// partitions in proportion to their lag, it is not a per-partition
+    /// rate. Default: none.
     ///
     /// ```
     /// let limits = sluice_core::RateLimits::new().initial_rate(1_000.0);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::RateLimits;
 use crate::TopicPartition;
 
-/// Which limit bounded a batch.
+/// Which limit was the tightest in force for a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RateReason {
@@ -38,7 +38,9 @@ impl fmt::Display for RateReason {
     }
 }
 
-/// The limit that bounded a batch, for logs and the batch record.
+/// The tightest rate limit in force for a batch, for logs, listeners
+/// ([`BatchInfo::rate_limit`](crate::BatchInfo::rate_limit)) and the batch
+/// record.
 ///
 /// `records_per_second` is job-wide, except for
 /// [`RateReason::MaxRatePerPartition`], where it is the lowest maximum of
@@ -683,6 +685,27 @@ mod tests {
             .min_rate_per_partition(5.0);
         let split = batch_caps(&limits, None, false, SECOND, &lags(&[0, 1_000]));
         assert_eq!(caps_of(&split), [0, 100]);
+    }
+
+    /// The limit reported is the one in force, whether or not it shortens
+    /// a range: a batch with nothing to read names it too
+    /// (`BatchInfo::rate_limit`).
+    #[test]
+    fn a_batch_with_nothing_to_read_reports_the_limit_in_force() {
+        let limits = RateLimits::new().max_rate_per_partition(100.0);
+        let empty = batch_caps(&limits, None, false, SECOND, &lags(&[0, 0]));
+        assert_eq!(caps_of(&empty), [0, 0]);
+        assert_eq!(reason_of(&empty), RateReason::MaxRatePerPartition);
+        // Lags below the caps: nothing is shortened, the limit is still in force.
+        let short = batch_caps(&limits, None, false, SECOND, &lags(&[3, 7]));
+        assert_eq!(caps_of(&short), [3, 7]);
+        assert_eq!(short.limit.unwrap().records_per_second, 100.0);
+        // Backpressure alone, before its first estimate: none in force.
+        let waiting = RateLimits::new().backpressure(true);
+        assert_eq!(
+            batch_caps(&waiting, None, false, SECOND, &lags(&[0, 9])).limit,
+            None
+        );
     }
 
     /// SPARK-18580: the first batch after downtime is bounded by the
