@@ -1,11 +1,13 @@
 //! What dead letters cost a batch: the processing time of batches that set
 //! records aside next to that of clean batches of the same job.
 //!
-//! Starts a `tansu` broker (memory storage) and pre-fills a 4-partition
-//! topic with `SLUICE_BENCH_BATCHES` windows (default 60) of
-//! `SLUICE_BENCH_WINDOW` text lines per partition (default 2000). In every
-//! other window, two lines of each partition are not UTF-8, far apart: at 10
-//! and at window − 10. A wordcount job with
+//! Starts a `tansu` broker (sqlite storage: its memory storage answers a
+//! fetch that starts inside a record batch with the end of the partition,
+//! so lookups would find nothing) and pre-fills a 4-partition topic with
+//! `SLUICE_BENCH_BATCHES` windows (default 60) of `SLUICE_BENCH_WINDOW`
+//! text lines per partition (default 2000). In every other window, two
+//! lines of each partition are not UTF-8, far apart: at 10 and at
+//! window − 10. A wordcount job with
 //! `PoisonPolicy::dead_letter(..)` then reads one window per partition and
 //! batch (`max_rate_per_partition`), so batches alternate between clean
 //! ones and ones with 8 dead letters, and the bench compares their
@@ -14,19 +16,29 @@
 //!
 //! ```text
 //! cargo bench --bench dead_letters
+//! SLUICE_BENCH_BROKER=mock cargo bench --bench dead_letters
 //! ```
+//!
+//! `SLUICE_BENCH_BROKER=mock` runs against librdkafka's in-process mock
+//! cluster instead, whose seeks are cheap. The bench also times bare seeks
+//! (assign at an offset, wait for that record) on the broker, since a batch
+//! with dead letters pays one per run read back.
 //!
 //! Under `cargo test` (no `--bench` argument) it runs 10 windows: a check
 //! that the job runs and sets aside exactly the poisoned records, not a
 //! measurement.
 
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
 use tempfile::TempDir;
 
@@ -45,6 +57,14 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 const POISON_AT: u64 = 10;
 
 fn main() -> Result<()> {
+    // Off unless asked for: `SLUICE_BENCH_LOG=sluice=debug` shows where a
+    // batch spends its time.
+    if let Ok(filter) = std::env::var("SLUICE_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let measuring = std::env::args().any(|arg| arg == "--bench");
     let windows = env_u64("SLUICE_BENCH_BATCHES", if measuring { 60 } else { 10 })?;
     let window = env_u64("SLUICE_BENCH_WINDOW", 2000)?;
@@ -56,12 +76,25 @@ fn main() -> Result<()> {
     if !measuring {
         println!("quick check under `cargo test`: the figures below are not measurements");
     }
-    let broker = Tansu::start_in_memory();
-    let bootstrap = broker.bootstrap();
-    broker.create_topic("mixed", PARTITIONS);
+    // Kept until the end: dropping either stops its broker.
+    let (_tansu, _mock, bootstrap, name) = match std::env::var("SLUICE_BENCH_BROKER").as_deref() {
+        Ok("mock") => {
+            let cluster = MockCluster::new(1)?;
+            cluster.create_topic("mixed", PARTITIONS, 1)?;
+            let bootstrap = cluster.bootstrap_servers();
+            (None, Some(cluster), bootstrap, "librdkafka's mock cluster")
+        }
+        Ok("tansu") | Err(_) => {
+            let broker = Tansu::start();
+            broker.create_topic("mixed", PARTITIONS);
+            let bootstrap = broker.bootstrap();
+            (Some(broker), None, bootstrap, "tansu (sqlite storage)")
+        }
+        Ok(other) => anyhow::bail!("SLUICE_BENCH_BROKER={other}: expected tansu or mock"),
+    };
     let poisoned = prefill(&bootstrap, "mixed", windows, window)?;
     println!(
-        "tansu (memory storage): {PARTITIONS} partitions x {windows} windows of {window} lines, \
+        "{name}: {PARTITIONS} partitions x {windows} windows of {window} lines, \
          {poisoned} of them not UTF-8"
     );
 
@@ -109,6 +142,16 @@ fn main() -> Result<()> {
         letters == poisoned,
         "{letters} dead letters, expected {poisoned}"
     );
+    let stored =
+        RocksCheckpoint::open_read_only(dir.path(), "bench-dead-letters")?.dead_letters("dead")?;
+    let unread: Vec<_> = stored.iter().filter_map(|l| l.unread.as_deref()).collect();
+    ensure!(
+        stored.len() as u64 == poisoned && unread.is_empty(),
+        "{} letters stored, {} of them without their bytes: {:?}",
+        stored.len(),
+        unread.len(),
+        unread.first()
+    );
 
     // The first batch connects and creates the consumers.
     let (dirty, clean): (Vec<_>, Vec<_>) = seen[1..].iter().partition(|s| s.1 > 0);
@@ -150,14 +193,56 @@ fn main() -> Result<()> {
         "p50 with letters / p50 clean: {:.2}x",
         at(&dirty, 0.5) / at(&clean, 0.5)
     );
+
+    // What one seek costs on this broker: a bare consumer assigned at an
+    // offset, until that record arrives. A batch with letters pays two per
+    // partition, two partitions at a time.
+    let mut seeks = seek_times(&bootstrap, "mixed", windows * window)?;
+    seeks.sort_by(f64::total_cmp);
+    println!(
+        "{:<26} {:>8} {:>8.2} {:>8.2} {:>8.2}",
+        "bare seek + first record",
+        seeks.len(),
+        at(&seeks, 0.5),
+        at(&seeks, 0.9),
+        seeks[seeks.len() - 1]
+    );
     Ok(())
+}
+
+/// Milliseconds from assigning a consumer at an offset to receiving that
+/// record, for offsets spread over partition 0, on one consumer with the
+/// lookups' fetch wait.
+fn seek_times(bootstrap: &str, topic: &str, records: u64) -> Result<Vec<f64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-seek")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let offset = (records * (2 * i + 1) / 40) as i64;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(offset))?;
+        let started = Instant::now();
+        consumer.assign(&tpl)?;
+        loop {
+            match consumer.poll(Duration::from_secs(10)) {
+                Some(Ok(msg)) if msg.offset() == offset => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e).context("seeking"),
+                None => anyhow::bail!("no record at {topic}-0@{offset} within 10 s"),
+            }
+        }
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(times)
 }
 
 /// Produces the windows and returns how many lines are poisoned. Each
 /// partition's lines are produced in order, so line `i` of a partition is
-/// at offset `i`. The last line of each partition goes in a request of its
-/// own: tansu 0.6's memory storage reports the high watermark as the last
-/// batch's base offset + 1.
+/// at offset `i`.
 fn prefill(bootstrap: &str, topic: &str, windows: u64, window: u64) -> Result<u64> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -171,9 +256,6 @@ fn prefill(bootstrap: &str, topic: &str, windows: u64, window: u64) -> Result<u6
     let per_partition = windows * window;
     let mut poisoned = 0;
     for i in 0..per_partition {
-        if i == per_partition - 1 {
-            producer.flush(Duration::from_secs(60))?;
-        }
         let (w, at) = (i / window, i % window);
         let poison = w % 2 == 1 && (at == POISON_AT || at == window - POISON_AT);
         let payload = if poison {

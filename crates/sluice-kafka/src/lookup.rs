@@ -23,6 +23,12 @@ const LOOKUP_FETCH_BYTES: u64 = 256 * 1024;
 /// `queued.max.messages.kbytes`; sluice's source consumers hold 8 MiB).
 const LOOKUP_QUEUE_KIB: u64 = 1024;
 
+/// How long the broker may hold a lookup's fetch for data to arrive
+/// (librdkafka's `fetch.wait.max.ms`, 500 by default). The records looked up
+/// are there already; some brokers (tansu) hold a fetch at a fresh position
+/// for about this long all the same.
+const LOOKUP_FETCH_WAIT_MS: u64 = 10;
+
 /// Consumers that look records up by offset, shared by all partitions.
 ///
 /// A lookup takes an idle consumer (or creates one), assigns it to the
@@ -55,6 +61,7 @@ impl Lookups {
             64 * 1024,
             LOOKUP_QUEUE_KIB,
         );
+        lower(&mut config, "fetch.wait.max.ms", 500, LOOKUP_FETCH_WAIT_MS);
         Self {
             config: Arc::new(config),
             poll_timeout,
@@ -163,6 +170,7 @@ mod tests {
             lookups.config.get("max.partition.fetch.bytes"),
             Some("262144")
         );
+        assert_eq!(lookups.config.get("fetch.wait.max.ms"), Some("10"));
 
         source.set("queued.max.messages.kbytes", "100");
         source.set("max.partition.fetch.bytes", "65536");
