@@ -277,8 +277,12 @@ fn a_job_reads_over_mutual_tls_with_the_ca_pinned() {
     let listener = TlsListener::bind();
     // Every broker address the client learns is the proxy's.
     let broker = Tansu::start_behind(&listener.address());
-    broker.create_topic("secured", 2);
+    // Forwarding before the topic is created: the plaintext client that
+    // waits for the topic is refused at once by the proxy's address, which
+    // tansu advertises, and asks the bootstrap connection instead of waiting
+    // on a listener that never answers.
     let proxy = listener.forward_to(&broker.bootstrap(), &pki, ClientCertificate::Required);
+    broker.create_topic("secured", 2);
     let settings = pki.client_settings();
     let values: Vec<String> = (0..500).map(|i| format!("secured-{i}")).collect();
     kafka::produce_with(
