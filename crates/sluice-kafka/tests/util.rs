@@ -31,6 +31,14 @@ impl Broker {
         self.cluster.bootstrap_servers()
     }
 
+    /// Delays every answer of the broker by `delay`: requests are neither
+    /// refused nor answered in time.
+    pub(crate) fn answer_after(&self, delay: Duration) {
+        self.cluster
+            .broker_round_trip_time(1, delay)
+            .expect("broker round-trip time");
+    }
+
     pub(crate) fn create_topic(&self, topic: &str, partitions: i32) {
         self.cluster
             .create_topic(topic, partitions, 1)
