@@ -100,6 +100,27 @@ pub enum Error {
         /// `save_counts("counts")`.
         output: String,
     },
+    /// Reading, decoding or encoding a keyed state failed.
+    #[error("state '{state}' (key partition {partition}): {source}")]
+    State {
+        /// The name of the stateful operator.
+        state: String,
+        /// The key partition being read or written.
+        partition: u16,
+        /// What failed.
+        source: BoxError,
+    },
+    /// A stateful operator's name is taken or not allowed. A mistake in the
+    /// job's code, reported when the job starts or runs a batch.
+    #[error("stateful operator {operator}(\"{name}\"): {reason}")]
+    StateName {
+        /// The name given.
+        name: String,
+        /// The operator, such as `map_with_state`.
+        operator: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The batch was cancelled (non-graceful stop).
     #[error("batch of {time:?} was cancelled")]
     Cancelled {

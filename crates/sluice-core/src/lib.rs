@@ -50,6 +50,7 @@
 //! ```
 
 mod batch;
+mod env;
 mod error;
 mod exec;
 mod input;
@@ -60,12 +61,14 @@ mod rate;
 mod record;
 mod scope;
 mod sink;
+pub mod state;
 mod stream;
 mod writes;
 
 // Shown to users by the facade (`sluice::stream`, `sink`, `kafka`, `rate`
 // and the root).
 pub use batch::{Batch, BatchInfo};
+pub use env::BatchEnv;
 pub use error::{BoxError, Error, Result};
 pub use offset::{OffsetRange, TopicPartition};
 pub use poison::PoisonPolicy;

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::poison::read_back;
+use crate::state::StateStore;
 use crate::{
-    BatchInfo, BoxError, DeadLetter, Error, Executor, InputReader, OffsetRange, PoisonPolicy,
-    Result, WriteSet,
+    BatchEnv, BatchInfo, BoxError, DeadLetter, Error, Executor, InputReader, OffsetRange,
+    PoisonPolicy, Result, WriteSet,
 };
 
 /// A record's topic, partition and offset.
@@ -22,6 +23,8 @@ pub(crate) struct BatchScope {
     pub(crate) info: BatchInfo,
     pub(crate) input: Arc<dyn InputReader>,
     pub(crate) executor: Arc<dyn Executor>,
+    /// Keyed state committed by earlier batches.
+    pub(crate) state: Arc<dyn StateStore>,
     pub(crate) writes: Mutex<WriteSet>,
     pub(crate) poison: PoisonPolicy,
     /// Reduce partitions of a shuffle without an explicit count.
@@ -32,20 +35,23 @@ pub(crate) struct BatchScope {
     records_read: Vec<AtomicU64>,
     cancelled: Arc<AtomicBool>,
     stages: Mutex<HashMap<usize, Arc<dyn Any + Send + Sync>>>,
+    /// What a stage leaves for other nodes to read (not take) this batch.
+    kept: Mutex<HashMap<usize, Arc<dyn Any + Send + Sync>>>,
 }
 
 impl BatchScope {
-    pub(crate) fn new(
-        info: BatchInfo,
-        input: Arc<dyn InputReader>,
-        executor: Arc<dyn Executor>,
-        cancelled: Arc<AtomicBool>,
-        poison: PoisonPolicy,
-        shuffle_partitions: usize,
-    ) -> Self {
+    pub(crate) fn new(env: BatchEnv, poison: PoisonPolicy, shuffle_partitions: usize) -> Self {
+        let BatchEnv {
+            info,
+            input,
+            executor,
+            state,
+            cancelled,
+        } = env;
         Self {
             input,
             executor,
+            state,
             poison,
             shuffle_partitions,
             dead_letters: Mutex::new(BTreeMap::new()),
@@ -53,6 +59,7 @@ impl BatchScope {
             writes: Mutex::new(WriteSet::new()),
             cancelled,
             stages: Mutex::new(HashMap::new()),
+            kept: Mutex::new(HashMap::new()),
             info,
         }
     }
@@ -143,6 +150,22 @@ impl BatchScope {
                 stages.insert(id, Arc::new(StageOutput::new(partitions)));
             }
         }
+    }
+
+    /// Keeps `value` under `id` for the rest of the batch (replacing what
+    /// was kept before).
+    pub(crate) fn keep<T: Send + Sync + 'static>(&self, id: usize, value: T) {
+        self.kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::new(value));
+    }
+
+    /// What [`BatchScope::keep`] kept under `id`, if anything.
+    pub(crate) fn kept<T: Send + Sync + 'static>(&self, id: usize) -> Option<Arc<T>> {
+        let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.get(&id)
+            .map(|v| Arc::clone(v).downcast::<T>().expect("kept id reused for another type"))
     }
 
     pub(crate) fn stage_partitions<T: Send + 'static>(&self, id: usize) -> usize {

@@ -3,13 +3,14 @@
 //! tasks on the executor.
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::scope::{BatchScope, TaskContext};
+use crate::state::StateDescriptor;
 use crate::{
-    BatchInfo, DeadLetter, Error, Executor, InputReader, OffsetRange, PoisonPolicy, Record, Result,
-    WriteSet,
+    BatchEnv, BatchInfo, DeadLetter, Error, Executor, InputReader, OffsetRange, PoisonPolicy,
+    Record, Result, WriteSet,
 };
 
 /// Values flowing through one task: a fused chain of narrow operators.
@@ -49,6 +50,32 @@ struct Outputs {
     list: Vec<Arc<dyn Output>>,
     families: Vec<String>,
     sealed: bool,
+}
+
+/// The stateful operators declared on a graph, and the declarations
+/// refused.
+#[derive(Default)]
+struct States {
+    descriptors: Vec<StateDescriptor>,
+    errors: Vec<StateNameError>,
+}
+
+/// A refused state declaration, turned into [`Error::StateName`] on demand
+/// (errors are not `Clone`).
+struct StateNameError {
+    name: String,
+    operator: &'static str,
+    reason: String,
+}
+
+impl StateNameError {
+    fn to_error(&self) -> Error {
+        Error::StateName {
+            name: self.name.clone(),
+            operator: self.operator,
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 /// What a successfully computed batch leaves to commit.
@@ -92,6 +119,7 @@ pub struct BatchOutput {
 /// ```
 pub struct StreamGraph {
     outputs: Mutex<Outputs>,
+    states: Mutex<States>,
     poison: Mutex<PoisonPolicy>,
     shuffle_partitions: Mutex<Option<NonZeroUsize>>,
 }
@@ -113,6 +141,7 @@ impl StreamGraph {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             outputs: Mutex::new(Outputs::default()),
+            states: Mutex::new(States::default()),
             poison: Mutex::new(PoisonPolicy::default()),
             shuffle_partitions: Mutex::new(None),
         })
@@ -229,35 +258,79 @@ impl StreamGraph {
         self.outputs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The stateful operators of the job, in the order they were created.
+    pub fn states(&self) -> Vec<StateDescriptor> {
+        self.lock_states().descriptors.clone()
+    }
+
+    /// Fails when the job's stateful operators are not valid: two share a
+    /// name, or a name is not allowed (see [`check_name`]). The runtime
+    /// checks this when the job starts; [`StreamGraph::run`] before every
+    /// batch.
+    ///
+    /// [`check_name`]: crate::state::check_name
+    pub fn check_states(&self) -> Result<()> {
+        match self.lock_states().errors.first() {
+            Some(error) => Err(error.to_error()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a stateful operator; a name taken or not allowed is kept
+    /// as an error for [`StreamGraph::check_states`].
+    pub(crate) fn declare_state(&self, descriptor: StateDescriptor) {
+        let mut states = self.lock_states();
+        let reason = match crate::state::check_name(&descriptor.name) {
+            Err(reason) => Some(reason.to_owned()),
+            Ok(()) => states
+                .descriptors
+                .iter()
+                .find(|d| d.name == descriptor.name)
+                .map(|d| {
+                    format!(
+                        "the name is taken by a {} of the same job; every stateful operator needs a name of its own",
+                        d.operator
+                    )
+                }),
+        };
+        match reason {
+            Some(reason) => states.errors.push(StateNameError {
+                name: descriptor.name,
+                operator: descriptor.operator,
+                reason,
+            }),
+            None => states.descriptors.push(descriptor),
+        }
+    }
+
+    fn lock_states(&self) -> std::sync::MutexGuard<'_, States> {
+        self.states.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Computes one batch: runs every output operation in registration
     /// order and returns the writes they staged for the atomic commit.
+    /// Keyed state starts empty; use [`StreamGraph::run`] with a
+    /// [`BatchEnv`] to give it state.
     pub fn run_batch(
         &self,
         info: BatchInfo,
         input: Arc<dyn InputReader>,
         executor: Arc<dyn Executor>,
     ) -> Result<BatchOutput> {
-        self.run_batch_cancellable(info, input, executor, Arc::new(AtomicBool::new(false)))
+        self.run(BatchEnv::new(info, input, executor))
     }
 
-    /// Like [`StreamGraph::run_batch`]; setting `cancelled` makes the batch
-    /// fail at its next task boundary.
-    pub fn run_batch_cancellable(
-        &self,
-        info: BatchInfo,
-        input: Arc<dyn InputReader>,
-        executor: Arc<dyn Executor>,
-        cancelled: Arc<AtomicBool>,
-    ) -> Result<BatchOutput> {
+    /// Computes one batch in `env`: runs every output operation in
+    /// registration order and returns the writes they staged — results and
+    /// state changes — for the atomic commit.
+    pub fn run(&self, env: BatchEnv) -> Result<BatchOutput> {
+        self.check_states()?;
         let outputs = self.lock_outputs().list.clone();
         let shuffle_partitions = self
             .shuffle_partitions()
-            .map_or_else(|| executor.parallelism().max(1), NonZeroUsize::get);
+            .map_or_else(|| env.executor.parallelism().max(1), NonZeroUsize::get);
         let scope = Arc::new(BatchScope::new(
-            info,
-            input,
-            executor,
-            cancelled,
+            env,
             self.poison_policy(),
             shuffle_partitions,
         ));

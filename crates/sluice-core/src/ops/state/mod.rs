@@ -1,0 +1,107 @@
+//! Stateful operators: `update_state_by_key` and `map_with_state`.
+//!
+//! Both shuffle the batch's pairs by key to the job's shuffle partitions —
+//! which are also the key partitions of their state — and run one task per
+//! key partition that reads the partition's state, calls the user's
+//! function and stages the changes. A task returns its writes instead of
+//! staging them itself, so an attempt that fails leaves nothing behind.
+
+mod map_with_state;
+mod update;
+
+pub use map_with_state::MapWithStateStream;
+
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::keyed::{partitioner, reduce_partition};
+use crate::scope::BatchScope;
+use crate::stream::{run_stage, Node};
+use crate::{Error, Result, MAX_SHUFFLE_PARTITIONS};
+
+/// The key partitions of the job's state: its shuffle partitions.
+fn key_partitions(scope: &BatchScope, operator: &'static str) -> Result<usize> {
+    let partitions = scope.shuffle_partitions.max(1);
+    if partitions > MAX_SHUFFLE_PARTITIONS {
+        return Err(Error::user(
+            operator,
+            format!("{partitions} shuffle partitions is more than the {MAX_SHUFFLE_PARTITIONS} keyed state may have"),
+        ));
+    }
+    Ok(partitions)
+}
+
+/// Sends every pair of `parent` to its key's partition, keeping the order
+/// of source tasks and, within a task, of the pairs.
+fn shuffle<K, V>(
+    scope: &Arc<BatchScope>,
+    parent: &Arc<dyn Node<(K, V)>>,
+    operator: &'static str,
+    partitions: usize,
+) -> Result<Vec<Vec<(K, V)>>>
+where
+    K: Hash + Send + 'static,
+    V: Send + 'static,
+{
+    let per_task = run_stage(scope, parent, operator, move |_, values| {
+        let hasher = partitioner();
+        let mut buckets: Vec<Vec<(K, V)>> = (0..partitions).map(|_| Vec::new()).collect();
+        for (key, value) in values {
+            buckets[reduce_partition(&hasher, &key, partitions)].push((key, value));
+        }
+        buckets
+    })?;
+    let mut inputs: Vec<Vec<(K, V)>> = (0..partitions).map(|_| Vec::new()).collect();
+    for buckets in per_task {
+        for (input, bucket) in inputs.iter_mut().zip(buckets) {
+            input.extend(bucket);
+        }
+    }
+    Ok(inputs)
+}
+
+/// Runs `task(partition, input)` for every key partition on the batch's
+/// executor and returns the results in partition order. An attempt that
+/// failed consumed its input: a retry fails with [`Error::ShuffleLost`] and
+/// the batch is recomputed.
+fn run_partitions<I, R, F>(
+    scope: &Arc<BatchScope>,
+    operator: &'static str,
+    inputs: Vec<I>,
+    task: F,
+) -> Result<Vec<R>>
+where
+    I: Send + 'static,
+    R: Send + 'static,
+    F: Fn(&BatchScope, usize, I) -> Result<R> + Send + Sync + 'static,
+{
+    let tasks = inputs.len();
+    let inputs: Arc<Vec<Mutex<Option<I>>>> =
+        Arc::new(inputs.into_iter().map(|i| Mutex::new(Some(i))).collect());
+    let results: Arc<Vec<Mutex<Option<R>>>> =
+        Arc::new((0..tasks).map(|_| Mutex::new(None)).collect());
+    let body = {
+        let (scope, inputs, results) = (Arc::clone(scope), Arc::clone(&inputs), Arc::clone(&results));
+        Arc::new(move |part: usize| {
+            scope.check_cancelled()?;
+            let input = inputs[part]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .ok_or(Error::ShuffleLost { partition: part })?;
+            let result = task(&scope, part, input)?;
+            *results[part].lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+            Ok(())
+        })
+    };
+    scope.executor.run(operator, tasks, body)?;
+    Ok(results
+        .iter()
+        .map(|slot| {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .expect("executor reported success for a task that did not finish")
+        })
+        .collect())
+}
