@@ -19,14 +19,14 @@ pub const MAX_SHUFFLE_PARTITIONS: usize = 1 << 16;
 /// XXH3 (64 bits, default secret, seed 0): a specified algorithm, so a key
 /// lands in the same reduce partition on every attempt, run, machine and
 /// build, for a given number of partitions.
-fn partitioner() -> Xxh3DefaultBuilder {
+pub(crate) fn partitioner() -> Xxh3DefaultBuilder {
     Xxh3DefaultBuilder::new()
 }
 
 /// The reduce partition of `key` among `partitions`: XXH3 of the bytes
 /// `key`'s `Hash` writes (a string's bytes then `0xff`), modulo
 /// `partitions`.
-fn reduce_partition<K: Hash + ?Sized>(
+pub(crate) fn reduce_partition<K: Hash + ?Sized>(
     hasher: &Xxh3DefaultBuilder,
     key: &K,
     partitions: usize,
