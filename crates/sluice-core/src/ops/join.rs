@@ -153,8 +153,8 @@ where
     /// `reduce_by_key` puts in partition `i`. Within a partition, keys come
     /// in the order they first appear on the left, then the keys only the
     /// right has; a key's values on each side keep their order in the
-    /// batch: by source partition, then position within it. The output is
-    /// therefore the same on every attempt and run.
+    /// batch: by partition of the stream, then position within it. The
+    /// output is therefore the same on every attempt and run.
     ///
     /// `other` must derive from the same [`StreamGraph`]'s input: otherwise
     /// every batch fails with [`Error::User`] naming `cogroup`.
