@@ -13,7 +13,8 @@
 //!    [`InputReader`] and pushes them through the fused narrow operators
 //!    (`map`, `flat_map`, `filter`, …);
 //! 2. keyed aggregations combine inside each task, shuffle by key hash and
-//!    reduce in reduce tasks;
+//!    reduce in reduce tasks; joins shuffle both streams by key hash and
+//!    pair each key's values in the reduce tasks;
 //! 3. output operations (`foreach_batch`, `print`, [`Sink`]s) consume the
 //!    result; sinks stage [`Write`]s into a [`WriteSet`] that the runtime
 //!    commits atomically with the batch's next offsets.

@@ -164,8 +164,11 @@ impl BatchScope {
     /// What [`BatchScope::keep`] kept under `id`, if anything.
     pub(crate) fn kept<T: Send + Sync + 'static>(&self, id: usize) -> Option<Arc<T>> {
         let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.get(&id)
-            .map(|v| Arc::clone(v).downcast::<T>().expect("kept id reused for another type"))
+        kept.get(&id).map(|v| {
+            Arc::clone(v)
+                .downcast::<T>()
+                .expect("kept id reused for another type")
+        })
     }
 
     pub(crate) fn stage_partitions<T: Send + 'static>(&self, id: usize) -> usize {

@@ -180,8 +180,8 @@ impl StreamGraph {
     }
 
     /// Sets how many reduce partitions (tasks) a shuffle without an explicit
-    /// count uses (`reduce_by_key`, `count_by_value`, `count_keys`); applies
-    /// from the next batch.
+    /// count uses (`reduce_by_key`, `count_by_value`, `count_keys`,
+    /// `cogroup` and the joins); applies from the next batch.
     ///
     /// Which records land in reduce partition `i`, and so what
     /// [`BatchInfo::idempotency_key`] names after a shuffle, depends on this
@@ -374,7 +374,8 @@ impl StreamGraph {
 ///
 /// Operators are lazy; they describe what every batch computes. Narrow
 /// operators (`map`, `filter`, …) fuse into the source task of each
-/// partition; keyed aggregations shuffle by key hash to reduce tasks.
+/// partition; keyed aggregations and joins shuffle by key hash to reduce
+/// tasks.
 /// Nothing runs until an output operation (`foreach_batch`, `print`, a
 /// sink) is registered and the context starts.
 pub struct DStream<T> {

@@ -1,12 +1,14 @@
 //! The operators of [`crate::DStream`], one family per file.
 
+mod join;
 pub(crate) mod keyed;
-
-pub use keyed::MAX_SHUFFLE_PARTITIONS;
-pub use state::MapWithStateStream;
 mod map;
 mod materialize;
 mod output;
+mod shuffle;
 mod state;
 mod transform;
 mod union;
+
+pub use keyed::MAX_SHUFFLE_PARTITIONS;
+pub use state::MapWithStateStream;

@@ -66,6 +66,10 @@ mod tests {
         assert_ne!(shape_of::<a::Session>(), shape_of::<Session>());
         assert_ne!(shape_of::<u64>(), shape_of::<i64>());
         assert_ne!(shape_of::<String>(), shape_of::<(String, u64)>());
-        assert!(shape_of::<Kind>().contains("Closed"), "{}", shape_of::<Kind>());
+        assert!(
+            shape_of::<Kind>().contains("Closed"),
+            "{}",
+            shape_of::<Kind>()
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{key_partitions, run_partitions, shuffle};
+use super::{run_partitions, shuffle};
 use crate::ops::keyed::{partitioner, reduce_partition};
 use crate::scope::{BatchScope, TaskContext};
 use crate::state::expiry::{deadline, due, Due};
@@ -45,8 +45,8 @@ where
     U: Send + 'static,
 {
     fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
-        let partitions = key_partitions(scope, OPERATOR)?;
-        let inputs = shuffle(scope, &self.parent, OPERATOR, partitions)?;
+        let inputs = shuffle(scope, &self.parent, OPERATOR)?;
+        let partitions = inputs.len();
         let keep = self.keep_changes.load(Ordering::Relaxed);
         let (name, family, spec) = (
             Arc::clone(&self.name),
@@ -54,7 +54,8 @@ where
             self.spec.clone(),
         );
         let results = run_partitions(scope, OPERATOR, inputs, move |scope, part, values| {
-            let state = PartitionState::new(scope.state.as_ref(), &name, &family, part as u16, keep);
+            let state =
+                PartitionState::new(scope.state.as_ref(), &name, &family, part as u16, keep);
             map_partition(scope, state, &spec, partitions, values)
         })?;
         let mut outputs = Vec::with_capacity(results.len());
@@ -140,7 +141,9 @@ where
                 .as_ref()
                 .map_or((None, None), |e| (e.deadline(), e.expires_at));
             // A state past its TTL is gone, whatever the function would say.
-            let value = entry.filter(|e| due(e, now) != Due::Expired).map(|e| e.state);
+            let value = entry
+                .filter(|e| due(e, now) != Due::Expired)
+                .map(|e| e.state);
             Slot {
                 key,
                 state: State::new(value, false),

@@ -14,50 +14,28 @@ pub use map_with_state::MapWithStateStream;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::keyed::{partitioner, reduce_partition};
+use super::shuffle::shuffle_by_key;
 use crate::scope::BatchScope;
-use crate::stream::{run_stage, Node};
-use crate::{Error, Result, MAX_SHUFFLE_PARTITIONS};
+use crate::stream::Node;
+use crate::{Error, Result};
 
-/// The key partitions of the job's state: its shuffle partitions.
-fn key_partitions(scope: &BatchScope, operator: &'static str) -> Result<usize> {
-    let partitions = scope.shuffle_partitions.max(1);
-    if partitions > MAX_SHUFFLE_PARTITIONS {
-        return Err(Error::user(
-            operator,
-            format!("{partitions} shuffle partitions is more than the {MAX_SHUFFLE_PARTITIONS} keyed state may have"),
-        ));
-    }
-    Ok(partitions)
-}
-
-/// Sends every pair of `parent` to its key's partition, keeping the order
-/// of source tasks and, within a task, of the pairs.
+/// Sends every pair of `parent` to its key partition — the job's shuffle
+/// partitions — keeping the order of source tasks and, within a task, of
+/// the pairs.
 fn shuffle<K, V>(
     scope: &Arc<BatchScope>,
     parent: &Arc<dyn Node<(K, V)>>,
     operator: &'static str,
-    partitions: usize,
 ) -> Result<Vec<Vec<(K, V)>>>
 where
     K: Hash + Send + 'static,
     V: Send + 'static,
 {
-    let per_task = run_stage(scope, parent, operator, move |_, values| {
-        let hasher = partitioner();
-        let mut buckets: Vec<Vec<(K, V)>> = (0..partitions).map(|_| Vec::new()).collect();
-        for (key, value) in values {
-            buckets[reduce_partition(&hasher, &key, partitions)].push((key, value));
-        }
-        buckets
-    })?;
-    let mut inputs: Vec<Vec<(K, V)>> = (0..partitions).map(|_| Vec::new()).collect();
-    for buckets in per_task {
-        for (input, bucket) in inputs.iter_mut().zip(buckets) {
-            input.extend(bucket);
-        }
-    }
-    Ok(inputs)
+    let inputs = shuffle_by_key(scope, parent, operator, scope.shuffle_partitions)?;
+    Ok(inputs
+        .into_iter()
+        .map(|buckets| buckets.into_iter().flatten().collect())
+        .collect())
 }
 
 /// Runs `task(partition, input)` for every key partition on the batch's
@@ -81,7 +59,8 @@ where
     let results: Arc<Vec<Mutex<Option<R>>>> =
         Arc::new((0..tasks).map(|_| Mutex::new(None)).collect());
     let body = {
-        let (scope, inputs, results) = (Arc::clone(scope), Arc::clone(&inputs), Arc::clone(&results));
+        let (scope, inputs, results) =
+            (Arc::clone(scope), Arc::clone(&inputs), Arc::clone(&results));
         Arc::new(move |part: usize| {
             scope.check_cancelled()?;
             let input = inputs[part]

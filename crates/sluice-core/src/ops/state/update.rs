@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{key_partitions, run_partitions, shuffle};
+use super::{run_partitions, shuffle};
 use crate::scope::{BatchScope, TaskContext};
 use crate::state::layout::Entry;
 use crate::state::partition::PartitionState;
@@ -35,15 +35,15 @@ where
     S: Serialize + DeserializeOwned + Send + 'static,
 {
     fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
-        let partitions = key_partitions(scope, OPERATOR)?;
-        let inputs = shuffle(scope, &self.parent, OPERATOR, partitions)?;
+        let inputs = shuffle(scope, &self.parent, OPERATOR)?;
         let (name, family, update) = (
             Arc::clone(&self.name),
             Arc::clone(&self.family),
             Arc::clone(&self.update),
         );
         let results = run_partitions(scope, OPERATOR, inputs, move |scope, part, values| {
-            let state = PartitionState::new(scope.state.as_ref(), &name, &family, part as u16, false);
+            let state =
+                PartitionState::new(scope.state.as_ref(), &name, &family, part as u16, false);
             update_partition(state, update.as_ref(), values)
         })?;
         let mut outputs = Vec::with_capacity(results.len());

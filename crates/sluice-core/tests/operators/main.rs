@@ -12,6 +12,9 @@ use sluice_core::{
     LatestValueSink, MemoryInput, OffsetRange, PoisonPolicy, Result, StreamGraph, TaskFn, Write,
 };
 
+// Operator families with tests of their own.
+mod join;
+
 /// Runs a stage's tasks on three scoped threads at once, each thread taking
 /// the next task index, so tasks of one stage really run in parallel.
 struct ThreadedExecutor;
