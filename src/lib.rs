@@ -48,6 +48,7 @@
 //! |---|---|
 //! | `sluice` | running a job: [`StreamingContext`] and its builder, [`StopHandle`], the [`BatchFailurePolicy`] and [`PoisonPolicy`] settings, [`BatchCompleted`] and [`BatchListener`], [`Error`] |
 //! | [`stream`] | the operator API: [`DStream`](stream::DStream), [`Batch`](stream::Batch), [`BatchInfo`](stream::BatchInfo), and the [`Error`](stream::Error) a batch's computation fails with |
+//! | [`state`] | keyed state kept in the checkpoint: [`StateSpec`](state::StateSpec) and [`State`](state::State) for `map_with_state`, [`MapWithStateStream`](state::MapWithStateStream), [`read_state`](state::read_state) (see `docs/state.md`) |
 //! | [`sink`] | outputs whose writes join the atomic commit: the [`Sink`](sink::Sink) trait, [`WriteSet`](sink::WriteSet), the bundled sinks |
 //! | [`kafka`] | the source: [`KafkaSource`](kafka::KafkaSource) and its settings, [`Record`](kafka::Record), [`TopicPartition`](kafka::TopicPartition), [`OffsetRange`](kafka::OffsetRange) |
 //! | [`checkpoint`] | reading what a job committed: [`RocksCheckpoint`](checkpoint::RocksCheckpoint), [`CheckpointStore`](checkpoint::CheckpointStore), batch records, dead letters |
@@ -93,6 +94,19 @@ pub mod kafka {
     };
 }
 
+pub mod state {
+    //! Keyed state that lives in the checkpoint and is committed with each
+    //! batch: [`DStream::update_state_by_key`](crate::stream::DStream::update_state_by_key)
+    //! and [`DStream::map_with_state`](crate::stream::DStream::map_with_state)
+    //! with a [`StateSpec`]. `docs/state.md` explains the operators, the
+    //! timeout model and upgrades.
+
+    pub use sluice_core::state::{
+        key_partition_range, read_state, MapWithStateStream, MemoryState, State, StateDescriptor,
+        StateSpec, StateStore,
+    };
+}
+
 pub mod checkpoint {
     //! What a job committed: offsets, batch history, result families and dead
     //! letters, readable while the job runs with
@@ -103,7 +117,8 @@ pub mod checkpoint {
 
     pub use sluice_checkpoint::{
         BatchRecord, CheckpointStore, Commit, DeadLetterRecord, Error, RangeRecord, ResetRecord,
-        ResetRecordKind, Result, RocksCheckpoint, RocksCheckpointBuilder,
+        ResetRecordKind, Result, RocksCheckpoint, RocksCheckpointBuilder, StateChanges,
+        StateRecord,
     };
 }
 
@@ -123,6 +138,7 @@ pub mod prelude {
     pub use crate::checkpoint::CheckpointStore;
     pub use crate::kafka::{KafkaSource, OffsetRange, Record, StartOffsets, TopicPartition};
     pub use crate::rate::RateLimits;
+    pub use crate::state::{State, StateSpec};
     pub use crate::stream::{Batch, BatchInfo, DStream};
     pub use crate::{BatchCompleted, PoisonPolicy, StreamingContext};
 }
@@ -133,7 +149,9 @@ pub mod __private {
     //! stream graph on in-memory input without Kafka or a checkpoint. Not part
     //! of the API; it changes without notice.
 
-    pub use sluice_core::{Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph};
+    pub use sluice_core::{
+        BatchEnv, Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph,
+    };
     pub use sluice_kafka::KafkaReader;
     pub use sluice_runtime::WorkerPool;
 }

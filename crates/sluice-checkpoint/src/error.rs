@@ -103,6 +103,20 @@ pub enum Error {
         /// The missing family.
         family: String,
     },
+    /// The job's stateful operators do not match the states the checkpoint
+    /// holds (a state no operator declares, a changed key or state type, a
+    /// rename or drop that does not fit), or a state asked for is not
+    /// there. A decision for whoever changed the job; the checkpoint is
+    /// left as it was.
+    #[error("checkpoint {path}: state '{state}' {reason}")]
+    State {
+        /// The directory.
+        path: PathBuf,
+        /// The state's name.
+        state: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// A commit carried a batch id not above the last committed one. This is
     /// a bug in the caller: ids must increase across commits and restarts.
     #[error("bug: batch {id} committed after batch {last}; batch ids must increase")]

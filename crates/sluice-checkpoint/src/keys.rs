@@ -23,6 +23,14 @@ pub(crate) const META_PLANNED_BATCH: &[u8] = b"planned_batch";
 /// first start. Absent in checkpoints of older builds; they ignore it.
 pub(crate) const META_SHUFFLE_PARTITIONS: &[u8] = b"shuffle_partitions";
 
+/// Prefix of a state's record in `sluice_meta`: `state.<name>` holds a
+/// `StateRecord` as JSON.
+pub(crate) const META_STATE_PREFIX: &[u8] = b"state.";
+
+pub(crate) fn state_record_key(name: &str) -> Vec<u8> {
+    [META_STATE_PREFIX, name.as_bytes()].concat()
+}
+
 /// True for names only sluice may use.
 pub(crate) fn is_reserved(family: &str) -> bool {
     family.starts_with(RESERVED_PREFIX)

@@ -55,6 +55,7 @@ mod keys;
 mod merge;
 mod record;
 mod rocks;
+mod state;
 mod store;
 mod validate;
 
@@ -64,6 +65,7 @@ pub use dead_letter::DeadLetterRecord;
 pub use error::{Error, Result};
 pub use record::{BatchRecord, RangeRecord, ResetRecord, ResetRecordKind};
 pub use rocks::RocksCheckpoint;
+pub use state::{StateChanges, StateRecord};
 pub use store::{CheckpointStore, Commit};
 
 // For sluice-runtime, which checks user family names.

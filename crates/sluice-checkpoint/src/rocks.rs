@@ -10,20 +10,31 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, Direction, ErrorKind, IteratorMode, Options, ReadOptions,
-    WriteBatch, WriteOptions, DB,
+    BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, Direction, ErrorKind,
+    IteratorMode, MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
 };
+use sluice_core::state::{family_of, StateDescriptor, StateStore, STATE_FAMILY_PREFIX};
 use sluice_core::{TopicPartition, Write};
 
 use crate::keys::{self, SCHEMA_VERSION};
+use crate::state::{plan_states, RocksState};
 use crate::validate::{
     check_meta, classify_dir, parse_shuffle_partitions, DirKind, MetaState, StoredMeta,
 };
 use crate::{
     builder, merge, BatchRecord, CheckpointStore, Commit, Error, Result, RocksCheckpointBuilder,
+    StateChanges, StateRecord,
 };
+
+/// The database: multi-threaded, so state readers on worker threads share
+/// it with the driver's writer.
+pub(crate) type Db = DBWithThreadMode<MultiThreaded>;
+
+/// A column family handle.
+pub(crate) type Family<'a> = Arc<BoundColumnFamily<'a>>;
 
 /// A raw key/value pair read from RocksDB.
 type Entry = (Box<[u8]>, Box<[u8]>);
@@ -45,7 +56,7 @@ type Entry = (Box<[u8]>, Box<[u8]>);
 /// # Ok(()) }
 /// ```
 pub struct RocksCheckpoint {
-    db: DB,
+    db: Arc<Db>,
     path: PathBuf,
     read_only: bool,
     sync: bool,
@@ -80,7 +91,7 @@ impl RocksCheckpoint {
             DirKind::Foreign => return Err(Error::NotACheckpoint { path }),
         }
         let families = list_families(&path)?;
-        let db = DB::open_cf_descriptors_read_only(
+        let db = Db::open_cf_descriptors_read_only(
             &db_options(false),
             &path,
             descriptors(&families),
@@ -137,7 +148,7 @@ impl RocksCheckpoint {
                 (new.map(|f| f.to_string()).collect(), true)
             }
         };
-        let db = DB::open_cf_descriptors(&db_options(create), &path, descriptors(&families))
+        let db = Db::open_cf_descriptors(&db_options(create), &path, descriptors(&families))
             .map_err(|e| open_error(&path, e))?;
         let mut store = Self::new(db, path, families, false, sync, retain_batches);
         match check_meta(&store.path, &store.stored_meta()?, app_id)? {
@@ -155,7 +166,7 @@ impl RocksCheckpoint {
     }
 
     fn new(
-        db: DB,
+        db: Db,
         path: PathBuf,
         families: BTreeSet<String>,
         read_only: bool,
@@ -163,7 +174,7 @@ impl RocksCheckpoint {
         retain_batches: usize,
     ) -> Self {
         Self {
-            db,
+            db: Arc::new(db),
             path,
             read_only,
             sync,
@@ -187,8 +198,8 @@ impl RocksCheckpoint {
         }
         let meta = self.internal(keys::META)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(meta, keys::META_SCHEMA_VERSION, SCHEMA_VERSION.to_string());
-        batch.put_cf(meta, keys::META_APP_ID, app_id);
+        batch.put_cf(&meta, keys::META_SCHEMA_VERSION, SCHEMA_VERSION.to_string());
+        batch.put_cf(&meta, keys::META_APP_ID, app_id);
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db
@@ -204,14 +215,14 @@ impl RocksCheckpoint {
             ..StoredMeta::default()
         };
         if let Some(cf) = self.db.cf_handle(keys::META) {
-            let get = |key| self.db.get_cf(cf, key).map_err(self.rocks_error("read"));
+            let get = |key| self.db.get_cf(&cf, key).map_err(self.rocks_error("read"));
             meta.schema_version = get(keys::META_SCHEMA_VERSION)?;
             meta.app_id = get(keys::META_APP_ID)?;
             meta.shuffle_partitions = get(keys::META_SHUFFLE_PARTITIONS)?;
         }
         for family in ["default", keys::OFFSETS, keys::BATCHES] {
             if let Some(cf) = self.db.cf_handle(family) {
-                let first = self.db.iterator_cf(cf, IteratorMode::Start).next();
+                let first = self.db.iterator_cf(&cf, IteratorMode::Start).next();
                 if first
                     .transpose()
                     .map_err(self.rocks_error("read"))?
@@ -229,7 +240,7 @@ impl RocksCheckpoint {
     fn load_batch_bounds(&mut self) -> Result<()> {
         let cf = self.internal(keys::BATCHES)?;
         let edge = |mode| -> Result<Option<u64>> {
-            let Some(entry) = self.db.iterator_cf(cf, mode).next() else {
+            let Some(entry) = self.db.iterator_cf(&cf, mode).next() else {
                 return Ok(None);
             };
             let (key, _) = entry.map_err(self.rocks_error("read"))?;
@@ -238,13 +249,14 @@ impl RocksCheckpoint {
             })
         };
         let (oldest, last) = (edge(IteratorMode::Start)?, edge(IteratorMode::End)?);
+        drop(cf);
         self.oldest_kept = oldest.unwrap_or(0);
         self.last_id = last;
         Ok(())
     }
 
     /// Keys of the stored batch records with ids in `[self.oldest_kept, until)`.
-    fn batch_keys_before(&self, cf: &ColumnFamily, until: u64) -> Result<Vec<Box<[u8]>>> {
+    fn batch_keys_before(&self, cf: &Family<'_>, until: u64) -> Result<Vec<Box<[u8]>>> {
         if until <= self.oldest_kept {
             return Ok(Vec::new());
         }
@@ -267,14 +279,14 @@ impl RocksCheckpoint {
         Ok(())
     }
 
-    fn internal(&self, family: &str) -> Result<&ColumnFamily> {
+    fn internal(&self, family: &str) -> Result<Family<'_>> {
         self.db
             .cf_handle(family)
             .ok_or_else(|| Error::corrupt(&self.path, format!("its {family} family is missing")))
     }
 
-    fn user_family(&self, family: &str) -> Result<&ColumnFamily> {
-        if keys::is_reserved(family) {
+    fn user_family(&self, family: &str) -> Result<Family<'_>> {
+        if keys::is_reserved(family) && !family.starts_with(STATE_FAMILY_PREFIX) {
             return Err(Error::ReservedFamily {
                 family: family.to_owned(),
             });
@@ -287,10 +299,75 @@ impl RocksCheckpoint {
             })
     }
 
-    fn iterate<'a>(&'a self, cf: &'a ColumnFamily) -> impl Iterator<Item = Result<Entry>> + 'a {
+    fn iterate<'a>(&'a self, cf: Family<'a>) -> impl Iterator<Item = Result<Entry>> + 'a {
         self.db
-            .iterator_cf(cf, IteratorMode::Start)
+            .iterator_cf(&cf, IteratorMode::Start)
             .map(|entry| entry.map_err(self.rocks_error("read")))
+    }
+
+    /// Every `(key, state)` of the state named `name`, decoded as `K` and
+    /// `S` — the types its operator was given — by key partition: for
+    /// tools and tests. Works on a read-only handle while the job runs.
+    pub fn read_state<K, S>(&self, name: &str) -> Result<Vec<(K, S)>>
+    where
+        K: serde::de::DeserializeOwned,
+        S: serde::de::DeserializeOwned,
+    {
+        let states = self.states()?;
+        if !states.iter().any(|s| s.name == name) {
+            let held: Vec<&str> = states.iter().map(|s| s.name.as_str()).collect();
+            return Err(
+                self.state_error(name, format!("is not in the checkpoint; it holds {held:?}"))
+            );
+        }
+        sluice_core::state::read_state(self.state_store().as_ref(), name)
+            .map_err(|e| self.state_error(name, format!("cannot be read: {e}")))
+    }
+
+    fn state_error(&self, state: &str, reason: impl Into<String>) -> Error {
+        Error::State {
+            path: self.path.clone(),
+            state: state.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Creates `family` empty, dropping what an interrupted start may have
+    /// left under that name.
+    fn create_empty_family(&mut self, family: &str) -> Result<()> {
+        if self.families.remove(family) {
+            self.db
+                .drop_cf(family)
+                .map_err(self.rocks_error("drop a family of"))?;
+        }
+        self.db
+            .create_cf(family, &family_options())
+            .map_err(self.rocks_error("create a family in"))?;
+        self.families.insert(family.to_owned());
+        Ok(())
+    }
+
+    /// Copies every key of family `from` into family `to`, a bounded number
+    /// of keys per write.
+    fn copy_family(&self, from: &str, to: &str) -> Result<u64> {
+        const KEYS_PER_WRITE: usize = 10_000;
+        let (source, target) = (self.internal(from)?, self.internal(to)?);
+        let mut batch = WriteBatch::default();
+        let mut copied = 0;
+        for entry in self.iterate(source) {
+            let (key, value) = entry?;
+            batch.put_cf(&target, key, value);
+            copied += 1;
+            if batch.len() >= KEYS_PER_WRITE {
+                self.db
+                    .write(std::mem::take(&mut batch))
+                    .map_err(self.rocks_error("copy state in"))?;
+            }
+        }
+        self.db
+            .write(batch)
+            .map_err(self.rocks_error("copy state in"))?;
+        Ok(copied)
     }
 
     fn decode_batch(&self, id: u64, json: &[u8]) -> Result<BatchRecord> {
@@ -355,7 +432,7 @@ impl CheckpointStore for RocksCheckpoint {
         };
         let json = self
             .db
-            .get_pinned_cf(self.internal(keys::BATCHES)?, keys::batch_key(id))
+            .get_pinned_cf(&self.internal(keys::BATCHES)?, keys::batch_key(id))
             .map_err(self.rocks_error("read"))?
             .ok_or_else(|| Error::corrupt(&self.path, format!("batch record {id} vanished")))?;
         self.decode_batch(id, &json).map(Some)
@@ -373,7 +450,7 @@ impl CheckpointStore for RocksCheckpoint {
         options.set_sync(self.sync);
         self.db
             .put_cf_opt(
-                self.internal(keys::META)?,
+                &self.internal(keys::META)?,
                 keys::META_PLANNED_BATCH,
                 json,
                 &options,
@@ -384,7 +461,7 @@ impl CheckpointStore for RocksCheckpoint {
     fn pending_plan(&self) -> Result<Option<BatchRecord>> {
         let Some(json) = self
             .db
-            .get_pinned_cf(self.internal(keys::META)?, keys::META_PLANNED_BATCH)
+            .get_pinned_cf(&self.internal(keys::META)?, keys::META_PLANNED_BATCH)
             .map_err(self.rocks_error("read"))?
         else {
             return Ok(None);
@@ -403,7 +480,7 @@ impl CheckpointStore for RocksCheckpoint {
 
     fn shuffle_partitions(&self) -> Result<Option<NonZeroUsize>> {
         self.db
-            .get_pinned_cf(self.internal(keys::META)?, keys::META_SHUFFLE_PARTITIONS)
+            .get_pinned_cf(&self.internal(keys::META)?, keys::META_SHUFFLE_PARTITIONS)
             .map_err(self.rocks_error("read"))?
             .map(|raw| parse_shuffle_partitions(&self.path, &raw))
             .transpose()
@@ -428,7 +505,7 @@ impl CheckpointStore for RocksCheckpoint {
         options.set_sync(true);
         self.db
             .put_cf_opt(
-                self.internal(keys::META)?,
+                &self.internal(keys::META)?,
                 keys::META_SHUFFLE_PARTITIONS,
                 partitions.to_string(),
                 &options,
@@ -476,6 +553,102 @@ impl CheckpointStore for RocksCheckpoint {
         Ok(())
     }
 
+    fn states(&self) -> Result<Vec<StateRecord>> {
+        let meta = self.internal(keys::META)?;
+        let mut options = ReadOptions::default();
+        let mut until = keys::META_STATE_PREFIX.to_vec();
+        *until.last_mut().expect("the prefix is not empty") += 1;
+        options.set_iterate_upper_bound(until);
+        self.db
+            .iterator_cf_opt(
+                &meta,
+                options,
+                IteratorMode::From(keys::META_STATE_PREFIX, Direction::Forward),
+            )
+            .map(|entry| {
+                let (key, json) = entry.map_err(self.rocks_error("read"))?;
+                serde_json::from_slice(&json).map_err(|e| {
+                    Error::corrupt(
+                        &self.path,
+                        format!(
+                            "the record of {} is not readable: {e}",
+                            String::from_utf8_lossy(&key)
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn open_states(&mut self, declared: &[StateDescriptor], changes: &StateChanges) -> Result<()> {
+        self.writable("open the states of")?;
+        let plan = plan_states(&self.states()?, declared, changes)
+            .map_err(|(state, reason)| self.state_error(&state, reason))?;
+        for (old, record) in &plan.rename {
+            let family = family_of(&record.name);
+            self.create_empty_family(&family)?;
+            let copied = self.copy_family(&family_of(old), &family)?;
+            tracing::info!(from = %old, to = %record.name, keys = copied, "copied state to its new name");
+        }
+        for record in &plan.create {
+            self.create_empty_family(&family_of(&record.name))?;
+        }
+        // The registry changes in one synced write: until then the states
+        // are as they were, and an interrupted start does its work again.
+        let meta = self.internal(keys::META)?;
+        let mut batch = WriteBatch::default();
+        let json = |record: &StateRecord| {
+            serde_json::to_vec(record).expect("a StateRecord always serialises to JSON")
+        };
+        for record in &plan.create {
+            batch.put_cf(&meta, keys::state_record_key(&record.name), json(record));
+        }
+        for (old, record) in &plan.rename {
+            batch.delete_cf(&meta, keys::state_record_key(old));
+            batch.put_cf(&meta, keys::state_record_key(&record.name), json(record));
+        }
+        for name in &plan.drop {
+            batch.delete_cf(&meta, keys::state_record_key(name));
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(self.rocks_error("open the states of"))?;
+        drop(meta);
+        // Families of states no longer registered: renamed, dropped, or
+        // left by an interrupted start.
+        let registered: BTreeSet<String> =
+            self.states()?.iter().map(|r| family_of(&r.name)).collect();
+        let orphans: Vec<String> = self
+            .families
+            .iter()
+            .filter(|f| f.starts_with(STATE_FAMILY_PREFIX) && !registered.contains(*f))
+            .cloned()
+            .collect();
+        for family in orphans {
+            self.db
+                .drop_cf(&family)
+                .map_err(self.rocks_error("drop a family of"))?;
+            self.families.remove(&family);
+        }
+        if !plan.is_empty() {
+            tracing::info!(
+                created = ?plan.create.iter().map(|r| &r.name).collect::<Vec<_>>(),
+                renamed = ?plan.rename.iter().map(|(old, r)| (old, &r.name)).collect::<Vec<_>>(),
+                dropped = ?plan.drop,
+                "opened the job's states"
+            );
+        }
+        Ok(())
+    }
+
+    fn state_store(&self) -> Arc<dyn StateStore> {
+        Arc::new(RocksState {
+            db: Arc::clone(&self.db),
+        })
+    }
+
     fn commit(&mut self, commit: Commit) -> Result<()> {
         self.writable("commit")?;
         let Commit {
@@ -498,27 +671,28 @@ impl CheckpointStore for RocksCheckpoint {
         for write in writes {
             let cf = self.user_family(write.family())?;
             match write {
-                Write::Put { key, value, .. } => batch.put_cf(cf, key, value),
-                Write::Delete { key, .. } => batch.delete_cf(cf, key),
+                Write::Put { key, value, .. } => batch.put_cf(&cf, key, value),
+                Write::Delete { key, .. } => batch.delete_cf(&cf, key),
                 Write::Add { key, delta, .. } => {
-                    batch.merge_cf(cf, key, keys::counter_value(delta))
+                    batch.merge_cf(&cf, key, keys::counter_value(delta))
                 }
             }
         }
         let offsets = self.internal(keys::OFFSETS)?;
         for (tp, offset) in &next_offsets {
             Self::check_offset(tp, *offset)?;
-            batch.put_cf(offsets, keys::offset_key(tp), keys::offset_value(*offset));
+            batch.put_cf(&offsets, keys::offset_key(tp), keys::offset_value(*offset));
         }
         let batches = self.internal(keys::BATCHES)?;
         let json = serde_json::to_vec(&record).expect("a BatchRecord always serialises to JSON");
-        batch.put_cf(batches, keys::batch_key(record.id), json);
+        batch.put_cf(&batches, keys::batch_key(record.id), json);
         // Retention counts ids: the runtime numbers batches without gaps.
         let keep_from = (record.id + 1).saturating_sub(self.retain_batches as u64);
-        let expired = self.batch_keys_before(batches, keep_from)?;
+        let expired = self.batch_keys_before(&batches, keep_from)?;
         for key in &expired {
-            batch.delete_cf(batches, key);
+            batch.delete_cf(&batches, key);
         }
+        drop((offsets, batches));
 
         let mut options = WriteOptions::default();
         options.set_sync(self.sync);
@@ -541,7 +715,7 @@ impl CheckpointStore for RocksCheckpoint {
         let cf = self.user_family(family)?;
         let value = self
             .db
-            .get_pinned_cf(cf, key)
+            .get_pinned_cf(&cf, key)
             .map_err(self.rocks_error("read"))?;
         value.map(|v| decode_counter(family, key, &v)).transpose()
     }
@@ -606,7 +780,7 @@ fn descriptors(families: &BTreeSet<String>) -> Vec<ColumnFamilyDescriptor> {
 }
 
 fn list_families(path: &Path) -> Result<BTreeSet<String>> {
-    let families = DB::list_cf(&Options::default(), path).map_err(|e| open_error(path, e))?;
+    let families = Db::list_cf(&Options::default(), path).map_err(|e| open_error(path, e))?;
     Ok(families.into_iter().collect())
 }
 

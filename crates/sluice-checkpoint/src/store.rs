@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
+use sluice_core::state::{StateDescriptor, StateStore};
 use sluice_core::{TopicPartition, WriteSet};
 
-use crate::{BatchRecord, DeadLetterRecord, Result};
+use crate::{BatchRecord, DeadLetterRecord, Result, StateChanges, StateRecord};
 
 /// Everything one successful batch commits, applied atomically: all of it
 /// or none of it.
@@ -72,6 +74,23 @@ pub trait CheckpointStore: Send {
     /// again does nothing, and another count fails with
     /// [`Error::ShufflePartitionsFixed`](crate::Error::ShufflePartitionsFixed).
     fn record_shuffle_partitions(&mut self, partitions: NonZeroUsize) -> Result<()>;
+
+    /// The stateful operators the checkpoint holds state for, by name.
+    fn states(&self) -> Result<Vec<StateRecord>>;
+
+    /// Opens the states of a starting job that declares the stateful
+    /// operators `declared` and the renames and drops in `changes`: new
+    /// states are registered, renamed ones moved (their data copied to the
+    /// new name's family), dropped ones deleted. Every state the checkpoint
+    /// holds must be declared with the same key and state types, renamed
+    /// or dropped; otherwise this fails with
+    /// [`Error::State`](crate::Error::State), naming the state and what to
+    /// do, before anything is changed.
+    fn open_states(&mut self, declared: &[StateDescriptor], changes: &StateChanges) -> Result<()>;
+
+    /// Where a batch reads the committed state from: shared by its worker
+    /// threads, it sees each commit once it is done.
+    fn state_store(&self) -> Arc<dyn StateStore>;
 
     /// Applies `commit` in one atomic write.
     ///

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Sender};
-use sluice_checkpoint::{CheckpointStore, RocksCheckpoint, RESERVED_PREFIX};
+use sluice_checkpoint::{CheckpointStore, RocksCheckpoint, StateChanges, RESERVED_PREFIX};
 use sluice_core::{DStream, PoisonPolicy, RateLimits, Record, StreamGraph, MAX_SHUFFLE_PARTITIONS};
 use sluice_kafka::{KafkaReader, KafkaSource};
 
@@ -277,6 +277,7 @@ impl StreamingContextBuilder {
                 source: None,
                 listeners: Vec::new(),
             }),
+            state_changes: Mutex::new(StateChanges::default()),
         })
     }
 }
@@ -354,6 +355,8 @@ pub struct StreamingContext {
     stop_on_signals: bool,
     driver: DriverSettings,
     state: Mutex<State>,
+    /// States the job renames or drops, applied at start.
+    state_changes: Mutex<StateChanges>,
 }
 
 impl std::fmt::Debug for StreamingContext {
@@ -417,6 +420,50 @@ impl StreamingContext {
         Ok(())
     }
 
+    /// Deletes the keyed state named `name` from the checkpoint when the job
+    /// starts, for an operator the job no longer has. Without it, a state in
+    /// the checkpoint that no operator declares stops the start with an
+    /// error, so state is never lost by mistake. Does nothing when the
+    /// checkpoint has no such state (a later start).
+    ///
+    /// Fails with [`Error::RegisteredAfterStart`] after [`start`](Self::start).
+    #[must_use = "a change declared after the start is refused with this error"]
+    pub fn drop_state(&self, name: &str) -> Result<()> {
+        self.change_states("a drop_state", |changes| {
+            changes.drop.insert(name.to_owned());
+        })
+    }
+
+    /// Keeps the keyed state named `old` under `new`, the name a stateful
+    /// operator of this job now has: at start, its data is copied to the
+    /// new name (once; later starts find it done) and the old name deleted.
+    /// Key and state types must not change.
+    ///
+    /// Fails with [`Error::RegisteredAfterStart`] after [`start`](Self::start).
+    #[must_use = "a change declared after the start is refused with this error"]
+    pub fn rename_state(&self, old: &str, new: &str) -> Result<()> {
+        self.change_states("a rename_state", |changes| {
+            changes.rename.insert(old.to_owned(), new.to_owned());
+        })
+    }
+
+    fn change_states(
+        &self,
+        what: &'static str,
+        change: impl FnOnce(&mut StateChanges),
+    ) -> Result<()> {
+        if !matches!(&*self.lock_state(), State::Created { .. }) {
+            return Err(Error::RegisteredAfterStart { what });
+        }
+        change(
+            &mut self
+                .state_changes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        Ok(())
+    }
+
     /// Checks the job, connects to Kafka and starts the driver.
     pub fn start(&self) -> Result<()> {
         let mut state = self.lock_state();
@@ -476,6 +523,15 @@ impl StreamingContext {
                 "no output operation registered: add foreach_batch, print or a sink such as save_counts",
             ));
         }
+        // States first: a mismatch stops the start before anything is
+        // written.
+        self.graph.check_states()?;
+        let changes = self
+            .state_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        store.open_states(&self.graph.states(), &changes)?;
         for family in self.graph.families() {
             store.ensure_family(&family)?;
         }

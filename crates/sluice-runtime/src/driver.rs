@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit};
 use sluice_core::{
-    batch_caps_within, BatchInfo, BatchOutput, OffsetRange, PidRateEstimator, RateLimit,
+    batch_caps_within, BatchEnv, BatchInfo, BatchOutput, OffsetRange, PidRateEstimator, RateLimit,
     RateLimits, StreamGraph, TopicPartition,
 };
 use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, Plan};
@@ -348,12 +348,10 @@ impl Driver {
     fn compute(&self, info: &BatchInfo) -> Result<Computed> {
         let mut attempt = 1;
         loop {
-            let result = self.graph.run_batch_cancellable(
-                info.clone(),
-                self.reader.clone(),
-                self.pool.clone(),
-                self.cancel.clone(),
-            );
+            let env = BatchEnv::new(info.clone(), self.reader.clone(), self.pool.clone())
+                .with_state(self.store.state_store())
+                .with_cancel(self.cancel.clone());
+            let result = self.graph.run(env);
             let error = match result {
                 Ok(output) => return Ok(Computed::Done(output)),
                 Err(_) if self.cancel.load(Ordering::SeqCst) => {

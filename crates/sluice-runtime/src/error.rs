@@ -50,7 +50,8 @@ pub enum Error {
          define every stream, output and listener before start()"
     )]
     RegisteredAfterStart {
-        /// What was refused: `"a Kafka stream"` or `"a listener"`.
+        /// What was refused: `"a Kafka stream"`, `"a listener"`, `"a
+        /// drop_state"` or `"a rename_state"`.
         what: &'static str,
     },
     /// Defining the job's stream graph failed (an output registered after

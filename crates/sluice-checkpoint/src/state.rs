@@ -1,0 +1,320 @@
+//! Keyed state in the checkpoint: the registry of stateful operators, the
+//! decision of what a starting job does with the states it finds, and the
+//! [`StateStore`] its batches read state through.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rocksdb::{Direction, IteratorMode, ReadOptions};
+use serde::{Deserialize, Serialize};
+use sluice_core::state::{StateDescriptor, StateStore};
+use sluice_core::BoxError;
+
+use crate::rocks::Db;
+
+/// A stateful operator as the checkpoint records it (JSON in
+/// `sluice_meta`, under `state.<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRecord {
+    /// The operator's name.
+    pub name: String,
+    /// The operator that keeps it, such as `map_with_state`.
+    pub operator: String,
+    /// The serde shape of its key type.
+    pub key_shape: String,
+    /// The serde shape of its state type.
+    pub state_shape: String,
+}
+
+impl From<&StateDescriptor> for StateRecord {
+    fn from(d: &StateDescriptor) -> Self {
+        Self {
+            name: d.name.clone(),
+            operator: d.operator.to_owned(),
+            key_shape: d.key_shape.clone(),
+            state_shape: d.state_shape.clone(),
+        }
+    }
+}
+
+/// What the job declares about states it no longer keeps under the same
+/// name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateChanges {
+    /// States to delete, with their data.
+    pub drop: BTreeSet<String>,
+    /// States to keep under a new name: old name → new name.
+    pub rename: BTreeMap<String, String>,
+}
+
+/// What opening a job's states does to the checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct StatePlan {
+    /// States declared and not stored yet: registered, family created.
+    pub(crate) create: Vec<StateRecord>,
+    /// Stored states the job keeps under a new name.
+    pub(crate) rename: Vec<(String, StateRecord)>,
+    /// Stored states deleted.
+    pub(crate) drop: Vec<String>,
+}
+
+impl StatePlan {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.rename.is_empty() && self.drop.is_empty()
+    }
+}
+
+/// Decides what a job declaring `declared` (and `changes`) does with the
+/// `stored` states, or says why it must not start. Every state is either
+/// kept with the same types, renamed, dropped or new; anything else — a
+/// stored state no operator declares, a changed key or state type — is an
+/// error naming the state and what to do, and nothing is changed.
+pub(crate) fn plan_states(
+    stored: &[StateRecord],
+    declared: &[StateDescriptor],
+    changes: &StateChanges,
+) -> Result<StatePlan, (String, String)> {
+    let stored: BTreeMap<&str, &StateRecord> =
+        stored.iter().map(|r| (r.name.as_str(), r)).collect();
+    let declared: BTreeMap<&str, StateRecord> = declared
+        .iter()
+        .map(|d| (d.name.as_str(), StateRecord::from(d)))
+        .collect();
+    let mut plan = StatePlan::default();
+    for name in &changes.drop {
+        if declared.contains_key(name.as_str()) {
+            return Err((
+                name.clone(),
+                "is declared by an operator of this job and dropped at once; remove one of the two"
+                    .into(),
+            ));
+        }
+        if changes.rename.contains_key(name) {
+            return Err((name.clone(), "is both dropped and renamed".into()));
+        }
+        if stored.contains_key(name.as_str()) {
+            plan.drop.push(name.clone());
+        }
+    }
+    let mut renamed_to = BTreeSet::new();
+    for (old, new) in &changes.rename {
+        if !renamed_to.insert(new.as_str()) {
+            return Err((new.clone(), "is the new name of two renamed states".into()));
+        }
+        let Some(record) = declared.get(new.as_str()) else {
+            return Err((
+                old.clone(),
+                format!("is renamed to '{new}', which no operator of this job declares"),
+            ));
+        };
+        match (stored.get(old.as_str()), stored.get(new.as_str())) {
+            (_, Some(_)) => {} // renamed by an earlier start; done
+            (None, None) => {
+                return Err((
+                    old.clone(),
+                    format!("is renamed to '{new}', but the checkpoint holds neither"),
+                ))
+            }
+            (Some(old_record), None) => {
+                check_types(old_record, record).map_err(|reason| (old.clone(), reason))?;
+                plan.rename.push((old.clone(), record.clone()));
+            }
+        }
+    }
+    for (name, record) in &stored {
+        if declared.contains_key(name)
+            || changes.drop.contains(*name)
+            || changes.rename.contains_key(*name)
+        {
+            continue;
+        }
+        return Err((
+            (*name).to_owned(),
+            format!(
+                "is held by the checkpoint (a {}) but no operator of this job declares it; if \
+                 the operator was renamed, declare rename_state(\"{name}\", \"<new name>\"); if \
+                 its state is no longer needed, declare drop_state(\"{name}\")",
+                record.operator
+            ),
+        ));
+    }
+    for (name, record) in &declared {
+        match stored.get(name) {
+            Some(old) => check_types(old, record).map_err(|r| ((*name).to_owned(), r))?,
+            None if changes.rename.values().any(|n| n == name) => {}
+            None => plan.create.push(record.clone()),
+        }
+    }
+    Ok(plan)
+}
+
+fn check_types(stored: &StateRecord, declared: &StateRecord) -> Result<(), String> {
+    let changed = |what: &str, old: &str, new: &str| {
+        format!(
+            "has a changed {what} type: the checkpoint holds {old}, the job declares {new}; \
+             keep the old type, or give the operator a new name and drop_state the old one"
+        )
+    };
+    if stored.operator != declared.operator {
+        return Err(format!(
+            "was kept by a {} and is now declared by a {}; their layouts differ, give the new \
+             operator a new name",
+            stored.operator, declared.operator
+        ));
+    }
+    if stored.key_shape != declared.key_shape {
+        return Err(changed("key", &stored.key_shape, &declared.key_shape));
+    }
+    if stored.state_shape != declared.state_shape {
+        return Err(changed("state", &stored.state_shape, &declared.state_shape));
+    }
+    Ok(())
+}
+
+/// Reads keyed state from the checkpoint's database; shared by a batch's
+/// worker threads. It sees what was committed when each call began.
+pub(crate) struct RocksState {
+    pub(crate) db: Arc<Db>,
+}
+
+impl StateStore for RocksState {
+    fn get_many(&self, family: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BoxError> {
+        let Some(cf) = self.db.cf_handle(family) else {
+            return Ok(vec![None; keys.len()]);
+        };
+        self.db
+            .batched_multi_get_cf(&cf, keys, false)
+            .into_iter()
+            .map(|found| {
+                found
+                    .map(|value| value.map(|v| v.to_vec()))
+                    .map_err(BoxError::from)
+            })
+            .collect()
+    }
+
+    fn scan(
+        &self,
+        family: &str,
+        from: &[u8],
+        until: &[u8],
+        each: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), BoxError> {
+        let Some(cf) = self.db.cf_handle(family) else {
+            return Ok(());
+        };
+        if from >= until {
+            return Ok(());
+        }
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(until.to_vec());
+        let iter =
+            self.db
+                .iterator_cf_opt(&cf, options, IteratorMode::From(from, Direction::Forward));
+        for entry in iter {
+            let (key, value) = entry?;
+            if !each(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declared(name: &str, key: &str, state: &str) -> StateDescriptor {
+        StateDescriptor {
+            name: name.into(),
+            operator: "map_with_state",
+            key_shape: key.into(),
+            state_shape: state.into(),
+        }
+    }
+
+    fn stored(name: &str, key: &str, state: &str) -> StateRecord {
+        StateRecord::from(&declared(name, key, state))
+    }
+
+    #[test]
+    fn new_states_are_created_and_kept_ones_left_alone() {
+        let plan = plan_states(
+            &[stored("a", "Str", "U64")],
+            &[declared("a", "Str", "U64"), declared("b", "Str", "U64")],
+            &StateChanges::default(),
+        )
+        .unwrap();
+        assert_eq!(plan.create, [stored("b", "Str", "U64")]);
+        assert!(plan.rename.is_empty() && plan.drop.is_empty());
+    }
+
+    #[test]
+    fn an_undeclared_stored_state_is_refused_with_what_to_do() {
+        let (name, reason) = plan_states(
+            &[stored("old", "Str", "U64")],
+            &[],
+            &StateChanges::default(),
+        )
+        .unwrap_err();
+        assert_eq!(name, "old");
+        assert!(reason.contains("rename_state(\"old\""), "{reason}");
+        assert!(reason.contains("drop_state(\"old\")"), "{reason}");
+    }
+
+    #[test]
+    fn a_changed_type_is_refused_naming_both_shapes() {
+        let (name, reason) = plan_states(
+            &[stored("a", "Str", "U64")],
+            &[declared("a", "Str", "I32")],
+            &StateChanges::default(),
+        )
+        .unwrap_err();
+        assert_eq!(name, "a");
+        assert!(reason.contains("U64") && reason.contains("I32"), "{reason}");
+    }
+
+    #[test]
+    fn renames_and_drops_are_planned_once() {
+        let changes = StateChanges {
+            drop: ["gone".to_owned()].into(),
+            rename: [("old".to_owned(), "new".to_owned())].into(),
+        };
+        let plan = plan_states(
+            &[stored("old", "Str", "U64"), stored("gone", "Str", "U64")],
+            &[declared("new", "Str", "U64")],
+            &changes,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.rename,
+            [("old".to_owned(), stored("new", "Str", "U64"))]
+        );
+        assert_eq!(plan.drop, ["gone"]);
+        assert!(plan.create.is_empty());
+        // Started again after the rename: nothing left to do.
+        let plan = plan_states(
+            &[stored("new", "Str", "U64")],
+            &[declared("new", "Str", "U64")],
+            &changes,
+        )
+        .unwrap();
+        assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn a_rename_to_a_changed_type_is_refused() {
+        let changes = StateChanges {
+            rename: [("old".to_owned(), "new".to_owned())].into(),
+            ..StateChanges::default()
+        };
+        let (name, _) = plan_states(
+            &[stored("old", "Str", "U64")],
+            &[declared("new", "Str", "Str")],
+            &changes,
+        )
+        .unwrap_err();
+        assert_eq!(name, "old");
+    }
+}
