@@ -18,17 +18,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::ClientConfig;
 use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
+
+#[path = "support/embedded.rs"]
+mod embedded;
+use embedded::Embedded;
 
 const APP_ID: &str = "wordcount";
 const FAMILY: &str = "word_counts";
@@ -127,7 +126,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (brokers, _embedded) = match &args.brokers {
         Some(brokers) => (brokers.clone(), None),
         None => {
-            let embedded = Embedded::start(&args.topic, args.partitions, args.rate, &stored)?;
+            let embedded =
+                Embedded::start(&args.topic, args.partitions, args.rate, &stored, line_at)?;
             (embedded.bootstrap.clone(), Some(embedded))
         }
     };
@@ -225,134 +225,8 @@ fn stored_offsets(dir: &Path) -> anyhow::Result<BTreeMap<TopicPartition, i64>> {
     Ok(checkpoint.offsets()?)
 }
 
-/// The embedded broker and its producer thread.
-struct Embedded {
-    bootstrap: String,
-    stop: Arc<AtomicBool>,
-    producer: Option<std::thread::JoinHandle<()>>,
-    _cluster: MockCluster<'static, DefaultProducerContext>,
-}
-
-impl Drop for Embedded {
-    /// Stops the producer before the broker goes, so it does not log
-    /// connection errors on the way out.
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(producer) = self.producer.take() {
-            let _ = producer.join();
-        }
-    }
-}
-
-impl Embedded {
-    fn start(
-        topic: &str,
-        partitions: i32,
-        rate: u32,
-        stored: &BTreeMap<TopicPartition, i64>,
-    ) -> anyhow::Result<Self> {
-        let cluster = MockCluster::new(1).context("starting the embedded broker")?;
-        cluster
-            .create_topic(topic, partitions, 1)
-            .context("creating the embedded topic")?;
-        let bootstrap = cluster.bootstrap_servers();
-        let producer: ThreadedProducer<_> = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            // Few, larger record batches: the embedded broker's fetches
-            // slow down with the number of batches in its log.
-            .set("linger.ms", "100")
-            .set("enable.idempotence", "true")
-            .create()
-            .context("creating the embedded producer")?;
-
-        // Rewrite what earlier runs consumed, so stored offsets exist again.
-        let mut next: Vec<i64> = vec![0; partitions as usize];
-        for (p, next_offset) in next.iter_mut().enumerate() {
-            let end = stored
-                .get(&TopicPartition::new(topic, p as i32))
-                .copied()
-                .unwrap_or(0);
-            while *next_offset < end {
-                send(&producer, topic, p as i32, *next_offset)?;
-                *next_offset += 1;
-            }
-        }
-        producer.flush(Duration::from_secs(60))?;
-        if next.iter().any(|&n| n > 0) {
-            tracing::info!(
-                records = next.iter().sum::<i64>(),
-                "embedded broker refilled up to the stored offsets"
-            );
-        }
-
-        tracing::info!(%bootstrap, topic, partitions, rate, "embedded broker started");
-        let topic = topic.to_owned();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let producer = std::thread::spawn(move || {
-            produce_until(&producer, &topic, rate.max(1), next, &stopped)
-        });
-        Ok(Self {
-            bootstrap,
-            stop,
-            producer: Some(producer),
-            _cluster: cluster,
-        })
-    }
-}
-
 /// The line at `offset` of `partition`: a pure function of the position,
 /// so a refilled broker holds the same records as before.
-fn line_at(partition: i32, offset: i64) -> &'static str {
-    SAMPLE[(offset as usize + partition as usize) % SAMPLE.len()]
-}
-
-fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> anyhow::Result<()> {
-    let mut record = BaseRecord::<(), str>::to(topic)
-        .partition(partition)
-        .payload(line_at(partition, offset));
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ),
-                r,
-            )) => {
-                record = r;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((error, _)) => return Err(error.into()),
-        }
-    }
-}
-
-fn produce_until(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    rate: u32,
-    mut next: Vec<i64>,
-    stop: &AtomicBool,
-) {
-    let started = Instant::now();
-    let mut sent: u64 = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
-        while sent < due {
-            let p = (sent % next.len() as u64) as usize;
-            if let Err(error) = send(producer, topic, p as i32, next[p]) {
-                tracing::error!(%error, "embedded producer stopped");
-                return;
-            }
-            next[p] += 1;
-            sent += 1;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn line_at(partition: i32, offset: i64) -> String {
+    SAMPLE[(offset as usize + partition as usize) % SAMPLE.len()].to_owned()
 }

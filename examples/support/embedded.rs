@@ -1,0 +1,154 @@
+//! The in-process Kafka broker the examples start when no `--brokers` is
+//! given, with a producer thread writing generated lines into it.
+//!
+//! The broker forgets its records when the process exits, so on a restart
+//! the producer first writes the same records again up to the offsets
+//! stored in the checkpoint: lines are a pure function of their position,
+//! so offsets stay valid and results continue exactly.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+use sluice::kafka::TopicPartition;
+
+/// The line at an offset of a partition.
+pub(crate) type LineAt = fn(i32, i64) -> String;
+
+/// The embedded broker and its producer thread.
+pub(crate) struct Embedded {
+    /// The broker's bootstrap address.
+    pub(crate) bootstrap: String,
+    stop: Arc<AtomicBool>,
+    producer: Option<std::thread::JoinHandle<()>>,
+    _cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl Drop for Embedded {
+    /// Stops the producer before the broker goes, so it does not log
+    /// connection errors on the way out.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(producer) = self.producer.take() {
+            let _ = producer.join();
+        }
+    }
+}
+
+impl Embedded {
+    /// Starts the broker with `topic`, refills it up to `stored`, and
+    /// produces `rate` lines per second round-robin over the partitions.
+    pub(crate) fn start(
+        topic: &str,
+        partitions: i32,
+        rate: u32,
+        stored: &BTreeMap<TopicPartition, i64>,
+        line_at: LineAt,
+    ) -> anyhow::Result<Self> {
+        let cluster = MockCluster::new(1).context("starting the embedded broker")?;
+        cluster
+            .create_topic(topic, partitions, 1)
+            .context("creating the embedded topic")?;
+        let bootstrap = cluster.bootstrap_servers();
+        let producer: ThreadedProducer<_> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            // Few, larger record batches: the embedded broker's fetches
+            // slow down with the number of batches in its log.
+            .set("linger.ms", "100")
+            .set("enable.idempotence", "true")
+            .create()
+            .context("creating the embedded producer")?;
+
+        // Rewrite what earlier runs consumed, so stored offsets exist again.
+        let mut next: Vec<i64> = vec![0; partitions as usize];
+        for (p, next_offset) in next.iter_mut().enumerate() {
+            let end = stored
+                .get(&TopicPartition::new(topic, p as i32))
+                .copied()
+                .unwrap_or(0);
+            while *next_offset < end {
+                send(&producer, topic, p as i32, *next_offset, line_at)?;
+                *next_offset += 1;
+            }
+        }
+        producer.flush(Duration::from_secs(60))?;
+        if next.iter().any(|&n| n > 0) {
+            tracing::info!(
+                records = next.iter().sum::<i64>(),
+                "embedded broker refilled up to the stored offsets"
+            );
+        }
+
+        tracing::info!(%bootstrap, topic, partitions, rate, "embedded broker started");
+        let topic = topic.to_owned();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let producer = std::thread::spawn(move || {
+            produce_until(&producer, &topic, rate.max(1), next, &stopped, line_at)
+        });
+        Ok(Self {
+            bootstrap,
+            stop,
+            producer: Some(producer),
+            _cluster: cluster,
+        })
+    }
+}
+
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    line_at: LineAt,
+) -> anyhow::Result<()> {
+    let line = line_at(partition, offset);
+    let mut record = BaseRecord::<(), str>::to(topic)
+        .partition(partition)
+        .payload(line.as_str());
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((error, _)) => return Err(error.into()),
+        }
+    }
+}
+
+fn produce_until(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    rate: u32,
+    mut next: Vec<i64>,
+    stop: &AtomicBool,
+    line_at: LineAt,
+) {
+    let started = Instant::now();
+    let mut sent: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
+        while sent < due {
+            let p = (sent % next.len() as u64) as usize;
+            if let Err(error) = send(producer, topic, p as i32, next[p], line_at) {
+                tracing::error!(%error, "embedded producer stopped");
+                return;
+            }
+            next[p] += 1;
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
