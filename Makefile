@@ -46,7 +46,7 @@ test: setup lint test-only
 # --all-targets builds examples as test harnesses; the crash tests run the
 # real wordcount binary, so build it first.
 test-only: setup
-	$(CARGO) build --example wordcount
+	$(CARGO) build --example wordcount --example sessions
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 

@@ -15,3 +15,4 @@ mod offsets;
 mod poison;
 mod rate;
 mod regression;
+mod state;

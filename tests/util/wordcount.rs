@@ -30,17 +30,23 @@ pub(crate) const FAMILY: &str = "word_counts";
 /// The example binary built with the test binary; panics with how to
 /// build it when it is missing.
 pub(crate) fn binary() -> PathBuf {
+    example("wordcount")
+}
+
+/// The bundled example `name` built with the test binary; panics with how
+/// to build it when it is missing or stale.
+pub(crate) fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("locating the test binary");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("the test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join("examples").join("wordcount");
-    let build = "run `cargo build --example wordcount` first";
+    let bin = profile_dir.join("examples").join(name);
+    let build = format!("run `cargo build --example {name}` first");
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified());
     let built = modified(&bin).unwrap_or_else(|e| {
         panic!(
-            "the wordcount example is not built at {} ({e}): {build}",
+            "the {name} example is not built at {} ({e}): {build}",
             bin.display()
         )
     });
@@ -52,7 +58,7 @@ pub(crate) fn binary() -> PathBuf {
     });
     if let Some(source) = stale {
         panic!(
-            "the wordcount example at {} is older than {}, which the tests were built \
+            "the {name} example at {} is older than {}, which the tests were built \
              with: {build}",
             bin.display(),
             source.display()
@@ -115,13 +121,36 @@ impl Wordcount {
         batch_interval_ms: u64,
         extra: &[&str],
     ) -> Self {
+        Self::start_example(
+            "wordcount",
+            brokers,
+            topic,
+            checkpoint,
+            log,
+            batch_interval_ms,
+            extra,
+        )
+    }
+
+    /// Starts the bundled example `name`, which takes the wordcount's
+    /// command line (`--brokers`, `--topic`, `--checkpoint-dir`,
+    /// `--batch-interval-ms`, `--workers`) and `extra` arguments.
+    pub(crate) fn start_example(
+        name: &str,
+        brokers: &str,
+        topic: &str,
+        checkpoint: &Path,
+        log: &Path,
+        batch_interval_ms: u64,
+        extra: &[&str],
+    ) -> Self {
         let out = File::options()
             .create(true)
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
         let err = out.try_clone().expect("cloning the log handle");
-        let child = Command::new(binary())
+        let child = Command::new(example(name))
             .args(["--brokers", brokers, "--topic", topic, "--checkpoint-dir"])
             .arg(checkpoint)
             .args(["--batch-interval-ms", &batch_interval_ms.to_string()])
@@ -132,7 +161,7 @@ impl Wordcount {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting the wordcount example: {e}"));
+            .unwrap_or_else(|e| panic!("starting the {name} example: {e}"));
         Self {
             child,
             log: log.to_owned(),

@@ -1,0 +1,238 @@
+//! Keyed state end to end: the sessions example killed and restarted, and
+//! a job whose stateful operators changed between runs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sluice::checkpoint::RocksCheckpoint;
+use sluice::prelude::*;
+
+use crate::util::job::{self, RunningJob, WAIT};
+use crate::util::kafka::{self, BackgroundProducer};
+use crate::util::tansu::Tansu;
+use crate::util::wordcount::{self, Wordcount};
+
+/// The sessions example's app id.
+const SESSIONS: &str = "sessions";
+
+/// The last batch the sessions example committed, read while it runs.
+fn committed_batch(checkpoint: &Path) -> Option<u64> {
+    let store = RocksCheckpoint::open_read_only(checkpoint, SESSIONS).ok()?;
+    Some(store.last_batch().ok()??.id)
+}
+
+/// What `sessions --totals` prints: user → (closed sessions, clicks).
+fn session_totals(checkpoint: &Path) -> BTreeMap<String, (u64, u64)> {
+    let out = Command::new(wordcount::example("sessions"))
+        .args(["--totals", "--checkpoint-dir"])
+        .arg(checkpoint)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running sessions --totals");
+    assert!(
+        out.status.success(),
+        "sessions --totals exited with {}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("the totals are UTF-8")
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            assert_eq!(
+                fields.len(),
+                3,
+                "a totals line is user, sessions, clicks: {line:?}"
+            );
+            let number = |s: &str| s.parse::<u64>().unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            (fields[0].to_owned(), (number(fields[1]), number(fields[2])))
+        })
+        .collect()
+}
+
+#[test]
+fn sessions_killed_twenty_times_count_every_click_exactly_once() {
+    const CLICKS: usize = 3000;
+    const KILLS: usize = 20;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos() as u64;
+    let seed = std::env::var("SLUICE_CRASH_SEED")
+        .ok()
+        .map_or(seed, |s| s.parse().expect("SLUICE_CRASH_SEED is a number"));
+    eprintln!("sessions crash loop seed: {seed} (rerun with SLUICE_CRASH_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    wordcount::example("sessions");
+
+    let broker = Tansu::start();
+    broker.create_topic("clicks", 3);
+    let bootstrap = broker.bootstrap();
+    let clicks: Vec<String> = (0..CLICKS)
+        .map(|i| format!("user{} page{}", (i * 7 + i / 50) % 9, i % 4))
+        .collect();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for click in &clicks {
+        let user = click.split(' ').next().expect("a click names its user");
+        *expected.entry(user.to_owned()).or_default() += 1;
+    }
+    let producer = BackgroundProducer::start(
+        &bootstrap,
+        "clicks",
+        &clicks,
+        0,
+        40,
+        Duration::from_millis(60),
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    let log = tmp.path().join("sessions.log");
+    let start = || {
+        Wordcount::start_example(
+            "sessions",
+            &bootstrap,
+            "clicks",
+            &dir,
+            &log,
+            40,
+            &["--idle-timeout-ms", "200"],
+        )
+    };
+    for run in 0..KILLS {
+        let before = committed_batch(&dir);
+        let mut child = start();
+        job::poll(
+            &format!("a batch committed by run {run} (seed {seed})"),
+            WAIT,
+            || {
+                child.assert_running();
+                (committed_batch(&dir) > before).then_some(())
+            },
+            || format!("seed {seed}: last batch {:?}", committed_batch(&dir)),
+        );
+        thread::sleep(Duration::from_millis(rng.random_range(0..150)));
+        child.kill();
+    }
+    producer.finish();
+
+    // The last run reads the rest; once every user is idle, every session
+    // closes and its clicks reach the totals.
+    let child = start();
+    let deadline = Instant::now() + WAIT;
+    let totals = loop {
+        let totals = session_totals(&dir);
+        let clicks: u64 = totals.values().map(|(_, clicks)| clicks).sum();
+        if clicks >= CLICKS as u64 {
+            break totals;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {clicks} of {CLICKS} clicks in closed sessions after {WAIT:?}: {totals:?}\n{}",
+            child.log_tail()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let status = child.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "seed {seed}: the last run exited with {status}"
+    );
+
+    let clicks: BTreeMap<String, u64> = totals.iter().map(|(u, (_, c))| (u.clone(), *c)).collect();
+    assert_eq!(clicks, expected, "seed {seed}: clicks per user");
+    for (user, (sessions, clicks)) in &totals {
+        assert!(
+            (1..=*clicks).contains(sessions),
+            "seed {seed}: {user} has {sessions} sessions for {clicks} clicks"
+        );
+    }
+}
+
+/// A job counting clicks per user in `map_with_state(name)`.
+fn count_clicks(dir: &Path, bootstrap: &str, name: &str) -> StreamingContext {
+    let ctx = job::context(dir).build().unwrap();
+    let source = job::source(bootstrap)
+        .subscribe(["clicks"])
+        .build()
+        .unwrap();
+    ctx.kafka_stream(source)
+        .unwrap()
+        .values_utf8()
+        .map(|user| (user, ()))
+        .map_with_state(
+            name,
+            StateSpec::function(
+                |_user: &String, _click: Option<()>, count: &mut State<u64>| {
+                    count.update(count.get().copied().unwrap_or(0) + 1);
+                },
+            ),
+        )
+        .foreach_batch(|_, _| Ok::<_, std::io::Error>(()))
+        .unwrap();
+    ctx
+}
+
+fn read_counts(dir: &Path, name: &str) -> BTreeMap<String, u64> {
+    job::open_checkpoint(dir, job::APP_ID)
+        .read_state::<String, u64>(name)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn a_stateful_operator_renamed_without_declaring_it_stops_the_start_and_changes_nothing() {
+    let cluster = kafka::mock_cluster();
+    kafka::create_mock_topic(&cluster, "clicks", 2);
+    let bootstrap = cluster.bootstrap_servers();
+    let clicks: Vec<String> = ["ann", "bob", "ann"].map(String::from).to_vec();
+    kafka::produce(&bootstrap, "clicks", None, &clicks);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+
+    let mut running = RunningJob::start(count_clicks(&dir, &bootstrap, "clicks_by_user"));
+    running.wait_for_records(3, "the three clicks");
+    running.stop();
+    let counts = read_counts(&dir, "clicks_by_user");
+    assert_eq!(counts, [("ann".into(), 2), ("bob".into(), 1)].into());
+    let before = job::open_checkpoint(&dir, job::APP_ID).states().unwrap();
+
+    // Renamed in the code, not declared: refused, nothing written.
+    let renamed = count_clicks(&dir, &bootstrap, "user_clicks");
+    let error = renamed.start().unwrap_err().to_string();
+    assert!(error.contains("state 'clicks_by_user'"), "{error}");
+    assert!(error.contains("rename_state(\"clicks_by_user\""), "{error}");
+    drop(renamed);
+    let store = job::open_checkpoint(&dir, job::APP_ID);
+    assert_eq!(store.states().unwrap(), before);
+    drop(store);
+    assert_eq!(read_counts(&dir, "clicks_by_user"), counts);
+
+    // Declared: the counts go on under the new name.
+    let renamed = count_clicks(&dir, &bootstrap, "user_clicks");
+    renamed
+        .rename_state("clicks_by_user", "user_clicks")
+        .unwrap();
+    let mut running = RunningJob::start(renamed);
+    kafka::produce(&bootstrap, "clicks", None, &["bob".to_owned()]);
+    running.wait_for_records(1, "one more click");
+    running.stop();
+    assert_eq!(
+        read_counts(&dir, "user_clicks"),
+        [("ann".into(), 2), ("bob".into(), 2)].into()
+    );
+    let error = job::open_checkpoint(&dir, job::APP_ID)
+        .read_state::<String, u64>("clicks_by_user")
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("not in the checkpoint"),
+        "{error}"
+    );
+}
