@@ -124,7 +124,17 @@ fn sessions_killed_twenty_times_count_every_click_exactly_once() {
 
     // The last run reads the rest; once every user is idle, every session
     // closes and its clicks reach the totals.
-    let child = start();
+    let before = committed_batch(&dir);
+    let mut child = start();
+    job::poll(
+        &format!("a batch committed by the last run (seed {seed})"),
+        WAIT,
+        || {
+            child.assert_running();
+            (committed_batch(&dir) > before).then_some(())
+        },
+        || format!("seed {seed}: last batch {:?}", committed_batch(&dir)),
+    );
     let deadline = Instant::now() + WAIT;
     let totals = loop {
         let totals = session_totals(&dir);
