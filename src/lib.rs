@@ -164,3 +164,7 @@ struct ReadmeSnippets;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guarantees.md")]
 struct GuaranteesSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/state.md")]
+struct StateSnippets;
