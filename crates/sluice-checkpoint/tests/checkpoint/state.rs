@@ -903,6 +903,32 @@ fn a_declared_rename_moves_the_data_once() {
     assert_eq!(read::<u64>(&store, "word_counts")[3], ("d".to_owned(), 2));
 }
 
+/// Regression: a rename onto a name the checkpoint already held was taken
+/// for one an earlier start had done, and ignored: the start succeeded and
+/// the renamed state's data stayed under its old name.
+#[test]
+fn a_rename_onto_a_state_the_checkpoint_holds_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let old = new_graph(4);
+    count_words(&old, "counts");
+    count_words(&old, "old_counts");
+    let mut store = open(dir.path()).unwrap();
+    open_states(&mut store, &old).unwrap();
+    step(&old, &mut store, 0, 0, &one(&["a"]));
+    let before = image(&store);
+
+    let new = new_graph(4);
+    count_words(&new, "counts");
+    let err = store
+        .open_states(&new.states(), &rename("old_counts", "counts"))
+        .unwrap_err();
+    let (state, reason) = state_error(err);
+    assert_eq!(state, "old_counts");
+    assert!(reason.contains("holds a state named 'counts'"), "{reason}");
+    assert!(reason.contains("drop_state"), "{reason}");
+    assert_eq!(image(&store), before);
+}
+
 #[test]
 fn a_dropped_state_is_gone_and_a_new_operator_of_its_name_starts_empty() {
     let dir = checkpoint_with_state();
