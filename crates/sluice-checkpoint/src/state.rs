@@ -68,8 +68,8 @@ impl StatePlan {
 /// `stored` states, or says why it must not start. Every state is either
 /// kept with the same types, renamed, dropped or new; anything else — a
 /// stored state no operator declares, a changed key or state type, a rename
-/// onto a name the checkpoint holds — is an error naming the state and what
-/// to do, and nothing is changed.
+/// onto a name the checkpoint holds or of a name the job still declares —
+/// is an error naming the state and what to do, and nothing is changed.
 pub(crate) fn plan_states(
     stored: &[StateRecord],
     declared: &[StateDescriptor],
@@ -356,6 +356,34 @@ mod tests {
         let both = [stored("a", "Str", "U64"), stored("b", "Str", "U64")];
         let declared_both = [declared("a", "Str", "U64"), declared("b", "Str", "U64")];
         assert!(plan_states(&both, &declared_both, &swap).is_err());
+    }
+
+    #[test]
+    fn a_renamed_state_whose_old_name_is_declared_again_is_refused() {
+        let changes = StateChanges {
+            rename: [("old".to_owned(), "new".to_owned())].into(),
+            ..StateChanges::default()
+        };
+        let (name, reason) = plan_states(
+            &[stored("old", "Str", "U64")],
+            &[declared("old", "Str", "U64"), declared("new", "Str", "U64")],
+            &changes,
+        )
+        .unwrap_err();
+        assert_eq!(name, "old");
+        assert!(reason.contains("declared by an operator"), "{reason}");
+        let itself = StateChanges {
+            rename: [("old".to_owned(), "old".to_owned())].into(),
+            ..StateChanges::default()
+        };
+        let (name, reason) = plan_states(
+            &[stored("old", "Str", "U64")],
+            &[declared("old", "Str", "U64")],
+            &itself,
+        )
+        .unwrap_err();
+        assert_eq!(name, "old");
+        assert!(reason.contains("itself"), "{reason}");
     }
 
     #[test]

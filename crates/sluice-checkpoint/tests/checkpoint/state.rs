@@ -929,6 +929,27 @@ fn a_rename_onto_a_state_the_checkpoint_holds_is_refused() {
     assert_eq!(image(&store), before);
 }
 
+/// Regression: renaming a state while an operator of the job kept its old
+/// name was accepted, then the old name's family was dropped as an orphan,
+/// so every commit of that operator failed with an unknown family.
+#[test]
+fn a_rename_of_a_name_the_job_still_declares_is_refused() {
+    let dir = checkpoint_with_state();
+    let mut store = open(dir.path()).unwrap();
+    let before = image(&store);
+    let graph = new_graph(4);
+    count_words(&graph, "counts");
+    count_words(&graph, "counts_v1");
+    total_words(&graph, "totals");
+    let err = store
+        .open_states(&graph.states(), &rename("counts", "counts_v1"))
+        .unwrap_err();
+    let (state, reason) = state_error(err);
+    assert_eq!(state, "counts");
+    assert!(reason.contains("declared by an operator"), "{reason}");
+    assert_eq!(image(&store), before);
+}
+
 #[test]
 fn a_dropped_state_is_gone_and_a_new_operator_of_its_name_starts_empty() {
     let dir = checkpoint_with_state();
