@@ -67,8 +67,9 @@ impl StatePlan {
 /// Decides what a job declaring `declared` (and `changes`) does with the
 /// `stored` states, or says why it must not start. Every state is either
 /// kept with the same types, renamed, dropped or new; anything else — a
-/// stored state no operator declares, a changed key or state type — is an
-/// error naming the state and what to do, and nothing is changed.
+/// stored state no operator declares, a changed key or state type, a rename
+/// onto a name the checkpoint holds or of a name the job still declares —
+/// is an error naming the state and what to do, and nothing is changed.
 pub(crate) fn plan_states(
     stored: &[StateRecord],
     declared: &[StateDescriptor],
@@ -101,6 +102,23 @@ pub(crate) fn plan_states(
         if !renamed_to.insert(new.as_str()) {
             return Err((new.clone(), "is the new name of two renamed states".into()));
         }
+        if old == new {
+            return Err((
+                old.clone(),
+                "is renamed to itself; remove the rename".into(),
+            ));
+        }
+        if declared.contains_key(old.as_str()) {
+            // Its family would be dropped after the copy, leaving the
+            // operator with nowhere to commit.
+            return Err((
+                old.clone(),
+                format!(
+                    "is renamed to '{new}' and declared by an operator of this job at once; \
+                     remove one of the two"
+                ),
+            ));
+        }
         let Some(record) = declared.get(new.as_str()) else {
             return Err((
                 old.clone(),
@@ -108,7 +126,18 @@ pub(crate) fn plan_states(
             ));
         };
         match (stored.get(old.as_str()), stored.get(new.as_str())) {
-            (_, Some(_)) => {} // renamed by an earlier start; done
+            // A rename removes the old name in the same write that adds the
+            // new one, so both stored is a conflict, not an earlier start.
+            (Some(_), Some(_)) => {
+                return Err((
+                    old.clone(),
+                    format!(
+                        "is renamed to '{new}', but the checkpoint holds a state named '{new}' \
+                         too; drop_state one of the two, or rename to a name it does not hold"
+                    ),
+                ))
+            }
+            (None, Some(_)) => {} // renamed by an earlier start; done
             (None, None) => {
                 return Err((
                     old.clone(),
@@ -301,6 +330,60 @@ mod tests {
         )
         .unwrap();
         assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn a_rename_onto_a_stored_state_is_refused() {
+        let changes = StateChanges {
+            rename: [("old".to_owned(), "new".to_owned())].into(),
+            ..StateChanges::default()
+        };
+        let (name, reason) = plan_states(
+            &[stored("old", "Str", "U64"), stored("new", "Str", "U64")],
+            &[declared("new", "Str", "U64")],
+            &changes,
+        )
+        .unwrap_err();
+        assert_eq!(name, "old");
+        assert!(reason.contains("holds a state named 'new'"), "{reason}");
+        // Two states swapping names are refused too.
+        let swap = StateChanges {
+            rename: [("a", "b"), ("b", "a")]
+                .map(|(o, n)| (o.to_owned(), n.to_owned()))
+                .into(),
+            ..StateChanges::default()
+        };
+        let both = [stored("a", "Str", "U64"), stored("b", "Str", "U64")];
+        let declared_both = [declared("a", "Str", "U64"), declared("b", "Str", "U64")];
+        assert!(plan_states(&both, &declared_both, &swap).is_err());
+    }
+
+    #[test]
+    fn a_renamed_state_whose_old_name_is_declared_again_is_refused() {
+        let changes = StateChanges {
+            rename: [("old".to_owned(), "new".to_owned())].into(),
+            ..StateChanges::default()
+        };
+        let (name, reason) = plan_states(
+            &[stored("old", "Str", "U64")],
+            &[declared("old", "Str", "U64"), declared("new", "Str", "U64")],
+            &changes,
+        )
+        .unwrap_err();
+        assert_eq!(name, "old");
+        assert!(reason.contains("declared by an operator"), "{reason}");
+        let itself = StateChanges {
+            rename: [("old".to_owned(), "old".to_owned())].into(),
+            ..StateChanges::default()
+        };
+        let (name, reason) = plan_states(
+            &[stored("old", "Str", "U64")],
+            &[declared("old", "Str", "U64")],
+            &itself,
+        )
+        .unwrap_err();
+        assert_eq!(name, "old");
+        assert!(reason.contains("itself"), "{reason}");
     }
 
     #[test]

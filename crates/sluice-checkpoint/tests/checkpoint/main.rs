@@ -6,4 +6,5 @@ mod open;
 mod plan;
 mod read_only;
 mod shuffle;
+mod state;
 mod util;

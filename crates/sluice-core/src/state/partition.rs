@@ -21,6 +21,13 @@ pub(crate) fn decode_pair<K: DeserializeOwned, S: DeserializeOwned>(
     Ok((k, entry))
 }
 
+/// Changed values of a key partition: value key → new entry bytes, `None`
+/// when removed.
+pub(crate) type ValueChanges = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Committed entries of a key partition: encoded key, key and entry.
+pub(crate) type Entries<K, S> = Vec<(Vec<u8>, K, Entry<S>)>;
+
 /// Reads and changes the state of key partition `partition`.
 pub(crate) struct PartitionState<'a> {
     store: &'a dyn StateStore,
@@ -28,9 +35,9 @@ pub(crate) struct PartitionState<'a> {
     family: &'a str,
     partition: u16,
     writes: WriteSet,
-    /// Changed values (value key → new entry bytes, `None` when removed),
-    /// kept when the operator's state snapshots are asked for.
-    changes: Option<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Changed values, kept when the operator's state snapshots are asked
+    /// for.
+    changes: Option<ValueChanges>,
 }
 
 impl<'a> PartitionState<'a> {
@@ -106,9 +113,7 @@ impl<'a> PartitionState<'a> {
     }
 
     /// Every committed entry of the partition, in encoded-key order.
-    pub(crate) fn scan<K: DeserializeOwned, S: DeserializeOwned>(
-        &self,
-    ) -> Result<Vec<(Vec<u8>, K, Entry<S>)>> {
+    pub(crate) fn scan<K: DeserializeOwned, S: DeserializeOwned>(&self) -> Result<Entries<K, S>> {
         let (from, until) = layout::values_of(self.partition);
         let mut out = Vec::new();
         let mut failure = None;
@@ -201,7 +206,7 @@ impl<'a> PartitionState<'a> {
     }
 
     /// The staged writes, and the changed values if they were kept.
-    pub(crate) fn finish(self) -> (WriteSet, Option<BTreeMap<Vec<u8>, Option<Vec<u8>>>>) {
+    pub(crate) fn finish(self) -> (WriteSet, Option<ValueChanges>) {
         (self.writes, self.changes)
     }
 }
@@ -213,7 +218,7 @@ pub(crate) fn snapshot<K: DeserializeOwned, S: DeserializeOwned>(
     name: &str,
     family: &str,
     partition: u16,
-    changes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    changes: &ValueChanges,
 ) -> Result<Vec<(K, S)>> {
     let error = |source: BoxError| Error::State {
         state: name.to_owned(),

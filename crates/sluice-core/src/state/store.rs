@@ -32,6 +32,9 @@ pub trait StateStore: Send + Sync {
     ) -> Result<(), BoxError>;
 }
 
+/// Every family's keys and values, by family name.
+type Families = HashMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+
 /// Keyed state kept in memory, for running a [`StreamGraph`] without a
 /// checkpoint (tests, examples, benchmarks): apply each batch's writes
 /// with [`MemoryState::apply`] to commit them.
@@ -39,7 +42,7 @@ pub trait StateStore: Send + Sync {
 /// [`StreamGraph`]: crate::StreamGraph
 #[derive(Debug, Default)]
 pub struct MemoryState {
-    families: RwLock<HashMap<String, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    families: RwLock<Families>,
 }
 
 impl MemoryState {

@@ -2,7 +2,7 @@
 //! the key's state — Spark's `mapWithState`, with the state in the
 //! checkpoint and timeouts found through an index by expiry time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,7 @@ use crate::ops::keyed::{partitioner, reduce_partition};
 use crate::scope::{BatchScope, TaskContext};
 use crate::state::expiry::{deadline, due, Due};
 use crate::state::layout::{self, Entry};
-use crate::state::partition::{snapshot, PartitionState};
+use crate::state::partition::{snapshot, PartitionState, ValueChanges};
 use crate::state::{family_of, State, StateDescriptor, StateSpec};
 use crate::stream::{next_stage_id, Node, PartIter};
 use crate::{DStream, Result, WriteSet};
@@ -25,7 +25,7 @@ const OPERATOR: &str = "map_with_state";
 
 /// Changed values per key partition (value key → entry bytes, `None` when
 /// removed), kept for the state snapshots.
-type Changes = Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+type Changes = Vec<ValueChanges>;
 
 struct MapWithState<K, V, S, U> {
     id: usize,
@@ -113,7 +113,7 @@ fn map_partition<K, V, S, U>(
     spec: &StateSpec<K, V, S, U>,
     partitions: usize,
     values: Vec<(K, V)>,
-) -> Result<(Vec<U>, WriteSet, Option<BTreeMap<Vec<u8>, Option<Vec<u8>>>>)>
+) -> Result<(Vec<U>, WriteSet, Option<ValueChanges>)>
 where
     K: Hash + Eq + Clone + Serialize + DeserializeOwned,
     S: Clone + Serialize + DeserializeOwned,
