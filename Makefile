@@ -54,6 +54,7 @@ bench: setup
 	$(CARGO) bench --bench pipeline
 	$(CARGO) bench --bench kafka_throughput
 	$(CARGO) bench --bench dead_letters
+	$(CARGO) bench --bench state
 
 lint: setup-lite
 	$(CARGO) fmt --all --check
