@@ -103,7 +103,7 @@ pub mod state {
 
     pub use sluice_core::state::{
         key_partition_range, read_state, MapWithStateStream, MemoryState, State, StateDescriptor,
-        StateSpec, StateStore,
+        StateSpec, StateStore, Table,
     };
 }
 

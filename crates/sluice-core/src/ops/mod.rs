@@ -11,4 +11,4 @@ mod transform;
 mod union;
 
 pub use keyed::MAX_SHUFFLE_PARTITIONS;
-pub use state::MapWithStateStream;
+pub use state::{MapWithStateStream, Table};

@@ -25,7 +25,7 @@ mod store;
 
 use serde::de::DeserializeOwned;
 
-pub use crate::ops::MapWithStateStream;
+pub use crate::ops::{MapWithStateStream, Table};
 pub use layout::partition_range as key_partition_range;
 pub use spec::{State, StateSpec};
 pub use store::{MemoryState, StateStore};

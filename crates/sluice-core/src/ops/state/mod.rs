@@ -1,4 +1,5 @@
-//! Stateful operators: `update_state_by_key` and `map_with_state`.
+//! Stateful operators: `update_state_by_key`, `map_with_state`, and tables
+//! (`to_table`, `lookup_join`).
 //!
 //! Both shuffle the batch's pairs by key to the job's shuffle partitions —
 //! which are also the key partitions of their state — and run one task per
@@ -7,9 +8,11 @@
 //! staging them itself, so an attempt that fails leaves nothing behind.
 
 mod map_with_state;
+mod table;
 mod update;
 
 pub use map_with_state::MapWithStateStream;
+pub use table::Table;
 
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
