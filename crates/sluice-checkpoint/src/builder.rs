@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::memory::{Memory, DEFAULT_CACHE_BYTES, MIN_CACHE_BYTES};
 use crate::{Error, Result, RocksCheckpoint};
 
 /// Batch records kept by default: enough history for a UI and for
@@ -28,6 +29,7 @@ pub struct RocksCheckpointBuilder {
     pub(crate) app_id: Option<String>,
     pub(crate) sync: bool,
     pub(crate) retain_batches: usize,
+    pub(crate) cache_bytes: usize,
 }
 
 impl RocksCheckpointBuilder {
@@ -38,6 +40,7 @@ impl RocksCheckpointBuilder {
             app_id: None,
             sync: true,
             retain_batches: DEFAULT_RETAINED_BATCHES,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 
@@ -66,6 +69,17 @@ impl RocksCheckpointBuilder {
         self
     }
 
+    /// The memory RocksDB may use for the checkpoint, in bytes (default
+    /// 128 MiB, at least 4 MiB): one LRU block cache shared by every
+    /// family — results, keyed state, offsets — which also holds index and
+    /// filter blocks and is charged for the memtables (at most half of
+    /// it). State larger than this stays on disk and is read through the
+    /// cache, so the process does not grow with the number of keys.
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
     /// Validates the configuration, then opens or creates the checkpoint.
     ///
     /// A new or empty directory starts a new checkpoint. Anything else must
@@ -73,7 +87,22 @@ impl RocksCheckpointBuilder {
     /// otherwise the error says what was found and nothing is written.
     pub fn open(self) -> Result<RocksCheckpoint> {
         let app_id = validate(&self.dir, self.app_id.as_deref(), self.retain_batches)?;
-        RocksCheckpoint::open_read_write(&self.dir, &app_id, self.sync, self.retain_batches)
+        if self.cache_bytes < MIN_CACHE_BYTES {
+            return Err(Error::Config {
+                path: self.dir,
+                reason: format!(
+                    "cache_bytes is {}; the checkpoint needs at least {MIN_CACHE_BYTES} bytes (4 MiB)",
+                    self.cache_bytes
+                ),
+            });
+        }
+        RocksCheckpoint::open_read_write(
+            &self.dir,
+            &app_id,
+            self.sync,
+            self.retain_batches,
+            Memory::new(self.cache_bytes),
+        )
     }
 }
 

@@ -20,12 +20,13 @@ use sluice_core::state::{family_of, StateDescriptor, StateStore, STATE_FAMILY_PR
 use sluice_core::{TopicPartition, Write};
 
 use crate::keys::{self, SCHEMA_VERSION};
+use crate::memory::{Memory, DEFAULT_CACHE_BYTES};
 use crate::state::{plan_states, RocksState};
 use crate::validate::{
     check_meta, classify_dir, parse_shuffle_partitions, DirKind, MetaState, StoredMeta,
 };
 use crate::{
-    builder, merge, BatchRecord, CheckpointStore, Commit, Error, Result, RocksCheckpointBuilder,
+    builder, BatchRecord, CheckpointStore, Commit, Error, Result, RocksCheckpointBuilder,
     StateChanges, StateRecord,
 };
 
@@ -61,6 +62,8 @@ pub struct RocksCheckpoint {
     read_only: bool,
     sync: bool,
     retain_batches: usize,
+    /// The cache and memtable budget every family is opened with.
+    memory: Memory,
     /// Every column family, internal ones included.
     families: BTreeSet<String>,
     /// Id of the last committed batch.
@@ -91,14 +94,15 @@ impl RocksCheckpoint {
             DirKind::Foreign => return Err(Error::NotACheckpoint { path }),
         }
         let families = list_families(&path)?;
+        let memory = Memory::new(DEFAULT_CACHE_BYTES);
         let db = Db::open_cf_descriptors_read_only(
-            &db_options(false),
+            &memory.db_options(false),
             &path,
-            descriptors(&families),
+            descriptors(&memory, &families),
             false,
         )
         .map_err(|e| open_error(&path, e))?;
-        let mut store = Self::new(db, path, families, true, false, 1);
+        let mut store = Self::new(db, path, families, memory, true, false, 1);
         match check_meta(&store.path, &store.stored_meta()?, &app_id)? {
             MetaState::Ready => {}
             // A first start is still writing its metadata: nothing to read.
@@ -132,6 +136,7 @@ impl RocksCheckpoint {
         app_id: &str,
         sync: bool,
         retain_batches: usize,
+        memory: Memory,
     ) -> Result<Self> {
         let path = dir.to_owned();
         let (families, create) = match inspect_dir(&path)? {
@@ -148,9 +153,13 @@ impl RocksCheckpoint {
                 (new.map(|f| f.to_string()).collect(), true)
             }
         };
-        let db = Db::open_cf_descriptors(&db_options(create), &path, descriptors(&families))
-            .map_err(|e| open_error(&path, e))?;
-        let mut store = Self::new(db, path, families, false, sync, retain_batches);
+        let db = Db::open_cf_descriptors(
+            &memory.db_options(create),
+            &path,
+            descriptors(&memory, &families),
+        )
+        .map_err(|e| open_error(&path, e))?;
+        let mut store = Self::new(db, path, families, memory, false, sync, retain_batches);
         match check_meta(&store.path, &store.stored_meta()?, app_id)? {
             MetaState::Ready => {}
             MetaState::Unfinished => store.initialise(app_id)?,
@@ -169,12 +178,14 @@ impl RocksCheckpoint {
         db: Db,
         path: PathBuf,
         families: BTreeSet<String>,
+        memory: Memory,
         read_only: bool,
         sync: bool,
         retain_batches: usize,
     ) -> Self {
         Self {
             db: Arc::new(db),
+            memory,
             path,
             read_only,
             sync,
@@ -191,7 +202,7 @@ impl RocksCheckpoint {
         for family in keys::INTERNAL {
             if !self.families.contains(family) {
                 self.db
-                    .create_cf(family, &family_options())
+                    .create_cf(family, &self.memory.family_options())
                     .map_err(self.rocks_error("create internal families in"))?;
                 self.families.insert(family.to_owned());
             }
@@ -341,7 +352,7 @@ impl RocksCheckpoint {
                 .map_err(self.rocks_error("drop a family of"))?;
         }
         self.db
-            .create_cf(family, &family_options())
+            .create_cf(family, &self.memory.family_options())
             .map_err(self.rocks_error("create a family in"))?;
         self.families.insert(family.to_owned());
         Ok(())
@@ -546,7 +557,7 @@ impl CheckpointStore for RocksCheckpoint {
             return Ok(());
         }
         self.db
-            .create_cf(name, &family_options())
+            .create_cf(name, &self.memory.family_options())
             .map_err(self.rocks_error("create a family in"))?;
         self.families.insert(name.to_owned());
         tracing::info!(path = %self.path.display(), family = name, "created family");
@@ -757,25 +768,10 @@ fn decode_counter(family: &str, key: &[u8], value: &[u8]) -> Result<i64> {
     })
 }
 
-fn family_options() -> Options {
-    let mut options = Options::default();
-    options.set_merge_operator_associative(merge::NAME, merge::add_i64);
-    options
-}
-
-fn db_options(create: bool) -> Options {
-    let mut options = family_options();
-    options.create_if_missing(create);
-    options.create_missing_column_families(create);
-    // RocksDB keeps 1000 info logs by default; they are only for debugging.
-    options.set_keep_log_file_num(10);
-    options
-}
-
-fn descriptors(families: &BTreeSet<String>) -> Vec<ColumnFamilyDescriptor> {
+fn descriptors(memory: &Memory, families: &BTreeSet<String>) -> Vec<ColumnFamilyDescriptor> {
     families
         .iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, family_options()))
+        .map(|name| ColumnFamilyDescriptor::new(name, memory.family_options()))
         .collect()
 }
 

@@ -48,6 +48,7 @@ pub struct StreamingContextBuilder {
     task_attempts: u32,
     on_batch_failure: BatchFailurePolicy,
     checkpoint_sync: bool,
+    checkpoint_cache_bytes: usize,
     stop_on_signals: bool,
     kafka_outage_timeout: Duration,
     rate_limits: RateLimits,
@@ -73,6 +74,7 @@ impl StreamingContextBuilder {
             task_attempts: 4,
             on_batch_failure: BatchFailurePolicy::Stop,
             checkpoint_sync: true,
+            checkpoint_cache_bytes: sluice_checkpoint::DEFAULT_CACHE_BYTES,
             stop_on_signals: true,
             kafka_outage_timeout: Duration::from_secs(300),
             rate_limits: RateLimits::new(),
@@ -143,6 +145,15 @@ impl StreamingContextBuilder {
     /// batches on power loss for latency; a process crash loses nothing.
     pub fn checkpoint_sync(mut self, sync: bool) -> Self {
         self.checkpoint_sync = sync;
+        self
+    }
+
+    /// The memory RocksDB may use for the checkpoint — keyed state,
+    /// results and offsets — in bytes (default 128 MiB, at least 4 MiB; see
+    /// `RocksCheckpointBuilder::cache_bytes`). State larger than this stays
+    /// on disk, so the job's memory does not grow with its number of keys.
+    pub fn checkpoint_cache_bytes(mut self, bytes: usize) -> Self {
+        self.checkpoint_cache_bytes = bytes;
         self
     }
 
@@ -256,6 +267,7 @@ impl StreamingContextBuilder {
         let store = RocksCheckpoint::builder(&checkpoint_dir)
             .app_id(&app_id)
             .sync(self.checkpoint_sync)
+            .cache_bytes(self.checkpoint_cache_bytes)
             .open()?;
         let graph = StreamGraph::new();
         graph.set_poison_policy(self.poison);

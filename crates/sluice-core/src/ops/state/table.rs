@@ -172,7 +172,7 @@ where
                         .or_else(|| stored.get(&key))
                         .cloned()
                         .flatten();
-                    (keep_missing || found.is_some()).then(|| (key, (value, found)))
+                    (keep_missing || found.is_some()).then_some((key, (value, found)))
                 })
                 .collect::<Vec<_>>())
         })?;
