@@ -102,8 +102,8 @@ pub mod state {
     //! timeout model and upgrades.
 
     pub use sluice_core::state::{
-        key_partition_range, read_state, MapWithStateStream, MemoryState, State, StateDescriptor,
-        StateSpec, StateStore, Table,
+        key_partition_range, read_state, MapWithStateStream, MemoryState, Migration, State,
+        StateDescriptor, StateSpec, StateStore, Table,
     };
 }
 

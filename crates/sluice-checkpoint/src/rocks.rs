@@ -621,6 +621,29 @@ impl CheckpointStore for RocksCheckpoint {
         for name in &plan.drop {
             batch.delete_cf(&meta, keys::state_record_key(name));
         }
+        for record in &plan.migrate {
+            // Converted in the same write as the new record: a start that
+            // stops half-way leaves the old state, never a mix.
+            let migration = &changes.migrate[&record.name];
+            let family = family_of(&record.name);
+            let cf = self.internal(&family)?;
+            let mut converted = 0u64;
+            for entry in self.iterate(Arc::clone(&cf)) {
+                let (key, value) = entry?;
+                if let Some(new) = migration.convert(&key, &value) {
+                    let new = new.map_err(|e| {
+                        self.state_error(
+                            &record.name,
+                            format!("cannot be migrated: a stored state does not convert: {e}"),
+                        )
+                    })?;
+                    batch.put_cf(&cf, key, new);
+                    converted += 1;
+                }
+            }
+            batch.put_cf(&meta, keys::state_record_key(&record.name), json(record));
+            tracing::info!(state = %record.name, keys = converted, "migrated state to its new type");
+        }
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db
@@ -648,6 +671,7 @@ impl CheckpointStore for RocksCheckpoint {
                 created = ?plan.create.iter().map(|r| &r.name).collect::<Vec<_>>(),
                 renamed = ?plan.rename.iter().map(|(old, r)| (old, &r.name)).collect::<Vec<_>>(),
                 dropped = ?plan.drop,
+                migrated = ?plan.migrate.iter().map(|r| &r.name).collect::<Vec<_>>(),
                 "opened the job's states"
             );
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 use serde::{Deserialize, Serialize};
-use sluice_core::state::{StateDescriptor, StateStore};
+use sluice_core::state::{Migration, StateDescriptor, StateStore};
 use sluice_core::BoxError;
 
 use crate::rocks::Db;
@@ -38,13 +38,15 @@ impl From<&StateDescriptor> for StateRecord {
 }
 
 /// What the job declares about states it no longer keeps under the same
-/// name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// name or type.
+#[derive(Debug, Clone, Default)]
 pub struct StateChanges {
     /// States to delete, with their data.
     pub drop: BTreeSet<String>,
     /// States to keep under a new name: old name → new name.
     pub rename: BTreeMap<String, String>,
+    /// States whose type changed, with how to convert each stored state.
+    pub migrate: BTreeMap<String, Migration>,
 }
 
 /// What opening a job's states does to the checkpoint.
@@ -56,11 +58,16 @@ pub(crate) struct StatePlan {
     pub(crate) rename: Vec<(String, StateRecord)>,
     /// Stored states deleted.
     pub(crate) drop: Vec<String>,
+    /// Stored states converted to their new type, with the new record.
+    pub(crate) migrate: Vec<StateRecord>,
 }
 
 impl StatePlan {
     pub(crate) fn is_empty(&self) -> bool {
-        self.create.is_empty() && self.rename.is_empty() && self.drop.is_empty()
+        self.create.is_empty()
+            && self.rename.is_empty()
+            && self.drop.is_empty()
+            && self.migrate.is_empty()
     }
 }
 
@@ -169,7 +176,31 @@ pub(crate) fn plan_states(
     }
     for (name, record) in &declared {
         match stored.get(name) {
-            Some(old) => check_types(old, record).map_err(|r| ((*name).to_owned(), r))?,
+            Some(old) => match changes.migrate.get(*name) {
+                Some(migration) if old.state_shape != record.state_shape => {
+                    if migration.from_shape() != old.state_shape
+                        || migration.to_shape() != record.state_shape
+                    {
+                        return Err((
+                            (*name).to_owned(),
+                            format!(
+                                "has a migration from {} to {}, but the checkpoint holds {} and \
+                                 the job declares {}",
+                                migration.from_shape(),
+                                migration.to_shape(),
+                                old.state_shape,
+                                record.state_shape
+                            ),
+                        ));
+                    }
+                    let mut unchanged = record.clone();
+                    unchanged.state_shape = old.state_shape.clone();
+                    check_types(old, &unchanged).map_err(|r| ((*name).to_owned(), r))?;
+                    plan.migrate.push(record.clone());
+                }
+                // Migrated by an earlier start, or nothing to migrate.
+                _ => check_types(old, record).map_err(|r| ((*name).to_owned(), r))?,
+            },
             None if changes.rename.values().any(|n| n == name) => {}
             None => plan.create.push(record.clone()),
         }
@@ -181,7 +212,8 @@ fn check_types(stored: &StateRecord, declared: &StateRecord) -> Result<(), Strin
     let changed = |what: &str, old: &str, new: &str| {
         format!(
             "has a changed {what} type: the checkpoint holds {old}, the job declares {new}; \
-             keep the old type, or give the operator a new name and drop_state the old one"
+             keep the old type, declare migrate_state with a conversion, or give the operator \
+             a new name and drop_state the old one"
         )
     };
     if stored.operator != declared.operator {
@@ -309,6 +341,7 @@ mod tests {
         let changes = StateChanges {
             drop: ["gone".to_owned()].into(),
             rename: [("old".to_owned(), "new".to_owned())].into(),
+            ..StateChanges::default()
         };
         let plan = plan_states(
             &[stored("old", "Str", "U64"), stored("gone", "Str", "U64")],

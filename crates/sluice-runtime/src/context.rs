@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Sender};
 use sluice_checkpoint::{CheckpointStore, RocksCheckpoint, StateChanges, RESERVED_PREFIX};
+use sluice_core::state::Migration;
 use sluice_core::{DStream, PoisonPolicy, RateLimits, Record, StreamGraph, MAX_SHUFFLE_PARTITIONS};
 use sluice_kafka::{KafkaReader, KafkaSource};
 
@@ -456,6 +457,38 @@ impl StreamingContext {
     pub fn rename_state(&self, old: &str, new: &str) -> Result<()> {
         self.change_states("a rename_state", |changes| {
             changes.rename.insert(old.to_owned(), new.to_owned());
+        })
+    }
+
+    /// Converts the keyed state named `name` to the type its operator now
+    /// declares, with `migration`: at start, when the checkpoint holds the
+    /// migration's old type, every stored state is converted in one atomic
+    /// write (so the converted state is held in memory once), and the
+    /// operator starts on the new type; later starts find it done. The key
+    /// type must not change.
+    ///
+    /// ```no_run
+    /// # fn main() -> sluice_runtime::Result<()> {
+    /// use serde::{Deserialize, Serialize};
+    /// use sluice_core::state::Migration;
+    ///
+    /// #[derive(Clone, Serialize, Deserialize)]
+    /// struct Visits { count: u64, last_page: String }
+    ///
+    /// let ctx = sluice_runtime::StreamingContext::builder()
+    ///     .app_id("visits")
+    ///     .checkpoint_dir("checkpoints/visits")
+    ///     .build()?;
+    /// // The "visits" state used to be a bare count.
+    /// ctx.migrate_state("visits", Migration::new(|count: u64| Visits { count, last_page: String::new() }))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Fails with [`Error::RegisteredAfterStart`] after [`start`](Self::start).
+    #[must_use = "a change declared after the start is refused with this error"]
+    pub fn migrate_state(&self, name: &str, migration: Migration) -> Result<()> {
+        self.change_states("a migrate_state", |changes| {
+            changes.migrate.insert(name.to_owned(), migration);
         })
     }
 

@@ -51,7 +51,7 @@ pub enum Error {
     )]
     RegisteredAfterStart {
         /// What was refused: `"a Kafka stream"`, `"a listener"`, `"a
-        /// drop_state"` or `"a rename_state"`.
+        /// drop_state"`, `"a rename_state"` or `"a migrate_state"`.
         what: &'static str,
     },
     /// Defining the job's stream graph failed (an output registered after

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use sluice_checkpoint::{
     BatchRecord, CheckpointStore, Commit, Error, RocksCheckpoint, StateChanges, StateRecord,
 };
-use sluice_core::state::{family_of, State, StateSpec};
+use sluice_core::state::{family_of, Migration, State, StateSpec};
 use sluice_core::{
     run_task, BatchEnv, BatchInfo, BatchOutput, DStream, Executor, InlineExecutor, MemoryInput,
     StreamGraph, TaskFn, WriteSet,
@@ -791,7 +791,9 @@ mod v1 {
 
 mod v2 {
     /// The same session with a field added.
-    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    #[derive(
+        Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    )]
     pub(crate) struct Session {
         pub(crate) clicks: u64,
         pub(crate) last_ms: i64,
@@ -861,6 +863,66 @@ fn a_changed_state_or_key_type_is_refused_naming_the_state() {
         read::<v1::Session>(&store, "sessions"),
         [("a", 1), ("b", 1)].map(|(k, clicks)| (k.to_owned(), v1::Session { clicks }))
     );
+}
+
+fn migrate(name: &str, migration: Migration) -> StateChanges {
+    StateChanges {
+        migrate: [(name.to_owned(), migration)].into(),
+        ..StateChanges::default()
+    }
+}
+
+#[test]
+fn a_declared_migration_converts_every_state_once() {
+    let dir = TempDir::new().unwrap();
+    let old = new_graph(2);
+    keep(&old, "sessions", |w| w, |clicks| v1::Session { clicks });
+    let mut store = open(dir.path()).unwrap();
+    open_states(&mut store, &old).unwrap();
+    step(&old, &mut store, 0, 0, &one(&["a", "b", "c"]));
+
+    let new = new_graph(2);
+    keep(
+        &new,
+        "sessions",
+        |w| w,
+        |clicks| v2::Session { clicks, last_ms: 0 },
+    );
+    let to_v2 = |s: v1::Session| v2::Session {
+        clicks: s.clicks * 10,
+        last_ms: -1,
+    };
+    // A migration from another type than the stored one is refused.
+    let wrong = migrate(
+        "sessions",
+        Migration::new(|n: u64| v2::Session {
+            clicks: n,
+            last_ms: 0,
+        }),
+    );
+    let before = image(&store);
+    let (state, reason) = state_error(store.open_states(&new.states(), &wrong).unwrap_err());
+    assert_eq!(state, "sessions");
+    assert!(reason.contains("has a migration from"), "{reason}");
+    assert_eq!(image(&store), before);
+
+    let changes = migrate("sessions", Migration::new(to_v2));
+    store.open_states(&new.states(), &changes).unwrap();
+    let migrated = [("a", 10), ("b", 10), ("c", 10)].map(|(k, clicks)| {
+        (
+            k.to_owned(),
+            v2::Session {
+                clicks,
+                last_ms: -1,
+            },
+        )
+    });
+    assert_eq!(read::<v2::Session>(&store, "sessions"), migrated);
+    // The next start finds it done; the old job is refused now.
+    store.open_states(&new.states(), &changes).unwrap();
+    assert_eq!(read::<v2::Session>(&store, "sessions"), migrated);
+    let (_, reason) = state_error(open_states(&mut store, &old).unwrap_err());
+    assert!(reason.contains("changed state type"), "{reason}");
 }
 
 fn rename(old: &str, new: &str) -> StateChanges {

@@ -18,6 +18,7 @@
 
 pub(crate) mod expiry;
 pub(crate) mod layout;
+mod migration;
 pub(crate) mod partition;
 mod shape;
 mod spec;
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 
 pub use crate::ops::{MapWithStateStream, Table};
 pub use layout::partition_range as key_partition_range;
+pub use migration::Migration;
 pub use spec::{State, StateSpec};
 pub use store::{MemoryState, StateStore};
 
