@@ -246,3 +246,139 @@ fn a_stateful_operator_renamed_without_declaring_it_stops_the_start_and_changes_
         "{error}"
     );
 }
+
+/// The child of [`state_larger_than_the_cache_stays_on_disk`]: writes
+/// `SLUICE_STATE_MEMORY_KEYS` distinct keys into `map_with_state` on a
+/// checkpoint with an 8 MiB cache, then prints its peak resident memory.
+/// Does nothing unless the parent started it.
+#[test]
+#[ignore = "run by state_larger_than_the_cache_stays_on_disk in a process of its own"]
+fn state_memory_child() {
+    use std::num::NonZeroUsize;
+    use std::sync::Arc;
+
+    use sluice::__private::{BatchEnv, MemoryInput, StreamGraph, WorkerPool};
+    use sluice::checkpoint::{BatchRecord, Commit, StateChanges};
+    use sluice::stream::BatchInfo;
+
+    const PER_BATCH: u64 = 100_000;
+    let Some(keys) = std::env::var("SLUICE_STATE_MEMORY_KEYS")
+        .ok()
+        .and_then(|k| k.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RocksCheckpoint::builder(dir.path())
+        .app_id("memory")
+        .sync(false)
+        .cache_bytes(8 << 20)
+        .open()
+        .unwrap();
+    let graph = StreamGraph::new();
+    graph.set_shuffle_partitions(NonZeroUsize::new(2).unwrap());
+    graph
+        .input()
+        .values_utf8()
+        .map(|key| (key, ()))
+        .map_with_state(
+            "counts",
+            StateSpec::function(|_: &String, _: Option<()>, count: &mut State<u64>| {
+                count.update(count.get().copied().unwrap_or(0) + 1);
+            }),
+        )
+        .foreach_batch(|_, _| Ok::<_, std::io::Error>(()))
+        .unwrap();
+    store
+        .open_states(&graph.states(), &StateChanges::default())
+        .unwrap();
+    let pool = Arc::new(WorkerPool::new(2, 1).unwrap());
+    for (id, from) in (0..keys).step_by(PER_BATCH as usize).enumerate() {
+        let until = (from + PER_BATCH).min(keys);
+        let input = MemoryInput::new()
+            .with_partition(
+                "keys",
+                0,
+                (from..until).step_by(2).map(|k| format!("key{k:09}")),
+            )
+            .with_partition(
+                "keys",
+                1,
+                (from + 1..until).step_by(2).map(|k| format!("key{k:09}")),
+            );
+        let info = BatchInfo::new(id as u64, SystemTime::now(), input.full_ranges());
+        let env =
+            BatchEnv::new(info, Arc::new(input), pool.clone()).with_state(store.state_store());
+        let output = graph.run(env).unwrap();
+        store
+            .commit(Commit {
+                record: BatchRecord::new(id as u64, 0),
+                next_offsets: Vec::new(),
+                writes: output.writes,
+            })
+            .unwrap();
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/self/status");
+    println!("\nPEAK_RSS_BYTES={}", peak * 1024);
+}
+
+/// The peak resident memory of a child writing `keys` keys of state.
+fn state_memory_peak(keys: u64) -> u64 {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "state::state_memory_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SLUICE_STATE_MEMORY_KEYS", keys.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running the state memory child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the child with {keys} keys failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PEAK_RSS_BYTES="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no peak in the child's output:\n{stdout}"))
+}
+
+#[test]
+fn state_larger_than_the_cache_stays_on_disk() {
+    // A million more keys: a state kept in a hash map of its 13-byte string
+    // keys and counts would add about 80 bytes per key (76 MiB); the cache
+    // (8 MiB, memtables included, full after the small run) bounds what
+    // RocksDB holds, so the peaks differ by allocator noise.
+    // SLUICE_STATE_MEMORY_BIG_KEYS=10000000 checks 10M keys (minutes in a
+    // debug build).
+    const SMALL: u64 = 300_000;
+    let big = std::env::var("SLUICE_STATE_MEMORY_BIG_KEYS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(SMALL + 1_000_000);
+    let (small_peak, big_peak) = (state_memory_peak(SMALL), state_memory_peak(big));
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "peak RSS: {:.0} MiB with {SMALL} keys, {:.0} MiB with {big} keys",
+        mib(small_peak),
+        mib(big_peak)
+    );
+    assert!(
+        big_peak <= small_peak + (24 << 20),
+        "{big} keys peaked at {:.0} MiB against {:.0} MiB for {SMALL}: state is held in memory",
+        mib(big_peak),
+        mib(small_peak)
+    );
+}
