@@ -19,11 +19,12 @@ CHECKPOINT_DIR ?= checkpoints
 # Prerequisites run in the order written (setup, lint, tests).
 .NOTPARALLEL:
 
-.PHONY: help setup setup-lite run test test-only bench lint fmt clean-checkpoints
+.PHONY: help setup setup-lite run sessions test test-only bench lint fmt clean-checkpoints
 
 help:
 	@echo "make setup              install system packages and the tansu broker"
 	@echo "make run ARGS='...'     run the wordcount example (release)"
+	@echo "make sessions ARGS='...' run the sessions example (keyed state, release)"
 	@echo "make test               setup, lint, then the whole test suite"
 	@echo "make bench              run the in-memory and the Kafka benchmarks"
 	@echo "make lint               rustfmt check and clippy -D warnings"
@@ -40,6 +41,9 @@ setup-lite:
 
 run: setup-lite
 	$(CARGO) run --release --example wordcount -- $(ARGS)
+
+sessions: setup-lite
+	$(CARGO) run --release --example sessions -- $(ARGS)
 
 test: setup lint test-only
 
