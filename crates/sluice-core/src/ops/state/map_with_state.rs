@@ -184,7 +184,14 @@ where
         outputs.push((spec.function)(&key, Some(value), &mut slots[i].state));
     }
 
-    let fresh: HashSet<Vec<u8>> = slots.iter().map(|s| s.key.clone()).collect();
+    // Keys with no value this batch whose timeout or TTL passed: found
+    // before the slots are consumed. Usually none are due, so the set of
+    // this batch's keys is only built when some are.
+    let mut due_keys = state.due(now)?;
+    if !due_keys.is_empty() {
+        let fresh: HashSet<&[u8]> = slots.iter().map(|s| s.key.as_slice()).collect();
+        due_keys.retain(|(_, key)| !fresh.contains(key.as_slice()));
+    }
     for slot in slots {
         let changed = slot.state.changed();
         match slot.state.into_value() {
@@ -209,12 +216,6 @@ where
         }
     }
 
-    // Keys with no value this batch whose timeout or TTL passed.
-    let due_keys: Vec<(i64, Vec<u8>)> = state
-        .due(now)?
-        .into_iter()
-        .filter(|(_, key)| !fresh.contains(key))
-        .collect();
     let encoded: Vec<Vec<u8>> = due_keys.iter().map(|(_, k)| k.clone()).collect();
     let (entries, _) = state.load::<S>(&encoded)?;
     for ((indexed, key), entry) in due_keys.into_iter().zip(entries) {
