@@ -248,8 +248,9 @@ fn a_stateful_operator_renamed_without_declaring_it_stops_the_start_and_changes_
 }
 
 /// The child of [`state_larger_than_the_cache_stays_on_disk`]: writes
-/// `SLUICE_STATE_MEMORY_KEYS` distinct keys into `map_with_state` on a
-/// checkpoint with an 8 MiB cache, then prints its peak resident memory.
+/// `SLUICE_STATE_MEMORY_KEYS` distinct keys, with a 100-byte state each,
+/// into `map_with_state` on a checkpoint with an 8 MiB cache, then prints
+/// its peak resident memory.
 /// Does nothing unless the parent started it.
 #[test]
 #[ignore = "run by state_larger_than_the_cache_stays_on_disk in a process of its own"]
@@ -283,8 +284,9 @@ fn state_memory_child() {
         .map(|key| (key, ()))
         .map_with_state(
             "counts",
-            StateSpec::function(|_: &String, _: Option<()>, count: &mut State<u64>| {
-                count.update(count.get().copied().unwrap_or(0) + 1);
+            StateSpec::function(|key: &String, _: Option<()>, page: &mut State<String>| {
+                // A 100-byte state per key.
+                page.update(format!("{key:>100}"));
             }),
         )
         .foreach_batch(|_, _| Ok::<_, std::io::Error>(()))
@@ -358,9 +360,10 @@ fn state_memory_peak(keys: u64) -> u64 {
 #[test]
 fn state_larger_than_the_cache_stays_on_disk() {
     // A million more keys: a state kept in a hash map of its 13-byte string
-    // keys and counts would add about 80 bytes per key (76 MiB); the cache
-    // (8 MiB, memtables included, full after the small run) bounds what
-    // RocksDB holds, so the peaks differ by allocator noise.
+    // keys and 100-byte states would add about 200 bytes per key (190 MiB);
+    // the cache (8 MiB, memtables included) bounds what RocksDB holds, so
+    // the peaks differ by what flushes and compactions hold at the moment
+    // and allocator noise (12 to 34 MiB seen).
     // SLUICE_STATE_MEMORY_BIG_KEYS=10000000 checks 10M keys (minutes in a
     // debug build).
     const SMALL: u64 = 300_000;
@@ -376,7 +379,7 @@ fn state_larger_than_the_cache_stays_on_disk() {
         mib(big_peak)
     );
     assert!(
-        big_peak <= small_peak + (24 << 20),
+        big_peak <= small_peak + (64 << 20),
         "{big} keys peaked at {:.0} MiB against {:.0} MiB for {SMALL}: state is held in memory",
         mib(big_peak),
         mib(small_peak)
