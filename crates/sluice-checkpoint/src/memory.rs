@@ -53,6 +53,10 @@ impl Memory {
         table.set_bloom_filter(10.0, false);
         options.set_block_based_table_factory(&table);
         options.set_write_buffer_size(self.write_buffer_bytes);
+        // Most lookups of a batch are for keys written before the current
+        // memtable: a Bloom filter over its whole keys skips the search.
+        options.set_memtable_whole_key_filtering(true);
+        options.set_memtable_prefix_bloom_ratio(0.05);
         options
     }
 

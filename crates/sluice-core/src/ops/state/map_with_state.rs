@@ -2,7 +2,7 @@
 //! the key's state — Spark's `mapWithState`, with the state in the
 //! checkpoint and timeouts found through an index by expiry time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::Hash;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{run_partitions, shuffle};
+use super::{run_partitions, shuffle, KeyMap};
 use crate::ops::keyed::{partitioner, reduce_partition};
 use crate::scope::{BatchScope, TaskContext};
 use crate::state::expiry::{deadline, due, Due};
@@ -119,7 +119,7 @@ where
     S: Clone + Serialize + DeserializeOwned,
 {
     let now = scope.info.time_ms();
-    let mut index: HashMap<K, usize> = HashMap::new();
+    let mut index: KeyMap<K, usize> = KeyMap::default();
     let mut keys: Vec<K> = Vec::new();
     for (key, _) in &values {
         if !index.contains_key(key) {

@@ -17,6 +17,10 @@ pub use table::Table;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// The hash map of a task's keys: foldhash, which is fast and seeded per
+/// map; nothing here depends on the order or the hash.
+type KeyMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 use super::shuffle::shuffle_by_key;
 use crate::scope::BatchScope;
 use crate::stream::Node;

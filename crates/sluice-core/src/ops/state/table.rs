@@ -2,14 +2,13 @@
 //! and the lookups that enrich another stream from it — Kafka Streams'
 //! KTable and stream–table join, reading only the keys a batch looks up.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{run_partitions, shuffle};
+use super::{run_partitions, shuffle, KeyMap};
 use crate::scope::{BatchScope, TaskContext};
 use crate::state::layout::Entry;
 use crate::state::partition::PartitionState;
@@ -21,7 +20,7 @@ const TABLE: &str = "to_table";
 
 /// This batch's last update of each key, per key partition (`None`: a
 /// tombstone).
-type Updates<K, V> = Vec<HashMap<K, Option<V>>>;
+type Updates<K, V> = Vec<KeyMap<K, Option<V>>>;
 
 /// Applies a batch's updates to the table: once per batch, whatever the
 /// number of lookups.
@@ -48,7 +47,7 @@ where
         let results = run_partitions(scope, TABLE, inputs, move |scope, part, values| {
             let mut state =
                 PartitionState::new(scope.state.as_ref(), &name, &family, part as u16, false);
-            let mut latest: HashMap<K, Option<V>> = HashMap::new();
+            let mut latest: KeyMap<K, Option<V>> = KeyMap::default();
             for (key, value) in values {
                 latest.insert(key, value);
             }
@@ -148,7 +147,7 @@ where
             );
             let updated = &updates[part];
             // One bulk read of the keys this batch did not update.
-            let mut stored: HashMap<K, Option<V>> = HashMap::new();
+            let mut stored: KeyMap<K, Option<V>> = KeyMap::default();
             let mut missing: Vec<K> = Vec::new();
             for (key, _) in &values {
                 if !updated.contains_key(key) && !stored.contains_key(key) {

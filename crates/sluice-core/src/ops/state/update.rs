@@ -1,14 +1,13 @@
 //! `update_state_by_key`: Spark's function of every key's new values and
 //! previous state, called for every key that has either.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{run_partitions, shuffle};
+use super::{run_partitions, shuffle, KeyMap};
 use crate::scope::{BatchScope, TaskContext};
 use crate::state::layout::Entry;
 use crate::state::partition::PartitionState;
@@ -86,7 +85,7 @@ where
     K: Hash + Eq + Clone + Serialize + DeserializeOwned,
     S: Serialize + DeserializeOwned,
 {
-    let mut new_values: HashMap<K, Vec<V>> = HashMap::new();
+    let mut new_values: KeyMap<K, Vec<V>> = KeyMap::default();
     let mut arrival: Vec<K> = Vec::new();
     for (key, value) in values {
         match new_values.get_mut(&key) {
