@@ -121,6 +121,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A window's length or slide is not allowed, or does not fit the batch
+    /// interval. A mistake in the job's code or configuration, reported
+    /// when the job starts or runs a batch; nothing is written.
+    #[error("window {operator}(\"{name}\"): {reason}")]
+    Window {
+        /// The name given to the windowed operator.
+        name: String,
+        /// The operator, such as `reduce_by_key_and_window`.
+        operator: &'static str,
+        /// What is wrong, with the values.
+        reason: String,
+    },
     /// The batch was cancelled (non-graceful stop).
     #[error("batch of {time:?} was cancelled")]
     Cancelled {

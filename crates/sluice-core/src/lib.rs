@@ -64,6 +64,7 @@ mod scope;
 mod sink;
 pub mod state;
 mod stream;
+pub mod window;
 mod writes;
 
 // Shown to users by the facade (`sluice::stream`, `sink`, `kafka`, `rate`

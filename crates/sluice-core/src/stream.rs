@@ -58,6 +58,7 @@ struct Outputs {
 struct States {
     descriptors: Vec<StateDescriptor>,
     errors: Vec<StateNameError>,
+    windows: Vec<crate::window::BatchWindow>,
 }
 
 /// A refused state declaration, turned into [`Error::StateName`] on demand
@@ -270,10 +271,36 @@ impl StreamGraph {
     ///
     /// [`check_name`]: crate::state::check_name
     pub fn check_states(&self) -> Result<()> {
-        match self.lock_states().errors.first() {
+        let states = self.lock_states();
+        match states.errors.first() {
             Some(error) => Err(error.to_error()),
-            None => Ok(()),
+            None => crate::window::check_windows(&states.windows),
         }
+    }
+
+    /// Fails, with [`Error::Window`] naming the operator and the values,
+    /// when a batch-time window's length or slide is not a multiple of
+    /// `interval` (or is not allowed at all: zero, or a slide longer than
+    /// the length). The runtime checks this with its batch interval when
+    /// the job starts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let words = graph.input().values_utf8();
+    /// words.count_by_window("words_90s", Duration::from_secs(90), Duration::from_secs(30));
+    /// assert!(graph.check_batch_interval(Duration::from_secs(10)).is_ok());
+    /// let error = graph.check_batch_interval(Duration::from_secs(60)).unwrap_err();
+    /// assert!(error.to_string().contains("words_90s"), "{error}");
+    /// ```
+    pub fn check_batch_interval(&self, interval: std::time::Duration) -> Result<()> {
+        crate::window::check_batch_interval(&self.lock_states().windows, interval)
+    }
+
+    /// Records a batch-time window for [`StreamGraph::check_batch_interval`]
+    /// and [`StreamGraph::check_states`].
+    pub(crate) fn declare_window(&self, window: crate::window::BatchWindow) {
+        self.lock_states().windows.push(window);
     }
 
     /// Records a stateful operator; a name taken or not allowed is kept

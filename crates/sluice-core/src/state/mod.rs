@@ -54,6 +54,11 @@ pub struct StateDescriptor {
     pub key_shape: String,
     /// The serde shape of the state type (JSON).
     pub state_shape: String,
+    /// Settings the stored state depends on besides its types, such as a
+    /// window's length and slide (`batch_time len_ms=600000
+    /// slide_ms=60000`); empty for operators without any. A job that
+    /// declares other parameters than the checkpoint holds must be refused.
+    pub params: String,
 }
 
 impl StateDescriptor {
@@ -66,7 +71,14 @@ impl StateDescriptor {
             operator,
             key_shape: shape::shape_of::<K>(),
             state_shape: shape::shape_of::<S>(),
+            params: String::new(),
         }
+    }
+
+    /// The same descriptor with `params` recorded.
+    pub(crate) fn with_params(mut self, params: String) -> Self {
+        self.params = params;
+        self
     }
 
     /// The checkpoint family the state lives in.

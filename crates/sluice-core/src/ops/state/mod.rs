@@ -49,7 +49,7 @@ where
 /// executor and returns the results in partition order. An attempt that
 /// failed consumed its input: a retry fails with [`Error::ShuffleLost`] and
 /// the batch is recomputed.
-fn run_partitions<I, R, F>(
+pub(crate) fn run_partitions<I, R, F>(
     scope: &Arc<BatchScope>,
     operator: &'static str,
     inputs: Vec<I>,

@@ -1,0 +1,53 @@
+//! Windowed operators, one family per file: the values of a batch-time
+//! window (`window`) and batch-time windowed reductions
+//! (`reduce_by_key_and_window` and the operators built on it).
+//!
+//! A window's contents are keyed state under the name the job gives it,
+//! read and staged like the state of `map_with_state`; see
+//! [`crate::window`] for what is emitted when.
+
+mod batch_time;
+mod batch_time_reduce;
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::state::StateDescriptor;
+use crate::window::panes::Panes;
+use crate::window::BatchWindow;
+use crate::{Error, StreamGraph};
+
+/// Declares a batch-time window named `name` on `graph`: its state, with
+/// key type `K`, state type `S` and the length and slide as parameters,
+/// and its length and slide for the checks at start. Returns its
+/// geometry, or why the length or slide is refused — the graph then
+/// refuses to start or run (see [`StreamGraph::check_states`]), so the
+/// operator never runs with it.
+fn declare<K: DeserializeOwned, S: DeserializeOwned>(
+    graph: &StreamGraph,
+    name: &str,
+    operator: &'static str,
+    len: Duration,
+    slide: Duration,
+) -> Result<Panes, String> {
+    graph.declare_state(
+        StateDescriptor::of::<K, S>(name, operator).with_params(Panes::params(len, slide)),
+    );
+    graph.declare_window(BatchWindow {
+        name: name.to_owned(),
+        operator,
+        len,
+        slide,
+    });
+    Panes::new(len, slide)
+}
+
+/// The error of a window whose geometry was refused.
+fn refused(name: &str, operator: &'static str, reason: &str) -> Error {
+    Error::Window {
+        name: name.to_owned(),
+        operator,
+        reason: reason.to_owned(),
+    }
+}
