@@ -15,6 +15,7 @@ use sluice_core::{
 // Operator families with tests of their own.
 mod join;
 mod table;
+mod window;
 
 /// Runs a stage's tasks on three scoped threads at once, each thread taking
 /// the next task index, so tasks of one stage really run in parallel.

@@ -85,7 +85,7 @@ impl<V: Clone> WindowPanes<V> {
             .iter()
             .filter(|(p, _)| first <= *p && *p <= last)
             .map(|(_, v)| v.clone())
-            .reduce(|a, b| reduce(a, b))
+            .reduce(reduce)
     }
 
     /// The key's value in the window `first..=last`: its running value with
@@ -112,6 +112,9 @@ impl<V: Clone> WindowPanes<V> {
     }
 }
 
+/// The inverse function and the filter of the incremental form.
+type Incremental<K, V> = (Arc<ReduceFn<V>>, Option<Arc<FilterFn<K, V>>>);
+
 fn entry<V>(state: WindowPanes<V>) -> Entry<WindowPanes<V>> {
     Entry {
         state,
@@ -128,7 +131,7 @@ struct KeyedWindow<K, V> {
     panes: std::result::Result<Panes, String>,
     reduce: Arc<ReduceFn<V>>,
     /// The inverse function and filter of the incremental form.
-    inverse: Option<(Arc<ReduceFn<V>>, Option<Arc<FilterFn<K, V>>>)>,
+    inverse: Option<Incremental<K, V>>,
 }
 
 impl<K, V> KeyedWindow<K, V>
@@ -450,7 +453,7 @@ where
         len: Duration,
         slide: Duration,
         reduce: Arc<ReduceFn<V>>,
-        inverse: Option<(Arc<ReduceFn<V>>, Option<Arc<FilterFn<K, V>>>)>,
+        inverse: Option<Incremental<K, V>>,
     ) -> DStream<(K, V)> {
         let panes = declare::<K, WindowPanes<V>>(&self.graph, name, operator, len, slide);
         let combine = Arc::clone(&reduce);
