@@ -265,7 +265,10 @@ impl StreamGraph {
     }
 
     /// Fails when the job's stateful operators are not valid: two share a
-    /// name, or a name is not allowed (see [`check_name`]). The runtime
+    /// name, a name is not allowed (see [`check_name`]), or a window's
+    /// length or slide is not allowed whatever the batch interval (zero,
+    /// or a slide longer than the length; see
+    /// [`StreamGraph::check_batch_interval`]). The runtime
     /// checks this when the job starts; [`StreamGraph::run`] before every
     /// batch.
     ///

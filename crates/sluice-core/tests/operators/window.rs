@@ -424,3 +424,48 @@ fn the_checkpoint_sees_each_windows_length_and_slide() {
     let _ = words.count_by_window("recent", Duration::from_secs(4), Duration::from_secs(2));
     assert!(graph.check_states().is_err());
 }
+
+#[test]
+fn a_job_may_switch_between_the_plain_and_the_incremental_form_under_one_name() {
+    let (len, slide) = (Duration::from_secs(3), Duration::from_secs(1));
+    let plain = |graph: &Arc<StreamGraph>| {
+        let pairs = graph.input().values_utf8().map(|w| (w, 1i64));
+        collect(&pairs.reduce_by_key_and_window("clicks", |a, b| a + b, len, slide))
+    };
+    let incremental = |graph: &Arc<StreamGraph>| {
+        let pairs = graph.input().values_utf8().map(|w| (w, 1i64));
+        let sum = InverseReduce::new(|a: i64, b| a + b, |a, b| a - b).filter(|_, v| *v != 0);
+        collect(&pairs.reduce_by_key_and_window_inv("clicks", sum, len, slide))
+    };
+    let batches: [&[&str]; 8] = [&["a", "b"], &["a"], &["c"], &[], &["a"], &[], &[], &[]];
+    let expected: [&[(&str, i64)]; 8] = [
+        &[("a", 1), ("b", 1)],
+        &[("a", 2), ("b", 1)],
+        &[("a", 2), ("b", 1), ("c", 1)],
+        &[("a", 1), ("c", 1)],
+        &[("a", 1), ("c", 1)],
+        &[("a", 1)],
+        &[("a", 1)],
+        &[],
+    ];
+    let state = Arc::new(MemoryState::new());
+    let (mut graph, mut seen) = (StreamGraph::new(), Seen::default());
+    for (i, (words, expected)) in batches.iter().zip(expected).enumerate() {
+        // Plain, then incremental from the third batch, then plain again.
+        if i == 0 || i == 2 || i == 5 {
+            graph = StreamGraph::new();
+            seen = if i == 2 {
+                incremental(&graph)
+            } else {
+                plain(&graph)
+            };
+            assert_eq!(graph.states()[0].operator, "reduce_by_key_and_window");
+        }
+        let output = run_words(&graph, &state, i as u64 + 1, words).unwrap();
+        state.apply(&output.writes);
+        let expected: Vec<(String, i64)> =
+            expected.iter().map(|(w, n)| (w.to_string(), *n)).collect();
+        assert_eq!(sorted(last(&seen).1), expected, "batch {i}");
+    }
+    assert_eq!(state.len(&sluice_core::state::family_of("clicks")), 0);
+}
