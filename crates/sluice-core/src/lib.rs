@@ -64,6 +64,7 @@ mod scope;
 mod sink;
 pub mod state;
 mod stream;
+mod window;
 mod writes;
 
 // Shown to users by the facade (`sluice::stream`, `sink`, `kafka`, `rate`
@@ -72,11 +73,13 @@ pub use batch::{Batch, BatchInfo};
 pub use env::BatchEnv;
 pub use error::{BoxError, Error, Result};
 pub use offset::{OffsetRange, TopicPartition};
+pub use ops::{EventTimeSpec, LateCount, OutputMode, Windowed};
 pub use poison::PoisonPolicy;
 pub use rate::{PidSettings, RateError, RateLimit, RateLimits, RateReason};
 pub use record::Record;
 pub use sink::{CounterSink, LatestValueSink, Sink};
 pub use stream::DStream;
+pub use window::assign::Window;
 pub use writes::{Write, WriteSet};
 
 // The engine's side, for the other sluice crates (the driver, the worker

@@ -9,6 +9,8 @@ mod shuffle;
 mod state;
 mod transform;
 mod union;
+mod window;
 
 pub use keyed::MAX_SHUFFLE_PARTITIONS;
 pub use state::{MapWithStateStream, Table};
+pub use window::{EventTimeSpec, LateCount, OutputMode, Windowed};
