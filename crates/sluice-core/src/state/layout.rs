@@ -179,9 +179,9 @@ mod tests {
                 prop_assert!(from <= bytes && bytes < until);
             }
             let (from, until) = partition_range(0);
-            for bytes in [watermark_key()] {
-                prop_assert!(from <= bytes && bytes < until);
-            }
+            let watermark = watermark_key();
+            prop_assert!(from <= watermark && watermark < until);
+            prop_assert_eq!(key_of_value(&watermark), None);
             let (from, until) = values_of(p);
             let value = value_key(p, &key);
             prop_assert!(from <= value && value < until);
