@@ -205,6 +205,27 @@ pub(crate) fn add<A: Clone>(
     changed
 }
 
+/// Merges `partial`, a window combined elsewhere (a map task), into the
+/// open windows of a key: into the same window, or for sessions every
+/// session it overlaps or touches. Returns the bounds of the window it
+/// ended in.
+pub(crate) fn merge<A: Clone>(
+    windows: &mut Vec<OpenWindow<A>>,
+    assigner: &Assigner,
+    partial: OpenWindow<A>,
+    combine: &dyn Fn(A, A) -> A,
+) -> (i64, i64) {
+    let OpenWindow { start, end, value } = partial;
+    if assigner.is_session() {
+        return merge_session(windows, start, end, value, combine);
+    }
+    match windows.binary_search_by(|w| (w.start, w.end).cmp(&(start, end))) {
+        Ok(i) => fold(&mut windows[i].value, value, combine),
+        Err(i) => windows.insert(i, OpenWindow { start, end, value }),
+    }
+    (start, end)
+}
+
 fn fold<A: Clone>(slot: &mut A, value: A, combine: &dyn Fn(A, A) -> A) {
     // `combine` takes its arguments by value; the clone is the price of
     // folding in place without an `Option` per window.
@@ -325,6 +346,38 @@ mod tests {
             prop_assert_eq!(changed.len(), open.len());
             prop_assert!(windows.iter().all(|x| x.end > w));
             prop_assert!(windows.windows(2).all(|p| (p[0].start, p[0].end) < (p[1].start, p[1].end)));
+        }
+    }
+
+    proptest! {
+        /// Combining records in groups (map tasks) and merging the groups'
+        /// windows gives the windows of adding every record in one place.
+        #[test]
+        fn merged_partial_windows_equal_windows_built_in_one_place(
+            records in proptest::collection::vec((0i64..1_000, 0usize..3), 0..40),
+            kind in prop_oneof![
+                (1i64..100, 1i64..100).prop_map(|(size, slide)| sliding(size, slide)),
+                (1i64..60).prop_map(|gap| Assigner::Session { gap }),
+            ],
+            open_after in proptest::option::of(0i64..500),
+        ) {
+            let sum = |a: u64, b: u64| a + b;
+            let mut whole = Vec::new();
+            let mut groups = vec![Vec::new(); 3];
+            for &(t, group) in &records {
+                if open_after.is_some_and(|w| kind.last_end(t).is_none_or(|end| end <= w)) {
+                    continue; // late: the operator never adds it
+                }
+                add(&mut whole, &kind, t, 1u64, open_after, &sum);
+                add(&mut groups[group], &kind, t, 1u64, open_after, &sum);
+            }
+            let mut merged = Vec::new();
+            for group in groups {
+                for partial in group {
+                    merge(&mut merged, &kind, partial, &sum);
+                }
+            }
+            prop_assert_eq!(merged, whole);
         }
     }
 

@@ -342,15 +342,27 @@ struct Tally {
     late: u64,
 }
 
+/// A key's windows as a map task combined them: sorted by start, and for
+/// sessions pairwise apart.
+type Partials<K, A> = (K, Vec<OpenWindow<A>>);
+
 /// A map task's result: a bucket per key partition, and its tallies.
 struct MapSide<K, A> {
-    buckets: Vec<Vec<(K, (i64, A))>>,
+    buckets: Vec<Vec<Partials<K, A>>>,
     tallies: Vec<Tally>,
 }
 
-fn map_side<K: Hash, A>(items: PartIter<'_, Mapped<K, A>>, reducers: usize) -> MapSide<K, A> {
-    let hasher = partitioner();
-    let mut buckets: Vec<Vec<(K, (i64, A))>> = (0..reducers).map(|_| Vec::new()).collect();
+/// The map-side combine: a task's on-time values folded into their keys'
+/// windows (only those ending after `judged_by`), so the shuffle moves one
+/// partial aggregate per key and window, keys in first-arrival order.
+fn map_side<K: Hash + Eq + Clone, V, A: Clone>(
+    items: PartIter<'_, Mapped<K, A>>,
+    core: &Core<K, V, A>,
+    judged_by: Option<i64>,
+    reducers: usize,
+) -> MapSide<K, A> {
+    let mut index: KeyMap<K, usize> = KeyMap::default();
+    let mut keys: Vec<Partials<K, A>> = Vec::new();
     let mut tallies: Vec<Tally> = Vec::new();
     let mut current = 0;
     let tally = |tallies: &mut Vec<Tally>, current: usize, time: i64| {
@@ -381,7 +393,22 @@ fn map_side<K: Hash, A>(items: PartIter<'_, Mapped<K, A>>, reducers: usize) -> M
             }
             Mapped::OnTime(key, time, value) => {
                 tally(&mut tallies, current, time);
-                buckets[reduce_partition(&hasher, &key, reducers)].push((key, (time, value)));
+                let at = match index.get(&key) {
+                    Some(&at) => at,
+                    None => {
+                        index.insert(key.clone(), keys.len());
+                        keys.push((key, Vec::new()));
+                        keys.len() - 1
+                    }
+                };
+                assign::add(
+                    &mut keys[at].1,
+                    &core.assigner,
+                    time,
+                    value,
+                    judged_by,
+                    &*core.combine,
+                );
             }
             Mapped::Late(time) => {
                 tally(&mut tallies, current, time);
@@ -389,6 +416,11 @@ fn map_side<K: Hash, A>(items: PartIter<'_, Mapped<K, A>>, reducers: usize) -> M
             }
             Mapped::Seen(time) => tally(&mut tallies, current, time),
         }
+    }
+    let hasher = partitioner();
+    let mut buckets: Vec<Vec<Partials<K, A>>> = (0..reducers).map(|_| Vec::new()).collect();
+    for (key, windows) in keys {
+        buckets[reduce_partition(&hasher, &key, reducers)].push((key, windows));
     }
     MapSide { buckets, tallies }
 }
@@ -448,13 +480,14 @@ where
             name: Arc::clone(&self.name),
             watermark: clocks.watermark,
         });
+        let (core, judged_by) = (Arc::clone(&self.core), clocks.watermark);
         let mapped = run_stage(scope, &stamp, OPERATOR, move |_, items| {
-            map_side(items, reducers)
+            map_side(items, &core, judged_by, reducers)
         })?;
 
         // Per input partition: the greatest event time and the late values.
         let mut partitions: BTreeMap<(Arc<str>, i32), (Option<i64>, u64)> = BTreeMap::new();
-        let mut inputs: Vec<Vec<(K, (i64, A))>> = (0..reducers).map(|_| Vec::new()).collect();
+        let mut inputs: Vec<Vec<Partials<K, A>>> = (0..reducers).map(|_| Vec::new()).collect();
         for side in mapped {
             for tally in side.tallies {
                 let at = tally.source.unwrap_or_else(|| (Arc::from(""), -1));
@@ -502,11 +535,11 @@ where
             Arc::clone(&self.family),
             Arc::clone(&self.core),
         );
-        let (judged_by, watermark) = (clocks.watermark, next.watermark);
+        let watermark = next.watermark;
         let results = run_partitions(scope, OPERATOR, inputs, move |scope, part, values| {
             let state =
                 PartitionState::new(scope.state.as_ref(), &name, &family, part as u16, false);
-            window_partition(&core, state, judged_by, watermark, values)
+            window_partition(&core, state, watermark, values)
         })?;
         let mut outputs = Vec::with_capacity(results.len());
         {
@@ -579,17 +612,15 @@ fn store<A: Serialize>(
     state.put(key, stored.flatten(), &entry)
 }
 
-/// One key partition of one batch: adds the values to their keys' open
-/// windows (only windows ending after `judged_by`, the watermark the
-/// values were judged by), then closes every window ending at or before
+/// One key partition of one batch: merges the map tasks' partial windows
+/// into their keys' open windows, then closes every window ending at or before
 /// `watermark`, touched keys first, then the keys the index says are due.
 /// Results are ordered by window end, then start.
 fn window_partition<K, V, A>(
     core: &Core<K, V, A>,
     mut state: PartitionState<'_>,
-    judged_by: Option<i64>,
     watermark: Option<i64>,
-    values: Vec<(K, (i64, A))>,
+    values: Vec<Partials<K, A>>,
 ) -> Result<(Vec<Windowed<K, A>>, WriteSet)>
 where
     K: Hash + Eq + Clone + Serialize + DeserializeOwned,
@@ -627,18 +658,13 @@ where
             },
         })
         .collect();
-    for (key, (time, value)) in values {
+    for (key, partials) in values {
         let slot = &mut touched[index[&key]];
-        let changed = assign::add(
-            &mut slot.windows,
-            &core.assigner,
-            time,
-            value,
-            judged_by,
-            &*core.combine,
-        );
-        if !append {
-            slot.changed.extend(changed);
+        for partial in partials {
+            let changed = assign::merge(&mut slot.windows, &core.assigner, partial, &*core.combine);
+            if !append {
+                slot.changed.push(changed);
+            }
         }
     }
 
