@@ -563,3 +563,58 @@ fn sessions_merge_across_batches() {
         .collect();
     assert_eq!(got, [(100, 250, 4)]);
 }
+
+#[test]
+fn a_window_read_by_two_outputs_counts_its_late_records_once() {
+    let (graph, emitted) = counting(None);
+    // A second output on the same window stream runs the operator twice.
+    let again: Emitted = Arc::default();
+    let out = Arc::clone(&again);
+    let windows = graph
+        .input()
+        .map(|r| (r.value.unwrap()[0], ()))
+        .event_time_window(
+            "twice",
+            EventTimeSpec::count(Window::tumbling(Duration::from_millis(100))),
+        );
+    for _ in 0..2 {
+        let out = Arc::clone(&out);
+        windows
+            .foreach_batch(move |batch, _| {
+                out.lock().unwrap().extend(batch);
+                Ok::<_, std::io::Error>(())
+            })
+            .unwrap();
+    }
+    let state = Arc::new(MemoryState::new());
+    run_batch(&graph, &state, 0, T0, two_partitions(&[250], &[260])).unwrap();
+    let output = run_batch(
+        &graph,
+        &state,
+        1,
+        T0 + 100,
+        two_partitions(&[5, 6, 300], &[7]),
+    )
+    .unwrap();
+    let late: Vec<_> = output
+        .late_records
+        .iter()
+        .map(|l| (l.window.as_str(), l.partition, l.count))
+        .collect();
+    assert_eq!(
+        late,
+        [
+            ("counts", 0, 2),
+            ("counts", 1, 1),
+            ("twice", 0, 2),
+            ("twice", 1, 1)
+        ]
+    );
+    let dead: Vec<_> = output
+        .dead_letters
+        .iter()
+        .map(|d| (d.partition, d.offset))
+        .collect();
+    assert_eq!(dead, [(0, 0), (0, 1), (1, 0)], "one dead letter per record");
+    assert!(emitted.lock().unwrap().is_empty() && again.lock().unwrap().is_empty());
+}
