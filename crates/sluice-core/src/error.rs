@@ -110,8 +110,9 @@ pub enum Error {
         /// What failed.
         source: BoxError,
     },
-    /// A stateful operator's name is taken or not allowed. A mistake in the
-    /// job's code, reported when the job starts or runs a batch.
+    /// A stateful operator's name is taken or not allowed, or its settings
+    /// are not valid. A mistake in the job's code, reported when the job
+    /// starts or runs a batch.
     #[error("stateful operator {operator}(\"{name}\"): {reason}")]
     StateName {
         /// The name given.

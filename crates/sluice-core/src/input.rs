@@ -66,6 +66,28 @@ impl MemoryInput {
         self
     }
 
+    /// Adds a partition of `topic` whose records carry `(timestamp,
+    /// value)` pairs — the Kafka record timestamp in ms — at offsets
+    /// `0..len`.
+    pub fn with_timestamped_partition<V: Into<Vec<u8>>>(
+        mut self,
+        topic: &str,
+        partition: i32,
+        records: impl IntoIterator<Item = (i64, V)>,
+    ) -> Self {
+        let tp = crate::TopicPartition::new(topic, partition);
+        let records = records
+            .into_iter()
+            .enumerate()
+            .map(|(offset, (timestamp, v))| Record {
+                timestamp: Some(timestamp),
+                ..Record::with_value(topic, partition, offset as i64, v)
+            })
+            .collect();
+        self.partitions.push((tp, records));
+        self
+    }
+
     /// Ranges that cover every record of every partition.
     pub fn full_ranges(&self) -> Vec<OffsetRange> {
         self.partitions

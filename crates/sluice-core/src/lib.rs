@@ -73,6 +73,7 @@ pub use batch::{Batch, BatchInfo};
 pub use env::BatchEnv;
 pub use error::{BoxError, Error, Result};
 pub use offset::{OffsetRange, TopicPartition};
+pub use ops::LateCount;
 pub use poison::PoisonPolicy;
 pub use rate::{PidSettings, RateError, RateLimit, RateLimits, RateReason};
 pub use record::Record;

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::poison::read_back;
 use crate::state::StateStore;
 use crate::{
-    BatchEnv, BatchInfo, BoxError, DeadLetter, Error, Executor, InputReader, OffsetRange,
-    PoisonPolicy, Result, WriteSet,
+    BatchEnv, BatchInfo, BoxError, DeadLetter, Error, Executor, InputReader, LateCount,
+    OffsetRange, PoisonPolicy, Result, WriteSet,
 };
 
 /// A record's topic, partition and offset.
@@ -32,6 +32,8 @@ pub(crate) struct BatchScope {
     /// Records set aside by succeeded tasks, once each however many
     /// outputs or attempts met them.
     dead_letters: Mutex<BTreeMap<RecordAt, DeadLetter>>,
+    /// Late records per event-time window operator, by its name.
+    late: Mutex<BTreeMap<Arc<str>, Vec<LateCount>>>,
     records_read: Vec<AtomicU64>,
     cancelled: Arc<AtomicBool>,
     stages: Mutex<HashMap<usize, Arc<dyn Any + Send + Sync>>>,
@@ -55,6 +57,7 @@ impl BatchScope {
             poison,
             shuffle_partitions,
             dead_letters: Mutex::new(BTreeMap::new()),
+            late: Mutex::new(BTreeMap::new()),
             records_read: info.ranges.iter().map(|_| AtomicU64::new(0)).collect(),
             writes: Mutex::new(WriteSet::new()),
             cancelled,
@@ -114,6 +117,24 @@ impl BatchScope {
         )
         .into_values()
         .collect()
+    }
+
+    /// Notes the late records of the window operator `name`. Stored, not
+    /// added: an operator computed twice in a batch (two outputs) counts
+    /// the same records.
+    pub(crate) fn note_late(&self, name: &Arc<str>, counts: Vec<LateCount>) {
+        self.late
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(Arc::clone(name), counts);
+    }
+
+    /// The batch's late records, by operator, topic and partition.
+    pub(crate) fn take_late(&self) -> Vec<LateCount> {
+        std::mem::take(&mut *self.late.lock().unwrap_or_else(PoisonError::into_inner))
+            .into_values()
+            .flatten()
+            .collect()
     }
 
     pub(crate) fn check_cancelled(&self) -> Result<()> {
@@ -237,6 +258,8 @@ pub(crate) struct TaskContext {
     source: RefCell<Option<(Arc<str>, i32)>>,
     /// Offset of the record the source task handed out last.
     offset: Cell<i64>,
+    /// Kafka timestamp of the record the source task handed out last.
+    timestamp: Cell<Option<i64>>,
     dead_letters: RefCell<Vec<DeadLetter>>,
 }
 
@@ -262,9 +285,45 @@ impl TaskContext {
         *self.source.borrow_mut() = None;
     }
 
-    /// The source task handed out the record at `offset`.
-    pub(crate) fn at_offset(&self, offset: i64) {
+    /// The source task handed out the record at `offset`, stamped
+    /// `timestamp`.
+    pub(crate) fn at_record(&self, offset: i64, timestamp: Option<i64>) {
         self.offset.set(offset);
+        self.timestamp.set(timestamp);
+    }
+
+    /// The topic and partition the current value comes from, when the
+    /// task still follows its source records.
+    pub(crate) fn source(&self) -> Option<(Arc<str>, i32)> {
+        self.source.borrow().clone()
+    }
+
+    /// The Kafka timestamp of the current value's record, when the task
+    /// still follows its source records and the record has one.
+    pub(crate) fn timestamp(&self) -> Option<i64> {
+        self.source.borrow().as_ref().and(self.timestamp.get())
+    }
+
+    /// Sets the current record aside as a dead letter of `operator`, when
+    /// the job keeps dead letters and the record is known. Returns false
+    /// (and does nothing) otherwise; the task goes on either way.
+    pub(crate) fn set_aside(&self, operator: &'static str, error: String) -> bool {
+        if !self.keep_dead_letters {
+            return false;
+        }
+        let Some((topic, partition)) = self.source.borrow().clone() else {
+            return false;
+        };
+        self.dead_letters.borrow_mut().push(DeadLetter {
+            topic,
+            partition,
+            offset: self.offset.get(),
+            operator,
+            error,
+            record: None,
+            unread: None,
+        });
+        true
     }
 
     /// `operator` failed on the current value. Returns true when the record

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::scope::{BatchScope, TaskContext};
 use crate::state::StateDescriptor;
 use crate::{
-    BatchEnv, BatchInfo, DeadLetter, Error, Executor, InputReader, OffsetRange, PoisonPolicy,
-    Record, Result, WriteSet,
+    BatchEnv, BatchInfo, DeadLetter, Error, Executor, InputReader, LateCount, OffsetRange,
+    PoisonPolicy, Record, Result, WriteSet,
 };
 
 /// Values flowing through one task: a fused chain of narrow operators.
@@ -90,6 +90,11 @@ pub struct BatchOutput {
     /// partition and offset, each with the record as the input holds it
     /// (read back by its source task).
     pub dead_letters: Vec<DeadLetter>,
+    /// Records that arrived behind the watermark of an event-time window
+    /// operator, counted per operator and input partition (non-zero
+    /// counts only). They are not in any window; under
+    /// [`PoisonPolicy::DeadLetter`] they are in `dead_letters` too.
+    pub late_records: Vec<LateCount>,
 }
 
 /// The job: the input and every output operation registered on streams
@@ -265,10 +270,9 @@ impl StreamGraph {
     }
 
     /// Fails when the job's stateful operators are not valid: two share a
-    /// name, a name is not allowed (see [`check_name`]), or a window's
-    /// length or slide is not allowed whatever the batch interval (zero,
-    /// or a slide longer than the length; see
-    /// [`StreamGraph::check_batch_interval`]). The runtime
+    /// name, a name is not allowed (see [`check_name`]), an operator's
+    /// settings are not valid (a window of 0 ms, a slide longer than the
+    /// length; see [`StreamGraph::check_batch_interval`]). The runtime
     /// checks this when the job starts; [`StreamGraph::run`] before every
     /// batch.
     ///
@@ -333,6 +337,16 @@ impl StreamGraph {
         }
     }
 
+    /// Records a stateful operator whose configuration is not valid, as an
+    /// error for [`StreamGraph::check_states`].
+    pub(crate) fn refuse_state(&self, name: &str, operator: &'static str, reason: String) {
+        self.lock_states().errors.push(StateNameError {
+            name: name.to_owned(),
+            operator,
+            reason,
+        });
+    }
+
     fn lock_states(&self) -> std::sync::MutexGuard<'_, States> {
         self.states.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -374,6 +388,7 @@ impl StreamGraph {
             writes,
             records_read: scope.records_read(),
             dead_letters: scope.take_dead_letters(),
+            late_records: scope.take_late(),
         })
     }
 
@@ -536,10 +551,8 @@ impl Node<Record> for Input {
                 None
             }
         });
-        Ok(Box::new(
-            records
-                .flatten()
-                .inspect(|record| task.at_offset(record.offset)),
-        ))
+        Ok(Box::new(records.flatten().inspect(|record| {
+            task.at_record(record.offset, record.timestamp)
+        })))
     }
 }

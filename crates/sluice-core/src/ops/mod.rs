@@ -13,3 +13,4 @@ mod window;
 
 pub use keyed::MAX_SHUFFLE_PARTITIONS;
 pub use state::{MapWithStateStream, Table};
+pub use window::{EventTimeSpec, LateCount, OutputMode, Windowed};

@@ -12,6 +12,7 @@
 //! | `partition, 0x00, postcard(key)` | postcard([`Entry`]) |
 //! | `partition, 0x01, deadline, postcard(key)` | empty: the expiry index |
 //! | `partition, 0x02` | empty: the initial state was loaded |
+//! | `0, 0x03` | an event-time window's watermark and partition clocks |
 //!
 //! A deadline is milliseconds since the Unix epoch as an `i64` with its
 //! sign bit flipped, big-endian, so byte order is time order and expired
@@ -25,6 +26,7 @@ use crate::BoxError;
 const VALUE: u8 = 0;
 const EXPIRY: u8 = 1;
 const SEEDED: u8 = 2;
+const WATERMARK: u8 = 3;
 
 /// What is stored for one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +124,13 @@ pub(crate) fn seeded_key(partition: u16) -> Vec<u8> {
     prefix(partition, SEEDED, 0)
 }
 
+/// Where an event-time window operator keeps its watermark: one key for
+/// the whole operator, in key partition 0, so it commits with the batch
+/// like the windows.
+pub(crate) fn watermark_key() -> Vec<u8> {
+    prefix(0, WATERMARK, 0)
+}
+
 /// The key range `[from, until)` holding everything of key partition
 /// `partition` of a state family: read, copy or drop it as a unit.
 pub fn partition_range(partition: u16) -> (Vec<u8>, Vec<u8>) {
@@ -169,6 +178,10 @@ mod tests {
             for bytes in [value_key(p, &key), expiry_key(p, deadline, &key), seeded_key(p)] {
                 prop_assert!(from <= bytes && bytes < until);
             }
+            let (from, until) = partition_range(0);
+            let watermark = watermark_key();
+            prop_assert!(from <= watermark && watermark < until);
+            prop_assert_eq!(key_of_value(&watermark), None);
             let (from, until) = values_of(p);
             let value = value_key(p, &key);
             prop_assert!(from <= value && value < until);

@@ -34,7 +34,12 @@
 //! [`DStream::reduce_by_key_and_window_inv`]: crate::DStream::reduce_by_key_and_window_inv
 //! [`DStream::count_by_value_and_window`]: crate::DStream::count_by_value_and_window
 
+pub(crate) mod assign;
 pub(crate) mod panes;
+pub(crate) mod watermark;
+
+pub use crate::ops::{EventTimeSpec, LateCount, OutputMode, Windowed};
+pub use assign::Window;
 
 use std::sync::Arc;
 use std::time::Duration;

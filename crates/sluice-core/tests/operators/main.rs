@@ -13,6 +13,7 @@ use sluice_core::{
 };
 
 // Operator families with tests of their own.
+mod event_time;
 mod join;
 mod table;
 mod window;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// The hash map of a task's keys: foldhash, which is fast and seeded per
 /// map; nothing here depends on the order or the hash.
-type KeyMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type KeyMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use super::shuffle::shuffle_by_key;
 use crate::scope::BatchScope;

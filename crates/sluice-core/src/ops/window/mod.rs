@@ -1,6 +1,7 @@
 //! Windowed operators, one family per file: the values of a batch-time
-//! window (`window`) and batch-time windowed reductions
-//! (`reduce_by_key_and_window` and the operators built on it).
+//! window (`window`), batch-time windowed reductions
+//! (`reduce_by_key_and_window` and the operators built on it), and
+//! event-time windows with watermarks (`event_time_window`).
 //!
 //! A window's contents are keyed state under the name the job gives it,
 //! read and staged like the state of `map_with_state`; see
@@ -8,6 +9,9 @@
 
 mod batch_time;
 mod batch_time_reduce;
+mod event_time;
+
+pub use event_time::{EventTimeSpec, LateCount, OutputMode, Windowed};
 
 use std::time::Duration;
 
