@@ -49,6 +49,7 @@
 //! | `sluice` | running a job: [`StreamingContext`] and its builder, [`StopHandle`], the [`BatchFailurePolicy`] and [`PoisonPolicy`] settings, [`BatchCompleted`] and [`BatchListener`], [`Error`] |
 //! | [`stream`] | the operator API: [`DStream`](stream::DStream), [`Batch`](stream::Batch), [`BatchInfo`](stream::BatchInfo), and the [`Error`](stream::Error) a batch's computation fails with |
 //! | [`state`] | keyed state kept in the checkpoint: [`StateSpec`](state::StateSpec) and [`State`](state::State) for `map_with_state`, [`MapWithStateStream`](state::MapWithStateStream), [`read_state`](state::read_state) (see `docs/state.md`) |
+//! | [`window`] | batch-time windows ([`InverseReduce`](window::InverseReduce)) and event-time windows: [`EventTimeSpec`](window::EventTimeSpec), [`Window`](window::Window), [`OutputMode`](window::OutputMode), [`Windowed`](window::Windowed) (see `docs/windows.md`) |
 //! | [`sink`] | outputs whose writes join the atomic commit: the [`Sink`](sink::Sink) trait, [`WriteSet`](sink::WriteSet), the bundled sinks |
 //! | [`kafka`] | the source: [`KafkaSource`](kafka::KafkaSource) and its settings, [`Record`](kafka::Record), [`TopicPartition`](kafka::TopicPartition), [`OffsetRange`](kafka::OffsetRange) |
 //! | [`checkpoint`] | reading what a job committed: [`RocksCheckpoint`](checkpoint::RocksCheckpoint), [`CheckpointStore`](checkpoint::CheckpointStore), batch records, dead letters |
@@ -107,6 +108,19 @@ pub mod state {
     };
 }
 
+pub mod window {
+    //! Windows kept in the checkpoint: DStream's batch-time windows
+    //! ([`DStream::reduce_by_key_and_window`](crate::stream::DStream::reduce_by_key_and_window)
+    //! and its family) and event-time windows with per-partition watermarks
+    //! ([`DStream::event_time_window`](crate::stream::DStream::event_time_window)).
+    //! `docs/windows.md` explains when windows are emitted, the watermark
+    //! rule, idle partitions and how late records are audited.
+
+    pub use sluice_core::window::{
+        EventTimeSpec, InverseReduce, LateCount, OutputMode, Window, Windowed,
+    };
+}
+
 pub mod checkpoint {
     //! What a job committed: offsets, batch history, result families and dead
     //! letters, readable while the job runs with
@@ -116,9 +130,9 @@ pub mod checkpoint {
     //! belong to the [`CheckpointStore`] trait, so bring it into scope too.
 
     pub use sluice_checkpoint::{
-        BatchRecord, CheckpointStore, Commit, DeadLetterRecord, Error, RangeRecord, ResetRecord,
-        ResetRecordKind, Result, RocksCheckpoint, RocksCheckpointBuilder, StateChanges,
-        StateRecord,
+        BatchRecord, CheckpointStore, Commit, DeadLetterRecord, Error, LateRecords, RangeRecord,
+        ResetRecord, ResetRecordKind, Result, RocksCheckpoint, RocksCheckpointBuilder,
+        StateChanges, StateRecord,
     };
 }
 
@@ -140,6 +154,7 @@ pub mod prelude {
     pub use crate::rate::RateLimits;
     pub use crate::state::{State, StateSpec};
     pub use crate::stream::{Batch, BatchInfo, DStream};
+    pub use crate::window::{EventTimeSpec, OutputMode, Window, Windowed};
     pub use crate::{BatchCompleted, PoisonPolicy, StreamingContext};
 }
 
@@ -168,3 +183,7 @@ struct GuaranteesSnippets;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/state.md")]
 struct StateSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/windows.md")]
+struct WindowsSnippets;

@@ -33,6 +33,39 @@ pub struct BatchRecord {
     /// Records set aside as dead letters by this batch.
     #[serde(default)]
     pub dead_letters: u64,
+    /// Values that arrived behind an event-time window's watermark, per
+    /// window and input partition; only non-zero counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late_records: Vec<LateRecords>,
+}
+
+/// How many values of one input partition arrived behind the watermark of
+/// an event-time window in one batch. Under a dead-letter policy the
+/// dead-letter family holds each of them, with its coordinates, event time
+/// and the watermark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LateRecords {
+    /// The window operator's name.
+    pub window: String,
+    /// Topic; empty when the window's input was shuffled and the records'
+    /// partitions are not known.
+    pub topic: String,
+    /// Partition; -1 when not known.
+    pub partition: i32,
+    /// Late values.
+    pub count: u64,
+}
+
+impl From<&sluice_core::LateCount> for LateRecords {
+    fn from(late: &sluice_core::LateCount) -> Self {
+        Self {
+            window: late.window.clone(),
+            topic: late.topic.to_string(),
+            partition: late.partition,
+            count: late.count,
+        }
+    }
 }
 
 impl BatchRecord {
@@ -48,6 +81,7 @@ impl BatchRecord {
             scheduling_delay_ms: 0,
             rate_limit: None,
             dead_letters: 0,
+            late_records: Vec::new(),
         }
     }
 }

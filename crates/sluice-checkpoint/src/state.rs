@@ -24,6 +24,11 @@ pub struct StateRecord {
     pub key_shape: String,
     /// The serde shape of its state type.
     pub state_shape: String,
+    /// Settings its stored state depends on, such as a window's length and
+    /// slide; empty for most operators (and in checkpoints written before
+    /// operators had any).
+    #[serde(default)]
+    pub params: String,
 }
 
 impl From<&StateDescriptor> for StateRecord {
@@ -33,6 +38,7 @@ impl From<&StateDescriptor> for StateRecord {
             operator: d.operator.to_owned(),
             key_shape: d.key_shape.clone(),
             state_shape: d.state_shape.clone(),
+            params: d.params.clone(),
         }
     }
 }
@@ -229,6 +235,14 @@ fn check_types(stored: &StateRecord, declared: &StateRecord) -> Result<(), Strin
     if stored.state_shape != declared.state_shape {
         return Err(changed("state", &stored.state_shape, &declared.state_shape));
     }
+    if stored.params != declared.params {
+        return Err(format!(
+            "was kept with the settings '{}' and is now declared with '{}'; its stored contents \
+             only fit the old settings: keep them, or give the operator a new name and \
+             drop_state the old one",
+            stored.params, declared.params
+        ));
+    }
     Ok(())
 }
 
@@ -292,6 +306,7 @@ mod tests {
             operator: "map_with_state",
             key_shape: key.into(),
             state_shape: state.into(),
+            params: String::new(),
         }
     }
 
@@ -334,6 +349,32 @@ mod tests {
         .unwrap_err();
         assert_eq!(name, "a");
         assert!(reason.contains("U64") && reason.contains("I32"), "{reason}");
+    }
+
+    #[test]
+    fn changed_window_settings_are_refused_naming_both() {
+        let mut old = stored("w", "Str", "U64");
+        old.params = "batch_time len_ms=600000 slide_ms=60000".into();
+        let mut new = declared("w", "Str", "U64");
+        new.params = "batch_time len_ms=300000 slide_ms=60000".into();
+        let (name, reason) =
+            plan_states(&[old.clone()], &[new], &StateChanges::default()).unwrap_err();
+        assert_eq!(name, "w");
+        assert!(
+            reason.contains("len_ms=600000") && reason.contains("len_ms=300000"),
+            "{reason}"
+        );
+        let mut same = declared("w", "Str", "U64");
+        same.params = old.params.clone();
+        assert!(plan_states(&[old], &[same], &StateChanges::default()).is_ok());
+    }
+
+    #[test]
+    fn a_record_written_before_params_reads_with_none() {
+        let json =
+            r#"{"name":"a","operator":"map_with_state","key_shape":"Str","state_shape":"U64"}"#;
+        let record: StateRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(record, stored("a", "Str", "U64"));
     }
 
     #[test]

@@ -571,6 +571,8 @@ impl StreamingContext {
         // States first: a mismatch stops the start before anything is
         // written.
         self.graph.check_states()?;
+        self.graph
+            .check_batch_interval(self.driver.batch_interval)?;
         let changes = self
             .state_changes
             .lock()

@@ -211,6 +211,7 @@ impl Driver {
         }
 
         let records: u64 = output.records_read.iter().sum();
+        let late_records: u64 = output.late_records.iter().map(|late| late.count).sum();
         let mut record = batch_record(&info, &plan, &output, processing, scheduling_delay);
         record.dead_letters = dead_letters;
         if replayed_limit.is_some() {
@@ -255,6 +256,7 @@ impl Driver {
             commit_ms = commit.as_secs_f64() * 1e3,
             rate_limit,
             dead_letters,
+            late_records,
             "batch committed"
         );
         let completed = BatchCompleted {
@@ -267,6 +269,7 @@ impl Driver {
             new_partitions: plan.new_partitions,
             resets: plan.resets,
             dead_letters,
+            late_records: output.late_records,
         };
         for listener in &mut self.listeners {
             listener.on_batch_completed(&completed, self.store.as_ref());
@@ -427,5 +430,6 @@ fn batch_record(
     record.records = output.records_read.iter().sum();
     record.processing_ms = processing.as_millis() as u64;
     record.scheduling_delay_ms = scheduling_delay.as_millis() as u64;
+    record.late_records = output.late_records.iter().map(Into::into).collect();
     record
 }

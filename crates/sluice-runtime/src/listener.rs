@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sluice_checkpoint::CheckpointStore;
-use sluice_core::{BatchInfo, TopicPartition};
+use sluice_core::{BatchInfo, LateCount, TopicPartition};
 use sluice_kafka::OffsetReset;
 
 /// A batch that was computed and committed.
@@ -32,6 +32,9 @@ pub struct BatchCompleted {
     /// Records set aside as dead letters (see `poison_records`), committed
     /// with the batch.
     pub dead_letters: u64,
+    /// Values behind an event-time window's watermark, per window and input
+    /// partition (non-zero counts only); also in the batch record.
+    pub late_records: Vec<LateCount>,
 }
 
 /// Called on the driver after each committed batch, with read access to
