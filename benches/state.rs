@@ -10,9 +10,13 @@
 //!
 //! ```text
 //! cargo bench --bench state                 # full sizes
-//! SLUICE_BENCH_KEYS=10000000 cargo bench --bench state
+//! SLUICE_BENCH_KEYS=10000000 SLUICE_BENCH_RECORDS=1000000 SLUICE_BENCH_BATCHES=12 \
+//!     SLUICE_BENCH_ONLY=count cargo bench --bench state   # 10M keys, state mostly on disk
 //! SLUICE_BENCH_ONLY=few cargo bench --bench state    # only the 1 % case (for profiling)
 //! ```
+//!
+//! Peak RSS is the process's `VmHWM`: the count_keys case runs first, so
+//! the figure after map_with_state is the larger of the two.
 //!
 //! Under `cargo test` it runs once on small inputs, as a check that it
 //! works; those figures are not measurements.
@@ -176,6 +180,17 @@ fn median_ms(times: &[Duration]) -> f64 {
     ms[ms.len() / 2]
 }
 
+/// The process's peak resident set so far (`VmHWM`), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
 fn main() {
     let Sizes {
         keys,
@@ -189,11 +204,15 @@ fn main() {
     let every = |id| input(id, records, keys);
     if only.is_empty() || only == "count" {
         let counted = rate(&run(&count_keys_graph(), every, batches), records);
+        let counted_rss = peak_rss_mib();
         let mapped = rate(&run(&map_with_state_graph(), every, batches), records);
-        println!("count_keys + save_counts: {counted:>12.0} records/s");
         println!(
-            "map_with_state:           {mapped:>12.0} records/s  ({:.2}x)",
-            mapped / counted
+            "count_keys + save_counts: {counted:>12.0} records/s  (peak RSS {counted_rss:.0} MiB)"
+        );
+        println!(
+            "map_with_state:           {mapped:>12.0} records/s  ({:.2}x; peak RSS {:.0} MiB, both cases)",
+            mapped / counted,
+            peak_rss_mib()
         );
     }
     if !(only.is_empty() || only == "few") {

@@ -3,7 +3,7 @@
 //! memtables, so state larger than memory stays on disk and the process
 //! does not grow with the number of keys.
 
-use rocksdb::{BlockBasedOptions, Cache, Options, WriteBufferManager};
+use rocksdb::{BlockBasedOptions, Cache, DataBlockIndexType, Options, WriteBufferManager};
 
 use crate::merge;
 
@@ -51,6 +51,10 @@ impl Memory {
         // State is read by key: a Bloom filter (10 bits a key, about 1 %
         // false positives) lets a lookup skip the files that lack its key.
         table.set_bloom_filter(10.0, false);
+        // And a hash index inside each data block finds the key without a
+        // binary search.
+        table.set_data_block_index_type(DataBlockIndexType::BinaryAndHash);
+        table.set_data_block_hash_ratio(0.75);
         options.set_block_based_table_factory(&table);
         options.set_write_buffer_size(self.write_buffer_bytes);
         // Most lookups of a batch are for keys written before the current

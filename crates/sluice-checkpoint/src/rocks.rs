@@ -6,7 +6,7 @@
 //! column family per user family. Every family has the counter merge
 //! operator so `Write::Add` works anywhere.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -703,16 +703,23 @@ impl CheckpointStore for RocksCheckpoint {
         // on the way leaves the store untouched.
         let mut batch = WriteBatch::default();
         let write_count = writes.len();
+        // A family's handle is looked up once, not once per write.
+        let mut families: HashMap<String, Family<'_>> = HashMap::new();
         for write in writes {
-            let cf = self.user_family(write.family())?;
+            if !families.contains_key(write.family()) {
+                let cf = self.user_family(write.family())?;
+                families.insert(write.family().to_owned(), cf);
+            }
+            let cf = &families[write.family()];
             match write {
-                Write::Put { key, value, .. } => batch.put_cf(&cf, key, value),
-                Write::Delete { key, .. } => batch.delete_cf(&cf, key),
+                Write::Put { key, value, .. } => batch.put_cf(cf, key, value),
+                Write::Delete { key, .. } => batch.delete_cf(cf, key),
                 Write::Add { key, delta, .. } => {
-                    batch.merge_cf(&cf, key, keys::counter_value(delta))
+                    batch.merge_cf(cf, key, keys::counter_value(delta))
                 }
             }
         }
+        drop(families);
         let offsets = self.internal(keys::OFFSETS)?;
         for (tp, offset) in &next_offsets {
             Self::check_offset(tp, *offset)?;
