@@ -22,7 +22,7 @@
 //! [`CONSUMER_SETTINGS`] plus the ones sluice forces, printed with the
 //! results. `SLUICE_BENCH_MAX_RATE_PER_PARTITION` (records/s) caps sluice
 //! batches; by default the pre-filled topic is read in one batch.
-//! `SLUICE_BENCH_ONLY=bare,pass,wordcount,empty,synced` runs a subset (for
+//! `SLUICE_BENCH_ONLY=bare,pass,wordcount,outputs,empty,synced` runs a subset (for
 //! profiling). The broker binary is `$TANSU_BIN`, `tansu` on `PATH` or
 //! `~/.cargo/bin/tansu` (`make setup` installs it).
 //!
@@ -153,6 +153,8 @@ fn main() -> Result<()> {
     let mut bare = Vec::new();
     let mut pass = Vec::new();
     let mut words = Vec::new();
+    let mut two = Vec::new();
+    let mut three = Vec::new();
     for run in 0..repeats {
         if runs("bare") {
             bare.push(bench.bare_drain(run)?);
@@ -170,6 +172,15 @@ fn main() -> Result<()> {
             eprintln!(
                 "run {run}: sluice wordcount {:.3} s",
                 words[run].as_secs_f64()
+            );
+        }
+        if runs("outputs") {
+            two.push(bench.sluice(run, Job::MoreOutputs(1))?);
+            three.push(bench.sluice(run, Job::MoreOutputs(2))?);
+            eprintln!(
+                "run {run}: sluice pass-through with 2 and 3 outputs {:.3} s, {:.3} s",
+                two[run].as_secs_f64(),
+                three[run].as_secs_f64()
             );
         }
     }
@@ -196,6 +207,8 @@ fn main() -> Result<()> {
         ("bare drain", &bare, None),
         ("sluice pass-through", &pass, Some(0.9)),
         ("sluice wordcount", &words, Some(0.7)),
+        ("pass-through, 2 outputs", &two, None),
+        ("pass-through, 3 outputs", &three, None),
     ] {
         if times.is_empty() {
             continue;
@@ -220,6 +233,17 @@ fn main() -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+    }
+
+    if let Some(one) = median_rate(&pass, records) {
+        for (outputs, times) in [(2, &two), (3, &three)] {
+            if let Some(rate) = median_rate(times, records) {
+                println!(
+                    "{outputs} outputs on one input vs 1: {:.2}x (goal >= 0.8)",
+                    rate / one
+                );
+            }
+        }
     }
 
     if runs("empty") || runs("synced") {
@@ -254,11 +278,15 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The two jobs measured against the bare drain.
+/// The jobs measured against the bare drain.
 #[derive(Clone, Copy)]
 enum Job {
     PassThrough,
     WordCount,
+    /// The pass-through with this many more outputs on the same input, each
+    /// looking at every record of the batch (as a `foreach_batch` printing
+    /// offset ranges would).
+    MoreOutputs(usize),
 }
 
 struct Bench {
@@ -320,6 +348,7 @@ impl Bench {
         let name = match job {
             Job::PassThrough => "pass",
             Job::WordCount => "wordcount",
+            Job::MoreOutputs(_) => "outputs",
         };
         let dir = TempDir::new()?;
         let mut limits = RateLimits::new();
@@ -338,12 +367,22 @@ impl Bench {
         let stream = ctx.kafka_stream(self.source()?)?;
         let counted = Arc::new(AtomicI64::new(0));
         match job {
-            Job::PassThrough => {
+            Job::PassThrough | Job::MoreOutputs(_) => {
                 let counted = Arc::clone(&counted);
                 stream.count().foreach_batch(move |batch, _| {
                     counted.fetch_add(batch.iter().sum::<i64>(), Ordering::Relaxed);
                     Ok::<_, std::io::Error>(())
                 })?;
+                let more = match job {
+                    Job::MoreOutputs(more) => more,
+                    _ => 0,
+                };
+                for _ in 0..more {
+                    stream.foreach_batch(|batch, _| {
+                        std::hint::black_box(batch.iter().map(|r| r.offset).max());
+                        Ok::<_, std::io::Error>(())
+                    })?;
+                }
             }
             Job::WordCount => stream
                 .values_utf8()
@@ -383,7 +422,7 @@ impl Bench {
             "sluice {name} committed {committed} records, expected {target}"
         );
         let expected = match job {
-            Job::PassThrough => target as i64,
+            Job::PassThrough | Job::MoreOutputs(_) => target as i64,
             Job::WordCount => (target * WORDS_PER_LINE as u64) as i64,
         };
         let got = counted.load(Ordering::Relaxed);

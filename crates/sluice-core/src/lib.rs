@@ -61,6 +61,7 @@ mod poison;
 mod rate;
 mod record;
 mod scope;
+mod shared_reads;
 mod sink;
 pub mod state;
 mod stream;

@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::poison::read_back;
+use crate::shared_reads::SharedReads;
 use crate::state::StateStore;
 use crate::{
     BatchEnv, BatchInfo, BoxError, DeadLetter, Error, Executor, InputReader, LateCount,
-    OffsetRange, PoisonPolicy, Result, WriteSet,
+    OffsetRange, PoisonPolicy, Record, Result, WriteSet,
 };
 
 /// A record's topic, partition and offset.
@@ -35,6 +36,8 @@ pub(crate) struct BatchScope {
     /// Late records per event-time window operator, by its name.
     late: Mutex<BTreeMap<Arc<str>, Vec<LateCount>>>,
     records_read: Vec<AtomicU64>,
+    /// The input's chunks, read once for all outputs.
+    reads: SharedReads,
     cancelled: Arc<AtomicBool>,
     stages: Mutex<HashMap<usize, Arc<dyn Any + Send + Sync>>>,
     /// What a stage leaves for other nodes to read (not take) this batch.
@@ -42,7 +45,13 @@ pub(crate) struct BatchScope {
 }
 
 impl BatchScope {
-    pub(crate) fn new(env: BatchEnv, poison: PoisonPolicy, shuffle_partitions: usize) -> Self {
+    /// The scope of a batch computed by `outputs` output operations.
+    pub(crate) fn new(
+        env: BatchEnv,
+        poison: PoisonPolicy,
+        shuffle_partitions: usize,
+        outputs: usize,
+    ) -> Self {
         let BatchEnv {
             info,
             input,
@@ -59,6 +68,7 @@ impl BatchScope {
             dead_letters: Mutex::new(BTreeMap::new()),
             late: Mutex::new(BTreeMap::new()),
             records_read: info.ranges.iter().map(|_| AtomicU64::new(0)).collect(),
+            reads: SharedReads::new(outputs),
             writes: Mutex::new(WriteSet::new()),
             cancelled,
             stages: Mutex::new(HashMap::new()),
@@ -72,6 +82,12 @@ impl BatchScope {
     /// records.
     pub(crate) fn note_records_read(&self, part: usize, records: usize) {
         self.records_read[part].store(records as u64, Ordering::Relaxed);
+    }
+
+    /// The records of `chunk`, part of the batch's range `part`, read from
+    /// the input once however many outputs ask.
+    pub(crate) fn read_chunk(&self, part: usize, chunk: &OffsetRange) -> Result<Vec<Record>> {
+        self.reads.read(self.input.as_ref(), part, chunk)
     }
 
     pub(crate) fn records_read(&self) -> Vec<u64> {

@@ -377,6 +377,7 @@ impl StreamGraph {
             env,
             self.poison_policy(),
             shuffle_partitions,
+            outputs.len(),
         ));
         for output in outputs {
             scope.check_cancelled()?;
@@ -540,7 +541,7 @@ impl Node<Record> for Input {
             });
         let mut read = 0;
         // A failed read ends the values and fails the task.
-        let records = chunks.map_while(move |chunk| match scope.input.read(&chunk) {
+        let records = chunks.map_while(move |chunk| match scope.read_chunk(part, &chunk) {
             Ok(records) => {
                 read += records.len();
                 scope.note_records_read(part, read);

@@ -853,3 +853,45 @@ fn shuffle_partitions_fix_which_keys_each_reduce_partition_holds_whatever_the_ex
         "one executor runs 1 task at a time, the other 3"
     );
 }
+
+/// Counts the reads that reach the input.
+struct CountingInput {
+    input: MemoryInput,
+    reads: AtomicUsize,
+}
+
+impl InputReader for CountingInput {
+    fn read(&self, range: &OffsetRange) -> Result<Vec<sluice_core::Record>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.input.read(range)
+    }
+}
+
+#[test]
+fn an_input_used_by_three_outputs_is_read_once_per_batch() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let lines = graph.input().values_utf8();
+        let counted = collect(&lines.count());
+        let upper = collect(&lines.map(|l| l.to_uppercase()));
+        let records = collect(&graph.input());
+        let input = words(&[&["a b", "c"], &["d"]]);
+        let info = info_for(&input);
+        let ranges = info.ranges.len();
+        let counting = Arc::new(CountingInput {
+            input,
+            reads: AtomicUsize::new(0),
+        });
+        let output = graph
+            .run_batch(info, counting.clone(), Arc::clone(&executor))
+            .unwrap();
+        assert_eq!(counting.reads.load(Ordering::Relaxed), ranges);
+        assert_eq!(output.records_read, [2, 1]);
+        assert_eq!(only_batch(&counted).concat().iter().sum::<i64>(), 3);
+        assert_eq!(
+            sorted(only_batch(&upper).concat()),
+            ["A B", "C", "D"].map(String::from)
+        );
+        assert_eq!(only_batch(&records).concat().len(), 3);
+    }
+}
