@@ -16,16 +16,21 @@ pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool) -> Outcome {
     if json {
         for batch in shown {
             let line = serde_json::to_string(batch).map_err(|e| Failure::failed(e.to_string()))?;
-            println!("{line}");
+            out!("{line}");
         }
         return Ok(());
     }
-    println!(
+    out!(
         "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>12}  rate limit",
-        "batch", "time (UTC)", "records", "processing ms", "delay ms", "dead letters"
+        "batch",
+        "time (UTC)",
+        "records",
+        "processing ms",
+        "delay ms",
+        "dead letters"
     );
     for b in shown {
-        println!(
+        out!(
             "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>12}  {}",
             b.id,
             format_time(b.time_ms),

@@ -22,7 +22,7 @@ pub(crate) fn run(dir: &Path, family: Option<&str>, export: Option<&Path>) -> Ou
         }
         None => match find_family(&store)?.as_slice() {
             [] => {
-                println!("no dead letters in {}", dir.display());
+                out!("no dead letters in {}", dir.display());
                 return Ok(());
             }
             [one] => one.clone(),
@@ -48,18 +48,23 @@ pub(crate) fn run(dir: &Path, family: Option<&str>, export: Option<&Path>) -> Ou
             };
             write()
                 .map_err(|e| Failure::failed(format!("cannot write {}: {e}", file.display())))?;
-            println!(
+            out!(
                 "exported {} dead letters of family '{family}' to {}",
                 letters.len(),
                 file.display()
             );
         }
         None => {
-            println!("{} dead letters in family '{family}'", letters.len());
+            out!("{} dead letters in family '{family}'", letters.len());
             for l in &letters {
-                println!(
+                out!(
                     "  {}:{}@{}  batch {}  {}: {}",
-                    l.topic, l.partition, l.offset, l.batch, l.operator, l.error
+                    l.topic,
+                    l.partition,
+                    l.offset,
+                    l.batch,
+                    l.operator,
+                    l.error
                 );
             }
         }

@@ -29,55 +29,61 @@ pub(crate) fn run(dir: &Path, as_json: bool) -> Outcome {
         });
         let text =
             serde_json::to_string_pretty(&value).map_err(|e| Failure::failed(e.to_string()))?;
-        println!("{text}");
+        out!("{text}");
         return Ok(());
     }
-    println!("checkpoint      {}", dir.display());
-    println!("app id          {app_id}");
-    println!("schema version  {schema}");
+    out!("checkpoint      {}", dir.display());
+    out!("app id          {app_id}");
+    out!("schema version  {schema}");
     match &last {
-        Some(b) => println!(
+        Some(b) => out!(
             "last batch      {} at {} ({} records)",
             b.id,
             format_time(b.time_ms),
             b.records
         ),
-        None => println!("last batch      none committed"),
+        None => out!("last batch      none committed"),
     }
-    println!("offsets         next offset to read, per partition");
+    out!("offsets         next offset to read, per partition");
     for (tp, offset) in &offsets {
-        println!(
+        out!(
             "  {:<30} {offset:>14}",
             format!("{}:{}", tp.topic, tp.partition)
         );
     }
-    println!(
+    out!(
         "families        RocksDB estimates (rocksdb.estimate-num-keys, table files and memtables)"
     );
-    println!(
+    out!(
         "  {:<30} {:>14} {:>14} {:>14}",
-        "name", "~keys", "sst bytes", "memtable bytes"
+        "name",
+        "~keys",
+        "sst bytes",
+        "memtable bytes"
     );
     for f in &families {
-        println!(
+        out!(
             "  {:<30} {:>14} {:>14} {:>14}",
-            f.name, f.estimated_keys, f.sst_bytes, f.memtable_bytes
+            f.name,
+            f.estimated_keys,
+            f.sst_bytes,
+            f.memtable_bytes
         );
     }
     if states.is_empty() {
-        println!("states          none");
+        out!("states          none");
     } else {
-        println!("states          name, operator, settings");
+        out!("states          name, operator, settings");
         for s in &states {
             let params = if s.params.is_empty() { "-" } else { &s.params };
-            println!("  {:<30} {:<20} {params}", s.name, s.operator);
+            out!("  {:<30} {:<20} {params}", s.name, s.operator);
         }
     }
     if points.is_empty() {
-        println!("restore points  none");
+        out!("restore points  none");
     } else {
         let ids: Vec<String> = points.iter().map(u64::to_string).collect();
-        println!(
+        out!(
             "restore points  batches {} (in {})",
             ids.join(", "),
             dir.join("restore").display()

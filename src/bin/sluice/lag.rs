@@ -19,7 +19,7 @@ pub(crate) fn run(
     let (store, app_id) = open::read_only(dir)?;
     let committed = store.offsets()?;
     if committed.is_empty() {
-        println!("checkpoint {} holds no offsets yet", dir.display());
+        out!("checkpoint {} holds no offsets yet", dir.display());
         return Ok(());
     }
     let kafka = |e: sluice::kafka::Error| {
@@ -43,9 +43,12 @@ pub(crate) fn run(
         .offsets(&tps)
         .map_err(kafka)?;
     if !as_json {
-        println!(
+        out!(
             "{:<30} {:>14} {:>14} {:>14}",
-            "partition", "committed", "latest", "lag"
+            "partition",
+            "committed",
+            "latest",
+            "lag"
         );
     }
     let mut total = 0;
@@ -54,13 +57,13 @@ pub(crate) fn run(
         let lag = (offsets.latest - next).max(0);
         total += lag;
         if as_json {
-            println!(
+            out!(
                 "{}",
                 json!({"topic": offsets.tp.topic.to_string(), "partition": offsets.tp.partition,
                        "committed": next, "latest": offsets.latest, "log_start": offsets.log_start, "lag": lag})
             );
         } else {
-            println!(
+            out!(
                 "{:<30} {next:>14} {:>14} {lag:>14}",
                 format!("{}:{}", offsets.tp.topic, offsets.tp.partition),
                 offsets.latest
@@ -68,7 +71,7 @@ pub(crate) fn run(
         }
     }
     if !as_json {
-        println!("{:<30} {:>14} {:>14} {total:>14}", "total", "", "");
+        out!("{:<30} {:>14} {:>14} {total:>14}", "total", "", "");
     }
     Ok(())
 }

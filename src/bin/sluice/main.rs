@@ -18,6 +18,14 @@
 //! sluice rewind checkpoints/wordcount --to-batch 1200 --dry-run
 //! ```
 
+/// Prints a line to stdout; a closed pipe (`sluice batches DIR | head`)
+/// ends the program quietly instead of panicking as `println!` would.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::emit(format_args!($($arg)*))
+    };
+}
+
 mod batches;
 mod dead_letters;
 mod decode;
@@ -198,6 +206,21 @@ impl From<std::io::Error> for Failure {
 }
 
 pub(crate) type Outcome = Result<(), Failure>;
+
+pub(crate) fn emit(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("sluice: error: cannot write the output: {error}");
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

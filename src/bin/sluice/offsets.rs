@@ -26,12 +26,12 @@ pub(crate) fn set(dir: &Path, offsets: &[(String, i32, i64)], dry_run: bool) -> 
     let verb = if dry_run { "would set" } else { "set" };
     for (tp, offset) in &changes {
         match stored.get(tp) {
-            Some(old) => println!("{verb} {tp}: {old} -> {offset}"),
-            None => println!("{verb} {tp}: (none) -> {offset}"),
+            Some(old) => out!("{verb} {tp}: {old} -> {offset}"),
+            None => out!("{verb} {tp}: (none) -> {offset}"),
         }
     }
     if dry_run {
-        println!("dry run: nothing was changed");
+        out!("dry run: nothing was changed");
     }
     Ok(())
 }

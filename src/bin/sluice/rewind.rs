@@ -19,19 +19,19 @@ pub(crate) fn run(dir: &Path, batch: u64, dry_run: bool) -> Outcome {
 
 fn print(plan: &RewindPlan, dry_run: bool) {
     let (verb, would) = if dry_run {
-        ("would rewind", "would ")
+        ("would rewind", "would be ")
     } else {
         ("rewound", "")
     };
     let last = plan
         .last_batch
         .map_or_else(|| "none".to_owned(), |b| b.to_string());
-    println!(
+    out!(
         "{verb} checkpoint from batch {last} to batch {} (restore point {})",
         plan.batch,
         plan.restore_point.display()
     );
-    println!("offsets:");
+    out!("offsets:");
     let partitions: std::collections::BTreeSet<_> = plan
         .offsets_before
         .keys()
@@ -39,16 +39,16 @@ fn print(plan: &RewindPlan, dry_run: bool) {
         .collect();
     for tp in partitions {
         let show = |o: Option<&i64>| o.map_or_else(|| "(none)".to_owned(), i64::to_string);
-        println!(
+        out!(
             "  {:<30} {:>12} -> {}",
             format!("{}:{}", tp.topic, tp.partition),
             show(plan.offsets_before.get(tp)),
             show(plan.offsets_after.get(tp))
         );
     }
-    println!(
-        "results and state {}be those right after batch {}; states then: {}",
-        if dry_run { "would " } else { "now " },
+    out!(
+        "results and state {} those right after batch {}; states then: {}",
+        if dry_run { "would be" } else { "are now" },
         plan.batch,
         if plan.states_after.is_empty() {
             "none".to_owned()
@@ -56,16 +56,16 @@ fn print(plan: &RewindPlan, dry_run: bool) {
             plan.states_after.join(", ")
         }
     );
-    println!(
+    out!(
         "batch records {would}removed: {}",
         describe(&plan.batches_removed)
     );
-    println!(
+    out!(
         "restore points {would}removed: {}",
         describe(&plan.restore_points_removed)
     );
     if dry_run {
-        println!("dry run: nothing was changed");
+        out!("dry run: nothing was changed");
     }
 }
 

@@ -65,7 +65,7 @@ pub(crate) fn dump(dir: &Path, name: &str, as_json: bool) -> Outcome {
             }
         };
         if as_json {
-            println!("{entry}");
+            out!("{entry}");
         } else if let Some(k) = entry.get("key") {
             let mut line = format!("{k}\t{}", entry["state"]);
             for deadline in ["timeout_at", "expires_at"] {
@@ -73,9 +73,9 @@ pub(crate) fn dump(dir: &Path, name: &str, as_json: bool) -> Outcome {
                     line.push_str(&format!("\t{deadline}={}", entry[deadline]));
                 }
             }
-            println!("{line}");
+            out!("{line}");
         } else {
-            println!(
+            out!(
                 "key 0x{}\tvalue 0x{}",
                 entry["key_hex"].as_str().unwrap_or_default(),
                 entry["value_hex"].as_str().unwrap_or_default()
