@@ -92,6 +92,10 @@ struct Args {
     /// repeat for several.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = setting)]
     settings: Vec<(String, String)>,
+    /// Take a checkpoint restore point every N batches, keeping the last
+    /// 1000, so `sluice rewind` can go back to them.
+    #[arg(long, value_name = "N")]
+    restore_points: Option<u64>,
 }
 
 /// Parses `--set KEY=VALUE`.
@@ -136,6 +140,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .app_id(APP_ID)
         .batch_interval(Duration::from_millis(args.batch_interval_ms))
         .checkpoint_dir(&args.checkpoint_dir);
+    if let Some(every) = args.restore_points {
+        builder = builder.checkpoint_restore_points(every, 1000);
+    }
     if let Some(workers) = args.workers {
         builder = builder.workers(workers);
     }

@@ -4,6 +4,7 @@ mod util;
 
 mod bad_input;
 mod broker_harness;
+mod cli;
 mod clicks;
 mod client_features;
 mod data_loss;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::memory::{Memory, DEFAULT_CACHE_BYTES, MIN_CACHE_BYTES};
+use crate::restore::RestorePolicy;
 use crate::{Error, Result, RocksCheckpoint};
 
 /// Batch records kept by default: enough history for a UI and for
@@ -30,6 +31,7 @@ pub struct RocksCheckpointBuilder {
     pub(crate) sync: bool,
     pub(crate) retain_batches: usize,
     pub(crate) cache_bytes: usize,
+    pub(crate) restore: RestorePolicy,
 }
 
 impl RocksCheckpointBuilder {
@@ -41,6 +43,7 @@ impl RocksCheckpointBuilder {
             sync: true,
             retain_batches: DEFAULT_RETAINED_BATCHES,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            restore: RestorePolicy::OFF,
         }
     }
 
@@ -80,6 +83,23 @@ impl RocksCheckpointBuilder {
         self
     }
 
+    /// Takes a restore point — a RocksDB hard-link checkpoint of the whole
+    /// database, in `<dir>/restore/<batch id>` — right after the commit of
+    /// every batch whose id is a multiple of `every`, keeping the newest
+    /// `keep` of them (at least 1). Default: off (`every` 0), because a
+    /// restore point pins the table files it links: the checkpoint then
+    /// needs up to `keep` times the disk of the data that compaction has
+    /// since rewritten. With them on, [`RocksCheckpoint::rewind_to`] (and
+    /// `sluice rewind`) can bring offsets, results and state back to the
+    /// end of any batch that has one.
+    ///
+    /// A restore point that cannot be taken (a full disk) is logged as a
+    /// warning; the batch is committed all the same.
+    pub fn restore_points(mut self, every: u64, keep: usize) -> Self {
+        self.restore = RestorePolicy { every, keep };
+        self
+    }
+
     /// Validates the configuration, then opens or creates the checkpoint.
     ///
     /// A new or empty directory starts a new checkpoint. Anything else must
@@ -96,12 +116,23 @@ impl RocksCheckpointBuilder {
                 ),
             });
         }
+        if self.restore.every > 0 && self.restore.keep == 0 {
+            return Err(Error::Config {
+                path: self.dir,
+                reason: format!(
+                    "restore_points({}, 0) keeps none; keep at least 1, or turn them off with \
+                     every = 0",
+                    self.restore.every
+                ),
+            });
+        }
         RocksCheckpoint::open_read_write(
             &self.dir,
             &app_id,
             self.sync,
             self.retain_batches,
             Memory::new(self.cache_bytes),
+            self.restore,
         )
     }
 }

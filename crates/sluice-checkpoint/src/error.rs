@@ -176,6 +176,24 @@ pub enum Error {
         /// RocksDB's error.
         source: rocksdb::Error,
     },
+    /// A rewind asked for a batch that has no restore point.
+    #[error("checkpoint {path} has no restore point for batch {batch}; {}", describe_points(.available))]
+    NoRestorePoint {
+        /// The directory.
+        path: PathBuf,
+        /// The batch asked for.
+        batch: u64,
+        /// The batches that have one, ascending.
+        available: Vec<u64>,
+    },
+    /// A restore point cannot be used: damaged, or of another app.
+    #[error("restore point {path} cannot be used: {reason}")]
+    BadRestorePoint {
+        /// The restore point's directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A file-system operation on the checkpoint directory failed.
     #[error("cannot {operation} {path}: {source}")]
     Io {
@@ -186,6 +204,16 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+fn describe_points(available: &[u64]) -> String {
+    if available.is_empty() {
+        return "it has none (a job takes them when its checkpoint is opened with \
+                restore_points(every, keep))"
+            .to_owned();
+    }
+    let ids: Vec<String> = available.iter().map(u64::to_string).collect();
+    format!("restore points exist for batches {}", ids.join(", "))
 }
 
 impl Error {

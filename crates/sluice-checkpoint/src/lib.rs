@@ -55,6 +55,7 @@ mod keys;
 mod memory;
 mod merge;
 mod record;
+mod restore;
 mod rocks;
 mod state;
 mod store;
@@ -66,7 +67,7 @@ pub use dead_letter::DeadLetterRecord;
 pub use error::{Error, Result};
 pub use memory::DEFAULT_CACHE_BYTES;
 pub use record::{BatchRecord, LateRecords, RangeRecord, ResetRecord, ResetRecordKind};
-pub use rocks::RocksCheckpoint;
+pub use rocks::{FamilyStats, RewindPlan, RocksCheckpoint};
 pub use state::{StateChanges, StateRecord};
 pub use store::{CheckpointStore, Commit};
 

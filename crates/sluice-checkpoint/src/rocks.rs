@@ -21,6 +21,7 @@ use sluice_core::{TopicPartition, Write};
 
 use crate::keys::{self, SCHEMA_VERSION};
 use crate::memory::{Memory, DEFAULT_CACHE_BYTES};
+use crate::restore::{self, RestorePolicy};
 use crate::state::{plan_states, RocksState};
 use crate::validate::{
     check_meta, classify_dir, parse_shuffle_partitions, DirKind, MetaState, StoredMeta,
@@ -64,6 +65,8 @@ pub struct RocksCheckpoint {
     retain_batches: usize,
     /// The cache and memtable budget every family is opened with.
     memory: Memory,
+    /// When restore points are taken and how many are kept.
+    restore: RestorePolicy,
     /// Every column family, internal ones included.
     families: BTreeSet<String>,
     /// Id of the last committed batch.
@@ -103,6 +106,7 @@ impl RocksCheckpoint {
         )
         .map_err(|e| open_error(&path, e))?;
         let mut store = Self::new(db, path, families, memory, true, false, 1);
+        store.restore = RestorePolicy::OFF;
         match check_meta(&store.path, &store.stored_meta()?, &app_id)? {
             MetaState::Ready => {}
             // A first start is still writing its metadata: nothing to read.
@@ -137,6 +141,7 @@ impl RocksCheckpoint {
         sync: bool,
         retain_batches: usize,
         memory: Memory,
+        restore: RestorePolicy,
     ) -> Result<Self> {
         let path = dir.to_owned();
         let (families, create) = match inspect_dir(&path)? {
@@ -160,11 +165,20 @@ impl RocksCheckpoint {
         )
         .map_err(|e| open_error(&path, e))?;
         let mut store = Self::new(db, path, families, memory, false, sync, retain_batches);
+        store.restore = restore;
         match check_meta(&store.path, &store.stored_meta()?, app_id)? {
             MetaState::Ready => {}
             MetaState::Unfinished => store.initialise(app_id)?,
         }
         store.load_batch_bounds()?;
+        // Restore points past the last batch belong to a history a rewind
+        // undid and a crash kept it from deleting.
+        let points = store.restore_points()?;
+        let stale = match store.last_id {
+            Some(last) => restore::after(&points, last),
+            None => points,
+        };
+        store.remove_restore_points(&stale)?;
         tracing::info!(
             path = %store.path.display(),
             app_id,
@@ -193,6 +207,7 @@ impl RocksCheckpoint {
             families,
             last_id: None,
             oldest_kept: 0,
+            restore: RestorePolicy::OFF,
         }
     }
 
@@ -333,6 +348,290 @@ impl RocksCheckpoint {
         }
         sluice_core::state::read_state(self.state_store().as_ref(), name)
             .map_err(|e| self.state_error(name, format!("cannot be read: {e}")))
+    }
+
+    /// The app id stored in the checkpoint at `dir`, read without knowing
+    /// it: for tools that are pointed at a directory. Works while a job
+    /// holds the checkpoint.
+    pub fn app_id_at(dir: impl AsRef<Path>) -> Result<String> {
+        let path = dir.as_ref().to_owned();
+        match inspect_dir(&path)? {
+            DirKind::Database => {}
+            DirKind::Empty => return Err(Error::Missing { path }),
+            DirKind::Damaged => return Err(missing_current(path)),
+            DirKind::Foreign => return Err(Error::NotACheckpoint { path }),
+        }
+        let families = list_families(&path)?;
+        if !families.contains(keys::META) {
+            return Err(Error::NotACheckpoint { path });
+        }
+        let memory = Memory::new(crate::memory::MIN_CACHE_BYTES);
+        let db = Db::open_cf_descriptors_read_only(
+            &memory.db_options(false),
+            &path,
+            descriptors(&memory, &families),
+            false,
+        )
+        .map_err(|e| open_error(&path, e))?;
+        let meta = db
+            .cf_handle(keys::META)
+            .ok_or_else(|| Error::NotACheckpoint { path: path.clone() })?;
+        let raw = db
+            .get_cf(&meta, keys::META_APP_ID)
+            .map_err(|source| Error::Rocks {
+                path: path.clone(),
+                operation: "read",
+                source,
+            })?;
+        let raw = raw.ok_or_else(|| Error::Missing { path: path.clone() })?;
+        String::from_utf8(raw).map_err(|_| Error::corrupt(&path, "its app id is not UTF-8"))
+    }
+
+    /// The schema version the checkpoint was written with.
+    pub fn schema_version(&self) -> Result<u32> {
+        let raw = self
+            .db
+            .get_cf(&self.internal(keys::META)?, keys::META_SCHEMA_VERSION)
+            .map_err(self.rocks_error("read"))?
+            .ok_or_else(|| Error::corrupt(&self.path, "its schema version is missing"))?;
+        std::str::from_utf8(&raw)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::corrupt(&self.path, "its schema version is not a number"))
+    }
+
+    /// Every column family with RocksDB's estimates of its size, internal
+    /// ones included (the `default` family, always empty, left out).
+    pub fn family_stats(&self) -> Result<Vec<FamilyStats>> {
+        let mut stats = Vec::new();
+        for name in self.families.iter().filter(|f| *f != "default") {
+            let cf = self.internal(name)?;
+            let property = |key: &str| -> Result<u64> {
+                Ok(self
+                    .db
+                    .property_int_value_cf(&cf, key)
+                    .map_err(self.rocks_error("read the properties of"))?
+                    .unwrap_or(0))
+            };
+            stats.push(FamilyStats {
+                name: name.clone(),
+                estimated_keys: property("rocksdb.estimate-num-keys")?,
+                sst_bytes: property("rocksdb.total-sst-files-size")?,
+                memtable_bytes: property("rocksdb.size-all-mem-tables")?,
+            });
+        }
+        Ok(stats)
+    }
+
+    /// The batch ids that have a restore point, ascending.
+    pub fn restore_points(&self) -> Result<Vec<u64>> {
+        restore::list(&self.path).map_err(|source| Error::Io {
+            path: self.path.join(restore::RESTORE_DIR),
+            operation: "list the restore points in",
+            source,
+        })
+    }
+
+    /// Takes the restore point of batch `id` (just committed), then deletes
+    /// the ones past the retention.
+    fn take_restore_point(&self, id: u64) -> Result<()> {
+        let started = std::time::Instant::now();
+        let target = restore::path_of(&self.path, id);
+        let io = |operation: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io {
+                path,
+                operation,
+                source,
+            }
+        };
+        let parent = self.path.join(restore::RESTORE_DIR);
+        std::fs::create_dir_all(&parent).map_err(io("create", &parent))?;
+        // Left by a restore point interrupted while being taken.
+        for stale in [target.clone(), target.with_extension("tmp")] {
+            if stale.exists() {
+                std::fs::remove_dir_all(&stale).map_err(io("remove", &stale))?;
+            }
+        }
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|checkpoint| checkpoint.create_checkpoint(&target))
+            .map_err(self.rocks_error("take a restore point of"))?;
+        let expired = restore::expired(&self.restore_points()?, self.restore.keep);
+        self.remove_restore_points(&expired)?;
+        tracing::debug!(
+            batch = id,
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            expired = ?expired,
+            "took a restore point"
+        );
+        Ok(())
+    }
+
+    fn remove_restore_points(&self, ids: &[u64]) -> Result<()> {
+        for &id in ids {
+            let path = restore::path_of(&self.path, id);
+            std::fs::remove_dir_all(&path).map_err(|source| Error::Io {
+                path,
+                operation: "remove the restore point",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Opens the restore point of `batch` read-only, or says which exist.
+    fn open_restore_point(&self, batch: u64) -> Result<(Db, BTreeSet<String>, PathBuf)> {
+        let available = self.restore_points()?;
+        if !available.contains(&batch) {
+            return Err(Error::NoRestorePoint {
+                path: self.path.clone(),
+                batch,
+                available,
+            });
+        }
+        let path = restore::path_of(&self.path, batch);
+        let bad = |reason: String| Error::BadRestorePoint {
+            path: path.clone(),
+            reason,
+        };
+        let families = list_families(&path).map_err(|e| bad(e.to_string()))?;
+        let db = Db::open_cf_descriptors_read_only(
+            &self.memory.db_options(false),
+            &path,
+            descriptors(&self.memory, &families),
+            false,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let meta = db
+            .cf_handle(keys::META)
+            .ok_or_else(|| bad("it has no sluice_meta family".into()))?;
+        let theirs: Option<Vec<u8>> = db.get_cf(&meta, keys::META_APP_ID).ok().flatten();
+        let own_meta = self.internal(keys::META)?;
+        let ours: Option<Vec<u8>> = self.db.get_cf(&own_meta, keys::META_APP_ID).ok().flatten();
+        drop(own_meta);
+        if theirs != ours {
+            return Err(bad("it belongs to another app".into()));
+        }
+        drop(meta);
+        Ok((db, families, path))
+    }
+
+    /// What [`rewind_to`](Self::rewind_to) would change, without changing
+    /// anything: the `--dry-run` of `sluice rewind`.
+    pub fn rewind_plan(&self, batch: u64) -> Result<RewindPlan> {
+        let (db, families, path) = self.open_restore_point(batch)?;
+        let restored = RocksCheckpoint::new(
+            db,
+            path.clone(),
+            families,
+            self.memory.clone(),
+            true,
+            false,
+            1,
+        );
+        let batches_removed = self
+            .batches()?
+            .into_iter()
+            .map(|b| b.id)
+            .filter(|&id| id > batch)
+            .collect();
+        Ok(RewindPlan {
+            batch,
+            restore_point: path,
+            last_batch: self.last_id,
+            offsets_before: self.offsets()?,
+            offsets_after: restored.offsets()?,
+            batches_removed,
+            restore_points_removed: restore::after(&self.restore_points()?, batch),
+            states_after: restored.states()?.into_iter().map(|s| s.name).collect(),
+        })
+    }
+
+    /// Brings the checkpoint back to the state right after batch `batch`:
+    /// offsets, batch history, result families and keyed state all come
+    /// from its restore point, in one atomic, synced write (a crash leaves
+    /// the checkpoint either as it was or rewound). The restore points of
+    /// later batches are deleted after the write.
+    ///
+    /// Families created after `batch` are left empty; a state registered
+    /// after it is dropped by the next start of the job, which no longer
+    /// finds it registered. The write holds the restore point's data in
+    /// memory once.
+    ///
+    /// Fails with [`Error::NoRestorePoint`], listing the ones there are,
+    /// when `batch` has none.
+    pub fn rewind_to(&mut self, batch: u64) -> Result<RewindPlan> {
+        self.writable("rewind")?;
+        let plan = self.rewind_plan(batch)?;
+        let (source, source_families, _) = self.open_restore_point(batch)?;
+        for family in &source_families {
+            if !self.families.contains(family) {
+                self.db
+                    .create_cf(family, &self.memory.family_options())
+                    .map_err(self.rocks_error("create a family in"))?;
+                self.families.insert(family.clone());
+            }
+        }
+        let mut write = WriteBatch::default();
+        for family in &self.families {
+            let cf = self.internal(family)?;
+            let last = self.db.iterator_cf(&cf, IteratorMode::End).next();
+            if let Some(entry) = last {
+                let (last, _) = entry.map_err(self.rocks_error("read"))?;
+                // Later operations of a write batch win over earlier ones,
+                // so the puts below survive this range deletion.
+                write.delete_range_cf(&cf, [].as_slice(), &last[..]);
+                write.delete_cf(&cf, &last);
+            }
+        }
+        for family in &source_families {
+            let (from, to) = (
+                source
+                    .cf_handle(family)
+                    .ok_or_else(|| Error::corrupt(&plan.restore_point, "a family vanished"))?,
+                self.internal(family)?,
+            );
+            for entry in source.iterator_cf(&from, IteratorMode::Start) {
+                let (key, value) = entry.map_err(self.rocks_error("read a restore point of"))?;
+                write.put_cf(&to, key, value);
+            }
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(write, &options)
+            .map_err(self.rocks_error("rewind"))?;
+        drop(source);
+        self.load_batch_bounds()?;
+        self.remove_restore_points(&plan.restore_points_removed)?;
+        tracing::info!(
+            path = %self.path.display(),
+            batch,
+            removed_batches = plan.batches_removed.len(),
+            "rewound checkpoint"
+        );
+        Ok(plan)
+    }
+
+    /// Sets the stored next offset of each partition in `offsets`, in one
+    /// atomic, synced write; other partitions keep theirs. The job reads
+    /// on from these offsets at its next start. Results and state are not
+    /// touched: to rewind those too, use [`rewind_to`](Self::rewind_to).
+    pub fn set_offsets(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
+        self.writable("set offsets in")?;
+        let cf = self.internal(keys::OFFSETS)?;
+        let mut write = WriteBatch::default();
+        for (tp, offset) in offsets {
+            Self::check_offset(tp, *offset)?;
+            write.put_cf(&cf, keys::offset_key(tp), keys::offset_value(*offset));
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(write, &options)
+            .map_err(self.rocks_error("set offsets in"))?;
+        tracing::info!(path = %self.path.display(), partitions = offsets.len(), "set offsets");
+        Ok(())
     }
 
     fn state_error(&self, state: &str, reason: impl Into<String>) -> Error {
@@ -743,6 +1042,13 @@ impl CheckpointStore for RocksCheckpoint {
             .map_err(self.rocks_error("commit to"))?;
         self.last_id = Some(record.id);
         self.oldest_kept = self.oldest_kept.max(keep_from);
+        if self.restore.is_due(record.id) {
+            // The batch is committed; a restore point is a convenience for
+            // operators and its failure must not fail the job.
+            if let Err(error) = self.take_restore_point(record.id) {
+                tracing::warn!(batch = record.id, %error, "could not take a restore point");
+            }
+        }
         tracing::debug!(
             batch = record.id,
             writes = write_count,
@@ -777,6 +1083,46 @@ impl CheckpointStore for RocksCheckpoint {
             .map(|entry| entry.map(|(k, v)| (k.into_vec(), v.into_vec())))
             .collect()
     }
+}
+
+/// RocksDB's estimates of one column family's size (its properties
+/// `rocksdb.estimate-num-keys`, `rocksdb.total-sst-files-size` and
+/// `rocksdb.size-all-mem-tables`): approximate, counting overwritten and
+/// deleted keys not yet compacted away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FamilyStats {
+    /// The family.
+    pub name: String,
+    /// Estimated number of keys.
+    pub estimated_keys: u64,
+    /// Bytes of its table files on disk.
+    pub sst_bytes: u64,
+    /// Bytes of its memtables (written, not flushed yet).
+    pub memtable_bytes: u64,
+}
+
+/// What a rewind changes: made by [`RocksCheckpoint::rewind_plan`] and
+/// returned by [`RocksCheckpoint::rewind_to`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RewindPlan {
+    /// The batch rewound to.
+    pub batch: u64,
+    /// Its restore point.
+    pub restore_point: PathBuf,
+    /// The last committed batch before the rewind.
+    pub last_batch: Option<u64>,
+    /// Stored next offsets before the rewind.
+    pub offsets_before: BTreeMap<TopicPartition, i64>,
+    /// Stored next offsets after it.
+    pub offsets_after: BTreeMap<TopicPartition, i64>,
+    /// Batch records the rewind removes from the history.
+    pub batches_removed: Vec<u64>,
+    /// Restore points of later batches, deleted.
+    pub restore_points_removed: Vec<u64>,
+    /// The states registered after the rewind.
+    pub states_after: Vec<String>,
 }
 
 impl fmt::Debug for RocksCheckpoint {

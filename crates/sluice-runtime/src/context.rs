@@ -50,6 +50,7 @@ pub struct StreamingContextBuilder {
     on_batch_failure: BatchFailurePolicy,
     checkpoint_sync: bool,
     checkpoint_cache_bytes: usize,
+    checkpoint_restore_points: (u64, usize),
     stop_on_signals: bool,
     kafka_outage_timeout: Duration,
     rate_limits: RateLimits,
@@ -76,6 +77,7 @@ impl StreamingContextBuilder {
             on_batch_failure: BatchFailurePolicy::Stop,
             checkpoint_sync: true,
             checkpoint_cache_bytes: sluice_checkpoint::DEFAULT_CACHE_BYTES,
+            checkpoint_restore_points: (0, 0),
             stop_on_signals: true,
             kafka_outage_timeout: Duration::from_secs(300),
             rate_limits: RateLimits::new(),
@@ -155,6 +157,16 @@ impl StreamingContextBuilder {
     /// on disk, so the job's memory does not grow with its number of keys.
     pub fn checkpoint_cache_bytes(mut self, bytes: usize) -> Self {
         self.checkpoint_cache_bytes = bytes;
+        self
+    }
+
+    /// Takes a restore point of the checkpoint after every batch whose id
+    /// is a multiple of `every`, keeping the newest `keep` (at least 1);
+    /// default off. `sluice rewind DIR --to-batch N` brings offsets,
+    /// results and state back to the end of a batch that has one (see
+    /// `RocksCheckpointBuilder::restore_points` and `docs/operations.md`).
+    pub fn checkpoint_restore_points(mut self, every: u64, keep: usize) -> Self {
+        self.checkpoint_restore_points = (every, keep);
         self
     }
 
@@ -269,6 +281,10 @@ impl StreamingContextBuilder {
             .app_id(&app_id)
             .sync(self.checkpoint_sync)
             .cache_bytes(self.checkpoint_cache_bytes)
+            .restore_points(
+                self.checkpoint_restore_points.0,
+                self.checkpoint_restore_points.1,
+            )
             .open()?;
         let graph = StreamGraph::new();
         graph.set_poison_policy(self.poison);

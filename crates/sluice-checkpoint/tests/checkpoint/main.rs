@@ -5,6 +5,7 @@ mod commit;
 mod open;
 mod plan;
 mod read_only;
+mod restore;
 mod shuffle;
 mod state;
 mod util;

@@ -1,0 +1,356 @@
+//! The `sluice` command-line tool, run as a process against checkpoints
+//! written by the real wordcount and sessions examples on a tansu broker.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use sluice::checkpoint::{CheckpointStore, RocksCheckpoint};
+
+use crate::util::job::{self, WAIT};
+use crate::util::kafka;
+use crate::util::tansu::Tansu;
+use crate::util::wordcount::{self, Wordcount, APP_ID};
+
+/// Runs `sluice ARGS`; returns its output.
+fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running the sluice binary")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `sluice ARGS`, fails the test unless it exits 0, returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = sluice(args);
+    assert!(
+        out.status.success(),
+        "sluice {args:?} exited with {}:\n{}{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Runs `sluice ARGS`, fails the test unless it exits with `code`, returns
+/// stderr.
+fn fails(args: &[&str], code: i32) -> String {
+    let out = sluice(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "sluice {args:?}: expected exit {code}:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("panicked"),
+        "sluice {args:?} panicked:\n{}",
+        stderr(&out)
+    );
+    stderr(&out)
+}
+
+/// Waits until the wordcount checkpoint in `dir` has read `records` records.
+fn wait_for_offsets(dir: &Path, records: i64, child: &mut Wordcount) -> u64 {
+    job::poll(
+        &format!("{records} records committed"),
+        WAIT,
+        || {
+            child.assert_running();
+            let (id, offsets) = wordcount::committed(dir)?;
+            (offsets.values().sum::<i64>() == records).then_some(id)
+        },
+        || wordcount::describe(dir),
+    )
+}
+
+/// Copies a checkpoint directory that no process has open.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            continue; // restore points
+        }
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn cli_rewind_then_restart_gives_the_results_of_a_run_stopped_at_that_batch() {
+    wordcount::binary();
+    let broker = Tansu::start();
+    broker.create_topic("lines", 3);
+    let bootstrap = broker.bootstrap();
+    let lines: Vec<String> = (0..600).map(job::line).collect();
+    let (first, second) = lines.split_at(300);
+    kafka::produce(&bootstrap, "lines", None, first);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    let d = dir.to_str().unwrap();
+    let log = tmp.path().join("wordcount.log");
+    let start = || {
+        Wordcount::start_with_args(
+            &bootstrap,
+            "lines",
+            &dir,
+            &log,
+            100,
+            &["--restore-points", "1"],
+        )
+    };
+
+    // Run 1 reads the first half and stops: batch N is its last.
+    let mut child = start();
+    wait_for_offsets(&dir, 300, &mut child);
+    assert!(child.terminate(WAIT).success());
+    let (n, offsets_at_n) = wordcount::committed(&dir).unwrap();
+    let at_n = tmp.path().join("at-n");
+    copy_dir(&dir, &at_n);
+    let totals_at_n = wordcount::totals(&at_n);
+    assert!(!totals_at_n.is_empty());
+
+    // Run 2 reads the second half; read commands work while it runs, and
+    // a change is refused because the job holds the checkpoint.
+    kafka::produce(&bootstrap, "lines", None, second);
+    let mut child = start();
+    wait_for_offsets(&dir, 600, &mut child);
+    let info = ok(&["checkpoint", "info", d]);
+    assert!(info.contains("app id          wordcount"), "{info}");
+    let refused = fails(&["offsets", "set", d, "lines:0=0"], 3);
+    assert!(refused.contains("held by a running job"), "{refused}");
+    assert!(refused.contains(d), "{refused}");
+    let refused = fails(&["rewind", d, "--to-batch", &n.to_string()], 3);
+    assert!(refused.contains("held by a running job"), "{refused}");
+    assert!(child.terminate(WAIT).success());
+    let totals_full = wordcount::totals(&dir);
+    assert_ne!(totals_full, totals_at_n);
+
+    // info: app id, schema, offsets, families with sizes, restore points.
+    let info = ok(&["checkpoint", "info", d]);
+    for expected in [
+        "schema version  1",
+        "lines:0",
+        "word_counts",
+        "restore points  batches",
+    ] {
+        assert!(info.contains(expected), "{expected:?} missing:\n{info}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["checkpoint", "info", d, "--json"])).unwrap();
+    assert_eq!(json["app_id"], APP_ID);
+    let next: i64 = json["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["next_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(next, 600);
+    assert!(json["restore_points"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!(n)));
+
+    // batches: every committed batch, in order; --since filters by time.
+    let history: Vec<serde_json::Value> = ok(&["batches", d, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<u64> = history.iter().map(|b| b["id"].as_u64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]) && ids.contains(&n),
+        "{ids:?}"
+    );
+    let records: u64 = history.iter().map(|b| b["records"].as_u64().unwrap()).sum();
+    assert_eq!(records, 600);
+    assert!(ok(&["batches", d, "--since", "2999-01-01T00:00:00Z", "--json"]).is_empty());
+    assert!(ok(&["batches", d]).contains("processing ms"));
+
+    // lag: nothing behind.
+    let lag = ok(&["lag", d, "--brokers", &bootstrap]);
+    assert!(
+        lag.lines().last().unwrap().trim_end().ends_with(" 0"),
+        "{lag}"
+    );
+
+    // Dry runs change nothing.
+    let before = wordcount::committed(&dir).unwrap();
+    let dry = ok(&["rewind", d, "--to-batch", &n.to_string(), "--dry-run"]);
+    assert!(
+        dry.contains("would rewind") && dry.contains("nothing was changed"),
+        "{dry}"
+    );
+    let dry = ok(&["offsets", "set", d, "lines:0=0", "--dry-run"]);
+    assert!(dry.contains("would set lines-0"), "{dry}");
+    assert_eq!(wordcount::committed(&dir).unwrap(), before);
+    assert_eq!(wordcount::totals(&dir), totals_full);
+
+    // A batch without a restore point is refused, listing those there are.
+    let refused = fails(&["rewind", d, "--to-batch", "99999999"], 1);
+    assert!(
+        refused.contains("no restore point for batch 99999999")
+            && refused.contains(&format!("{n}")),
+        "{refused}"
+    );
+
+    // The rewind: offsets, results and history are those right after N.
+    let rewound = ok(&["rewind", d, "--to-batch", &n.to_string()]);
+    assert!(rewound.contains("rewound checkpoint"), "{rewound}");
+    assert_eq!(wordcount::committed(&dir).unwrap(), (n, offsets_at_n));
+    assert_eq!(wordcount::totals(&dir), totals_at_n);
+    let lag = ok(&["lag", d, "--brokers", &bootstrap, "--json"]);
+    let behind: i64 = lag
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["lag"]
+                .as_i64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(behind, 300, "{lag}");
+    {
+        let store = RocksCheckpoint::open_read_only(&dir, APP_ID).unwrap();
+        assert!(store.batches().unwrap().iter().all(|b| b.id <= n));
+        assert!(store.restore_points().unwrap().iter().all(|&p| p <= n));
+    }
+
+    // Restarted, the job replays the second half exactly once.
+    let mut child = start();
+    wait_for_offsets(&dir, 600, &mut child);
+    assert!(child.terminate(WAIT).success());
+    assert_eq!(wordcount::totals(&dir), totals_full);
+
+    // offsets set: one write, read back; the job would resume there.
+    ok(&["offsets", "set", d, "lines:0=0", "lines:1=5"]);
+    let offsets = RocksCheckpoint::open_read_only(&dir, APP_ID)
+        .unwrap()
+        .offsets()
+        .unwrap();
+    let of = |p| offsets[&sluice::kafka::TopicPartition::new("lines", p)];
+    assert_eq!((of(0), of(1)), (0, 5));
+}
+
+#[test]
+fn cli_refuses_bad_input_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nowhere");
+    let m = missing.to_str().unwrap();
+    for args in [
+        vec!["checkpoint", "info", m],
+        vec!["batches", m],
+        vec!["state", "dump", m, "x"],
+        vec!["rewind", m, "--to-batch", "1"],
+        vec!["offsets", "set", m, "t:0=1"],
+    ] {
+        let error = fails(&args, 1);
+        assert!(
+            error.contains("no checkpoint at") && error.contains(m),
+            "{args:?}: {error}"
+        );
+    }
+    assert!(!missing.exists(), "a command created the checkpoint");
+    for bad in ["t0=1", "t:x=1", "t:0=-1", ":0=1"] {
+        let error = fails(&["offsets", "set", m, bad], 2);
+        assert!(error.contains("TOPIC:PARTITION=OFFSET"), "{bad}: {error}");
+    }
+    fails(&["batches", m, "--since", "last tuesday"], 2);
+    fails(&["frobnicate"], 2);
+    // A directory that is not a checkpoint.
+    std::fs::write(tmp.path().join("notes.txt"), "hello").unwrap();
+    let error = fails(&["checkpoint", "info", tmp.path().to_str().unwrap()], 1);
+    assert!(error.contains("not a sluice checkpoint"), "{error}");
+}
+
+#[test]
+fn cli_dumps_state_by_its_recorded_shapes_and_exports_dead_letters() {
+    wordcount::example("sessions");
+    let broker = Tansu::start();
+    broker.create_topic("clicks", 2);
+    let bootstrap = broker.bootstrap();
+    let mut clicks: Vec<String> = (0..200)
+        .map(|i| format!("user{} page{}", i % 5, i % 3))
+        .collect();
+    clicks.extend(["not a click at all".to_owned(), "lonely".to_owned()]);
+    kafka::produce(&bootstrap, "clicks", None, &clicks);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    let d = dir.to_str().unwrap();
+    let log = tmp.path().join("sessions.log");
+    let mut child = Wordcount::start_example(
+        "sessions",
+        &bootstrap,
+        "clicks",
+        &dir,
+        &log,
+        50,
+        &["--idle-timeout-ms", "100000"],
+    );
+    job::poll(
+        "every click committed",
+        WAIT,
+        || {
+            child.assert_running();
+            let store = RocksCheckpoint::open_read_only(&dir, "sessions").ok()?;
+            (store.offsets().ok()?.values().sum::<i64>() == clicks.len() as i64).then_some(())
+        },
+        || format!("log {}", log.display()),
+    );
+    // Read-only commands work while the job runs.
+    let dump = ok(&["state", "dump", d, "sessions", "--json"]);
+    assert!(child.terminate(WAIT).success());
+
+    let entries: Vec<serde_json::Value> = dump
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 5, "{dump}");
+    let mut total = 0;
+    for entry in &entries {
+        assert!(
+            entry["key"].as_str().unwrap().starts_with("user"),
+            "{entry}"
+        );
+        total += entry["state"]["clicks"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{entry}"));
+        assert!(entry["timeout_at"].is_i64(), "{entry}");
+    }
+    assert_eq!(total, 200);
+    let text = ok(&["state", "dump", d, "sessions"]);
+    assert!(text.contains("\"user0\"\t{"), "{text}");
+
+    let error = fails(&["state", "dump", d, "no_such_state"], 1);
+    assert!(
+        error.contains("no state named 'no_such_state'") && error.contains("sessions"),
+        "{error}"
+    );
+
+    let listed = ok(&["dead-letters", d]);
+    assert!(
+        listed.contains("2 dead letters in family 'bad_clicks'"),
+        "{listed}"
+    );
+    let file = tmp.path().join("dead.jsonl");
+    ok(&["dead-letters", d, "--export", file.to_str().unwrap()]);
+    let exported: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(exported.len(), 2);
+    assert!(exported.iter().all(|l| l["topic"] == "clicks"));
+    let error = fails(&["dead-letters", d, "--family", "nope"], 1);
+    assert!(error.contains("no family 'nope'"), "{error}");
+}
