@@ -185,7 +185,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             let total: u64 = counts.values().sum();
             let mut top: Vec<(&String, &u64)> = counts.iter().collect();
             top.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-            let top: Vec<String> = top.iter().take(5).map(|(w, n)| format!("{w}={n}")).collect();
+            let top: Vec<String> = top
+                .iter()
+                .take(5)
+                .map(|(w, n)| format!("{w}={n}"))
+                .collect();
             println!(
                 "batch {:>5}  window [{start}, {end}) closed: {total} words, {} distinct, top {}",
                 info.id,

@@ -16,3 +16,4 @@ mod poison;
 mod rate;
 mod regression;
 mod state;
+mod windows;
