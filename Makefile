@@ -19,12 +19,13 @@ CHECKPOINT_DIR ?= checkpoints
 # Prerequisites run in the order written (setup, lint, tests).
 .NOTPARALLEL:
 
-.PHONY: help setup setup-lite run sessions test test-only bench lint fmt clean-checkpoints
+.PHONY: help setup setup-lite run sessions windows test test-only bench lint fmt clean-checkpoints
 
 help:
 	@echo "make setup              install system packages and the tansu broker"
 	@echo "make run ARGS='...'     run the wordcount example (release)"
 	@echo "make sessions ARGS='...' run the sessions example (keyed state, release)"
+	@echo "make windows ARGS='...'  run the window_counts example (event-time windows, release)"
 	@echo "make test               setup, lint, then the whole test suite"
 	@echo "make bench              run the in-memory and the Kafka benchmarks"
 	@echo "make lint               rustfmt check and clippy -D warnings"
@@ -45,12 +46,15 @@ run: setup-lite
 sessions: setup-lite
 	$(CARGO) run --release --example sessions -- $(ARGS)
 
+windows: setup-lite
+	$(CARGO) run --release --example window_counts -- $(ARGS)
+
 test: setup lint test-only
 
 # --all-targets builds examples as test harnesses; the crash tests run the
-# real wordcount binary, so build it first.
+# real example binaries, so build them first.
 test-only: setup
-	$(CARGO) build --example wordcount --example sessions
+	$(CARGO) build --example wordcount --example sessions --example window_counts
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
@@ -59,6 +63,7 @@ bench: setup
 	$(CARGO) bench --bench kafka_throughput
 	$(CARGO) bench --bench dead_letters
 	$(CARGO) bench --bench state
+	$(CARGO) bench --bench windows
 
 lint: setup-lite
 	$(CARGO) fmt --all --check

@@ -17,3 +17,4 @@ mod poison;
 mod rate;
 mod regression;
 mod state;
+mod windows;

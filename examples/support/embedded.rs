@@ -20,6 +20,10 @@ use sluice::kafka::TopicPartition;
 /// The line at an offset of a partition.
 pub(crate) type LineAt = fn(i32, i64) -> String;
 
+/// The line at an offset of a partition and its record timestamp (ms since
+/// the Unix epoch; `None`: the producer's clock).
+pub(crate) type RecordAt = Arc<dyn Fn(i32, i64) -> (String, Option<i64>) + Send + Sync>;
+
 /// The embedded broker and its producer thread.
 pub(crate) struct Embedded {
     /// The broker's bootstrap address.
@@ -43,12 +47,27 @@ impl Drop for Embedded {
 impl Embedded {
     /// Starts the broker with `topic`, refills it up to `stored`, and
     /// produces `rate` lines per second round-robin over the partitions.
+    // Not every example including this file calls it.
+    #[allow(dead_code)]
     pub(crate) fn start(
         topic: &str,
         partitions: i32,
         rate: u32,
         stored: &BTreeMap<TopicPartition, i64>,
         line_at: LineAt,
+    ) -> anyhow::Result<Self> {
+        let record_at: RecordAt = Arc::new(move |p, offset| (line_at(p, offset), None));
+        Self::start_timestamped(topic, partitions, rate, stored, record_at)
+    }
+
+    /// Like [`start`](Self::start), with each record's timestamp set by
+    /// `record_at` too, so event times are a pure function of the position.
+    pub(crate) fn start_timestamped(
+        topic: &str,
+        partitions: i32,
+        rate: u32,
+        stored: &BTreeMap<TopicPartition, i64>,
+        record_at: RecordAt,
     ) -> anyhow::Result<Self> {
         let cluster = MockCluster::new(1).context("starting the embedded broker")?;
         cluster
@@ -72,7 +91,7 @@ impl Embedded {
                 .copied()
                 .unwrap_or(0);
             while *next_offset < end {
-                send(&producer, topic, p as i32, *next_offset, line_at)?;
+                send(&producer, topic, p as i32, *next_offset, &record_at)?;
                 *next_offset += 1;
             }
         }
@@ -89,7 +108,7 @@ impl Embedded {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let producer = std::thread::spawn(move || {
-            produce_until(&producer, &topic, rate.max(1), next, &stopped, line_at)
+            produce_until(&producer, &topic, rate.max(1), next, &stopped, &record_at)
         });
         Ok(Self {
             bootstrap,
@@ -105,12 +124,15 @@ fn send(
     topic: &str,
     partition: i32,
     offset: i64,
-    line_at: LineAt,
+    record_at: &RecordAt,
 ) -> anyhow::Result<()> {
-    let line = line_at(partition, offset);
+    let (line, timestamp) = record_at(partition, offset);
     let mut record = BaseRecord::<(), str>::to(topic)
         .partition(partition)
         .payload(line.as_str());
+    if let Some(timestamp) = timestamp {
+        record = record.timestamp(timestamp);
+    }
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -134,7 +156,7 @@ fn produce_until(
     rate: u32,
     mut next: Vec<i64>,
     stop: &AtomicBool,
-    line_at: LineAt,
+    record_at: &RecordAt,
 ) {
     let started = Instant::now();
     let mut sent: u64 = 0;
@@ -142,7 +164,7 @@ fn produce_until(
         let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
         while sent < due {
             let p = (sent % next.len() as u64) as usize;
-            if let Err(error) = send(producer, topic, p as i32, next[p], line_at) {
+            if let Err(error) = send(producer, topic, p as i32, next[p], record_at) {
                 tracing::error!(%error, "embedded producer stopped");
                 return;
             }

@@ -297,3 +297,45 @@ impl BackgroundProducer {
         self.thread.join().expect("the producer thread panicked");
     }
 }
+
+/// Produces `(partition, timestamp ms, value)` records to `topic`, in order,
+/// each to its partition with its record timestamp (CreateTime), and waits
+/// until every one is acknowledged.
+pub(crate) fn produce_timed(bootstrap: &str, topic: &str, records: &[(i32, i64, String)]) {
+    let producer: BaseProducer<DeliveryTracker> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        // One request in flight: a retry cannot reorder a partition.
+        .set("max.in.flight.requests.per.connection", "1")
+        .create_with_context(DeliveryTracker::default())
+        .unwrap_or_else(|e| panic!("creating a producer for {bootstrap}: {e}"));
+    for (partition, timestamp, value) in records {
+        let mut record = BaseRecord::<(), str>::to(topic)
+            .partition(*partition)
+            .timestamp(*timestamp)
+            .payload(value.as_str());
+        while let Err((e, back)) = producer.send(record) {
+            match e {
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = back;
+                }
+                e => panic!("producing to {topic} on {bootstrap}: {e}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(CLIENT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("flushing to {topic} on {bootstrap}: {e}"));
+    let ctx = producer.context();
+    if let Some(e) = ctx.first_error.lock().unwrap().take() {
+        panic!("producing to {topic} on {bootstrap} failed: {e}");
+    }
+    assert_eq!(
+        ctx.delivered.load(Ordering::SeqCst),
+        records.len(),
+        "delivery reports missing for {topic}"
+    );
+}
