@@ -130,7 +130,8 @@ pub mod checkpoint {
     //! belong to the [`CheckpointStore`] trait, so bring it into scope too.
 
     pub use sluice_checkpoint::{
-        BatchRecord, CheckpointStore, Commit, DeadLetterRecord, Error, LateRecords, RangeRecord,
+        BatchRecord, CheckpointStore, Commit, ControlRecord, DeadLetterRecord, Error, LateRecords,
+        RangeRecord,
         ResetRecord, ResetRecordKind, Result, RocksCheckpoint, RocksCheckpointBuilder,
         StateChanges, StateRecord,
     };

@@ -8,6 +8,7 @@ mod clicks;
 mod client_features;
 mod data_loss;
 mod exactly_once;
+mod http;
 mod faults;
 mod memory;
 mod metadata;
