@@ -131,8 +131,7 @@ pub mod checkpoint {
 
     pub use sluice_checkpoint::{
         BatchRecord, CheckpointStore, Commit, ControlRecord, DeadLetterRecord, Error, LateRecords,
-        RangeRecord,
-        ResetRecord, ResetRecordKind, Result, RocksCheckpoint, RocksCheckpointBuilder,
+        RangeRecord, ResetRecord, ResetRecordKind, Result, RocksCheckpoint, RocksCheckpointBuilder,
         StateChanges, StateRecord,
     };
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice::checkpoint::{BatchRecord, CheckpointStore};
+use sluice::checkpoint::CheckpointStore;
 use sluice::prelude::*;
 
 use crate::util::job::{self, RunningJob, APP_ID, WAIT};
@@ -109,7 +109,9 @@ fn start_job(
         .save_counts(job::COUNTS)
         .unwrap();
     let running = RunningJob::start_shared(Arc::clone(&ctx));
-    let addr = ctx.http_addr().expect("a started job with .http(..) listens");
+    let addr = ctx
+        .http_addr()
+        .expect("a started job with .http(..) listens");
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
     (running, Client::new(addr))
 }
@@ -134,7 +136,9 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
     assert_eq!(http.metric("sluice_records_read_total"), Some(300.0));
     let before = running.batches().len() as f64;
     let committed = http.metric("sluice_batches_committed_total").unwrap();
-    let processed = http.metric("sluice_batch_processing_seconds_count").unwrap();
+    let processed = http
+        .metric("sluice_batch_processing_seconds_count")
+        .unwrap();
     let after = running.batches().len() as f64;
     assert!(
         before <= committed && committed <= after + 1.0,
@@ -143,7 +147,10 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
     assert!(processed >= before, "{processed} >= {before}");
     assert_eq!(http.metric("sluice_batches_failed_total"), Some(0.0));
     assert_eq!(http.metric("sluice_dead_letters_total"), Some(0.0));
-    assert_eq!(http.metric(&format!("sluice_job_info{{app_id=\"{APP_ID}\"}}")), Some(1.0));
+    assert_eq!(
+        http.metric(&format!("sluice_job_info{{app_id=\"{APP_ID}\"}}")),
+        Some(1.0)
+    );
     for p in 0..2 {
         let lag = format!("sluice_partition_lag_records{{topic=\"events\",partition=\"{p}\"}}");
         assert_eq!(http.metric(&lag), Some(0.0), "{lag}");
@@ -152,7 +159,10 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
     assert!(exposition.contains("# UNIT sluice_batch_processing_seconds seconds"));
     assert!(exposition.contains("# TYPE sluice_batch_scheduling_delay_seconds histogram"));
     assert!(exposition.contains("sluice_checkpoint_commit_seconds_bucket{le="));
-    assert!(!exposition.contains("sluice_rate_limit_records_per_second{"), "no limit set");
+    assert!(
+        !exposition.contains("sluice_rate_limit_records_per_second{"),
+        "no limit set"
+    );
 
     let overview = http.json("/api/overview");
     assert_eq!(overview["app_id"], APP_ID);
@@ -165,8 +175,14 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
     let partitions = partitions["partitions"].as_array().unwrap();
     assert_eq!(partitions.len(), 2, "{partitions:?}");
     for p in partitions {
-        assert_eq!((p["topic"].as_str(), p["latest"].as_i64()), (Some("events"), Some(150)));
-        assert_eq!((p["position"].as_i64(), p["lag"].as_i64()), (Some(150), Some(0)));
+        assert_eq!(
+            (p["topic"].as_str(), p["latest"].as_i64()),
+            (Some("events"), Some(150))
+        );
+        assert_eq!(
+            (p["position"].as_i64(), p["lag"].as_i64()),
+            (Some(150), Some(0))
+        );
     }
 
     // The batches the API lists are the job's: same ids, same ranges.
@@ -212,7 +228,9 @@ fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
     let ckpt = dir.path().join("ckpt");
     let limits = RateLimits::new().max_rate_per_partition(1000.0);
     let (mut running, http) = start_job(&broker, "backlog", &ckpt, limits, Some(&token));
-    running.wait_for("a first batch with records", |p| (p.records > 0).then_some(()));
+    running.wait_for("a first batch with records", |p| {
+        (p.records > 0).then_some(())
+    });
     assert_eq!(
         http.metric("sluice_rate_limit_records_per_second{reason=\"max_rate_per_partition\"}"),
         Some(1000.0)
@@ -220,11 +238,31 @@ fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
 
     // Refused requests change nothing.
     let refused = [
-        (r#"{"max_rate_per_partition": 50}"#, None, 401, "access token"),
-        (r#"{"max_rate_per_partition": 50}"#, Some("wrong"), 403, "wrong access token"),
-        (r#"{"max_rate_per_partition": -5}"#, Some(TOKEN), 400, "max_rate_per_partition"),
+        (
+            r#"{"max_rate_per_partition": 50}"#,
+            None,
+            401,
+            "access token",
+        ),
+        (
+            r#"{"max_rate_per_partition": 50}"#,
+            Some("wrong"),
+            403,
+            "wrong access token",
+        ),
+        (
+            r#"{"max_rate_per_partition": -5}"#,
+            Some(TOKEN),
+            400,
+            "max_rate_per_partition",
+        ),
         (r#"{"max_rate": "fast"}"#, Some(TOKEN), 400, "invalid type"),
-        (r#"{"maxrate": 10}"#, Some(TOKEN), 400, "unknown field `maxrate`"),
+        (
+            r#"{"maxrate": 10}"#,
+            Some(TOKEN),
+            400,
+            "unknown field `maxrate`",
+        ),
         (r#"{}"#, Some(TOKEN), 400, "nothing to change"),
         ("max_rate=10", Some(TOKEN), 400, "JSON"),
     ];
@@ -254,18 +292,26 @@ fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
     let changed = running.wait_for("a batch under the new limit", |p| {
         p.batches
             .iter()
-            .find(|b| b.info.rate_limit.is_some_and(|l| l.records_per_second == 400.0))
+            .find(|b| {
+                b.info
+                    .rate_limit
+                    .is_some_and(|l| l.records_per_second == 400.0)
+            })
             .map(|b| b.info.id)
     });
     let records = job::open_checkpoint(&ckpt, APP_ID).batches().unwrap();
-    let record = |id: u64| -> &BatchRecord { records.iter().find(|r| r.id == id).unwrap() };
+    let record = |id: u64| records.iter().find(|r| r.id == id).unwrap();
     let first = record(changed);
     assert_eq!(
         first.rate_limit.as_deref(),
         Some("max rate per partition 400/s")
     );
     assert_eq!(
-        first.control.iter().map(|c| c.change.as_str()).collect::<Vec<_>>(),
+        first
+            .control
+            .iter()
+            .map(|c| c.change.as_str())
+            .collect::<Vec<_>>(),
         [change],
         "the change is recorded in the first batch it applies to"
     );
@@ -275,12 +321,19 @@ fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
         "the batch before ran under the old limit"
     );
     for range in &first.ranges {
-        assert!(range.until - range.from <= 40, "{range:?} within 400/s × 100 ms");
+        assert!(
+            range.until - range.from <= 40,
+            "{range:?} within 400/s × 100 ms"
+        );
     }
 
     // Pause: the batch in flight finishes, then no batch reads anything.
     let (status, answer) = http.post("/api/control/pause", "", Some(TOKEN));
-    assert_eq!((status, &answer["paused"]), (200, &Value::Bool(true)), "{answer}");
+    assert_eq!(
+        (status, &answer["paused"]),
+        (200, &Value::Bool(true)),
+        "{answer}"
+    );
     job::poll(
         "the paused status",
         WAIT,
@@ -293,7 +346,11 @@ fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
     // A fixed window is the claim itself here: 10 batch intervals pass and
     // nothing is read, with records waiting in the topic.
     std::thread::sleep(job::BATCH_INTERVAL * 10);
-    assert_eq!(running.batches().len(), batches_when_paused, "no batch while paused");
+    assert_eq!(
+        running.batches().len(),
+        batches_when_paused,
+        "no batch while paused"
+    );
     assert_eq!(running.wait_for("", |p| Some(p.records)), read_when_paused);
     assert!(read_when_paused < 8000, "records were left to read");
 
@@ -306,7 +363,11 @@ fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
         .find(|r| r.control.iter().any(|c| c.change == "resume"))
         .expect("a batch record holds the resume");
     assert_eq!(
-        resumed.control.iter().map(|c| c.change.as_str()).collect::<Vec<_>>(),
+        resumed
+            .control
+            .iter()
+            .map(|c| c.change.as_str())
+            .collect::<Vec<_>>(),
         ["pause", "resume"]
     );
     assert!(resumed.records > 0);
@@ -325,11 +386,12 @@ fn an_endpoint_beyond_loopback_needs_an_access_token() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("access token"), "{error}");
-    assert!(job::context(dir.path())
+    let ctx = job::context(&dir.path().join("ckpt"))
         .http("0.0.0.0:0")
         .http_token_file(token_file(dir.path()))
-        .build()
-        .is_ok());
+        .build();
+    assert!(ctx.is_ok(), "{:?}", ctx.err());
+    drop(ctx);
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "\n").unwrap();
     let error = job::context(dir.path())
@@ -361,7 +423,12 @@ fn chromium() -> Option<PathBuf> {
 /// Runs headless Chromium on `url` with `args` and returns its stdout.
 fn headless(chromium: &Path, profile: &Path, args: &[&str], url: &str) -> String {
     let output = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(url)
@@ -396,21 +463,42 @@ fn the_web_ui_shows_the_jobs_real_batches_in_a_browser() {
     assert!(batches.len() >= 2, "the rate limit splits the backlog");
 
     let profile = tempfile::tempdir().unwrap();
-    let dom = headless(&chromium, profile.path(), &["--dump-dom"], &format!("{}/", http.base));
-    for metric in ["input-rate", "processing", "scheduling-delay", "total-delay"] {
+    let dom = headless(
+        &chromium,
+        profile.path(),
+        &["--dump-dom"],
+        &format!("{}/", http.base),
+    );
+    for metric in [
+        "input-rate",
+        "processing",
+        "scheduling-delay",
+        "total-delay",
+    ] {
         assert!(
             dom.contains(&format!("<svg class=\"timeline\" data-metric=\"{metric}\""))
-                && dom.contains(&format!("<svg class=\"histogram\" data-metric=\"{metric}\"")),
+                && dom.contains(&format!(
+                    "<svg class=\"histogram\" data-metric=\"{metric}\""
+                )),
             "a timeline and a distribution of {metric}"
         );
     }
     for batch in &batches {
         let id = batch.info.id;
-        assert!(dom.contains(&format!("<circle data-batch=\"{id}\"")), "batch {id} charted");
-        assert!(dom.contains(&format!("<tr data-batch=\"{id}\">")), "batch {id} in the table");
+        assert!(
+            dom.contains(&format!("<circle data-batch=\"{id}\"")),
+            "batch {id} charted"
+        );
+        assert!(
+            dom.contains(&format!("<tr data-batch=\"{id}\">")),
+            "batch {id} in the table"
+        );
     }
     assert!(dom.contains("max rate per partition 2000/s"));
-    assert!(dom.contains("id=\"status\" class=\"running\""), "running status");
+    assert!(
+        dom.contains("id=\"status\" class=\"running\""),
+        "running status"
+    );
 
     // The drill-down of a real batch shows its ranges.
     let batch = &batches[0];
@@ -433,7 +521,10 @@ fn the_web_ui_shows_the_jobs_real_batches_in_a_browser() {
     std::fs::create_dir_all(&artifacts).unwrap();
     for (name, url) in [
         ("overview.png", format!("{}/", http.base)),
-        ("batch.png", format!("{}/batches/{}", http.base, batch.info.id)),
+        (
+            "batch.png",
+            format!("{}/batches/{}", http.base, batch.info.id),
+        ),
     ] {
         let file = artifacts.join(name);
         let _ = std::fs::remove_file(&file);

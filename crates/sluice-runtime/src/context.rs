@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -321,6 +321,7 @@ impl StreamingContextBuilder {
             task_attempts: self.task_attempts,
             stop_on_signals: self.stop_on_signals,
             http,
+            http_addr: OnceLock::new(),
             driver: DriverSettings {
                 batch_interval,
                 on_batch_failure: self.on_batch_failure,
@@ -410,6 +411,7 @@ pub struct StreamingContext {
     task_attempts: u32,
     stop_on_signals: bool,
     http: Option<HttpSettings>,
+    http_addr: OnceLock<SocketAddr>,
     driver: DriverSettings,
     state: Mutex<State>,
     /// States the job renames or drops, applied at start.
@@ -577,7 +579,9 @@ impl StreamingContext {
                     settings.token.is_some(),
                 ));
                 driver.monitor = Some(Arc::clone(&monitor));
-                Some(HttpServer::start(settings, monitor)?)
+                let server = HttpServer::start(settings, monitor)?;
+                let _ = self.http_addr.set(server.addr);
+                Some(server)
             }
             None => None,
         };
@@ -693,16 +697,11 @@ impl StreamingContext {
         }
     }
 
-    /// Where the HTTP endpoint listens (see [`StreamingContextBuilder::http`]):
-    /// `None` without one, before [`start`](Self::start) and once the job
-    /// ended.
+    /// Where the HTTP endpoint listens (see [`StreamingContextBuilder::http`])
+    /// from [`start`](Self::start) on; `None` without one or before the
+    /// start. The endpoint stops when the job ends.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        match &*self.lock_state() {
-            State::Running {
-                http: Some(http), ..
-            } => Some(http.addr),
-            _ => None,
-        }
+        self.http_addr.get().copied()
     }
 
     /// Stops the job (see [`StopHandle::stop`]) and waits until it ended.
@@ -722,9 +721,9 @@ impl StreamingContext {
                     http,
                     ..
                 } => (driver, signals, http),
-            State::Created { .. } | State::StartFailed => return Err(Error::NotStarted),
-            State::Terminated => return Ok(()),
-        };
+                State::Created { .. } | State::StartFailed => return Err(Error::NotStarted),
+                State::Terminated => return Ok(()),
+            };
         let result = driver.join().unwrap_or_else(|panic| {
             std::panic::resume_unwind(panic);
         });

@@ -140,7 +140,11 @@ impl Driver {
                 let now_paused = monitor.control.is_paused();
                 if now_paused != paused {
                     paused = now_paused;
-                    monitor.set_status(if paused { Status::Paused } else { Status::Running });
+                    monitor.set_status(if paused {
+                        Status::Paused
+                    } else {
+                        Status::Running
+                    });
                     tracing::info!(
                         next_batch = progress.next_id,
                         "intake {}",

@@ -89,7 +89,15 @@ impl Control {
             return false;
         }
         let change = if paused { "pause" } else { "resume" };
-        tracing::info!(change, "control: intake {}", if paused { "paused after the batch in flight" } else { "resumed" });
+        tracing::info!(
+            change,
+            "control: intake {}",
+            if paused {
+                "paused after the batch in flight"
+            } else {
+                "resumed"
+            }
+        );
         state.pending.push(ControlRecord::new(now_ms(), change));
         self.changed.store(true, Ordering::SeqCst);
         true
@@ -128,7 +136,9 @@ impl Control {
         tracing::info!(change = %description, "control: rate limits changed from the next batch on");
         state.limits = limits;
         state.limits_changed = true;
-        state.pending.push(ControlRecord::new(now_ms(), description.clone()));
+        state
+            .pending
+            .push(ControlRecord::new(now_ms(), description.clone()));
         self.changed.store(true, Ordering::SeqCst);
         Ok(description)
     }
@@ -174,7 +184,10 @@ mod tests {
         assert_eq!(described, "rate max_rate=none max_rate_per_partition=50/s");
         let taken = control.take().unwrap();
         let limits = taken.limits.unwrap();
-        assert_eq!((limits.max_rate, limits.max_rate_per_partition), (None, Some(50.0)));
+        assert_eq!(
+            (limits.max_rate, limits.max_rate_per_partition),
+            (None, Some(50.0))
+        );
         assert_eq!(taken.records[0].change, described);
         assert!(control.take().is_none());
     }
@@ -200,7 +213,13 @@ mod tests {
         assert!(!control.set_paused(true));
         assert!(control.is_paused());
         assert!(control.set_paused(false));
-        let records: Vec<String> = control.take().unwrap().records.into_iter().map(|r| r.change).collect();
+        let records: Vec<String> = control
+            .take()
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.change)
+            .collect();
         assert_eq!(records, ["pause", "resume"]);
     }
 }

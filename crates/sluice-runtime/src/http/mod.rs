@@ -27,8 +27,8 @@ use monitor::Monitor;
 /// Environment variable holding the access token when no token file is set.
 pub(crate) const TOKEN_ENV: &str = "SLUICE_HTTP_TOKEN";
 
-/// Where the endpoint listens and the token that guards control requests.
-#[derive(Debug, Clone)]
+/// Where the endpoint listens and the token that guards control requests
+/// (no `Debug`: it holds the token).
 pub(crate) struct HttpSettings {
     pub(crate) addr: SocketAddr,
     pub(crate) token: Option<String>,

@@ -138,10 +138,30 @@ fn control_forms(b: &mut String, paused: bool, token: bool, limits: &sluice_core
 /// The four series of the timelines: name, label, value of a batch, unit.
 type Series = (&'static str, &'static str, fn(&BatchView) -> f64, bool);
 const SERIES: [Series; 4] = [
-    ("input-rate", "Input rate (records/s)", |v| v.input_rate, false),
-    ("processing", "Processing time", |v| v.processing_seconds, true),
-    ("scheduling-delay", "Scheduling delay", |v| v.scheduling_delay_seconds, true),
-    ("total-delay", "Total delay", |v| v.total_delay_seconds, true),
+    (
+        "input-rate",
+        "Input rate (records/s)",
+        |v| v.input_rate,
+        false,
+    ),
+    (
+        "processing",
+        "Processing time",
+        |v| v.processing_seconds,
+        true,
+    ),
+    (
+        "scheduling-delay",
+        "Scheduling delay",
+        |v| v.scheduling_delay_seconds,
+        true,
+    ),
+    (
+        "total-delay",
+        "Total delay",
+        |v| v.total_delay_seconds,
+        true,
+    ),
 ];
 
 fn timelines(b: &mut String, s: &Snapshot) {
