@@ -12,7 +12,11 @@
 //! - `sluice pass-through`: `kafka_stream(..).count().foreach_batch(..)`,
 //!   from `start()` until a listener sees every record committed;
 //! - `sluice wordcount`: `values_utf8().count_keys(words)
-//!   .save_counts(..)`, timed the same way.
+//!   .save_counts(..)`, timed the same way;
+//! - `sluice pass + http`: the pass-through job with its HTTP endpoint on
+//!   (`.http("127.0.0.1:0")`) and a client scraping `/metrics`, `/` and
+//!   `/api/batches` every second, compared with the pass-through without
+//!   an endpoint (goal ≥ 0.97×).
 //!
 //! Then the fixed cost of a batch: `SLUICE_BENCH_EMPTY_BATCHES` batches
 //! (default 2000) at a 1 ms interval on an empty 4-partition topic, with
@@ -22,7 +26,7 @@
 //! [`CONSUMER_SETTINGS`] plus the ones sluice forces, printed with the
 //! results. `SLUICE_BENCH_MAX_RATE_PER_PARTITION` (records/s) caps sluice
 //! batches; by default the pre-filled topic is read in one batch.
-//! `SLUICE_BENCH_ONLY=bare,pass,wordcount,outputs,empty,synced` runs a subset (for
+//! `SLUICE_BENCH_ONLY=bare,pass,wordcount,outputs,http,empty,synced` runs a subset (for
 //! profiling). The broker binary is `$TANSU_BIN`, `tansu` on `PATH` or
 //! `~/.cargo/bin/tansu` (`make setup` installs it).
 //!
@@ -155,6 +159,7 @@ fn main() -> Result<()> {
     let mut words = Vec::new();
     let mut two = Vec::new();
     let mut three = Vec::new();
+    let mut http = Vec::new();
     for run in 0..repeats {
         if runs("bare") {
             bare.push(bench.bare_drain(run)?);
@@ -165,6 +170,13 @@ fn main() -> Result<()> {
             eprintln!(
                 "run {run}: sluice pass-through {:.3} s",
                 pass[run].as_secs_f64()
+            );
+        }
+        if runs("http") {
+            http.push(bench.sluice(run, Job::PassThroughHttp)?);
+            eprintln!(
+                "run {run}: sluice pass-through with HTTP scraped {:.3} s",
+                http[run].as_secs_f64()
             );
         }
         if runs("wordcount") {
@@ -209,6 +221,7 @@ fn main() -> Result<()> {
         ("sluice wordcount", &words, Some(0.7)),
         ("pass-through, 2 outputs", &two, None),
         ("pass-through, 3 outputs", &three, None),
+        ("sluice pass + http", &http, None),
     ] {
         if times.is_empty() {
             continue;
@@ -245,6 +258,13 @@ fn main() -> Result<()> {
             }
         }
     }
+    if let (Some(off), Some(on)) = (median_rate(&pass, records), median_rate(&http, records)) {
+        let ratio = on / off;
+        println!(
+            "HTTP endpoint on and scraped every second vs off: {ratio:.3}x (goal >=0.97 {})",
+            if ratio >= 0.97 { "ok" } else { "MISS" }
+        );
+    }
 
     if runs("empty") || runs("synced") {
         broker.create_topic("empty", PARTITIONS);
@@ -278,10 +298,55 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// A client reading the job's endpoint every second, as Prometheus and an
+/// open browser tab would.
+struct Scraper {
+    stop: mpsc::Sender<()>,
+    thread: thread::JoinHandle<Result<u64>>,
+}
+
+impl Scraper {
+    fn start(addr: std::net::SocketAddr) -> Self {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || -> Result<u64> {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into();
+            let mut scrapes = 0;
+            loop {
+                for path in ["/metrics", "/", "/api/batches"] {
+                    let body = agent
+                        .get(format!("http://{addr}{path}"))
+                        .call()?
+                        .body_mut()
+                        .read_to_string()?;
+                    black_box(body);
+                }
+                scrapes += 1;
+                match stopped.recv_timeout(Duration::from_secs(1)) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return Ok(scrapes),
+                }
+            }
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> Result<u64> {
+        let _ = self.stop.send(());
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the scraper panicked"))?
+    }
+}
+
 /// The jobs measured against the bare drain.
 #[derive(Clone, Copy)]
 enum Job {
     PassThrough,
+    /// The pass-through with its HTTP endpoint on, scraped every second.
+    PassThroughHttp,
     WordCount,
     /// The pass-through with this many more outputs on the same input, each
     /// counting the batch's records and looking at its offset ranges (as an
@@ -347,6 +412,7 @@ impl Bench {
     fn sluice(&self, run: usize, job: Job) -> Result<Duration> {
         let name = match job {
             Job::PassThrough => "pass",
+            Job::PassThroughHttp => "http",
             Job::WordCount => "wordcount",
             Job::MoreOutputs(_) => "outputs",
         };
@@ -355,19 +421,22 @@ impl Bench {
         if let Some(rate) = self.max_rate {
             limits = limits.max_rate_per_partition(rate);
         }
-        let ctx = StreamingContext::builder()
+        let mut builder = StreamingContext::builder()
             .app_id(format!("bench-{name}-{run}"))
             .batch_interval(BATCH_INTERVAL)
             .checkpoint_dir(dir.path())
             .checkpoint_sync(false)
             .stop_on_signals(false)
             .workers(WORKERS)
-            .rate_limits(limits)
-            .build()?;
+            .rate_limits(limits);
+        if let Job::PassThroughHttp = job {
+            builder = builder.http("127.0.0.1:0");
+        }
+        let ctx = builder.build()?;
         let stream = ctx.kafka_stream(self.source()?)?;
         let counted = Arc::new(AtomicI64::new(0));
         match job {
-            Job::PassThrough | Job::MoreOutputs(_) => {
+            Job::PassThrough | Job::PassThroughHttp | Job::MoreOutputs(_) => {
                 let counted = Arc::clone(&counted);
                 stream.count().foreach_batch(move |batch, _| {
                     counted.fetch_add(batch.iter().sum::<i64>(), Ordering::Relaxed);
@@ -412,7 +481,12 @@ impl Bench {
         })?;
         let started = Instant::now();
         ctx.start()?;
+        let scraper = ctx.http_addr().map(Scraper::start);
         let outcome = finished.recv_timeout(RUN_TIMEOUT);
+        if let Some(scraper) = scraper {
+            let scrapes = scraper.stop()?;
+            eprintln!("  {scrapes} scrapes of /metrics, / and /api/batches");
+        }
         ctx.stop(true)?;
         let (at, committed) = outcome.map_err(|_| {
             anyhow::anyhow!("sluice {name} did not commit {target} records in {RUN_TIMEOUT:?}")
@@ -422,7 +496,7 @@ impl Bench {
             "sluice {name} committed {committed} records, expected {target}"
         );
         let expected = match job {
-            Job::PassThrough | Job::MoreOutputs(_) => target as i64,
+            Job::PassThrough | Job::PassThroughHttp | Job::MoreOutputs(_) => target as i64,
             Job::WordCount => (target * WORDS_PER_LINE as u64) as i64,
         };
         let got = counted.load(Ordering::Relaxed);

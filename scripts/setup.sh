@@ -16,6 +16,8 @@ APT_PACKAGES=(
     libclang-dev cmake
     pkg-config libssl-dev libcurl4-openssl-dev
     libsasl2-dev
+    # Headless browser for the web UI test (tests/http.rs).
+    chromium
 )
 
 # The real Kafka-protocol broker the integration tests start (see

@@ -130,9 +130,9 @@ pub mod checkpoint {
     //! belong to the [`CheckpointStore`] trait, so bring it into scope too.
 
     pub use sluice_checkpoint::{
-        BatchRecord, CheckpointStore, Commit, DeadLetterRecord, Error, FamilyStats, LateRecords,
-        RangeRecord, ResetRecord, ResetRecordKind, Result, RewindPlan, RocksCheckpoint,
-        RocksCheckpointBuilder, StateChanges, StateRecord,
+        BatchRecord, CheckpointStore, Commit, ControlRecord, DeadLetterRecord, Error, FamilyStats,
+        LateRecords, RangeRecord, ResetRecord, ResetRecordKind, Result, RewindPlan,
+        RocksCheckpoint, RocksCheckpointBuilder, StateChanges, StateRecord,
     };
 }
 

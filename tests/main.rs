@@ -10,6 +10,7 @@ mod client_features;
 mod data_loss;
 mod exactly_once;
 mod faults;
+mod http;
 mod memory;
 mod metadata;
 mod offsets;

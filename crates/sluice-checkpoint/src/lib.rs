@@ -66,7 +66,9 @@ pub use builder::RocksCheckpointBuilder;
 pub use dead_letter::DeadLetterRecord;
 pub use error::{Error, Result};
 pub use memory::DEFAULT_CACHE_BYTES;
-pub use record::{BatchRecord, LateRecords, RangeRecord, ResetRecord, ResetRecordKind};
+pub use record::{
+    BatchRecord, ControlRecord, LateRecords, RangeRecord, ResetRecord, ResetRecordKind,
+};
 pub use rocks::{FamilyStats, RewindPlan, RocksCheckpoint};
 pub use state::{StateChanges, StateRecord};
 pub use store::{CheckpointStore, Commit};

@@ -37,6 +37,31 @@ pub struct BatchRecord {
     /// window and input partition; only non-zero counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub late_records: Vec<LateRecords>,
+    /// Changes made to the running job through its control API (pause,
+    /// resume, rate limits) since the batch before; they apply from this
+    /// batch on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub control: Vec<ControlRecord>,
+}
+
+/// One change made to a running job through its control API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ControlRecord {
+    /// When the change was requested, in milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// What changed, e.g. `pause` or `rate max_rate=1000/s`.
+    pub change: String,
+}
+
+impl ControlRecord {
+    /// A change described by `change`, requested at `time_ms`.
+    pub fn new(time_ms: i64, change: impl Into<String>) -> Self {
+        Self {
+            time_ms,
+            change: change.into(),
+        }
+    }
 }
 
 /// How many values of one input partition arrived behind the watermark of
@@ -82,6 +107,7 @@ impl BatchRecord {
             rate_limit: None,
             dead_letters: 0,
             late_records: Vec::new(),
+            control: Vec::new(),
         }
     }
 }

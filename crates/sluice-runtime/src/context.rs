@@ -1,9 +1,10 @@
 //! [`StreamingContext`]: configure a job, define its streams, run it.
 
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use sluice_kafka::{KafkaReader, KafkaSource};
 
 use crate::driver::{Driver, DriverSettings, StopRequest};
 use crate::error::config;
+use crate::http::monitor::{Monitor, Status};
+use crate::http::{HttpServer, HttpSettings};
 use crate::listener::BatchListener;
 use crate::pool::WorkerPool;
 use crate::{Error, Result};
@@ -55,6 +58,8 @@ pub struct StreamingContextBuilder {
     kafka_outage_timeout: Duration,
     rate_limits: RateLimits,
     poison: PoisonPolicy,
+    http: Option<String>,
+    http_token_file: Option<PathBuf>,
 }
 
 impl Default for StreamingContextBuilder {
@@ -82,6 +87,8 @@ impl StreamingContextBuilder {
             kafka_outage_timeout: Duration::from_secs(300),
             rate_limits: RateLimits::new(),
             poison: PoisonPolicy::FailBatch,
+            http: None,
+            http_token_file: None,
         }
     }
 
@@ -205,6 +212,29 @@ impl StreamingContextBuilder {
         self
     }
 
+    /// Serves the job's web UI, JSON API, Prometheus `/metrics` and
+    /// runtime control (pause, resume, rate limits) on `addr`, a
+    /// `host:port` such as `127.0.0.1:4040` (port 0 picks a free port; see
+    /// [`StreamingContext::http_addr`]). Default: no endpoint.
+    ///
+    /// An address reachable beyond this machine (not loopback) needs an
+    /// access token, from [`http_token_file`](Self::http_token_file) or
+    /// the `SLUICE_HTTP_TOKEN` environment variable; requests that change
+    /// the job must then carry it as `Authorization: Bearer <token>`.
+    /// `docs/operations.md` describes the endpoint.
+    pub fn http(mut self, addr: impl Into<String>) -> Self {
+        self.http = Some(addr.into());
+        self
+    }
+
+    /// A file whose content (trimmed) is the access token of the HTTP
+    /// endpoint's control requests; it replaces `SLUICE_HTTP_TOKEN`.
+    /// Default: none.
+    pub fn http_token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.http_token_file = Some(path.into());
+        self
+    }
+
     /// Checks every setting and opens the checkpoint.
     pub fn build(self) -> Result<StreamingContext> {
         let app_id = self
@@ -277,6 +307,17 @@ impl StreamingContextBuilder {
                 ));
             }
         }
+        let http = self
+            .http
+            .as_deref()
+            .map(|addr| HttpSettings::resolve(addr, self.http_token_file.as_ref()))
+            .transpose()?;
+        if self.http_token_file.is_some() && http.is_none() {
+            return Err(config(
+                "http_token_file",
+                "set without an HTTP endpoint: add .http(\"127.0.0.1:4040\") or drop the token file",
+            ));
+        }
         let store = RocksCheckpoint::builder(&checkpoint_dir)
             .app_id(&app_id)
             .sync(self.checkpoint_sync)
@@ -295,6 +336,8 @@ impl StreamingContextBuilder {
             shuffle_partitions,
             task_attempts: self.task_attempts,
             stop_on_signals: self.stop_on_signals,
+            http,
+            http_addr: OnceLock::new(),
             driver: DriverSettings {
                 batch_interval,
                 on_batch_failure: self.on_batch_failure,
@@ -343,6 +386,7 @@ enum State {
         stop: StopHandle,
         reader: Arc<KafkaReader>,
         signals: Option<signal_hook::iterator::Handle>,
+        http: Option<HttpServer>,
     },
     /// `start` failed; its error was returned then.
     StartFailed,
@@ -382,6 +426,8 @@ pub struct StreamingContext {
     shuffle_partitions: Option<NonZeroUsize>,
     task_attempts: u32,
     stop_on_signals: bool,
+    http: Option<HttpSettings>,
+    http_addr: OnceLock<SocketAddr>,
     driver: DriverSettings,
     state: Mutex<State>,
     /// States the job renames or drops, applied at start.
@@ -539,7 +585,22 @@ impl StreamingContext {
         // From here on the outputs and their families are what the job
         // runs with; later registrations fail at their call.
         self.graph.seal();
-        let (driver, requests) = self.prepare(store, source, listeners)?;
+        let (mut driver, requests) = self.prepare(store, source, listeners)?;
+        let http = match &self.http {
+            Some(settings) => {
+                let monitor = Arc::new(Monitor::new(
+                    &self.app_id,
+                    self.driver.batch_interval,
+                    self.driver.rate_limits.clone(),
+                    settings.token.is_some(),
+                ));
+                driver.monitor = Some(Arc::clone(&monitor));
+                let server = HttpServer::start(settings, monitor)?;
+                let _ = self.http_addr.set(server.addr);
+                Some(server)
+            }
+            None => None,
+        };
         let stop = StopHandle {
             requests,
             cancel: driver.cancel.clone(),
@@ -552,7 +613,17 @@ impl StreamingContext {
         };
         let driver = std::thread::Builder::new()
             .name("sluice-driver".into())
-            .spawn(move || driver.run())
+            .spawn(move || {
+                let monitor = driver.monitor.clone();
+                let result = driver.run();
+                if let Some(monitor) = monitor {
+                    monitor.set_status(match &result {
+                        Ok(()) => Status::Stopped,
+                        Err(error) => Status::Failed(error.to_string()),
+                    });
+                }
+                result
+            })
             .map_err(|source| Error::Io {
                 what: "start the driver thread",
                 source,
@@ -562,6 +633,7 @@ impl StreamingContext {
             stop,
             reader,
             signals,
+            http,
         };
         Ok(())
     }
@@ -617,6 +689,7 @@ impl StreamingContext {
             listeners,
             stop,
             cancel: Arc::new(AtomicBool::new(false)),
+            monitor: None,
         };
         Ok((driver, requests))
     }
@@ -640,6 +713,13 @@ impl StreamingContext {
         }
     }
 
+    /// Where the HTTP endpoint listens (see [`StreamingContextBuilder::http`])
+    /// from [`start`](Self::start) on; `None` without one or before the
+    /// start. The endpoint stops when the job ends.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr.get().copied()
+    }
+
     /// Stops the job (see [`StopHandle::stop`]) and waits until it ended.
     pub fn stop(&self, graceful: bool) -> Result<()> {
         self.stop_handle()?.stop(graceful);
@@ -649,19 +729,25 @@ impl StreamingContext {
     /// Blocks until the job stops: `Ok` after a requested stop, the error
     /// that stopped it otherwise.
     pub fn await_termination(&self) -> Result<()> {
-        let (driver, signals) = match std::mem::replace(&mut *self.lock_state(), State::Terminated)
-        {
-            State::Running {
-                driver, signals, ..
-            } => (driver, signals),
-            State::Created { .. } | State::StartFailed => return Err(Error::NotStarted),
-            State::Terminated => return Ok(()),
-        };
+        let (driver, signals, http) =
+            match std::mem::replace(&mut *self.lock_state(), State::Terminated) {
+                State::Running {
+                    driver,
+                    signals,
+                    http,
+                    ..
+                } => (driver, signals, http),
+                State::Created { .. } | State::StartFailed => return Err(Error::NotStarted),
+                State::Terminated => return Ok(()),
+            };
         let result = driver.join().unwrap_or_else(|panic| {
             std::panic::resume_unwind(panic);
         });
         if let Some(signals) = signals {
             signals.close();
+        }
+        if let Some(mut http) = http {
+            http.stop();
         }
         match &result {
             Ok(()) => tracing::info!(app_id = %self.app_id, "streaming context stopped"),

@@ -7,17 +7,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit};
+use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit, ControlRecord};
 use sluice_core::{
     batch_caps_within, BatchEnv, BatchInfo, BatchOutput, OffsetRange, PidRateEstimator, RateLimit,
     RateLimits, StreamGraph, TopicPartition,
 };
-use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, Plan};
+use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, PartitionOffsets, Plan};
 
 use crate::dead_letters;
+use crate::http::monitor::{Monitor, Status};
 use crate::listener::{BatchCompleted, BatchListener};
 use crate::max_rate::MaxRateBucket;
 use crate::pool::WorkerPool;
+use crate::readable::Readable;
 use crate::write_ahead::{self, Replay};
 use crate::{BatchFailurePolicy, Error, Result};
 
@@ -43,6 +45,9 @@ pub(crate) struct Driver {
     pub(crate) listeners: Vec<Box<dyn BatchListener>>,
     pub(crate) stop: Receiver<StopRequest>,
     pub(crate) cancel: Arc<AtomicBool>,
+    /// What the HTTP endpoint shows and the control requests it took;
+    /// `None` without an endpoint.
+    pub(crate) monitor: Option<Arc<Monitor>>,
 }
 
 /// How a wait ended.
@@ -67,6 +72,11 @@ struct Progress {
     max_rate: Option<MaxRateBucket>,
     /// A batch planned before the restart that did not commit.
     replay: Option<Replay>,
+    /// The partitions' offsets at the last planning (kept for the HTTP
+    /// endpoint only).
+    latest: Vec<PartitionOffsets>,
+    /// Control changes taken since the last commit, for its batch record.
+    control: Vec<ControlRecord>,
 }
 
 impl Driver {
@@ -100,7 +110,12 @@ impl Driver {
                 .max_rate
                 .and_then(|rate| MaxRateBucket::new(rate, self.settings.batch_interval)),
             replay,
+            latest: Vec::new(),
+            control: Vec::new(),
         };
+        if let Some(monitor) = &self.monitor {
+            monitor.set_status(Status::Running);
+        }
         tracing::info!(
             first_start = progress.first_start,
             partitions = progress.positions.len(),
@@ -111,12 +126,36 @@ impl Driver {
         let interval = self.settings.batch_interval;
         let (mut batch_time, mut tick) = first_tick(interval);
         let started = Instant::now();
+        let mut paused = false;
         loop {
             // The first batch, timed at the tick before the start, is due at once.
             let due = tick.max(started);
             if let Wake::Stop = self.wait_until(due) {
                 tracing::info!("stop requested; no batch in flight");
                 return Ok(());
+            }
+            if let Some(monitor) = self.monitor.clone() {
+                // Between batches: nothing of a batch is in flight.
+                self.take_control(&monitor, &mut progress);
+                let now_paused = monitor.control.is_paused();
+                if now_paused != paused {
+                    paused = now_paused;
+                    monitor.set_status(if paused {
+                        Status::Paused
+                    } else {
+                        Status::Running
+                    });
+                    tracing::info!(
+                        next_batch = progress.next_id,
+                        "intake {}",
+                        if paused { "paused" } else { "resumed" }
+                    );
+                }
+                if paused {
+                    batch_time += interval;
+                    tick += interval;
+                    continue;
+                }
             }
             let scheduling_delay = Instant::now().saturating_duration_since(due);
             if !self.run_batch(&mut progress, batch_time, scheduling_delay)? {
@@ -127,6 +166,34 @@ impl Driver {
             batch_time += interval;
             tick += interval;
         }
+    }
+
+    /// Applies the control requests made since the last batch.
+    fn take_control(&mut self, monitor: &Monitor, progress: &mut Progress) {
+        let Some(changes) = monitor.control.take() else {
+            return;
+        };
+        if let Some(limits) = changes.limits {
+            let old = std::mem::replace(&mut self.settings.rate_limits, limits);
+            let new = &self.settings.rate_limits;
+            if new.backpressure != old.backpressure {
+                progress.estimator = new
+                    .backpressure
+                    .then(|| PidRateEstimator::new(new.pid))
+                    .transpose()
+                    .expect("the estimator settings were validated when the context was built");
+                progress.estimate = None;
+            }
+            if new.max_rate != old.max_rate {
+                progress.max_rate = new
+                    .max_rate
+                    .and_then(|rate| MaxRateBucket::new(rate, self.settings.batch_interval));
+            }
+        }
+        for change in &changes.records {
+            tracing::info!(change = %change.change, next_batch = progress.next_id, "control change applied");
+        }
+        progress.control.extend(changes.records);
     }
 
     fn wait_until(&self, due: Instant) -> Wake {
@@ -217,6 +284,8 @@ impl Driver {
         if replayed_limit.is_some() {
             record.rate_limit = replayed_limit;
         }
+        record.control = std::mem::take(&mut progress.control);
+        let published = self.monitor.as_ref().map(|_| record.clone());
         let commit_started = Instant::now();
         self.store.commit(Commit {
             record,
@@ -251,9 +320,9 @@ impl Driver {
             batch = info.id,
             records,
             ranges = info.ranges.len(),
-            processing_ms = processing.as_secs_f64() * 1e3,
-            scheduling_delay_ms = scheduling_delay.as_secs_f64() * 1e3,
-            commit_ms = commit.as_secs_f64() * 1e3,
+            processing = %Readable(processing),
+            scheduling_delay = %Readable(scheduling_delay),
+            commit = %Readable(commit),
             rate_limit,
             dead_letters,
             late_records,
@@ -271,6 +340,21 @@ impl Driver {
             dead_letters,
             late_records: output.late_records,
         };
+        if let (Some(monitor), Some(record)) = (&self.monitor, published) {
+            let lags: Vec<(PartitionOffsets, i64)> = progress
+                .latest
+                .iter()
+                .map(|offsets| {
+                    let position = progress
+                        .positions
+                        .get(&offsets.tp)
+                        .copied()
+                        .unwrap_or(offsets.log_start);
+                    (offsets.clone(), position)
+                })
+                .collect();
+            monitor.batch_committed(&completed, record, &lags, progress.estimate);
+        }
         for listener in &mut self.listeners {
             listener.on_batch_completed(&completed, self.store.as_ref());
         }
@@ -302,6 +386,9 @@ impl Driver {
         progress: &mut Progress,
     ) -> sluice_kafka::Result<(Plan, Option<RateLimit>)> {
         let offsets = self.client.partitions_with_offsets(Instant::now())?;
+        if self.monitor.is_some() {
+            progress.latest.clone_from(&offsets);
+        }
         if progress.first_start {
             let policy = self.client.source().start_from();
             progress.positions = self.client.start_offsets(policy, &offsets)?;
@@ -362,6 +449,9 @@ impl Driver {
                 }
                 Err(error) => error,
             };
+            if let Some(monitor) = &self.monitor {
+                monitor.metrics.batch_failed();
+            }
             let failed = |source| Error::Batch {
                 id: info.id,
                 time_ms: info.time_ms(),

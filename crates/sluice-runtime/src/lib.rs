@@ -15,7 +15,10 @@
 //!    run on the worker pool, failed tasks are retried from the same range;
 //! 4. commits the next offsets, the sinks' writes and a batch record in one
 //!    atomic RocksDB write, only when all of the batch succeeded;
-//! 5. logs one line and calls the [`BatchListener`]s.
+//! 5. logs one line and calls the [`BatchListener`]s, and, with an HTTP
+//!    endpoint ([`StreamingContextBuilder::http`]), publishes the batch to
+//!    its metrics and web UI and takes the control requests (pause,
+//!    resume, rate limits) made since the last batch.
 //!
 //! See [`StreamingContext`] for a complete job.
 
@@ -23,9 +26,11 @@ mod context;
 mod dead_letters;
 mod driver;
 mod error;
+mod http;
 mod listener;
 mod max_rate;
 mod pool;
+mod readable;
 mod shuffle;
 mod signals;
 mod write_ahead;

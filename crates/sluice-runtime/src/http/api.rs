@@ -1,0 +1,350 @@
+//! Routes: the UI, the JSON API, `/metrics` and the control endpoints.
+//! Handlers read the snapshot the driver publishes; the control endpoints
+//! only record requests the driver takes between batches.
+
+// A refusal is the response itself, built once per refused request; boxing
+// it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::control::RateChange;
+use super::monitor::{BatchView, Monitor, Status, RETAINED_BATCHES};
+use super::ui;
+
+#[derive(Clone)]
+struct App {
+    monitor: Arc<Monitor>,
+    token: Option<Arc<str>>,
+}
+
+pub(crate) fn router(monitor: Arc<Monitor>, token: Option<String>) -> Router {
+    Router::new()
+        .route("/", get(overview_page))
+        .route("/batches/{id}", get(batch_page))
+        .route("/metrics", get(metrics))
+        .route("/api/overview", get(overview))
+        .route("/api/batches", get(batches))
+        .route("/api/batches/{id}", get(batch))
+        .route("/api/partitions", get(partitions))
+        .route("/api/control/pause", post(pause))
+        .route("/api/control/resume", post(resume))
+        .route("/api/control/rate", post(rate))
+        .route("/control/{action}", post(form_control))
+        .fallback(not_found)
+        .with_state(App {
+            monitor,
+            token: token.map(Into::into),
+        })
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such page")
+}
+
+/// Equal in time independent of where the strings differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks the access token of a request that changes the job, given in an
+/// `Authorization: Bearer` header or (for the UI's forms) a form field.
+fn authorize(app: &App, headers: &HeaderMap, form_token: Option<&str>) -> Result<(), Response> {
+    let Some(token) = &app.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(form_token);
+    match given {
+        None => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint changes the job and needs the access token: send `Authorization: Bearer <token>`",
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+            Err(response)
+        }
+        Some(given) if same_secret(given.trim().as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(error(StatusCode::FORBIDDEN, "wrong access token")),
+    }
+}
+
+/// A form posted from another site's page must not steer the job: when the
+/// browser says where the form came from, it must be this endpoint.
+fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match (origin, host) {
+        (Some(origin), Some(host))
+            if origin.split("://").nth(1).unwrap_or(origin) != host && origin != "null" =>
+        {
+            Err(html_error(
+                StatusCode::FORBIDDEN,
+                &format!("a form from {origin} may not change this job"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn html_error(status: StatusCode, message: &str) -> Response {
+    (status, Html(ui::error_page(message))).into_response()
+}
+
+async fn overview_page(State(app): State<App>) -> Html<String> {
+    Html(ui::overview(&app.monitor))
+}
+
+async fn batch_page(State(app): State<App>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return html_error(
+            StatusCode::BAD_REQUEST,
+            &format!("'{id}' is not a batch id"),
+        );
+    };
+    match ui::batch(&app.monitor, id) {
+        Some(page) => Html(page).into_response(),
+        None => html_error(
+            StatusCode::NOT_FOUND,
+            &format!("batch {id} is not among the last {RETAINED_BATCHES} batches of this run"),
+        ),
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.monitor.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct Limits {
+    max_rate: Option<f64>,
+    max_rate_per_partition: Option<f64>,
+    min_rate_per_partition: f64,
+    per_partition_max: BTreeMap<String, f64>,
+    backpressure: bool,
+    initial_rate: Option<f64>,
+    backpressure_estimate: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Overview {
+    app_id: String,
+    status: Status,
+    paused: bool,
+    started_ms: i64,
+    uptime_seconds: f64,
+    batch_interval_ms: u64,
+    rate_limits: Limits,
+    batches_committed: u64,
+    records_read: u64,
+    last_batch: Option<u64>,
+    retained_batches: usize,
+    token_required: bool,
+}
+
+async fn overview(State(app): State<App>) -> Json<Overview> {
+    let monitor = &app.monitor;
+    let limits = monitor.control.limits();
+    let paused = monitor.control.is_paused();
+    let uptime_seconds = monitor.uptime().as_secs_f64();
+    Json(monitor.read(|s| {
+        Overview {
+            app_id: s.app_id.clone(),
+            status: s.status.clone(),
+            paused,
+            started_ms: s.started_ms,
+            uptime_seconds,
+            batch_interval_ms: s.batch_interval.as_millis() as u64,
+            rate_limits: Limits {
+                max_rate: limits.max_rate,
+                max_rate_per_partition: limits.max_rate_per_partition,
+                min_rate_per_partition: limits.min_rate_per_partition,
+                per_partition_max: limits
+                    .per_partition_max
+                    .iter()
+                    .map(|(tp, rate)| (tp.to_string(), *rate))
+                    .collect(),
+                backpressure: limits.backpressure,
+                initial_rate: limits.initial_rate,
+                backpressure_estimate: s.estimate.filter(|_| limits.backpressure),
+            },
+            batches_committed: s.batches_committed,
+            records_read: s.records_read,
+            last_batch: s.batches.back().map(|v| v.record.id),
+            retained_batches: s.batches.len(),
+            token_required: s.token_required,
+        }
+    }))
+}
+
+#[derive(Deserialize)]
+struct BatchesQuery {
+    limit: Option<usize>,
+}
+
+async fn batches(
+    State(app): State<App>,
+    query: Result<Query<BatchesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return error(StatusCode::BAD_REQUEST, "limit must be a number of batches");
+    };
+    let limit = query.limit.unwrap_or(100);
+    let batches: Vec<BatchView> = app
+        .monitor
+        .read(|s| s.batches.iter().rev().take(limit).cloned().collect());
+    Json(json!({ "batches": batches })).into_response()
+}
+
+async fn batch(State(app): State<App>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, format!("'{id}' is not a batch id"));
+    };
+    match app
+        .monitor
+        .read(|s| s.batches.iter().find(|v| v.record.id == id).cloned())
+    {
+        Some(view) => Json(view).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("batch {id} is not among the last {RETAINED_BATCHES} batches of this run"),
+        ),
+    }
+}
+
+async fn partitions(State(app): State<App>) -> Response {
+    let partitions = app.monitor.read(|s| s.partitions.clone());
+    Json(json!({ "partitions": partitions })).into_response()
+}
+
+fn paused(app: &App, paused: bool) -> serde_json::Value {
+    let changed = app.monitor.control.set_paused(paused);
+    json!({ "paused": paused, "changed": changed, "applies": "between batches: the batch in flight finishes first" })
+}
+
+async fn pause(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&app, &headers, None) {
+        return refused;
+    }
+    Json(paused(&app, true)).into_response()
+}
+
+async fn resume(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&app, &headers, None) {
+        return refused;
+    }
+    Json(paused(&app, false)).into_response()
+}
+
+async fn rate(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(refused) = authorize(&app, &headers, None) {
+        return refused;
+    }
+    let change: RateChange = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body must be a JSON object with max_rate, max_rate_per_partition \
+                     (numbers, or null for no limit) and backpressure (true/false): {e}"
+                ),
+            )
+        }
+    };
+    match app.monitor.control.change_rate(&change) {
+        Ok(change) => {
+            Json(json!({ "accepted": change, "applies": "from the next batch" })).into_response()
+        }
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+/// The UI's forms: `pause`, `resume` and `rate`, form-encoded, answered
+/// with a redirect to the overview.
+async fn form_control(
+    State(app): State<App>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(refused) = same_origin(&headers) {
+        return refused;
+    }
+    if let Err(refused) = authorize(&app, &headers, form.get("token").map(String::as_str)) {
+        let status = refused.status();
+        return html_error(status, "the access token is missing or wrong");
+    }
+    match action.as_str() {
+        "pause" => {
+            paused(&app, true);
+        }
+        "resume" => {
+            paused(&app, false);
+        }
+        "rate" => {
+            let change =
+                rate_form(&form).and_then(|change| app.monitor.control.change_rate(&change));
+            if let Err(message) = change {
+                return html_error(StatusCode::BAD_REQUEST, &message);
+            }
+        }
+        other => {
+            return html_error(
+                StatusCode::NOT_FOUND,
+                &format!("no control action '{other}'"),
+            );
+        }
+    }
+    Redirect::to("/").into_response()
+}
+
+/// The rate form's fields: an empty rate (or `none`) removes the limit.
+fn rate_form(form: &HashMap<String, String>) -> Result<RateChange, String> {
+    let rate = |field: &str| -> Result<Option<Option<f64>>, String> {
+        match form.get(field).map(|v| v.trim()) {
+            None => Ok(None),
+            Some("") | Some("none") => Ok(Some(None)),
+            Some(v) => v
+                .parse::<f64>()
+                .map(|r| Some(Some(r)))
+                .map_err(|_| format!("{field} '{v}' is not a number")),
+        }
+    };
+    Ok(RateChange {
+        max_rate: rate("max_rate")?,
+        max_rate_per_partition: rate("max_rate_per_partition")?,
+        backpressure: match form.get("backpressure").map(String::as_str) {
+            None => None,
+            Some("on") => Some(true),
+            Some("off") => Some(false),
+            Some(v) => return Err(format!("backpressure '{v}' is not on or off")),
+        },
+    })
+}

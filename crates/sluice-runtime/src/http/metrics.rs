@@ -1,0 +1,213 @@
+//! The job's Prometheus metrics. The driver updates them after each batch
+//! (atomic counters, short-lived locks); `/metrics` only encodes them.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+use sluice_kafka::PartitionOffsets;
+
+use crate::listener::BatchCompleted;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WindowLabels {
+    window: String,
+}
+
+/// Every metric of one job, registered once.
+pub(crate) struct Metrics {
+    registry: Registry,
+    batches_committed: Counter,
+    batches_failed: Counter,
+    records_read: Counter,
+    dead_letters: Counter,
+    late_records: Family<WindowLabels, Counter>,
+    processing: Histogram,
+    scheduling_delay: Histogram,
+    commit: Histogram,
+    lag: Family<PartitionLabels, Gauge>,
+    rate_limit: Family<ReasonLabels, Gauge<f64, AtomicU64>>,
+    paused: Gauge,
+}
+
+/// 1 ms to about 65 s, doubling.
+fn seconds_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl Metrics {
+    pub(crate) fn new(app_id: &str) -> Self {
+        let mut registry = Registry::default();
+        let batches_committed = Counter::default();
+        let batches_failed = Counter::default();
+        let records_read = Counter::default();
+        let dead_letters = Counter::default();
+        let late_records = Family::<WindowLabels, Counter>::default();
+        let processing = seconds_buckets();
+        let scheduling_delay = seconds_buckets();
+        let commit = seconds_buckets();
+        let lag = Family::<PartitionLabels, Gauge>::default();
+        let rate_limit = Family::<ReasonLabels, Gauge<f64, AtomicU64>>::default();
+        let paused = Gauge::default();
+        registry.register(
+            "sluice_job",
+            "The job this process runs",
+            Info::new(vec![("app_id".to_owned(), app_id.to_owned())]),
+        );
+        registry.register(
+            "sluice_batches_committed",
+            "Batches computed and committed to the checkpoint",
+            batches_committed.clone(),
+        );
+        registry.register(
+            "sluice_batches_failed",
+            "Batch attempts that failed; nothing of them was committed",
+            batches_failed.clone(),
+        );
+        registry.register(
+            "sluice_records_read",
+            "Kafka records read by committed batches",
+            records_read.clone(),
+        );
+        registry.register(
+            "sluice_dead_letters",
+            "Records set aside as dead letters by committed batches",
+            dead_letters.clone(),
+        );
+        registry.register(
+            "sluice_late_records",
+            "Values behind an event-time window's watermark, per window",
+            late_records.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_batch_processing",
+            "Time from the start of a batch to the end of its outputs",
+            Unit::Seconds,
+            processing.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_batch_scheduling_delay",
+            "How late a batch started after its scheduled time",
+            Unit::Seconds,
+            scheduling_delay.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_checkpoint_commit",
+            "Time the atomic checkpoint commit of a batch took",
+            Unit::Seconds,
+            commit.clone(),
+        );
+        registry.register(
+            "sluice_partition_lag_records",
+            "Records between a partition's latest offset (as of the last planning) and the job's next position",
+            lag.clone(),
+        );
+        registry.register(
+            "sluice_rate_limit_records_per_second",
+            "The tightest rate limit of the last batch, by what set it; absent when unlimited",
+            rate_limit.clone(),
+        );
+        registry.register(
+            "sluice_paused",
+            "1 while intake is paused through the control API",
+            paused.clone(),
+        );
+        Self {
+            registry,
+            batches_committed,
+            batches_failed,
+            records_read,
+            dead_letters,
+            late_records,
+            processing,
+            scheduling_delay,
+            commit,
+            lag,
+            rate_limit,
+            paused,
+        }
+    }
+
+    pub(crate) fn batch_failed(&self) {
+        self.batches_failed.inc();
+    }
+
+    pub(crate) fn set_paused(&self, paused: bool) {
+        self.paused.set(i64::from(paused));
+    }
+
+    pub(crate) fn batch_committed(&self, batch: &BatchCompleted) {
+        self.batches_committed.inc();
+        self.records_read.inc_by(batch.records);
+        self.dead_letters.inc_by(batch.dead_letters);
+        for late in &batch.late_records {
+            self.late_records
+                .get_or_create(&WindowLabels {
+                    window: late.window.clone(),
+                })
+                .inc_by(late.count);
+        }
+        self.processing.observe(batch.processing.as_secs_f64());
+        self.scheduling_delay
+            .observe(batch.scheduling_delay.as_secs_f64());
+        self.commit.observe(batch.commit.as_secs_f64());
+        self.rate_limit.clear();
+        if let Some(limit) = batch.info.rate_limit {
+            self.rate_limit
+                .get_or_create(&ReasonLabels {
+                    reason: reason_label(limit.reason),
+                })
+                .set(limit.records_per_second);
+        }
+    }
+
+    /// Lags from the offsets of the last planning and the positions after
+    /// the last commit.
+    pub(crate) fn set_lags(&self, lags: &[(PartitionOffsets, i64)]) {
+        for (offsets, position) in lags {
+            self.lag
+                .get_or_create(&PartitionLabels {
+                    topic: offsets.tp.topic.to_string(),
+                    partition: offsets.tp.partition.to_string(),
+                })
+                .set((offsets.latest - position).max(0));
+        }
+    }
+
+    /// The text exposition format (OpenMetrics).
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// `max_rate_per_partition`, `max_rate`, `backpressure`, `initial_rate`.
+pub(crate) fn reason_label(reason: sluice_core::RateReason) -> String {
+    use sluice_core::RateReason;
+    match reason {
+        RateReason::MaxRatePerPartition => "max_rate_per_partition",
+        RateReason::MaxRate => "max_rate",
+        RateReason::Backpressure => "backpressure",
+        RateReason::InitialRate => "initial_rate",
+        _ => "other",
+    }
+    .to_owned()
+}

@@ -1,0 +1,193 @@
+//! What the driver publishes after each batch for the HTTP endpoint: a
+//! snapshot the handlers read, the metrics, and the control requests the
+//! driver takes between batches.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sluice_checkpoint::BatchRecord;
+use sluice_core::RateLimits;
+use sluice_kafka::PartitionOffsets;
+
+use super::control::{now_ms, Control};
+use super::metrics::Metrics;
+use crate::listener::BatchCompleted;
+
+/// Batches the endpoint keeps (Spark's `spark.streaming.ui.retainedBatches`
+/// default); older ones are in the checkpoint's batch history.
+pub(crate) const RETAINED_BATCHES: usize = 1000;
+
+/// Shared by the driver (writes) and the HTTP handlers (read).
+pub(crate) struct Monitor {
+    pub(crate) metrics: Metrics,
+    pub(crate) control: Control,
+    snapshot: Mutex<Snapshot>,
+    started: Instant,
+}
+
+/// Status of the job as the endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "error")]
+pub(crate) enum Status {
+    Starting,
+    Running,
+    Paused,
+    Stopped,
+    Failed(String),
+}
+
+impl Status {
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Status::Starting => "starting",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+            Status::Failed(_) => "failed",
+        }
+    }
+}
+
+/// The job as of its last committed batch.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) app_id: String,
+    pub(crate) started_ms: i64,
+    pub(crate) batch_interval: Duration,
+    pub(crate) status: Status,
+    /// Backpressure's latest estimate, records per second.
+    pub(crate) estimate: Option<f64>,
+    pub(crate) batches_committed: u64,
+    pub(crate) records_read: u64,
+    /// Oldest first.
+    pub(crate) batches: VecDeque<BatchView>,
+    pub(crate) partitions: Vec<PartitionView>,
+    pub(crate) token_required: bool,
+}
+
+/// One committed batch: its record as stored, with precise durations.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct BatchView {
+    #[serde(flatten)]
+    pub(crate) record: BatchRecord,
+    pub(crate) processing_seconds: f64,
+    pub(crate) scheduling_delay_seconds: f64,
+    /// Scheduling delay plus processing.
+    pub(crate) total_delay_seconds: f64,
+    pub(crate) commit_seconds: f64,
+    /// Records read per second of processing.
+    pub(crate) input_rate: f64,
+    pub(crate) committed_ms: i64,
+}
+
+/// A partition of the job's input, as of the last planning and commit.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PartitionView {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) log_start: i64,
+    pub(crate) latest: i64,
+    /// The job's next offset (where the next batch starts).
+    pub(crate) position: i64,
+    /// `latest - position`.
+    pub(crate) lag: i64,
+}
+
+impl Monitor {
+    pub(crate) fn new(
+        app_id: &str,
+        batch_interval: Duration,
+        limits: RateLimits,
+        token_required: bool,
+    ) -> Self {
+        Self {
+            metrics: Metrics::new(app_id),
+            control: Control::new(limits),
+            snapshot: Mutex::new(Snapshot {
+                app_id: app_id.to_owned(),
+                started_ms: now_ms(),
+                batch_interval,
+                status: Status::Starting,
+                estimate: None,
+                batches_committed: 0,
+                records_read: 0,
+                batches: VecDeque::new(),
+                partitions: Vec::new(),
+                token_required,
+            }),
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A copy for one request; the lock is held only while copying.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Snapshot) -> T) -> T {
+        f(&self.snapshot.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn write(&self, f: impl FnOnce(&mut Snapshot)) {
+        f(&mut self.snapshot.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn set_status(&self, status: Status) {
+        self.metrics.set_paused(status == Status::Paused);
+        self.write(|s| s.status = status);
+    }
+
+    /// Publishes a committed batch: `record` as committed, `lags` the
+    /// partitions' offsets of the last planning with the positions after
+    /// the commit.
+    pub(crate) fn batch_committed(
+        &self,
+        batch: &BatchCompleted,
+        record: BatchRecord,
+        lags: &[(PartitionOffsets, i64)],
+        estimate: Option<f64>,
+    ) {
+        self.metrics.batch_committed(batch);
+        self.metrics.set_lags(lags);
+        let processing = batch.processing.as_secs_f64();
+        let view = BatchView {
+            record,
+            processing_seconds: processing,
+            scheduling_delay_seconds: batch.scheduling_delay.as_secs_f64(),
+            total_delay_seconds: (batch.scheduling_delay + batch.processing).as_secs_f64(),
+            commit_seconds: batch.commit.as_secs_f64(),
+            input_rate: if processing > 0.0 {
+                batch.records as f64 / processing
+            } else {
+                0.0
+            },
+            committed_ms: now_ms(),
+        };
+        let partitions = lags
+            .iter()
+            .map(|(offsets, position)| PartitionView {
+                topic: offsets.tp.topic.to_string(),
+                partition: offsets.tp.partition,
+                log_start: offsets.log_start,
+                latest: offsets.latest,
+                position: *position,
+                lag: (offsets.latest - position).max(0),
+            })
+            .collect();
+        self.write(|s| {
+            if s.status == Status::Starting {
+                s.status = Status::Running;
+            }
+            s.batches_committed += 1;
+            s.records_read += batch.records;
+            s.estimate = estimate;
+            if s.batches.len() == RETAINED_BATCHES {
+                s.batches.pop_front();
+            }
+            s.batches.push_back(view);
+            s.partitions = partitions;
+        });
+    }
+}

@@ -1,0 +1,546 @@
+//! The HTTP endpoint of a running job on a real broker: metrics and the
+//! JSON API reflect the committed batches, control requests change the
+//! next batch (and are recorded in its batch record), pause stops intake
+//! between batches, the access token guards control, bad requests change
+//! nothing, and the UI renders the job's real batches in Chromium.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice::checkpoint::CheckpointStore;
+use sluice::prelude::*;
+
+use crate::util::job::{self, RunningJob, APP_ID, WAIT};
+use crate::util::tansu::Tansu;
+
+const TOKEN: &str = "s3cret-token-for-tests";
+
+/// A plain HTTP client for the job's endpoint; 4xx answers are answers.
+struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Self {
+            base: format!("http://{addr}"),
+            agent,
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// POSTs `body` as JSON with `token` as Bearer token, if any.
+    fn post(&self, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .content_type("application/json");
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let mut response = request
+            .send(body)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("POST {path} answered non-JSON ({e}): {text}"));
+        (status, value)
+    }
+
+    /// The value of the sample `name` (with its labels, as written in the
+    /// exposition) in `/metrics`.
+    fn metric(&self, sample: &str) -> Option<f64> {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .map(|v| v.trim().parse().unwrap())
+    }
+}
+
+/// A job counting the values of `topic` with an HTTP endpoint on a free
+/// loopback port, guarded by [`TOKEN`] when `token` is set.
+fn start_job(
+    broker: &Tansu,
+    topic: &str,
+    dir: &Path,
+    limits: RateLimits,
+    token: Option<&Path>,
+) -> (RunningJob, Client) {
+    let mut builder = job::context(dir).http("127.0.0.1:0").rate_limits(limits);
+    if let Some(file) = token {
+        builder = builder.http_token_file(file);
+    }
+    let ctx = Arc::new(builder.build().unwrap());
+    let source = job::source(&broker.bootstrap())
+        .subscribe([topic])
+        .build()
+        .unwrap();
+    ctx.kafka_stream(source)
+        .unwrap()
+        .values_utf8()
+        .count_by_value()
+        .save_counts(job::COUNTS)
+        .unwrap();
+    let running = RunningJob::start_shared(Arc::clone(&ctx));
+    let addr = ctx
+        .http_addr()
+        .expect("a started job with .http(..) listens");
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    (running, Client::new(addr))
+}
+
+fn token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    path
+}
+
+#[test]
+fn metrics_and_the_json_api_reflect_the_committed_batches() {
+    let broker = Tansu::start();
+    broker.create_topic("events", 2);
+    job::produce_numbered(&broker.bootstrap(), "events", 2, 0..150);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, http) = start_job(&broker, "events", dir.path(), RateLimits::new(), None);
+    running.wait_for_records(300, "the 300 records produced");
+
+    // Counters are published before the listeners run, so once the
+    // listener saw the records, a scrape must show them.
+    assert_eq!(http.metric("sluice_records_read_total"), Some(300.0));
+    let before = running.batches().len() as f64;
+    let committed = http.metric("sluice_batches_committed_total").unwrap();
+    let processed = http
+        .metric("sluice_batch_processing_seconds_count")
+        .unwrap();
+    let after = running.batches().len() as f64;
+    assert!(
+        before <= committed && committed <= after + 1.0,
+        "{before} <= {committed} <= {after} + 1 (a batch may commit between listener and scrape)"
+    );
+    assert!(processed >= before, "{processed} >= {before}");
+    assert_eq!(http.metric("sluice_batches_failed_total"), Some(0.0));
+    assert_eq!(http.metric("sluice_dead_letters_total"), Some(0.0));
+    assert_eq!(
+        http.metric(&format!("sluice_job_info{{app_id=\"{APP_ID}\"}}")),
+        Some(1.0)
+    );
+    for p in 0..2 {
+        let lag = format!("sluice_partition_lag_records{{topic=\"events\",partition=\"{p}\"}}");
+        assert_eq!(http.metric(&lag), Some(0.0), "{lag}");
+    }
+    let (_, exposition) = http.get("/metrics");
+    assert!(exposition.contains("# UNIT sluice_batch_processing_seconds seconds"));
+    assert!(exposition.contains("# TYPE sluice_batch_scheduling_delay_seconds histogram"));
+    assert!(exposition.contains("sluice_checkpoint_commit_seconds_bucket{le="));
+    assert!(
+        !exposition.contains("sluice_rate_limit_records_per_second{"),
+        "no limit set"
+    );
+
+    let overview = http.json("/api/overview");
+    assert_eq!(overview["app_id"], APP_ID);
+    assert_eq!(overview["status"]["state"], "running");
+    assert_eq!(overview["records_read"], 300);
+    assert_eq!(overview["batch_interval_ms"], 100);
+    assert_eq!(overview["rate_limits"]["max_rate"], Value::Null);
+
+    let partitions = http.json("/api/partitions");
+    let partitions = partitions["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2, "{partitions:?}");
+    for p in partitions {
+        assert_eq!(
+            (p["topic"].as_str(), p["latest"].as_i64()),
+            (Some("events"), Some(150))
+        );
+        assert_eq!(
+            (p["position"].as_i64(), p["lag"].as_i64()),
+            (Some(150), Some(0))
+        );
+    }
+
+    // The batches the API lists are the job's: same ids, same ranges.
+    let listed = http.json("/api/batches?limit=1000");
+    let listed = listed["batches"].as_array().unwrap();
+    let with_records: Vec<BatchCompleted> = running
+        .batches()
+        .into_iter()
+        .filter(|b| b.records > 0)
+        .collect();
+    assert!(!with_records.is_empty());
+    for batch in &with_records {
+        let id = batch.info.id;
+        assert!(listed.iter().any(|b| b["id"] == id), "batch {id} listed");
+        let view = http.json(&format!("/api/batches/{id}"));
+        assert_eq!(view["records"], batch.records);
+        let ranges = view["ranges"].as_array().unwrap();
+        assert_eq!(ranges.len(), batch.info.ranges.len());
+        for (range, json) in batch.info.ranges.iter().zip(ranges) {
+            assert_eq!(json["from"], range.from);
+            assert_eq!(json["until"], range.until);
+        }
+        assert!(view["processing_seconds"].as_f64().unwrap() > 0.0);
+    }
+    let (status, body) = http.get("/api/batches/abc");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not a batch id"), "{body}");
+    let (status, body) = http.get("/api/batches/99999999");
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = http.get("/no/such/page");
+    assert_eq!(status, 404);
+    running.stop();
+}
+
+#[test]
+fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
+    let broker = Tansu::start();
+    broker.create_topic("backlog", 2);
+    // 40 batches' worth at 100 records per partition and batch.
+    job::produce_numbered(&broker.bootstrap(), "backlog", 2, 0..4000);
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path());
+    let ckpt = dir.path().join("ckpt");
+    let limits = RateLimits::new().max_rate_per_partition(1000.0);
+    let (mut running, http) = start_job(&broker, "backlog", &ckpt, limits, Some(&token));
+    running.wait_for("a first batch with records", |p| {
+        (p.records > 0).then_some(())
+    });
+    assert_eq!(
+        http.metric("sluice_rate_limit_records_per_second{reason=\"max_rate_per_partition\"}"),
+        Some(1000.0)
+    );
+
+    // Refused requests change nothing.
+    let refused = [
+        (
+            r#"{"max_rate_per_partition": 50}"#,
+            None,
+            401,
+            "access token",
+        ),
+        (
+            r#"{"max_rate_per_partition": 50}"#,
+            Some("wrong"),
+            403,
+            "wrong access token",
+        ),
+        (
+            r#"{"max_rate_per_partition": -5}"#,
+            Some(TOKEN),
+            400,
+            "max_rate_per_partition",
+        ),
+        (r#"{"max_rate": "fast"}"#, Some(TOKEN), 400, "invalid type"),
+        (
+            r#"{"maxrate": 10}"#,
+            Some(TOKEN),
+            400,
+            "unknown field `maxrate`",
+        ),
+        (r#"{}"#, Some(TOKEN), 400, "nothing to change"),
+        ("max_rate=10", Some(TOKEN), 400, "JSON"),
+    ];
+    for (body, token, status, message) in refused {
+        let (got, answer) = http.post("/api/control/rate", body, token);
+        assert_eq!(got, status, "{body} with {token:?}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(message), "{body}: {error}");
+    }
+    let (status, _) = http.post("/api/control/pause", "", None);
+    assert_eq!(status, 401, "pause without the token");
+    let overview = http.json("/api/overview");
+    assert_eq!(overview["rate_limits"]["max_rate_per_partition"], 1000.0);
+    assert_eq!(overview["paused"], false);
+
+    // Reads never need the token.
+    assert_eq!(http.get("/").0, 200);
+
+    let (status, answer) = http.post(
+        "/api/control/rate",
+        r#"{"max_rate_per_partition": 400, "backpressure": false}"#,
+        Some(TOKEN),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let change = "rate max_rate_per_partition=400/s backpressure=off";
+    assert_eq!(answer["accepted"], change);
+    let changed = running.wait_for("a batch under the new limit", |p| {
+        p.batches
+            .iter()
+            .find(|b| {
+                b.info
+                    .rate_limit
+                    .is_some_and(|l| l.records_per_second == 400.0)
+            })
+            .map(|b| b.info.id)
+    });
+    let records = job::open_checkpoint(&ckpt, APP_ID).batches().unwrap();
+    let record = |id: u64| records.iter().find(|r| r.id == id).unwrap();
+    let first = record(changed);
+    assert_eq!(
+        first.rate_limit.as_deref(),
+        Some("max rate per partition 400/s")
+    );
+    assert_eq!(
+        first
+            .control
+            .iter()
+            .map(|c| c.change.as_str())
+            .collect::<Vec<_>>(),
+        [change],
+        "the change is recorded in the first batch it applies to"
+    );
+    assert_eq!(
+        record(changed - 1).rate_limit.as_deref(),
+        Some("max rate per partition 1000/s"),
+        "the batch before ran under the old limit"
+    );
+    for range in &first.ranges {
+        assert!(
+            range.until - range.from <= 40,
+            "{range:?} within 400/s × 100 ms"
+        );
+    }
+
+    // Pause: the batch in flight finishes, then no batch reads anything.
+    let (status, answer) = http.post("/api/control/pause", "", Some(TOKEN));
+    assert_eq!(
+        (status, &answer["paused"]),
+        (200, &Value::Bool(true)),
+        "{answer}"
+    );
+    job::poll(
+        "the paused status",
+        WAIT,
+        || (http.json("/api/overview")["status"]["state"] == "paused").then_some(()),
+        || http.json("/api/overview").to_string(),
+    );
+    assert_eq!(http.metric("sluice_paused"), Some(1.0));
+    let read_when_paused = running.wait_for("", |p| Some(p.records));
+    let batches_when_paused = running.batches().len();
+    // A fixed window is the claim itself here: 10 batch intervals pass and
+    // nothing is read, with records waiting in the topic.
+    std::thread::sleep(job::BATCH_INTERVAL * 10);
+    assert_eq!(
+        running.batches().len(),
+        batches_when_paused,
+        "no batch while paused"
+    );
+    assert_eq!(running.wait_for("", |p| Some(p.records)), read_when_paused);
+    assert!(read_when_paused < 8000, "records were left to read");
+
+    let (status, _) = http.post("/api/control/resume", "", Some(TOKEN));
+    assert_eq!(status, 200);
+    running.wait_for_records(8000, "every record, after the resume");
+    let records = job::open_checkpoint(&ckpt, APP_ID).batches().unwrap();
+    let resumed = records
+        .iter()
+        .find(|r| r.control.iter().any(|c| c.change == "resume"))
+        .expect("a batch record holds the resume");
+    assert_eq!(
+        resumed
+            .control
+            .iter()
+            .map(|c| c.change.as_str())
+            .collect::<Vec<_>>(),
+        ["pause", "resume"]
+    );
+    assert!(resumed.records > 0);
+    assert_eq!(http.metric("sluice_paused"), Some(0.0));
+    assert_eq!(http.metric("sluice_records_read_total"), Some(8000.0));
+    running.stop();
+}
+
+#[test]
+fn an_endpoint_beyond_loopback_needs_an_access_token() {
+    let dir = tempfile::tempdir().unwrap();
+    std::env::remove_var("SLUICE_HTTP_TOKEN");
+    let error = job::context(dir.path())
+        .http("0.0.0.0:0")
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("access token"), "{error}");
+    let ctx = job::context(&dir.path().join("ckpt"))
+        .http("0.0.0.0:0")
+        .http_token_file(token_file(dir.path()))
+        .build();
+    assert!(ctx.is_ok(), "{:?}", ctx.err());
+    drop(ctx);
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let error = job::context(dir.path())
+        .http("127.0.0.1:0")
+        .http_token_file(&empty)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("empty"), "{error}");
+    let error = job::context(dir.path())
+        .http("no-port")
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("host:port"), "{error}");
+}
+
+/// Chromium, if installed (`make setup` installs Debian's `chromium`).
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|dir| dir.join(name))
+                .find(|path| path.is_file())
+        })
+}
+
+/// Runs headless Chromium on `url` with `args` and returns its stdout.
+fn headless(chromium: &Path, profile: &Path, args: &[&str], url: &str) -> String {
+    let output = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("running chromium");
+    assert!(
+        output.status.success(),
+        "chromium {args:?} {url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_web_ui_shows_the_jobs_real_batches_in_a_browser() {
+    let Some(chromium) = chromium() else {
+        eprintln!("SKIPPED: no chromium on PATH; `make setup` installs Debian's chromium");
+        return;
+    };
+    let broker = Tansu::start();
+    broker.create_topic("clicks", 2);
+    job::produce_numbered(&broker.bootstrap(), "clicks", 2, 0..500);
+    let dir = tempfile::tempdir().unwrap();
+    let limits = RateLimits::new().max_rate_per_partition(2000.0);
+    let (mut running, http) = start_job(&broker, "clicks", dir.path(), limits, None);
+    running.wait_for_records(1000, "the 1000 records produced");
+    let batches: Vec<BatchCompleted> = running
+        .batches()
+        .into_iter()
+        .filter(|b| b.records > 0)
+        .collect();
+    assert!(batches.len() >= 2, "the rate limit splits the backlog");
+
+    let profile = tempfile::tempdir().unwrap();
+    let dom = headless(
+        &chromium,
+        profile.path(),
+        &["--dump-dom"],
+        &format!("{}/", http.base),
+    );
+    for metric in [
+        "input-rate",
+        "processing",
+        "scheduling-delay",
+        "total-delay",
+    ] {
+        assert!(
+            dom.contains(&format!("<svg class=\"timeline\" data-metric=\"{metric}\""))
+                && dom.contains(&format!(
+                    "<svg class=\"histogram\" data-metric=\"{metric}\""
+                )),
+            "a timeline and a distribution of {metric}"
+        );
+    }
+    for batch in &batches {
+        let id = batch.info.id;
+        assert!(
+            dom.contains(&format!("<circle data-batch=\"{id}\"")),
+            "batch {id} charted"
+        );
+        assert!(
+            dom.contains(&format!("<tr data-batch=\"{id}\">")),
+            "batch {id} in the table"
+        );
+    }
+    assert!(dom.contains("max rate per partition 2000/s"));
+    assert!(
+        dom.contains("id=\"status\" class=\"running\""),
+        "running status"
+    );
+
+    // The drill-down of a real batch shows its ranges.
+    let batch = &batches[0];
+    let page = headless(
+        &chromium,
+        profile.path(),
+        &["--dump-dom"],
+        &format!("{}/batches/{}", http.base, batch.info.id),
+    );
+    assert!(page.contains(&format!("<h1>Batch {}</h1>", batch.info.id)));
+    for range in &batch.info.ranges {
+        let row = format!(
+            "<tr class=\"range\"><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            range.topic, range.partition, range.from, range.until
+        );
+        assert!(page.contains(&row), "{row} in {page}");
+    }
+
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    for (name, url) in [
+        ("overview.png", format!("{}/", http.base)),
+        (
+            "batch.png",
+            format!("{}/batches/{}", http.base, batch.info.id),
+        ),
+    ] {
+        let file = artifacts.join(name);
+        let _ = std::fs::remove_file(&file);
+        headless(
+            &chromium,
+            profile.path(),
+            &[
+                &format!("--screenshot={}", file.display()),
+                "--window-size=1280,2200",
+                "--hide-scrollbars",
+            ],
+            &url,
+        );
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "a screenshot of {url} in {}", file.display());
+        eprintln!("screenshot of {url}: {}", file.display());
+    }
+    running.stop();
+}
