@@ -96,6 +96,10 @@ struct Args {
     /// 1000, so `sluice rewind` can go back to them.
     #[arg(long, value_name = "N")]
     restore_points: Option<u64>,
+    /// Read what the topic holds now, commit, and exit 0 (a bounded run:
+    /// records produced after the start are left for the next run).
+    #[arg(long)]
+    until_caught_up: bool,
 }
 
 /// Parses `--set KEY=VALUE`.
@@ -196,8 +200,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
     )?;
 
-    ctx.start()?;
-    ctx.await_termination()?;
+    if args.until_caught_up {
+        ctx.run_until_caught_up()?;
+    } else {
+        ctx.start()?;
+        ctx.await_termination()?;
+    }
     Ok(())
 }
 

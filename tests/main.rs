@@ -3,6 +3,7 @@
 mod util;
 
 mod bad_input;
+mod bounded;
 mod broker_harness;
 mod cli;
 mod clicks;

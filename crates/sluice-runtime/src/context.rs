@@ -343,6 +343,7 @@ impl StreamingContextBuilder {
                 on_batch_failure: self.on_batch_failure,
                 kafka_outage_timeout: self.kafka_outage_timeout,
                 rate_limits: self.rate_limits,
+                bounded: false,
             },
             state: Mutex::new(State::Created {
                 store: Box::new(store),
@@ -573,6 +574,28 @@ impl StreamingContext {
 
     /// Checks the job, connects to Kafka and starts the driver.
     pub fn start(&self) -> Result<()> {
+        self.start_with(false)
+    }
+
+    /// Runs the job until it has read what its topics held when it started,
+    /// then stops it and returns — Structured Streaming's
+    /// `Trigger.AvailableNow`, Flink's bounded mode. For backfills, jobs run
+    /// from cron, and tests.
+    ///
+    /// The latest offsets of the first planning are the end: batches run on
+    /// the batch interval as usual, each within the rate limits, until every
+    /// partition's committed offset reached its end; records produced after
+    /// the start, and partitions added after it, are left for the next run.
+    /// A batch left planned by a crash is redone first. Returns `Ok` once
+    /// the last batch is committed (or on a requested stop), and the error
+    /// that stopped the job otherwise, as
+    /// [`await_termination`](Self::await_termination).
+    pub fn run_until_caught_up(&self) -> Result<()> {
+        self.start_with(true)?;
+        self.await_termination()
+    }
+
+    fn start_with(&self, bounded: bool) -> Result<()> {
         let mut state = self.lock_state();
         let State::Created {
             store,
@@ -586,6 +609,7 @@ impl StreamingContext {
         // runs with; later registrations fail at their call.
         self.graph.seal();
         let (mut driver, requests) = self.prepare(store, source, listeners)?;
+        driver.settings.bounded = bounded;
         let http = match &self.http {
             Some(settings) => {
                 let monitor = Arc::new(Monitor::new(
@@ -729,14 +753,17 @@ impl StreamingContext {
     /// Blocks until the job stops: `Ok` after a requested stop, the error
     /// that stopped it otherwise.
     pub fn await_termination(&self) -> Result<()> {
-        let (driver, signals, http) =
+        // The stop handle lives until the driver ends: the driver takes a
+        // closed stop channel for a stop request.
+        let (driver, _stop, signals, http) =
             match std::mem::replace(&mut *self.lock_state(), State::Terminated) {
                 State::Running {
                     driver,
+                    stop,
                     signals,
                     http,
                     ..
-                } => (driver, signals, http),
+                } => (driver, stop, signals, http),
                 State::Created { .. } | State::StartFailed => return Err(Error::NotStarted),
                 State::Terminated => return Ok(()),
             };

@@ -14,6 +14,7 @@ use sluice_core::{
 };
 use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, PartitionOffsets, Plan};
 
+use crate::bounded::{self, Targets};
 use crate::dead_letters;
 use crate::http::monitor::{Monitor, Status};
 use crate::listener::{BatchCompleted, BatchListener};
@@ -33,6 +34,9 @@ pub(crate) struct DriverSettings {
     pub(crate) on_batch_failure: BatchFailurePolicy,
     pub(crate) kafka_outage_timeout: Duration,
     pub(crate) rate_limits: RateLimits,
+    /// Stop once the latest offsets of the first planning are read
+    /// (`run_until_caught_up`).
+    pub(crate) bounded: bool,
 }
 
 pub(crate) struct Driver {
@@ -77,6 +81,8 @@ struct Progress {
     latest: Vec<PartitionOffsets>,
     /// Control changes taken since the last commit, for its batch record.
     control: Vec<ControlRecord>,
+    /// Where a bounded run ends, fixed at its first planning.
+    targets: Option<Targets>,
 }
 
 impl Driver {
@@ -112,6 +118,7 @@ impl Driver {
             replay,
             latest: Vec::new(),
             control: Vec::new(),
+            targets: None,
         };
         if let Some(monitor) = &self.monitor {
             monitor.set_status(Status::Running);
@@ -160,6 +167,16 @@ impl Driver {
             let scheduling_delay = Instant::now().saturating_duration_since(due);
             if !self.run_batch(&mut progress, batch_time, scheduling_delay)? {
                 return Ok(());
+            }
+            if let Some(targets) = &progress.targets {
+                if bounded::caught_up(&progress.positions, targets) {
+                    tracing::info!(
+                        batches = progress.next_id - next_id,
+                        partitions = targets.len(),
+                        "caught up with the latest offsets of the start; the bounded run ends"
+                    );
+                    return Ok(());
+                }
             }
             // Ticks stay on the grid; an overrun batch makes the next one
             // start at once, and the lateness shows as scheduling delay.
@@ -385,9 +402,15 @@ impl Driver {
         &mut self,
         progress: &mut Progress,
     ) -> sluice_kafka::Result<(Plan, Option<RateLimit>)> {
-        let offsets = self.client.partitions_with_offsets(Instant::now())?;
+        let mut offsets = self.client.partitions_with_offsets(Instant::now())?;
         if self.monitor.is_some() {
             progress.latest.clone_from(&offsets);
+        }
+        if self.settings.bounded {
+            let targets = progress
+                .targets
+                .get_or_insert_with(|| bounded::targets(&offsets));
+            offsets = bounded::bound(&offsets, targets);
         }
         if progress.first_start {
             let policy = self.client.source().start_from();

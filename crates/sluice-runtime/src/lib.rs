@@ -22,6 +22,7 @@
 //!
 //! See [`StreamingContext`] for a complete job.
 
+mod bounded;
 mod context;
 mod dead_letters;
 mod driver;

@@ -1,0 +1,108 @@
+//! `run_until_caught_up`: a bounded run reads what the topics held when it
+//! started, in as many batches as the rate limits allow, commits, and
+//! returns.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sluice::prelude::*;
+use tempfile::TempDir;
+
+use crate::util::job::{self, produce_numbered, APP_ID};
+use crate::util::kafka;
+
+const TOPIC: &str = "bounded";
+
+/// Counts the batches a job commits.
+fn batch_counter(ctx: &StreamingContext) -> Arc<AtomicU64> {
+    let batches = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&batches);
+    ctx.add_listener(move |_: &BatchCompleted, _: &dyn CheckpointStore| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    })
+    .unwrap();
+    batches
+}
+
+#[test]
+fn run_until_caught_up_reads_what_the_topic_held_at_its_start_then_returns() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, TOPIC, 2);
+    let first = produce_numbered(&bootstrap, TOPIC, 2, 0..300);
+    let dir = TempDir::new().unwrap();
+
+    // A rate limit makes the run take several batches; the first batch
+    // produces more records, which this run must leave for the next one.
+    let ctx = job::context(dir.path())
+        .rate_limits(RateLimits::new().max_rate_per_partition(1000.0))
+        .build()
+        .unwrap();
+    let stream = ctx
+        .kafka_stream(job::source(&bootstrap).subscribe([TOPIC]).build().unwrap())
+        .unwrap();
+    let produced_more = Arc::new(AtomicBool::new(false));
+    let more = Arc::clone(&produced_more);
+    let producer = bootstrap.clone();
+    stream
+        .foreach_batch(move |_, _| {
+            if !more.swap(true, Ordering::SeqCst) {
+                produce_numbered(&producer, TOPIC, 2, 300..350);
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    stream
+        .values_utf8()
+        .count_by_value()
+        .save_counts(job::COUNTS)
+        .unwrap();
+    let batches = batch_counter(&ctx);
+    ctx.run_until_caught_up().unwrap();
+
+    assert!(produced_more.load(Ordering::SeqCst));
+    assert!(
+        batches.load(Ordering::Relaxed) > 1,
+        "the rate limit spreads the run over several batches"
+    );
+    let counts = job::committed_counts(dir.path());
+    assert_eq!(counts, job::counts_of(&first));
+    let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
+    assert_eq!(checkpoint.offsets().unwrap(), job::offsets(TOPIC, 2, 300));
+    drop(checkpoint);
+
+    // The next run reads what came since, and nothing twice.
+    let ctx = job::context(dir.path()).build().unwrap();
+    ctx.kafka_stream(job::source(&bootstrap).subscribe([TOPIC]).build().unwrap())
+        .unwrap()
+        .values_utf8()
+        .count_by_value()
+        .save_counts(job::COUNTS)
+        .unwrap();
+    ctx.run_until_caught_up().unwrap();
+    let all: Vec<String> = first
+        .iter()
+        .cloned()
+        .chain((0..2).flat_map(|p| (300..350).map(move |i| format!("{TOPIC}-{p}-{i}"))))
+        .collect();
+    assert_eq!(job::committed_counts(dir.path()), job::counts_of(&all));
+}
+
+#[test]
+fn run_until_caught_up_on_an_empty_topic_returns_after_one_batch() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, TOPIC, 1);
+    let dir = TempDir::new().unwrap();
+    let ctx = job::context(dir.path()).build().unwrap();
+    ctx.kafka_stream(job::source(&bootstrap).subscribe([TOPIC]).build().unwrap())
+        .unwrap()
+        .values_utf8()
+        .count_by_value()
+        .save_counts(job::COUNTS)
+        .unwrap();
+    let batches = batch_counter(&ctx);
+    ctx.run_until_caught_up().unwrap();
+    assert_eq!(batches.load(Ordering::Relaxed), 1);
+    assert!(job::committed_counts(dir.path()).is_empty());
+}
