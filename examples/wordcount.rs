@@ -115,7 +115,11 @@ fn setting(arg: &str) -> Result<(String, String), String> {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // One line per batch: the example prints its own, so sluice's
+            // batch line (target `sluice::batch`) is off unless RUST_LOG
+            // asks for it.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sluice::batch=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -190,9 +194,10 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .map(|(word, n)| format!("{}={n}", String::from_utf8_lossy(word)))
                     .collect();
                 println!(
-                    "batch {:>5}  {:>6} records  top totals: {}",
+                    "batch {:>5}  {:>6} records  {:>6.1} ms  top totals: {}",
                     batch.info.id,
                     batch.records,
+                    (batch.processing + batch.commit).as_secs_f64() * 1e3,
                     leaders.join(" ")
                 );
             }

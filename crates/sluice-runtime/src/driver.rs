@@ -27,6 +27,11 @@ use crate::{BatchFailurePolicy, Error, Result};
 /// Asks the driver to stop after the batch in flight (if any) committed.
 pub(crate) struct StopRequest;
 
+/// The `tracing` target of the one line per committed batch, so a program
+/// that prints its own line per batch can filter it out
+/// (`RUST_LOG=info,sluice::batch=warn`).
+pub(crate) const BATCH_LOG_TARGET: &str = "sluice::batch";
+
 /// Driver settings fixed at start.
 #[derive(Clone)]
 pub(crate) struct DriverSettings {
@@ -334,6 +339,7 @@ impl Driver {
             .map_or_else(|| "none".to_owned(), |limit| limit.to_string());
 
         tracing::info!(
+            target: BATCH_LOG_TARGET,
             batch = info.id,
             records,
             ranges = info.ranges.len(),
