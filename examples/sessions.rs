@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
 
+#[path = "support/config.rs"]
+mod config;
 #[path = "support/embedded.rs"]
 mod embedded;
 use embedded::Embedded;
@@ -40,6 +42,11 @@ const TOTALS: &str = "user_totals";
 #[derive(Parser, Debug)]
 #[command(about = "Tracks user sessions of a Kafka click topic with sluice")]
 struct Args {
+    /// Settings from a TOML file (brokers, topic, checkpoint_dir,
+    /// batch_interval_ms, group, workers, and Kafka settings under
+    /// `[kafka]`); flags given here override it.
+    #[arg(long = "config", value_name = "FILE")]
+    _config: Option<PathBuf>,
     /// Kafka bootstrap servers; absent: start an embedded broker.
     #[arg(long, value_name = "HOST:PORT")]
     brokers: Option<String>,
@@ -96,7 +103,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(error) = run(Args::parse()) {
+    if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
         eprintln!("sessions: {error:#}");
         std::process::exit(1);
     }

@@ -25,6 +25,8 @@ use clap::Parser;
 use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
 
+#[path = "support/config.rs"]
+mod config;
 #[path = "support/embedded.rs"]
 mod embedded;
 use embedded::Embedded;
@@ -44,6 +46,11 @@ const SAMPLE: &[&str] = &[
 #[derive(Parser, Debug)]
 #[command(about = "Counts words of a Kafka topic with sluice")]
 struct Args {
+    /// Settings from a TOML file (brokers, topic, checkpoint_dir,
+    /// batch_interval_ms, group, workers, and Kafka settings under
+    /// `[kafka]`); flags given here override it.
+    #[arg(long = "config", value_name = "FILE")]
+    _config: Option<PathBuf>,
     /// Kafka bootstrap servers; absent: start an embedded broker.
     #[arg(long, value_name = "HOST:PORT")]
     brokers: Option<String>,
@@ -123,7 +130,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(error) = run(Args::parse()) {
+    if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
         eprintln!("wordcount: {error:#}");
         std::process::exit(1);
     }

@@ -8,6 +8,7 @@ mod broker_harness;
 mod cli;
 mod clicks;
 mod client_features;
+mod config;
 mod data_loss;
 mod exactly_once;
 mod faults;
