@@ -218,6 +218,55 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
 }
 
 #[test]
+fn state_size_metrics_follow_a_stateful_operators_keys() {
+    let broker = Tansu::start();
+    broker.create_topic("users", 2);
+    let values = job::produce_numbered(&broker.bootstrap(), "users", 2, 0..100);
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = Arc::new(
+        job::context(dir.path())
+            .http("127.0.0.1:0")
+            .build()
+            .unwrap(),
+    );
+    let source = job::source(&broker.bootstrap())
+        .subscribe(["users"])
+        .build()
+        .unwrap();
+    ctx.kafka_stream(source)
+        .unwrap()
+        .values_utf8()
+        .map(|user| (user, ()))
+        .map_with_state(
+            "visits",
+            StateSpec::function(|_: &String, _: Option<()>, visits: &mut State<u64>| {
+                visits.update(visits.get().copied().unwrap_or(0) + 1);
+            }),
+        )
+        .foreach_batch(|_, _| Ok::<_, std::io::Error>(()))
+        .unwrap();
+    let mut running = RunningJob::start_shared(Arc::clone(&ctx));
+    let http = Client::new(ctx.http_addr().unwrap());
+    running.wait_for_records(200, "the 200 records produced");
+
+    // RocksDB's estimate counts the 200 keys plus the operator's own
+    // entries (a marker per key partition).
+    let keys = http.metric("sluice_state_keys{state=\"visits\"}").unwrap();
+    assert!(
+        (values.len() as f64..=values.len() as f64 + 16.0).contains(&keys),
+        "{keys} keys"
+    );
+    let bytes = http.metric("sluice_state_bytes{state=\"visits\"}").unwrap();
+    assert!(bytes > 0.0, "{bytes} bytes");
+    let (_, exposition) = http.get("/metrics");
+    assert!(
+        exposition.contains("# UNIT sluice_state_bytes bytes"),
+        "{exposition}"
+    );
+    running.stop();
+}
+
+#[test]
 fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
     let broker = Tansu::start();
     broker.create_topic("backlog", 2);

@@ -723,6 +723,10 @@ impl RocksCheckpoint {
 }
 
 impl CheckpointStore for RocksCheckpoint {
+    fn family_stats(&self) -> Result<Vec<FamilyStats>> {
+        RocksCheckpoint::family_stats(self)
+    }
+
     fn offsets(&self) -> Result<BTreeMap<TopicPartition, i64>> {
         self.iterate(self.internal(keys::OFFSETS)?)
             .map(|entry| {

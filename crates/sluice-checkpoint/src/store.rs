@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sluice_core::state::{StateDescriptor, StateStore};
 use sluice_core::{TopicPartition, WriteSet};
 
-use crate::{BatchRecord, DeadLetterRecord, Result, StateChanges, StateRecord};
+use crate::{BatchRecord, DeadLetterRecord, FamilyStats, Result, StateChanges, StateRecord};
 
 /// Everything one successful batch commits, applied atomically: all of it
 /// or none of it.
@@ -117,5 +117,11 @@ pub trait CheckpointStore: Send {
             .iter()
             .map(|(_, json)| DeadLetterRecord::from_json(json))
             .collect()
+    }
+
+    /// Estimated size of every family (keys, bytes on disk and in
+    /// memtables), for metrics; a store that cannot tell returns none.
+    fn family_stats(&self) -> Result<Vec<FamilyStats>> {
+        Ok(Vec::new())
     }
 }

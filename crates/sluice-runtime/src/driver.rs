@@ -376,7 +376,12 @@ impl Driver {
                     (offsets.clone(), position)
                 })
                 .collect();
-            monitor.batch_committed(&completed, record, &lags, progress.estimate);
+            // Estimates RocksDB keeps in memory: no read of the data.
+            let states = self.store.family_stats().unwrap_or_else(|error| {
+                tracing::debug!(%error, "no family sizes for the metrics");
+                Vec::new()
+            });
+            monitor.batch_committed(&completed, record, &lags, progress.estimate, &states);
         }
         for listener in &mut self.listeners {
             listener.on_batch_completed(&completed, self.store.as_ref());

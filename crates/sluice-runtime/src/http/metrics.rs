@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+use sluice_checkpoint::FamilyStats;
+use sluice_core::state::STATE_FAMILY_PREFIX;
 use sluice_kafka::PartitionOffsets;
 
 use crate::listener::BatchCompleted;
@@ -30,6 +32,11 @@ struct WindowLabels {
     window: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
 /// Every metric of one job, registered once.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -44,6 +51,8 @@ pub(crate) struct Metrics {
     lag: Family<PartitionLabels, Gauge>,
     rate_limit: Family<ReasonLabels, Gauge<f64, AtomicU64>>,
     paused: Gauge,
+    state_keys: Family<StateLabels, Gauge>,
+    state_bytes: Family<StateLabels, Gauge>,
 }
 
 /// 1 ms to about 65 s, doubling.
@@ -65,6 +74,8 @@ impl Metrics {
         let lag = Family::<PartitionLabels, Gauge>::default();
         let rate_limit = Family::<ReasonLabels, Gauge<f64, AtomicU64>>::default();
         let paused = Gauge::default();
+        let state_keys = Family::<StateLabels, Gauge>::default();
+        let state_bytes = Family::<StateLabels, Gauge>::default();
         registry.register(
             "sluice_job",
             "The job this process runs",
@@ -128,6 +139,17 @@ impl Metrics {
             "1 while intake is paused through the control API",
             paused.clone(),
         );
+        registry.register(
+            "sluice_state_keys",
+            "Keys of a stateful operator's state, as RocksDB estimates them after the last commit",
+            state_keys.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_state",
+            "Size of a stateful operator's state after the last commit: table files on disk plus memtables",
+            Unit::Bytes,
+            state_bytes.clone(),
+        );
         Self {
             registry,
             batches_committed,
@@ -141,6 +163,8 @@ impl Metrics {
             lag,
             rate_limit,
             paused,
+            state_keys,
+            state_bytes,
         }
     }
 
@@ -187,6 +211,26 @@ impl Metrics {
                     partition: offsets.tp.partition.to_string(),
                 })
                 .set((offsets.latest - position).max(0));
+        }
+    }
+
+    /// The size of each stateful operator's state, from its family's
+    /// estimates.
+    pub(crate) fn set_states(&self, families: &[FamilyStats]) {
+        for family in families {
+            let Some(state) = family.name.strip_prefix(STATE_FAMILY_PREFIX) else {
+                continue;
+            };
+            let labels = StateLabels {
+                state: state.to_owned(),
+            };
+            self.state_keys
+                .get_or_create(&labels)
+                .set(i64::try_from(family.estimated_keys).unwrap_or(i64::MAX));
+            let bytes = family.sst_bytes.saturating_add(family.memtable_bytes);
+            self.state_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sluice_checkpoint::BatchRecord;
+use sluice_checkpoint::{BatchRecord, FamilyStats};
 use sluice_core::RateLimits;
 use sluice_kafka::PartitionOffsets;
 
@@ -141,16 +141,18 @@ impl Monitor {
 
     /// Publishes a committed batch: `record` as committed, `lags` the
     /// partitions' offsets of the last planning with the positions after
-    /// the commit.
+    /// the commit, `states` the checkpoint's family sizes after it.
     pub(crate) fn batch_committed(
         &self,
         batch: &BatchCompleted,
         record: BatchRecord,
         lags: &[(PartitionOffsets, i64)],
         estimate: Option<f64>,
+        states: &[FamilyStats],
     ) {
         self.metrics.batch_committed(batch);
         self.metrics.set_lags(lags);
+        self.metrics.set_states(states);
         let processing = batch.processing.as_secs_f64();
         let view = BatchView {
             record,
