@@ -62,8 +62,8 @@
 
 pub use sluice_core::PoisonPolicy;
 pub use sluice_runtime::{
-    BatchCompleted, BatchFailurePolicy, BatchListener, Error, Result, StopHandle, StreamingContext,
-    StreamingContextBuilder,
+    BatchCompleted, BatchFailurePolicy, BatchListener, CheckpointUi, Error, Result, StopHandle,
+    StreamingContext, StreamingContextBuilder,
 };
 
 pub mod stream {

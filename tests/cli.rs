@@ -354,3 +354,112 @@ fn cli_dumps_state_by_its_recorded_shapes_and_exports_dead_letters() {
     let error = fails(&["dead-letters", d, "--family", "nope"], 1);
     assert!(error.contains("no family 'nope'"), "{error}");
 }
+
+#[test]
+fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
+    use std::io::{BufRead, BufReader};
+
+    // A checkpoint written by a real run: the wordcount reading 300 lines.
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "lines", 2);
+    let lines: Vec<String> = (0..300).map(job::line).collect();
+    kafka::produce(&bootstrap, "lines", None, &lines);
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    let run = Command::new(wordcount::binary())
+        .args([
+            "--brokers",
+            &bootstrap,
+            "--topic",
+            "lines",
+            "--until-caught-up",
+        ])
+        .args([
+            "--batch-interval-ms",
+            "50",
+            "--max-rate-per-partition",
+            "1000",
+        ])
+        .arg("--checkpoint-dir")
+        .arg(&checkpoint)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let batches = RocksCheckpoint::open_read_only(&checkpoint, APP_ID)
+        .unwrap()
+        .batches()
+        .unwrap();
+    assert!(batches.len() > 1, "{batches:?}");
+
+    let mut ui = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["ui", "--listen", "127.0.0.1:0"])
+        .arg(&checkpoint)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(ui.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let get = |path: &str| {
+        let mut response = agent.get(format!("{url}{path}")).call().unwrap();
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap(),
+        )
+    };
+
+    let (status, body) = get("/api/batches?limit=1000");
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<u64> = listed["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_u64().unwrap())
+        .collect();
+    let mut expected: Vec<u64> = batches.iter().map(|b| b.id).collect();
+    let mut ids_sorted = ids.clone();
+    ids_sorted.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(ids_sorted, expected);
+    let last = batches.last().unwrap();
+    let (status, body) = get(&format!("/api/batches/{}", last.id));
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["records"], last.records);
+    let (status, body) = get("/api/overview");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"stopped\""), "{body}");
+    assert!(
+        body.contains(&format!("\"records_read\":{}", lines.len())),
+        "{body}"
+    );
+
+    // Nothing to control.
+    let mut response = agent
+        .post(format!("{url}/api/control/pause"))
+        .content_type("application/json")
+        .send("{}")
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let body = response.body_mut().read_to_string().unwrap();
+    assert!(body.contains("stopped job"), "{body}");
+
+    ui.kill().unwrap();
+    ui.wait().unwrap();
+}

@@ -39,6 +39,7 @@ mod write_ahead;
 // Shown to users by the facade at the root of `sluice`.
 pub use context::{BatchFailurePolicy, StopHandle, StreamingContext, StreamingContextBuilder};
 pub use error::{Error, Result};
+pub use http::CheckpointUi;
 pub use listener::{BatchCompleted, BatchListener};
 
 // For the pipeline benchmark, through the facade's hidden `__private`.

@@ -35,6 +35,7 @@ mod offsets;
 mod open;
 mod rewind;
 mod state;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +101,15 @@ enum Command {
         /// Write them to FILE as JSON lines instead of printing a summary.
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
+    },
+    /// Serves the web UI and JSON API of a stopped job from its checkpoint's
+    /// batch history, read-only, until interrupted.
+    Ui {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// Where to listen, HOST:PORT (port 0: a free one).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:4040")]
+        listen: String,
     },
     /// Committed offsets against the broker's latest, per partition.
     Lag {
@@ -256,6 +266,7 @@ fn main() -> ExitCode {
             settings,
             json,
         } => lag::run(&dir, &brokers, &settings, json),
+        Command::Ui { dir, listen } => ui::run(&dir, &listen),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -64,6 +64,12 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// Checks the access token of a request that changes the job, given in an
 /// `Authorization: Bearer` header or (for the UI's forms) a form field.
 fn authorize(app: &App, headers: &HeaderMap, form_token: Option<&str>) -> Result<(), Response> {
+    if app.monitor.history {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "this is a stopped job's checkpoint (sluice ui): there is no running job to control",
+        ));
+    }
     let Some(token) = &app.token else {
         return Ok(());
     };

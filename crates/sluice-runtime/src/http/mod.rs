@@ -149,6 +149,52 @@ impl HttpServer {
     }
 }
 
+/// The web UI and JSON API of a stopped job, from its checkpoint's batch
+/// history (what `sluice ui DIR` serves). Read-only: control requests are
+/// answered 409 Conflict. Stops when dropped.
+pub struct CheckpointUi {
+    server: HttpServer,
+}
+
+impl CheckpointUi {
+    /// Serves the last batches of `history` (oldest first) and the committed
+    /// `positions` of job `app_id` on `addr` (`host:port`; port 0 picks a
+    /// free one). An address beyond loopback needs `$SLUICE_HTTP_TOKEN`, as
+    /// a running job's endpoint does.
+    pub fn serve(
+        addr: &str,
+        app_id: &str,
+        history: Vec<sluice_checkpoint::BatchRecord>,
+        positions: &std::collections::BTreeMap<sluice_core::TopicPartition, i64>,
+    ) -> Result<Self> {
+        let settings = HttpSettings::resolve(addr, None)?;
+        let monitor = Arc::new(Monitor::from_history(app_id, history, positions));
+        Ok(Self {
+            server: HttpServer::start(&settings, monitor)?,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// Blocks while it serves (until the process ends).
+    pub fn wait(mut self) {
+        if let Some(thread) = self.server.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for CheckpointUi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointUi")
+            .field("addr", &self.server.addr)
+            .finish()
+    }
+}
+
 impl Drop for HttpServer {
     fn drop(&mut self) {
         self.stop();

@@ -2,13 +2,13 @@
 //! snapshot the handlers read, the metrics, and the control requests the
 //! driver takes between batches.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sluice_checkpoint::{BatchRecord, FamilyStats};
-use sluice_core::RateLimits;
+use sluice_core::{RateLimits, TopicPartition};
 use sluice_kafka::PartitionOffsets;
 
 use super::control::{now_ms, Control};
@@ -23,6 +23,8 @@ pub(crate) const RETAINED_BATCHES: usize = 1000;
 pub(crate) struct Monitor {
     pub(crate) metrics: Metrics,
     pub(crate) control: Control,
+    /// A stopped job's checkpoint opened by `sluice ui`: nothing to control.
+    pub(crate) history: bool,
     snapshot: Mutex<Snapshot>,
     started: Instant,
 }
@@ -105,6 +107,7 @@ impl Monitor {
         Self {
             metrics: Metrics::new(app_id),
             control: Control::new(limits),
+            history: false,
             snapshot: Mutex::new(Snapshot {
                 app_id: app_id.to_owned(),
                 started_ms: now_ms(),
@@ -119,6 +122,66 @@ impl Monitor {
             }),
             started: Instant::now(),
         }
+    }
+
+    /// A stopped job as its checkpoint records it: its last batches (up to
+    /// [`RETAINED_BATCHES`], oldest first) and its committed next offsets.
+    /// The batch interval is the shortest gap between batch times; the
+    /// partitions' log start and latest offsets are not known without a
+    /// broker, so they show the committed position and no lag.
+    pub(crate) fn from_history(
+        app_id: &str,
+        records: Vec<BatchRecord>,
+        positions: &BTreeMap<TopicPartition, i64>,
+    ) -> Self {
+        let interval = records
+            .windows(2)
+            .map(|pair| pair[1].time_ms - pair[0].time_ms)
+            .filter(|gap| *gap > 0)
+            .min()
+            .map_or(Duration::ZERO, |ms| Duration::from_millis(ms as u64));
+        let mut monitor = Self::new(app_id, interval, RateLimits::new(), false);
+        monitor.history = true;
+        let skip = records.len().saturating_sub(RETAINED_BATCHES);
+        monitor.write(|s| {
+            s.status = Status::Stopped;
+            s.batches_committed = records.len() as u64;
+            s.records_read = records.iter().map(|r| r.records).sum();
+            s.batches = records
+                .into_iter()
+                .skip(skip)
+                .map(|record| {
+                    let processing = record.processing_ms as f64 / 1e3;
+                    let delay = record.scheduling_delay_ms as f64 / 1e3;
+                    BatchView {
+                        processing_seconds: processing,
+                        scheduling_delay_seconds: delay,
+                        total_delay_seconds: processing + delay,
+                        // Not in the batch record.
+                        commit_seconds: 0.0,
+                        input_rate: if processing > 0.0 {
+                            record.records as f64 / processing
+                        } else {
+                            0.0
+                        },
+                        committed_ms: record.time_ms + record.processing_ms as i64,
+                        record,
+                    }
+                })
+                .collect();
+            s.partitions = positions
+                .iter()
+                .map(|(tp, &position)| PartitionView {
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    log_start: position,
+                    latest: position,
+                    position,
+                    lag: 0,
+                })
+                .collect();
+        });
+        monitor
     }
 
     pub(crate) fn uptime(&self) -> Duration {
