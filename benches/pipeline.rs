@@ -2,8 +2,9 @@
 //! loop doing the same work.
 //!
 //! `wordcount` counts the words of 200k in-memory lines (8 words each, from
-//! a 1000-word vocabulary, 4 partitions): a single-threaded `HashMap` loop,
-//! then two sluice graphs — `flat_map` + `count_by_value`, and
+//! a 1000-word vocabulary, 4 partitions): two single-threaded loops (a fast
+//! hash with keys borrowed from the text, and std's `HashMap` with owned
+//! keys), then two sluice graphs — `flat_map` + `count_by_value`, and
 //! `count_keys` — each on [`InlineExecutor`] and on a 2-thread
 //! [`WorkerPool`]. `empty_batch` is the fixed cost of
 //! `run_batch` for a batch without ranges.
@@ -58,7 +59,22 @@ fn lines() -> Vec<Vec<String>> {
     partitions
 }
 
-/// The honest single-threaded baseline: one allocation per distinct word.
+/// The loop a performance-minded user writes: one thread, a fast
+/// non-cryptographic hash (foldhash), keys borrowed from the text.
+fn count_fast_by_hand(
+    partitions: &[Vec<String>],
+) -> HashMap<&str, i64, foldhash::fast::RandomState> {
+    let mut counts: HashMap<&str, i64, foldhash::fast::RandomState> = HashMap::default();
+    for line in partitions.iter().flatten() {
+        for word in line.split_ascii_whitespace() {
+            *counts.entry(word).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// A second reference: std's `HashMap` (SipHash), one allocation per
+/// distinct word.
 fn count_by_hand(partitions: &[Vec<String>]) -> HashMap<String, i64> {
     let mut counts: HashMap<String, i64> = HashMap::new();
     for line in partitions.iter().flatten() {
@@ -138,6 +154,9 @@ fn wordcount(c: &mut Criterion) {
     // Every variant must agree before any is timed.
     let expected = count_by_hand(&partitions);
     assert_eq!(expected.len(), VOCABULARY);
+    let fast = count_fast_by_hand(&partitions);
+    assert_eq!(fast.len(), expected.len());
+    assert!(fast.iter().all(|(word, n)| expected.get(*word) == Some(n)));
     for graph in [&graph, &borrowing] {
         for executor in [&inline, &pool] {
             assert_eq!(counts(graph, &info, &input, executor), expected);
@@ -148,7 +167,10 @@ fn wordcount(c: &mut Criterion) {
     group.throughput(Throughput::Elements(LINES as u64));
     // Each iteration takes tens of milliseconds: a fixed count per sample.
     group.sampling_mode(SamplingMode::Flat);
-    group.bench_function("hand_loop", |b| {
+    group.bench_function("hand_loop_fast_hash", |b| {
+        b.iter(|| count_fast_by_hand(black_box(&partitions)).len())
+    });
+    group.bench_function("hand_loop_std_hashmap", |b| {
         b.iter(|| count_by_hand(black_box(&partitions)).len())
     });
     group.bench_function("sluice_inline", |b| {
