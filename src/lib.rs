@@ -50,8 +50,8 @@
 //! | [`stream`] | the operator API: [`DStream`](stream::DStream), [`Batch`](stream::Batch), [`BatchInfo`](stream::BatchInfo), and the [`Error`](stream::Error) a batch's computation fails with |
 //! | [`state`] | keyed state kept in the checkpoint: [`StateSpec`](state::StateSpec) and [`State`](state::State) for `map_with_state`, [`MapWithStateStream`](state::MapWithStateStream), [`read_state`](state::read_state) (see `docs/state.md`) |
 //! | [`window`] | batch-time windows ([`InverseReduce`](window::InverseReduce)) and event-time windows: [`EventTimeSpec`](window::EventTimeSpec), [`Window`](window::Window), [`OutputMode`](window::OutputMode), [`Windowed`](window::Windowed) (see `docs/windows.md`) |
-//! | [`sink`] | outputs whose writes join the atomic commit: the [`Sink`](sink::Sink) trait, [`WriteSet`](sink::WriteSet), the bundled sinks |
-//! | [`kafka`] | the source: [`KafkaSource`](kafka::KafkaSource) and its settings, [`Record`](kafka::Record), [`TopicPartition`](kafka::TopicPartition), [`OffsetRange`](kafka::OffsetRange) |
+//! | [`sink`] | where results go: [`CheckpointSink`](sink::CheckpointSink)s whose writes join the atomic commit ([`WriteSet`](sink::WriteSet), the bundled ones), and outside [`Sink`](sink::Sink)s written in a transaction per batch ([`OutsideSink`](sink::OutsideSink)) |
+//! | [`kafka`] | the source, [`KafkaSource`](kafka::KafkaSource) and its settings, and the sink, [`KafkaSink`](kafka::KafkaSink) of [`KafkaRecord`](kafka::KafkaRecord)s; [`Record`](kafka::Record), [`TopicPartition`](kafka::TopicPartition), [`OffsetRange`](kafka::OffsetRange) |
 //! | [`checkpoint`] | reading what a job committed: [`RocksCheckpoint`](checkpoint::RocksCheckpoint), [`CheckpointStore`](checkpoint::CheckpointStore), batch records, dead letters |
 //! | [`rate`] | [`RateLimits`](rate::RateLimits), backpressure settings, and the limit each batch records |
 //!
@@ -76,22 +76,33 @@ pub mod stream {
 }
 
 pub mod sink {
-    //! Outputs whose writes are committed atomically with the batch's offsets.
+    //! Where a batch's results go.
     //!
-    //! `save_counts(family)` is a [`CounterSink`]; `sink(LatestValueSink::new(family))`
-    //! keeps the latest value per key; a [`Sink`] of your own stages
-    //! [`Write`]s into the batch's [`WriteSet`].
+    //! Checkpoint sinks are committed atomically with the batch's offsets:
+    //! `save_counts(family)` is a [`CounterSink`];
+    //! `checkpoint_sink(LatestValueSink::new(family))` keeps the latest value
+    //! per key; a [`CheckpointSink`] of your own stages [`Write`]s into the
+    //! batch's [`WriteSet`].
+    //!
+    //! Outside sinks write to another system in one transaction per batch,
+    //! committed just before the checkpoint: `sink(KafkaSink)` (see
+    //! [`KafkaSink`](crate::kafka::KafkaSink)); the protocol a sink of your
+    //! own follows is [`OutsideSink`].
 
-    pub use sluice_core::{CounterSink, LatestValueSink, Sink, Write, WriteSet};
+    pub use sluice_core::{
+        CheckpointSink, CounterSink, LatestValueSink, OutsideSink, Sink, SinkStart, Write, WriteSet,
+    };
 }
 
 pub mod kafka {
-    //! The Kafka *Direct* source and the Kafka vocabulary batches are made of.
+    //! The Kafka *Direct* source, the Kafka sink, and the Kafka vocabulary
+    //! batches are made of.
 
     pub use sluice_core::{OffsetRange, Record, TopicPartition};
     pub use sluice_kafka::{
-        ConsumerStrategy, DataLossPolicy, Error, KafkaSource, KafkaSourceBuilder, OffsetReset,
-        ResetKind, Result, StartOffsets,
+        ConsumerStrategy, DataLossPolicy, Delivery, Error, KafkaRecord, KafkaSink,
+        KafkaSinkBuilder, KafkaSource, KafkaSourceBuilder, OffsetReset, ResetKind, Result,
+        StartOffsets,
     };
 }
 
@@ -150,7 +161,9 @@ pub mod prelude {
     //! [`checkpoint`](crate::checkpoint), [`rate`](crate::rate)).
 
     pub use crate::checkpoint::CheckpointStore;
-    pub use crate::kafka::{KafkaSource, OffsetRange, Record, StartOffsets, TopicPartition};
+    pub use crate::kafka::{
+        KafkaRecord, KafkaSink, KafkaSource, OffsetRange, Record, StartOffsets, TopicPartition,
+    };
     pub use crate::rate::RateLimits;
     pub use crate::state::{State, StateSpec};
     pub use crate::stream::{Batch, BatchInfo, DStream};

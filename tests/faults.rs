@@ -265,7 +265,7 @@ fn job_resumes_from_stored_offsets_after_its_code_changed() {
         .unwrap();
     values
         .key_by(|v| v.rsplit_once('-').expect("numbered value").0.to_owned())
-        .sink(LatestValueSink::new("latest_per_partition"))
+        .checkpoint_sink(LatestValueSink::new("latest_per_partition"))
         .unwrap();
     let mut v2 = RunningJob::start(ctx);
     v2.wait_for("v2 to reach offset 100 on both partitions", |p| {

@@ -50,7 +50,7 @@ fn outputs_streams_and_listeners_added_after_start_are_refused_and_the_job_keeps
     refused(
         values
             .map(|v: String| (v.clone(), v))
-            .sink(LatestValueSink::new("late_latest")),
+            .checkpoint_sink(LatestValueSink::new("late_latest")),
         "sink to \"late_latest\"",
     );
     let message = values.print(5).unwrap_err().to_string();

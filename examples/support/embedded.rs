@@ -30,7 +30,7 @@ pub(crate) struct Embedded {
     pub(crate) bootstrap: String,
     stop: Arc<AtomicBool>,
     producer: Option<std::thread::JoinHandle<()>>,
-    _cluster: MockCluster<'static, DefaultProducerContext>,
+    cluster: MockCluster<'static, DefaultProducerContext>,
 }
 
 impl Drop for Embedded {
@@ -114,8 +114,17 @@ impl Embedded {
             bootstrap,
             stop,
             producer: Some(producer),
-            _cluster: cluster,
+            cluster,
         })
+    }
+
+    /// Creates another topic on the embedded broker.
+    // Not every example including this file calls it.
+    #[allow(dead_code)]
+    pub(crate) fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        self.cluster
+            .create_topic(topic, partitions, 1)
+            .with_context(|| format!("creating the embedded topic {topic}"))
     }
 }
 

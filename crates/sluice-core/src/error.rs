@@ -100,6 +100,24 @@ pub enum Error {
         /// `save_counts("counts")`.
         output: String,
     },
+    /// An outside sink failed to write, begin or commit a batch's output.
+    /// Nothing of the batch is committed to the checkpoint.
+    #[error("{sink}: {source}")]
+    Sink {
+        /// The sink, as `sink "name"`.
+        sink: String,
+        /// What the sink reported.
+        source: BoxError,
+    },
+    /// Two outside sinks of a job have the same name, or a name is empty.
+    /// A sink finds its progress by its name, so each needs its own.
+    #[error("sink {name:?}: {reason}")]
+    SinkName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// Reading, decoding or encoding a keyed state failed.
     #[error("state '{state}' (key partition {partition}): {source}")]
     State {

@@ -15,9 +15,11 @@
 //! 2. keyed aggregations combine inside each task, shuffle by key hash and
 //!    reduce in reduce tasks; joins shuffle both streams by key hash and
 //!    pair each key's values in the reduce tasks;
-//! 3. output operations (`foreach_batch`, `print`, [`Sink`]s) consume the
-//!    result; sinks stage [`Write`]s into a [`WriteSet`] that the runtime
-//!    commits atomically with the batch's next offsets.
+//! 3. output operations (`foreach_batch`, `print`, sinks) consume the
+//!    result; [`CheckpointSink`]s stage [`Write`]s into a [`WriteSet`] that
+//!    the runtime commits atomically with the batch's next offsets, and
+//!    outside [`Sink`]s write to another system in a transaction the
+//!    runtime commits just before (see [`OutsideSink`]).
 //!
 //! Tasks run on an [`Executor`]: the runtime's worker pool, or
 //! [`InlineExecutor`] on the calling thread.
@@ -78,7 +80,7 @@ pub use ops::LateCount;
 pub use poison::PoisonPolicy;
 pub use rate::{PidSettings, RateError, RateLimit, RateLimits, RateReason};
 pub use record::Record;
-pub use sink::{CounterSink, LatestValueSink, Sink};
+pub use sink::{CheckpointSink, CounterSink, LatestValueSink, OutsideSink, Sink, SinkStart};
 pub use stream::DStream;
 pub use writes::{Write, WriteSet};
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::scope::{BatchScope, TaskContext};
+use crate::sink::OutsideSink;
 use crate::state::StateDescriptor;
 use crate::{
     BatchEnv, BatchInfo, DeadLetter, Error, Executor, InputReader, LateCount, OffsetRange,
@@ -49,6 +50,7 @@ pub(crate) trait Output: Send + Sync {
 struct Outputs {
     list: Vec<Arc<dyn Output>>,
     families: Vec<String>,
+    outside: Vec<Arc<dyn OutsideSink>>,
     sealed: bool,
 }
 
@@ -228,6 +230,13 @@ impl StreamGraph {
             .shuffle_partitions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The outside sinks of the job, in the order they were registered: the
+    /// runtime begins, commits and aborts each batch on them (see
+    /// [`OutsideSink`]).
+    pub fn outside_sinks(&self) -> Vec<Arc<dyn OutsideSink>> {
+        self.lock_outputs().outside.clone()
     }
 
     /// Number of registered output operations.
@@ -411,6 +420,35 @@ impl StreamGraph {
                 outputs.families.push(family.clone());
             }
         }
+        Ok(())
+    }
+
+    /// Adds an outside sink and the output that writes to it, unless the
+    /// graph is sealed or the sink's name is empty or taken.
+    pub(crate) fn register_outside(
+        &self,
+        sink: Arc<dyn OutsideSink>,
+        output: Arc<dyn Output>,
+    ) -> Result<()> {
+        let mut outputs = self.lock_outputs();
+        let name = sink.name().to_owned();
+        if outputs.sealed {
+            return Err(Error::RegisteredAfterStart {
+                output: format!("sink {name:?}"),
+            });
+        }
+        let reason = if name.is_empty() {
+            Some("a sink needs a name")
+        } else if outputs.outside.iter().any(|s| s.name() == name) {
+            Some("another sink of the job has this name; each needs its own, since a sink finds its progress by it")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(Error::SinkName { name, reason });
+        }
+        outputs.list.push(output);
+        outputs.outside.push(sink);
         Ok(())
     }
 }

@@ -14,17 +14,7 @@ pub(crate) struct SluiceContext;
 
 impl ClientContext for SluiceContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(facility, "librdkafka: {message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {message}"),
-        }
+        log(level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -54,5 +44,20 @@ impl ConsumerContext for SluiceContext {
                  until the next batch (the checkpoint is not affected)"
             ),
         }
+    }
+}
+
+/// Sends one librdkafka log line to `tracing` at the matching level.
+pub(crate) fn log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(facility, "librdkafka: {message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {message}"),
     }
 }

@@ -83,6 +83,7 @@ mod partition;
 mod planner;
 mod reader;
 mod security;
+mod sink;
 mod start;
 mod strategy;
 
@@ -90,6 +91,7 @@ mod strategy;
 pub use config::{KafkaSource, KafkaSourceBuilder};
 pub use error::{Error, Result};
 pub use planner::{DataLossPolicy, OffsetReset, ResetKind};
+pub use sink::{Delivery, KafkaRecord, KafkaSink, KafkaSinkBuilder};
 pub use start::StartOffsets;
 pub use strategy::ConsumerStrategy;
 

@@ -331,7 +331,7 @@ impl StreamingContextBuilder {
         graph.set_poison_policy(self.poison);
         Ok(StreamingContext {
             graph,
-            app_id,
+            app_id: app_id.clone(),
             workers: self.workers,
             shuffle_partitions,
             task_attempts: self.task_attempts,
@@ -339,6 +339,7 @@ impl StreamingContextBuilder {
             http,
             http_addr: OnceLock::new(),
             driver: DriverSettings {
+                app_id,
                 batch_interval,
                 on_batch_failure: self.on_batch_failure,
                 kafka_outage_timeout: self.kafka_outage_timeout,

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit, ControlRecord};
 use sluice_core::{
-    batch_caps_within, BatchEnv, BatchInfo, BatchOutput, OffsetRange, PidRateEstimator, RateLimit,
-    RateLimits, StreamGraph, TopicPartition,
+    batch_caps_within, BatchEnv, BatchInfo, BatchOutput, OffsetRange, OutsideSink,
+    PidRateEstimator, RateLimit, RateLimits, SinkStart, StreamGraph, TopicPartition,
 };
 use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, PartitionOffsets, Plan};
 
 use crate::bounded::{self, Targets};
+use crate::crash_point::{self, CrashPoint};
 use crate::dead_letters;
 use crate::http::monitor::{Monitor, Status};
 use crate::listener::{BatchCompleted, BatchListener};
@@ -35,6 +36,7 @@ pub(crate) const BATCH_LOG_TARGET: &str = "sluice::batch";
 /// Driver settings fixed at start.
 #[derive(Clone)]
 pub(crate) struct DriverSettings {
+    pub(crate) app_id: String,
     pub(crate) batch_interval: Duration,
     pub(crate) on_batch_failure: BatchFailurePolicy,
     pub(crate) kafka_outage_timeout: Duration,
@@ -125,6 +127,7 @@ impl Driver {
             control: Vec::new(),
             targets: None,
         };
+        self.recover_sinks(&progress)?;
         if let Some(monitor) = &self.monitor {
             monitor.set_status(Status::Running);
         }
@@ -295,9 +298,6 @@ impl Driver {
             dead_letters::stage(&output.dead_letters, info.id, family, &mut output.writes);
         }
         let processing = started.elapsed();
-        if self.cancel.load(Ordering::SeqCst) {
-            return Err(Error::Aborted { id: info.id });
-        }
 
         let records: u64 = output.records_read.iter().sum();
         let late_records: u64 = output.late_records.iter().map(|late| late.count).sum();
@@ -315,6 +315,7 @@ impl Driver {
             writes: output.writes,
         })?;
         let commit = commit_started.elapsed();
+        crash_point::reach(CrashPoint::AfterCheckpoint, info.id);
         self.reader.retain_ranges(&info.ranges);
         if self.client.source().mirrors_offsets() {
             if let Err(error) = self.client.mirror_offsets(&plan.next_positions()) {
@@ -475,13 +476,32 @@ impl Driver {
             let env = BatchEnv::new(info.clone(), self.reader.clone(), self.pool.clone())
                 .with_state(self.store.state_store())
                 .with_cancel(self.cancel.clone());
-            let result = self.graph.run(env);
+            let result = self
+                .begin_sinks(info)
+                .and_then(|()| self.graph.run(env))
+                .and_then(|output| {
+                    if self.cancel.load(Ordering::SeqCst) {
+                        return Ok(None);
+                    }
+                    crash_point::reach(CrashPoint::BeforeSinks, info.id);
+                    self.commit_sinks(info)?;
+                    crash_point::reach(CrashPoint::AfterSinks, info.id);
+                    Ok(Some(output))
+                });
             let error = match result {
-                Ok(output) => return Ok(Computed::Done(output)),
-                Err(_) if self.cancel.load(Ordering::SeqCst) => {
-                    return Err(Error::Aborted { id: info.id })
+                Ok(Some(output)) => return Ok(Computed::Done(output)),
+                Ok(None) => {
+                    self.abort_sinks(info);
+                    return Err(Error::Aborted { id: info.id });
                 }
-                Err(error) => error,
+                Err(_) if self.cancel.load(Ordering::SeqCst) => {
+                    self.abort_sinks(info);
+                    return Err(Error::Aborted { id: info.id });
+                }
+                Err(error) => {
+                    self.abort_sinks(info);
+                    error
+                }
             };
             if let Some(monitor) = &self.monitor {
                 monitor.metrics.batch_failed();
@@ -510,6 +530,68 @@ impl Driver {
                 _ => return Err(failed(error)),
             }
         }
+    }
+}
+
+impl Driver {
+    /// Asks every outside sink whether it already committed the batch that
+    /// will be redone first (a crash between its commit and the
+    /// checkpoint's); the sink then drops that batch's writes.
+    fn recover_sinks(&self, progress: &Progress) -> Result<()> {
+        let pending = progress.replay.as_ref().map(|replay| {
+            BatchInfo::new(progress.next_id, replay.time, replay.plan.ranges.clone())
+        });
+        let start = SinkStart::new(
+            &self.settings.app_id,
+            self.settings.batch_interval,
+            pending.as_ref(),
+        );
+        for sink in self.graph.outside_sinks() {
+            let committed = sink.recover(&start).map_err(|source| Error::Sink {
+                sink: sink.name().to_owned(),
+                source,
+            })?;
+            if committed {
+                tracing::info!(
+                    sink = sink.name(),
+                    batch = progress.next_id,
+                    "the sink committed the batch before the restart; it is redone for the checkpoint only"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn begin_sinks(&self, info: &BatchInfo) -> sluice_core::Result<()> {
+        for sink in self.graph.outside_sinks() {
+            sink.begin(info)
+                .map_err(|source| sink_error(&*sink, source))?;
+        }
+        Ok(())
+    }
+
+    /// Commits the sinks in the order they were registered. A sink that
+    /// fails leaves the ones before it committed: they skip their writes
+    /// when the batch is redone.
+    fn commit_sinks(&self, info: &BatchInfo) -> sluice_core::Result<()> {
+        for sink in self.graph.outside_sinks() {
+            sink.commit(info)
+                .map_err(|source| sink_error(&*sink, source))?;
+        }
+        Ok(())
+    }
+
+    fn abort_sinks(&self, info: &BatchInfo) {
+        for sink in self.graph.outside_sinks() {
+            sink.abort(info);
+        }
+    }
+}
+
+fn sink_error(sink: &dyn OutsideSink, source: sluice_core::BoxError) -> sluice_core::Error {
+    sluice_core::Error::Sink {
+        sink: format!("sink {:?}", sink.name()),
+        source,
     }
 }
 

@@ -24,6 +24,15 @@ pub enum Error {
     /// timeout).
     #[error(transparent)]
     Kafka(#[from] sluice_kafka::Error),
+    /// An outside sink could not start: it could not fence an earlier
+    /// writer or find whether it committed the batch to redo.
+    #[error("sink {sink:?} could not start: {source}")]
+    Sink {
+        /// The sink's name.
+        sink: String,
+        /// What the sink reported.
+        source: sluice_core::BoxError,
+    },
     /// A batch failed on every attempt; nothing of it was committed.
     #[error("batch {id} (time {time_ms} ms) failed after {attempts} attempt(s), nothing of it was committed: {source}")]
     Batch {

@@ -24,6 +24,7 @@
 
 mod bounded;
 mod context;
+mod crash_point;
 mod dead_letters;
 mod driver;
 mod error;

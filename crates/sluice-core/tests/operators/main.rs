@@ -486,7 +486,7 @@ fn latest_value_sink_stages_one_put_per_pair() {
         .input()
         .values_utf8()
         .map(|v| (format!("k-{v}"), v))
-        .sink(LatestValueSink::new("latest"))
+        .checkpoint_sink(LatestValueSink::new("latest"))
         .unwrap();
     let output = run(&graph, words(&[&["a"], &["b"]]), &executors()[0]).unwrap();
     let puts: Vec<Write> = output.writes.into_iter().collect();
@@ -809,7 +809,7 @@ fn outputs_registered_after_the_graph_is_sealed_are_refused_naming_them() {
             "sink to \"latest\"",
             lines
                 .map(|v| (v.clone(), v))
-                .sink(LatestValueSink::new("latest")),
+                .checkpoint_sink(LatestValueSink::new("latest")),
         ),
         (
             "save_counts(\"late_words\")",

@@ -1,4 +1,4 @@
-//! Sinks whose writes join the batch's atomic checkpoint commit.
+//! Checkpoint sinks: their writes join the batch's atomic checkpoint commit.
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use crate::{Batch, BatchInfo, BoxError, DStream, Error, Result, WriteSet};
 /// An output whose effects are staged as checkpoint writes: they are
 /// committed in the same atomic write as the batch's next offsets, so they
 /// happen exactly once even across crashes.
-pub trait Sink<T>: Send + Sync + 'static {
+pub trait CheckpointSink<T>: Send + Sync + 'static {
     /// Checkpoint families this sink writes to; created before the first
     /// batch.
     fn families(&self) -> Vec<String>;
@@ -40,7 +40,7 @@ impl CounterSink {
     }
 }
 
-impl<K: AsRef<[u8]> + Send + 'static> Sink<(K, i64)> for CounterSink {
+impl<K: AsRef<[u8]> + Send + 'static> CheckpointSink<(K, i64)> for CounterSink {
     fn families(&self) -> Vec<String> {
         vec![self.family.clone()]
     }
@@ -73,7 +73,7 @@ impl LatestValueSink {
     }
 }
 
-impl<K, V> Sink<(K, V)> for LatestValueSink
+impl<K, V> CheckpointSink<(K, V)> for LatestValueSink
 where
     K: AsRef<[u8]> + Send + 'static,
     V: AsRef<[u8]> + Send + 'static,
@@ -100,7 +100,7 @@ struct SinkOutput<T, S> {
     sink: S,
 }
 
-impl<T: Send + 'static, S: Sink<T>> Output for SinkOutput<T, S> {
+impl<T: Send + 'static, S: CheckpointSink<T>> Output for SinkOutput<T, S> {
     fn run(&self, scope: &Arc<BatchScope>) -> Result<()> {
         let partitions = run_stage(scope, &self.node, "sink", |_, values| values.collect())?;
         let mut staged = WriteSet::new();
@@ -119,8 +119,8 @@ impl<T: Send + 'static, S: Sink<T>> Output for SinkOutput<T, S> {
 }
 
 impl<T: Send + 'static> DStream<T> {
-    /// Writes every batch through `sink`, atomically with the batch's
-    /// offsets.
+    /// Writes every batch through the checkpoint sink `sink`, atomically
+    /// with the batch's offsets.
     ///
     /// Fails with [`Error::RegisteredAfterStart`] once the job started:
     /// register every output before it starts, so its families exist
@@ -134,17 +134,21 @@ impl<T: Send + 'static> DStream<T> {
     ///     .input()
     ///     .values_utf8()
     ///     .map(|line| (line.clone(), line))
-    ///     .sink(LatestValueSink::new("latest"))?;
+    ///     .checkpoint_sink(LatestValueSink::new("latest"))?;
     /// assert_eq!(graph.families(), ["latest"]);
     /// # Ok::<(), sluice_core::Error>(())
     /// ```
     #[must_use = "an output registered after the job started is refused with this error"]
-    pub fn sink<S: Sink<T>>(&self, sink: S) -> Result<()> {
+    pub fn checkpoint_sink<S: CheckpointSink<T>>(&self, sink: S) -> Result<()> {
         let families = sink.families();
         self.register_sink(|| format!("sink to {}", quoted(&families)), sink)
     }
 
-    fn register_sink<S: Sink<T>>(&self, name: impl FnOnce() -> String, sink: S) -> Result<()> {
+    fn register_sink<S: CheckpointSink<T>>(
+        &self,
+        name: impl FnOnce() -> String,
+        sink: S,
+    ) -> Result<()> {
         let families = sink.families();
         let output = SinkOutput {
             node: Arc::clone(&self.node),
