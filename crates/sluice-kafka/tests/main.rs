@@ -4,4 +4,5 @@
 mod discovery;
 mod offsets;
 mod reader;
+mod sink;
 mod util;

@@ -202,6 +202,7 @@ impl KafkaSink {
                         Offset::Offset(offset) => Some((offset, elem.metadata().to_owned())),
                         _ => None,
                     });
+            tracing::debug!(sink = %self.name, ?found, group = %id, "progress found");
             already = progress::holds(found.as_ref().map(|(o, m)| (*o, m.as_str())), pending);
             if already {
                 active.committed = Some((pending.id, pending.time_ms()));
@@ -229,7 +230,9 @@ impl KafkaSink {
     fn check_topic(&self, producer: &ThreadedProducer<SinkContext>) -> Result<(), BoxError> {
         let metadata = producer
             .client()
-            .fetch_metadata(Some(&self.topic), self.operation_timeout)?;
+            // All topics: asking for one would make a broker that creates
+            // topics on demand create it.
+            .fetch_metadata(None, self.operation_timeout)?;
         let found = metadata
             .topics()
             .iter()
