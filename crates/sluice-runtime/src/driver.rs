@@ -483,6 +483,7 @@ impl Driver {
                     if self.cancel.load(Ordering::SeqCst) {
                         return Ok(None);
                     }
+                    self.sink_dead_letters(&output.dead_letters, info)?;
                     crash_point::reach(CrashPoint::BeforeSinks, info.id);
                     self.commit_sinks(info)?;
                     crash_point::reach(CrashPoint::AfterSinks, info.id);
@@ -565,6 +566,21 @@ impl Driver {
     fn begin_sinks(&self, info: &BatchInfo) -> sluice_core::Result<()> {
         for sink in self.graph.outside_sinks() {
             sink.begin(info)
+                .map_err(|source| sink_error(&*sink, source))?;
+        }
+        Ok(())
+    }
+
+    fn sink_dead_letters(
+        &self,
+        letters: &[sluice_core::DeadLetter],
+        info: &BatchInfo,
+    ) -> sluice_core::Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        for sink in self.graph.outside_sinks() {
+            sink.write_dead_letters(letters, info)
                 .map_err(|source| sink_error(&*sink, source))?;
         }
         Ok(())

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::exec::catch_panic;
 use crate::scope::BatchScope;
 use crate::stream::{run_stage, Node, Output};
-use crate::{Batch, BatchInfo, BoxError, DStream, Error, Result};
+use crate::{Batch, BatchInfo, BoxError, DStream, DeadLetter, Error, Result};
 
 /// The side of an outside sink the driver sees: one transaction per batch,
 /// committed before the checkpoint commit, and a check at start for the
@@ -49,6 +49,22 @@ pub trait OutsideSink: Send + Sync {
     /// of it visible, or (after a commit that did happen) skip its writes
     /// when the same batch is redone.
     fn commit(&self, batch: &BatchInfo) -> Result<(), BoxError>;
+
+    /// The batch's dead letters (records set aside under
+    /// [`PoisonPolicy::DeadLetter`](crate::PoisonPolicy::DeadLetter)),
+    /// after every output ran and before [`commit`](OutsideSink::commit):
+    /// a sink that routes them to its system (a Kafka sink with a
+    /// dead-letter topic) writes them in the batch's transaction. They are
+    /// staged in the checkpoint's dead-letter family all the same. The
+    /// default ignores them.
+    fn write_dead_letters(
+        &self,
+        letters: &[DeadLetter],
+        batch: &BatchInfo,
+    ) -> Result<(), BoxError> {
+        let _ = (letters, batch);
+        Ok(())
+    }
 
     /// Drops whatever `batch` wrote since [`begin`](OutsideSink::begin).
     /// Best effort: a failure is the sink's to log.

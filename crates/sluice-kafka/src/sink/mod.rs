@@ -36,7 +36,7 @@ use rdkafka::producer::{
 };
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use sluice_core::{Batch, BatchInfo, BoxError, OutsideSink, Sink, SinkStart};
+use sluice_core::{Batch, BatchInfo, BoxError, DeadLetter, OutsideSink, Sink, SinkStart};
 
 pub use record::KafkaRecord;
 
@@ -84,6 +84,7 @@ pub struct KafkaSink {
     delivery: Delivery,
     settings: BTreeMap<String, String>,
     operation_timeout: Duration,
+    dead_letter_topic: Option<String>,
     active: Mutex<Option<Active>>,
 }
 
@@ -122,6 +123,7 @@ impl KafkaSink {
             delivery: Delivery::default(),
             settings: BTreeMap::new(),
             operation_timeout: Duration::from_secs(60),
+            dead_letter_topic: None,
         }
     }
 
@@ -168,7 +170,10 @@ impl KafkaSink {
         let config = self.client_config(start);
         let producer: ThreadedProducer<SinkContext> =
             config.create_with_context(SinkContext::default())?;
-        self.check_topic(&producer)?;
+        self.check_topic(&producer, &self.topic)?;
+        if let Some(topic) = &self.dead_letter_topic {
+            self.check_topic(&producer, topic)?;
+        }
         let mut active = Active {
             producer,
             group: None,
@@ -227,7 +232,11 @@ impl KafkaSink {
         config
     }
 
-    fn check_topic(&self, producer: &ThreadedProducer<SinkContext>) -> Result<(), BoxError> {
+    fn check_topic(
+        &self,
+        producer: &ThreadedProducer<SinkContext>,
+        topic: &str,
+    ) -> Result<(), BoxError> {
         let metadata = producer
             .client()
             // All topics: asking for one would make a broker that creates
@@ -236,20 +245,20 @@ impl KafkaSink {
         let found = metadata
             .topics()
             .iter()
-            .find(|t| t.name() == self.topic)
+            .find(|t| t.name() == topic)
             .filter(|t| t.error().is_none() && !t.partitions().is_empty());
         if found.is_none() {
             return Err(format!(
-                "topic {:?} does not exist at {}; create it first (the sink does not create topics)",
-                self.topic, self.brokers
+                "topic {topic:?} does not exist at {}; create it first (the sink does not create topics)",
+                self.brokers
             )
             .into());
         }
         Ok(())
     }
 
-    fn send(&self, active: &Active, record: &KafkaRecord) -> KafkaResult<()> {
-        let mut base = BaseRecord::<[u8], [u8]>::to(&self.topic);
+    fn send(&self, active: &Active, topic: &str, record: &KafkaRecord) -> KafkaResult<()> {
+        let mut base = BaseRecord::<[u8], [u8]>::to(topic);
         if let Some(value) = &record.value {
             base = base.payload(value.as_slice());
         }
@@ -400,6 +409,26 @@ impl OutsideSink for KafkaSink {
         Ok(())
     }
 
+    fn write_dead_letters(
+        &self,
+        letters: &[DeadLetter],
+        _batch: &BatchInfo,
+    ) -> Result<(), BoxError> {
+        let Some(topic) = &self.dead_letter_topic else {
+            return Ok(());
+        };
+        let guard = self.lock();
+        let active = guard.as_ref().ok_or("the sink was not started")?;
+        if active.discarding {
+            return Ok(());
+        }
+        for letter in letters {
+            self.send(active, topic, &dead_letter_record(letter))
+                .map_err(|e| format!("sending a dead letter to {topic:?}: {e}"))?;
+        }
+        Ok(())
+    }
+
     fn abort(&self, batch: &BatchInfo) {
         let mut guard = self.lock();
         let Some(active) = guard.as_mut() else {
@@ -429,7 +458,7 @@ impl Sink<KafkaRecord> for KafkaSink {
             return Ok(());
         }
         for record in batch.iter() {
-            self.send(active, record)
+            self.send(active, &self.topic, record)
                 .map_err(|e| format!("sending a record to {:?}: {e}", self.topic))?;
         }
         Ok(())
@@ -445,9 +474,22 @@ pub struct KafkaSinkBuilder {
     delivery: Delivery,
     settings: BTreeMap<String, String>,
     operation_timeout: Duration,
+    dead_letter_topic: Option<String>,
 }
 
 impl KafkaSinkBuilder {
+    /// Also writes the job's dead letters (under
+    /// `PoisonPolicy::DeadLetter`) to `topic`, in the same transaction as
+    /// the batch's records: the rejected record's key and value, with the
+    /// headers `sluice.topic`, `sluice.partition`, `sluice.offset`,
+    /// `sluice.operator` and `sluice.error` (and `sluice.unread` when the
+    /// record could not be read back). The topic must exist. The letters
+    /// stay in the checkpoint's dead-letter family too.
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
     /// Bootstrap servers, `host:port[,host:port…]`. Required.
     pub fn brokers(mut self, brokers: impl Into<String>) -> Self {
         self.brokers = Some(brokers.into());
@@ -536,9 +578,34 @@ impl KafkaSinkBuilder {
             delivery: self.delivery,
             settings: self.settings,
             operation_timeout: self.operation_timeout,
+            dead_letter_topic: self.dead_letter_topic.filter(|t| !t.is_empty()),
             active: Mutex::new(None),
         })
     }
+}
+
+/// A dead letter as a Kafka record: the rejected record's key, value and
+/// timestamp, with where it came from and why it was rejected in headers.
+fn dead_letter_record(letter: &DeadLetter) -> KafkaRecord {
+    let (key, value, timestamp) = match &letter.record {
+        Some(record) => (record.key.clone(), record.value.clone(), record.timestamp),
+        None => (None, None, None),
+    };
+    let mut record = KafkaRecord {
+        key,
+        value,
+        timestamp,
+        ..KafkaRecord::default()
+    }
+    .header("sluice.topic", letter.topic.as_bytes())
+    .header("sluice.partition", letter.partition.to_string())
+    .header("sluice.offset", letter.offset.to_string())
+    .header("sluice.operator", letter.operator)
+    .header("sluice.error", letter.error.as_bytes());
+    if let Some(unread) = &letter.unread {
+        record = record.header("sluice.unread", unread.as_bytes());
+    }
+    record
 }
 
 /// Ten batch intervals, within [60 s, 15 min].
