@@ -1,7 +1,8 @@
 //! What dead letters cost a batch: the processing time of batches that set
 //! records aside next to that of clean batches of the same job.
 //!
-//! Starts a `tansu` broker (sqlite storage: its memory storage answers a
+//! Starts a `tansu` broker (or nisshi with `SLUICE_TEST_BROKER=nisshi`;
+//! sqlite storage: tansu's memory storage answers a
 //! fetch that starts inside a record batch with the end of the partition,
 //! so lookups would find nothing) and pre-fills a 4-partition topic with
 //! `SLUICE_BENCH_BATCHES` windows (default 60) of `SLUICE_BENCH_WINDOW`
@@ -82,13 +83,15 @@ fn main() -> Result<()> {
             let cluster = MockCluster::new(1)?;
             cluster.create_topic("mixed", PARTITIONS, 1)?;
             let bootstrap = cluster.bootstrap_servers();
-            (None, Some(cluster), bootstrap, "librdkafka's mock cluster")
+            let name = "librdkafka's mock cluster".to_owned();
+            (None, Some(cluster), bootstrap, name)
         }
         Ok("tansu") | Err(_) => {
             let broker = Tansu::start();
             broker.create_topic("mixed", PARTITIONS);
             let bootstrap = broker.bootstrap();
-            (Some(broker), None, bootstrap, "tansu (sqlite storage)")
+            let name = format!("{} (sqlite storage)", broker.kind().name());
+            (Some(broker), None, bootstrap, name)
         }
         Ok(other) => anyhow::bail!("SLUICE_BENCH_BROKER={other}: expected tansu or mock"),
     };

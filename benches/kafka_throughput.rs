@@ -28,7 +28,8 @@
 //! batches; by default the pre-filled topic is read in one batch.
 //! `SLUICE_BENCH_ONLY=bare,pass,wordcount,outputs,http,empty,synced` runs a subset (for
 //! profiling). The broker binary is `$TANSU_BIN`, `tansu` on `PATH` or
-//! `~/.cargo/bin/tansu` (`make setup` installs it).
+//! `~/.cargo/bin/tansu` (`make setup` installs it); `SLUICE_TEST_BROKER=nisshi`
+//! runs nisshi instead (`$NISSHI_BIN`, `nisshi`).
 //!
 //! ```text
 //! cargo bench --bench kafka_throughput
@@ -135,7 +136,7 @@ fn main() -> Result<()> {
     }
     let broker = Tansu::start_in_memory();
     let bootstrap = broker.bootstrap();
-    println!("tansu (memory storage) on {bootstrap}");
+    println!("{} (memory storage) on {bootstrap}", broker.kind().name());
 
     broker.create_topic("lines", PARTITIONS);
     let started = Instant::now();

@@ -32,7 +32,7 @@ fn tansu_keeps_records_across_restart_on_the_same_port() {
     broker.restart();
 
     assert_eq!(broker.bootstrap(), before);
-    assert!(data.path().join("tansu.db").is_file());
+    assert!(data.path().join(broker.kind().db_file()).is_file());
     assert_eq!(kafka::record_count(&broker.bootstrap(), "durable"), 3);
     kafka::produce(&broker.bootstrap(), "durable", Some(0), ["d"]);
     assert_eq!(kafka::record_count(&broker.bootstrap(), "durable"), 4);

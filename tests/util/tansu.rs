@@ -1,5 +1,5 @@
-//! A real Kafka-protocol broker for integration tests: a `tansu` child
-//! process on a free loopback port.
+//! A real Kafka-protocol broker for integration tests: a `tansu` (or
+//! `nisshi`, tansu's successor) child process on a free loopback port.
 //!
 //! ```ignore
 //! let broker = Tansu::start();
@@ -10,6 +10,10 @@
 //! `make setup` installs the binary. Its output goes to a log file; when a
 //! test panics while a broker is alive, the log is kept and its tail
 //! printed. `TANSU_LOG` sets the broker's `RUST_LOG` (default `warn`).
+//!
+//! `SLUICE_TEST_BROKER=nisshi` runs `nisshi` instead of `tansu` (same
+//! command line; binary from `$NISSHI_BIN`, `PATH` or `~/.cargo/bin`), to
+//! compare the two; unset or `tansu` runs tansu.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -32,8 +36,51 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// before tansu binds it.
 const PORT_ATTEMPTS: usize = 3;
 
-/// A running tansu broker. Killed on drop.
+/// Which broker program runs: `SLUICE_TEST_BROKER`, `tansu` by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Tansu,
+    Nisshi,
+}
+
+impl Kind {
+    /// The broker chosen by `SLUICE_TEST_BROKER` (`tansu` or `nisshi`).
+    pub(crate) fn from_env() -> Kind {
+        match std::env::var("SLUICE_TEST_BROKER").as_deref() {
+            Err(_) | Ok("") | Ok("tansu") => Kind::Tansu,
+            Ok("nisshi") => Kind::Nisshi,
+            Ok(other) => panic!("SLUICE_TEST_BROKER={other}: expected tansu or nisshi"),
+        }
+    }
+
+    /// The program's name, on `PATH` and in messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Tansu => "tansu",
+            Kind::Nisshi => "nisshi",
+        }
+    }
+
+    /// The variable that names the binary explicitly.
+    fn bin_var(self) -> &'static str {
+        match self {
+            Kind::Tansu => "TANSU_BIN",
+            Kind::Nisshi => "NISSHI_BIN",
+        }
+    }
+
+    /// The sqlite file that [`Tansu::start_on_disk`] keeps in its dir.
+    pub(crate) fn db_file(self) -> &'static str {
+        match self {
+            Kind::Tansu => "tansu.db",
+            Kind::Nisshi => "nisshi.db",
+        }
+    }
+}
+
+/// A running tansu (or nisshi, see [`Kind`]) broker. Killed on drop.
 pub(crate) struct Tansu {
+    kind: Kind,
     bin: PathBuf,
     port: u16,
     /// `host:port` the broker sends clients to, when not its own port.
@@ -55,10 +102,10 @@ enum Storage {
 
 impl Storage {
     /// `--storage-engine`; sqlite's path is relative to the working dir.
-    fn url(&self) -> &'static str {
+    fn url(&self, kind: Kind) -> String {
         match self {
-            Storage::Memory => "memory://tansu/",
-            Storage::Sqlite(_) => "sqlite://tansu.db",
+            Storage::Memory => format!("memory://{}/", kind.name()),
+            Storage::Sqlite(_) => format!("sqlite://{}", kind.db_file()),
         }
     }
 }
@@ -93,8 +140,9 @@ impl Tansu {
         Self::launch(|_| Storage::Memory, None)
     }
 
-    /// Starts a broker that keeps its data in `dir/tansu.db`, so that the
-    /// test can look at or reuse it.
+    /// Starts a broker that keeps its data in `dir/tansu.db` (nisshi:
+    /// `nisshi.db`, see [`Kind::db_file`]), so that the test can look at or
+    /// reuse it.
     pub(crate) fn start_on_disk(dir: impl AsRef<Path>) -> Self {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)
@@ -104,18 +152,20 @@ impl Tansu {
 
     /// `storage` gets the broker's own temp dir, which also holds the log.
     fn launch(storage: impl FnOnce(&Path) -> Storage, advertised: Option<String>) -> Self {
+        let kind = Kind::from_env();
         let log_dir = tempfile::Builder::new()
-            .prefix("tansu-")
+            .prefix(&format!("{}-", kind.name()))
             .tempdir()
-            .expect("creating a temp dir for tansu");
+            .unwrap_or_else(|e| panic!("creating a temp dir for {}: {e}", kind.name()));
         let storage = storage(log_dir.path());
         let mut broker = Tansu {
-            bin: tansu_bin(),
+            kind,
+            bin: broker_bin(kind),
             port: 0,
             advertised,
             storage,
             child: None,
-            log_path: log_dir.path().join("tansu.log"),
+            log_path: log_dir.path().join(format!("{}.log", kind.name())),
             log_dir: Some(log_dir),
         };
         for attempt in 1..=PORT_ATTEMPTS {
@@ -124,7 +174,8 @@ impl Tansu {
                 Ok(()) => return broker,
                 Err(e) if attempt < PORT_ATTEMPTS => {
                     eprintln!(
-                        "tansu on port {} failed ({e}); trying another port",
+                        "{} on port {} failed ({e}); trying another port",
+                        kind.name(),
                         broker.port
                     );
                     broker.stop();
@@ -133,6 +184,11 @@ impl Tansu {
             }
         }
         unreachable!("the last attempt returns or panics")
+    }
+
+    /// Which broker program this is.
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// `host:port` for `bootstrap.servers`.
@@ -163,7 +219,8 @@ impl Tansu {
             .unwrap_or_else(|e| panic!("running {} topic create: {e}", self.bin.display()));
         if !out.status.success() {
             self.fail(&format!(
-                "`tansu topic create {name} --partitions {partitions}` exited with {}:\n{}{}",
+                "`{} topic create {name} --partitions {partitions}` exited with {}:\n{}{}",
+                self.kind.name(),
                 out.status,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr),
@@ -245,7 +302,7 @@ impl Tansu {
             "--advertised-listener-url",
             &advertised,
         ])
-        .args(["--storage-engine", self.storage.url()])
+        .args(["--storage-engine", &self.storage.url(self.kind)])
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
@@ -259,19 +316,30 @@ impl Tansu {
 
     /// Keeps the caller's environment from steering tansu: it reads a
     /// `.env` file from its working directory up, and settings such as
-    /// `SCHEMA_REGISTRY` from the environment.
+    /// `SCHEMA_REGISTRY` from the environment (nisshi also reads the
+    /// listener, storage, cluster and group settings from it).
     fn isolate(&self, cmd: &mut Command) {
         let workdir = match &self.storage {
             Storage::Sqlite(dir) => dir.as_path(),
             Storage::Memory => self.log_path.parent().expect("the log is in a dir"),
         };
-        cmd.current_dir(workdir)
-            .env_remove("SCHEMA_REGISTRY")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env(
-                "RUST_LOG",
-                std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            );
+        cmd.current_dir(workdir);
+        for var in [
+            "SCHEMA_REGISTRY",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "CLUSTER_ID",
+            "LISTENER_URL",
+            "ADVERTISED_LISTENER_URL",
+            "STORAGE_ENGINE",
+            "GROUP_INITIAL_REBALANCE_DELAY",
+            "GROUP_POLL_INTERVAL",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        );
     }
 
     /// Polls until a metadata request succeeds: the port being open is not
@@ -282,7 +350,10 @@ impl Tansu {
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("tansu exited with {status} before answering"));
+                    return Err(format!(
+                        "{} exited with {status} before answering",
+                        self.kind.name()
+                    ));
                 }
             }
             // A plain connect first keeps librdkafka's "connection refused"
@@ -295,7 +366,10 @@ impl Tansu {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!("tansu did not answer within {READY_TIMEOUT:?}"));
+                return Err(format!(
+                    "{} did not answer within {READY_TIMEOUT:?}",
+                    self.kind.name()
+                ));
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -314,7 +388,8 @@ impl Tansu {
     /// Panics with `msg`, where the log is, and the log's tail.
     fn fail(&self, msg: &str) -> ! {
         panic!(
-            "{msg}\ntansu log {}:\n{}",
+            "{msg}\n{} log {}:\n{}",
+            self.kind.name(),
             self.log_path.display(),
             log_tail(&self.log_path)
         );
@@ -329,7 +404,8 @@ impl Drop for Tansu {
                 let _ = dir.keep();
             }
             eprintln!(
-                "tansu on port {} logged to {} (kept); last lines:\n{}",
+                "{} on port {} logged to {} (kept); last lines:\n{}",
+                self.kind.name(),
                 self.port,
                 self.log_path.display(),
                 log_tail(&self.log_path)
@@ -338,30 +414,38 @@ impl Drop for Tansu {
     }
 }
 
-/// `$TANSU_BIN`, else `tansu` on `PATH`, else `~/.cargo/bin/tansu`.
-fn tansu_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("TANSU_BIN") {
+/// `$TANSU_BIN`, else `tansu` on `PATH`, else `~/.cargo/bin/tansu` (for
+/// nisshi: `$NISSHI_BIN`, `nisshi`).
+fn broker_bin(kind: Kind) -> PathBuf {
+    let (name, var) = (kind.name(), kind.bin_var());
+    if let Some(bin) = std::env::var_os(var) {
         let bin = PathBuf::from(bin);
-        assert!(bin.is_file(), "TANSU_BIN={} is not a file", bin.display());
+        assert!(bin.is_file(), "{var}={} is not a file", bin.display());
         return bin;
     }
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
-            .map(|dir| dir.join("tansu"))
+            .map(|dir| dir.join(name))
             .find(|candidate| candidate.is_file())
     });
     let in_cargo_home = || {
         let cargo_home = std::env::var_os("CARGO_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))?;
-        Some(cargo_home.join("bin").join("tansu")).filter(|p| p.is_file())
+        Some(cargo_home.join("bin").join(name)).filter(|p| p.is_file())
     };
-    on_path.or_else(in_cargo_home).unwrap_or_else(|| {
-        panic!(
-            "the tansu broker is not installed (looked at $TANSU_BIN, PATH and \
+    on_path
+        .or_else(in_cargo_home)
+        .unwrap_or_else(|| match kind {
+            Kind::Tansu => panic!(
+                "the tansu broker is not installed (looked at $TANSU_BIN, PATH and \
              ~/.cargo/bin): run `make setup`"
-        )
-    })
+            ),
+            Kind::Nisshi => panic!(
+                "SLUICE_TEST_BROKER=nisshi but nisshi is not installed (looked at \
+             $NISSHI_BIN, PATH and ~/.cargo/bin): `cargo install nisshi --locked`"
+            ),
+        })
 }
 
 /// A loopback port that was free a moment ago. Another process may take it
