@@ -19,5 +19,6 @@ mod offsets;
 mod poison;
 mod rate;
 mod regression;
+mod sink;
 mod state;
 mod windows;

@@ -339,3 +339,47 @@ pub(crate) fn produce_timed(bootstrap: &str, topic: &str, records: &[(i32, i64, 
         "delivery reports missing for {topic}"
     );
 }
+
+/// Every record of `topic` a `read_committed` consumer sees, read up to
+/// each partition's end (its last stable offset), in partition order.
+pub(crate) fn read_committed(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "sluice-test-committed-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap_or_else(|e| panic!("creating a consumer for {bootstrap}: {e}"));
+    let ids = partitions(&consumer, bootstrap, topic);
+    let mut assignment = TopicPartitionList::new();
+    for &p in &ids {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("adding a partition to an assignment");
+    }
+    consumer
+        .assign(&assignment)
+        .unwrap_or_else(|e| panic!("assigning {topic} on {bootstrap}: {e}"));
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let mut at_end = std::collections::BTreeSet::new();
+    let mut records = Vec::new();
+    while at_end.len() < ids.len() {
+        assert!(
+            Instant::now() < deadline,
+            "reached the end of {} of {} partitions of {topic} in {CLIENT_TIMEOUT:?}",
+            at_end.len(),
+            ids.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => records.push(m.detach()),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic} on {bootstrap}: {e}"),
+            None => {}
+        }
+    }
+    records.sort_by_key(|m| (rdkafka::Message::partition(m), rdkafka::Message::offset(m)));
+    records
+}

@@ -150,9 +150,25 @@ impl Tansu {
         Self::launch(|_| Storage::Sqlite(dir), None)
     }
 
+    /// Starts a broker with Kafka transactions (nisshi 0.7, sqlite
+    /// storage): transactional producers, `read_committed` fetches that
+    /// hide aborted records and stop at the last stable offset, and offsets
+    /// committed inside transactions. tansu 0.6 and later nisshi releases
+    /// refuse transactional producers.
+    pub(crate) fn start_transactional() -> Self {
+        Self::launch_kind(Kind::Nisshi, |tmp| Storage::Sqlite(tmp.to_path_buf()), None)
+    }
+
     /// `storage` gets the broker's own temp dir, which also holds the log.
     fn launch(storage: impl FnOnce(&Path) -> Storage, advertised: Option<String>) -> Self {
-        let kind = Kind::from_env();
+        Self::launch_kind(Kind::from_env(), storage, advertised)
+    }
+
+    fn launch_kind(
+        kind: Kind,
+        storage: impl FnOnce(&Path) -> Storage,
+        advertised: Option<String>,
+    ) -> Self {
         let log_dir = tempfile::Builder::new()
             .prefix(&format!("{}-", kind.name()))
             .tempdir()

@@ -144,6 +144,31 @@ impl Wordcount {
         batch_interval_ms: u64,
         extra: &[&str],
     ) -> Self {
+        Self::start_example_with_env(
+            name,
+            brokers,
+            topic,
+            checkpoint,
+            log,
+            batch_interval_ms,
+            extra,
+            &[],
+        )
+    }
+
+    /// Like [`start_example`](Self::start_example), with environment
+    /// variables set for the child (such as `SLUICE_CRASH_POINT`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_example_with_env(
+        name: &str,
+        brokers: &str,
+        topic: &str,
+        checkpoint: &Path,
+        log: &Path,
+        batch_interval_ms: u64,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let out = File::options()
             .create(true)
             .append(true)
@@ -156,6 +181,7 @@ impl Wordcount {
             .args(["--batch-interval-ms", &batch_interval_ms.to_string()])
             .args(["--workers", "2"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out)

@@ -1,12 +1,15 @@
-//! The Kafka sink's protocol on the mock broker: what it writes, the
-//! progress marker that tells a restart whether a batch's transaction
-//! committed, and its errors. (The mock broker does not hide aborted
-//! records from `read_committed` readers; the end-to-end exactly-once
-//! tests run on a broker that does, in the top-level `tests/sink.rs`.)
+//! The Kafka sink on the mock broker: what it writes, at-least-once
+//! delivery, and its errors. The mock broker neither hides aborted records
+//! from `read_committed` readers nor keeps offsets committed in a
+//! transaction, so the exactly-once protocol (the progress marker found at
+//! restart, aborted batches) is tested on a broker with transactions, in
+//! the top-level `tests/sink.rs`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_core::{Batch, BatchInfo, InputReader, OutsideSink, Sink, SinkStart};
+use sluice_core::{
+    Batch, BatchInfo, DeadLetter, InputReader, OutsideSink, Record, Sink, SinkStart,
+};
 use sluice_kafka::{Delivery, KafkaRecord, KafkaSink};
 
 use crate::util::{range, Broker};
@@ -103,52 +106,6 @@ fn high_watermark(broker: &Broker) -> i64 {
 }
 
 #[test]
-fn a_batch_committed_before_a_crash_is_found_at_restart_and_not_written_again() {
-    let broker = Broker::new();
-    broker.create_topic("out", 1);
-    let committed = batch(4, 40_000);
-    {
-        let before_crash = sink(&broker, Delivery::ExactlyOnce);
-        before_crash.recover(&start(None)).expect("recover");
-        run_batch(&before_crash, &committed, &["a", "b"]);
-        // The process dies here: the checkpoint never committed batch 4.
-    }
-    let end = high_watermark(&broker);
-
-    let restarted = sink(&broker, Delivery::ExactlyOnce);
-    assert!(
-        restarted
-            .recover(&start(Some(&committed)))
-            .expect("recover"),
-        "the restarted sink must find batch 4's transaction committed"
-    );
-    // The batch is redone for the checkpoint only: nothing is written.
-    run_batch(&restarted, &committed, &["a", "b"]);
-    assert_eq!(high_watermark(&broker), end, "batch 4 was written twice");
-
-    // The next batch is written as usual.
-    run_batch(&restarted, &batch(5, 41_000), &["c"]);
-    assert_eq!(
-        read_values(&broker, high_watermark(&broker)),
-        ["a", "b", "c"]
-    );
-}
-
-#[test]
-fn a_batch_replanned_after_a_rewind_is_not_taken_for_the_committed_one() {
-    let broker = Broker::new();
-    broker.create_topic("out", 1);
-    let sink_a = sink(&broker, Delivery::ExactlyOnce);
-    sink_a.recover(&start(None)).expect("recover");
-    run_batch(&sink_a, &batch(4, 40_000), &["a"]);
-    drop(sink_a);
-    // Same id, later time: planned anew, its output is not in the topic.
-    let replanned = batch(4, 90_000);
-    let sink_b = sink(&broker, Delivery::ExactlyOnce);
-    assert!(!sink_b.recover(&start(Some(&replanned))).expect("recover"));
-}
-
-#[test]
 fn an_aborted_batch_is_redone_in_a_new_transaction() {
     let broker = Broker::new();
     broker.create_topic("out", 1);
@@ -162,10 +119,8 @@ fn an_aborted_batch_is_redone_in_a_new_transaction() {
     )
     .expect("write");
     sink.abort(&info);
-    // The retry of the same batch begins again and commits.
+    // The retry of the same batch begins a new transaction and commits.
     run_batch(&sink, &info, &["kept"]);
-    let restarted = self::sink(&broker, Delivery::ExactlyOnce);
-    assert!(restarted.recover(&start(Some(&info))).expect("recover"));
 }
 
 #[test]
@@ -208,4 +163,49 @@ fn writing_before_the_sink_started_is_an_error_not_a_panic() {
         .write(Batch::new(vec![vec![KafkaRecord::new("v")]]), &info)
         .is_err());
     sink.abort(&info);
+}
+
+#[test]
+fn dead_letters_go_to_the_dead_letter_topic_in_the_batch_with_where_they_came_from() {
+    let broker = Broker::new();
+    broker.create_topic("out", 1);
+    broker.create_topic("dlq", 1);
+    let sink = KafkaSink::builder("out", "out")
+        .brokers(broker.bootstrap_servers())
+        .dead_letter_topic("dlq")
+        .build()
+        .expect("sink settings");
+    sink.recover(&start(None)).expect("recover");
+    let info = batch(0, 1_000);
+    sink.begin(&info).expect("begin");
+    let letter = DeadLetter {
+        topic: "in".into(),
+        partition: 2,
+        offset: 41,
+        operator: "try_map",
+        error: "not a number".to_owned(),
+        record: Some(Record::with_value("in", 2, 41, "forty-one")),
+        unread: None,
+    };
+    sink.write_dead_letters(&[letter], &info)
+        .expect("dead letters");
+    sink.commit(&info).expect("commit");
+
+    let mut client = broker
+        .source()
+        .subscribe(["dlq"])
+        .build()
+        .expect("source")
+        .connect()
+        .expect("client");
+    let records = client.reader().read(&range("dlq", 0, 0, 1)).expect("read");
+    let _ = &mut client;
+    assert_eq!(records[0].value.as_deref(), Some(&b"forty-one"[..]));
+    assert_eq!(records[0].header("sluice.topic"), Some(&b"in"[..]));
+    assert_eq!(records[0].header("sluice.partition"), Some(&b"2"[..]));
+    assert_eq!(records[0].header("sluice.offset"), Some(&b"41"[..]));
+    assert_eq!(
+        records[0].header("sluice.error"),
+        Some(&b"not a number"[..])
+    );
 }
