@@ -3,9 +3,10 @@
 //!
 //! # Exactly-once (the default)
 //!
-//! Per batch, on the driver: `begin_transaction`, the batch's records, an
-//! offset commit marking the batch (see `progress.rs`), `commit_transaction`
-//! — then the checkpoint commit. A crash
+//! Per batch, on the driver: `begin_transaction` (with the batch's first
+//! record; a batch that writes nothing opens no transaction), the batch's
+//! records, an offset commit marking the batch (see `progress.rs`),
+//! `commit_transaction` — then the checkpoint commit. A crash
 //!
 //! - before the Kafka commit: the open transaction is aborted when the job
 //!   restarts (fenced by the same transactional id) or by the broker after
@@ -103,7 +104,8 @@ struct Active {
     producer: ThreadedProducer<SinkContext>,
     /// The consumer group progress is committed under (exactly-once only).
     group: Option<ConsumerGroupMetadata>,
-    /// A transaction is open for this batch id.
+    /// A transaction is open for this batch id (begun with the batch's
+    /// first record).
     open: Option<u64>,
     /// The batch (id, time) whose output Kafka already holds: a redo of it
     /// writes nothing.
@@ -327,6 +329,18 @@ impl KafkaSink {
         }
     }
 
+    /// Begins `batch`'s transaction unless it is open (exactly-once only).
+    fn ensure_transaction(&self, active: &mut Active, batch: &BatchInfo) -> Result<(), BoxError> {
+        if self.delivery == Delivery::ExactlyOnce && active.open.is_none() {
+            active
+                .producer
+                .begin_transaction()
+                .map_err(|e| self.transaction_error("beginning", e))?;
+            active.open = Some(batch.id);
+        }
+        Ok(())
+    }
+
     fn transaction_error(&self, doing: &str, error: KafkaError) -> BoxError {
         let code = error.rdkafka_error_code();
         let fatal = matches!(&error, KafkaError::Transaction(e) if e.is_fatal());
@@ -372,13 +386,10 @@ impl OutsideSink for KafkaSink {
             .context()
             .failures
             .store(0, Ordering::SeqCst);
-        if self.delivery == Delivery::ExactlyOnce {
-            active
-                .producer
-                .begin_transaction()
-                .map_err(|e| self.transaction_error("beginning", e))?;
-            active.open = Some(batch.id);
-        }
+        // The transaction begins with the batch's first record: a batch
+        // that writes nothing costs no round trip, and redoing it writes
+        // nothing either.
+        active.open = None;
         Ok(())
     }
 
@@ -390,6 +401,10 @@ impl OutsideSink for KafkaSink {
         }
         match self.delivery {
             Delivery::ExactlyOnce => {
+                if active.open.is_none() {
+                    // Nothing written: nothing to commit.
+                    return Ok(());
+                }
                 self.commit_transaction(active, batch)?;
                 active.open = None;
             }
@@ -412,16 +427,17 @@ impl OutsideSink for KafkaSink {
     fn write_dead_letters(
         &self,
         letters: &[DeadLetter],
-        _batch: &BatchInfo,
+        batch: &BatchInfo,
     ) -> Result<(), BoxError> {
         let Some(topic) = &self.dead_letter_topic else {
             return Ok(());
         };
-        let guard = self.lock();
-        let active = guard.as_ref().ok_or("the sink was not started")?;
-        if active.discarding {
+        let mut guard = self.lock();
+        let active = guard.as_mut().ok_or("the sink was not started")?;
+        if active.discarding || letters.is_empty() {
             return Ok(());
         }
+        self.ensure_transaction(active, batch)?;
         for letter in letters {
             self.send(active, topic, &dead_letter_record(letter))
                 .map_err(|e| format!("sending a dead letter to {topic:?}: {e}"))?;
@@ -451,12 +467,13 @@ impl OutsideSink for KafkaSink {
 }
 
 impl Sink<KafkaRecord> for KafkaSink {
-    fn write(&self, batch: Batch<KafkaRecord>, _info: &BatchInfo) -> Result<(), BoxError> {
-        let guard = self.lock();
-        let active = guard.as_ref().ok_or("the sink was not started")?;
-        if active.discarding {
+    fn write(&self, batch: Batch<KafkaRecord>, info: &BatchInfo) -> Result<(), BoxError> {
+        let mut guard = self.lock();
+        let active = guard.as_mut().ok_or("the sink was not started")?;
+        if active.discarding || batch.is_empty() {
             return Ok(());
         }
+        self.ensure_transaction(active, info)?;
         for record in batch.iter() {
             self.send(active, &self.topic, record)
                 .map_err(|e| format!("sending a record to {:?}: {e}", self.topic))?;
