@@ -19,10 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use sluice::__private::{
-    Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph, WorkerPool,
-};
+use sluice::__private::{Executor, InlineExecutor, MemoryInput, StreamGraph, WorkerPool};
 use sluice::sink::Write;
+use sluice::source::InputReader;
 use sluice::stream::BatchInfo;
 
 const LINES: usize = 200_000;

@@ -52,6 +52,7 @@
 //! | [`window`] | batch-time windows ([`InverseReduce`](window::InverseReduce)) and event-time windows: [`EventTimeSpec`](window::EventTimeSpec), [`Window`](window::Window), [`OutputMode`](window::OutputMode), [`Windowed`](window::Windowed) (see `docs/windows.md`) |
 //! | [`sink`] | where results go: [`CheckpointSink`](sink::CheckpointSink)s whose writes join the atomic commit ([`WriteSet`](sink::WriteSet), the bundled ones), and outside [`Sink`](sink::Sink)s written in a transaction per batch ([`OutsideSink`](sink::OutsideSink)) |
 //! | [`kafka`] | the source, [`KafkaSource`](kafka::KafkaSource) and its settings, and the sink, [`KafkaSink`](kafka::KafkaSink) of [`KafkaRecord`](kafka::KafkaRecord)s; [`Record`](kafka::Record), [`TopicPartition`](kafka::TopicPartition), [`OffsetRange`](kafka::OffsetRange) |
+//! | [`source`] | inputs besides Kafka: the [`Source`](source::Source) interface the driver plans every batch through (started with [`StreamingContext::stream`]), and [`MemorySource`](source::MemorySource) for tests |
 //! | [`checkpoint`] | reading what a job committed: [`RocksCheckpoint`](checkpoint::RocksCheckpoint), [`CheckpointStore`](checkpoint::CheckpointStore), batch records, dead letters |
 //! | [`rate`] | [`RateLimits`](rate::RateLimits), backpressure settings, and the limit each batch records |
 //!
@@ -96,14 +97,28 @@ pub mod sink {
 
 pub mod kafka {
     //! The Kafka *Direct* source, the Kafka sink, and the Kafka vocabulary
-    //! batches are made of.
+    //! batches are made of (whatever their source).
 
-    pub use sluice_core::{OffsetRange, Record, TopicPartition};
-    pub use sluice_kafka::{
-        ConsumerStrategy, DataLossPolicy, Delivery, Error, KafkaRecord, KafkaSink,
-        KafkaSinkBuilder, KafkaSource, KafkaSourceBuilder, OffsetReset, ResetKind, Result,
-        StartOffsets,
+    pub use sluice_core::{
+        DataLossPolicy, OffsetRange, OffsetReset, Record, ResetKind, TopicPartition,
     };
+    pub use sluice_kafka::{
+        ConsumerStrategy, Delivery, Error, KafkaRecord, KafkaSink, KafkaSinkBuilder, KafkaSource,
+        KafkaSourceBuilder, Result, StartOffsets,
+    };
+}
+
+pub mod source {
+    //! Where batches come from, for inputs besides Kafka: a [`Source`] tells
+    //! the driver its partitions and their offsets, and hands the tasks the
+    //! [`InputReader`] that reads the planned ranges;
+    //! [`StreamingContext::stream`](crate::StreamingContext::stream) starts a
+    //! job on one. [`MemorySource`] keeps partitions in memory that can grow
+    //! while the job runs, for tests and examples. The vocabulary they share
+    //! with Kafka (records, ranges, the data-loss policy) is in
+    //! [`kafka`](crate::kafka).
+
+    pub use sluice_core::{InputReader, MemorySource, PartitionOffsets, Plan, Source};
 }
 
 pub mod state {
@@ -177,9 +192,7 @@ pub mod __private {
     //! stream graph on in-memory input without Kafka or a checkpoint. Not part
     //! of the API; it changes without notice.
 
-    pub use sluice_core::{
-        BatchEnv, Executor, InlineExecutor, InputReader, MemoryInput, StreamGraph,
-    };
+    pub use sluice_core::{BatchEnv, Executor, InlineExecutor, MemoryInput, StreamGraph};
     pub use sluice_kafka::KafkaReader;
     pub use sluice_runtime::WorkerPool;
 }

@@ -8,8 +8,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Result alias for sluice-core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What can go wrong while a batch is computed, or while a job's outputs
-/// are registered.
+/// What can go wrong while a batch is planned or computed, or while a job's
+/// outputs are registered.
+///
+/// Who must act, for planning: [`Error::DataLoss`] and
+/// [`Error::OffsetAhead`] need an operator's decision (see
+/// [`DataLossPolicy`](crate::DataLossPolicy)); a [`Error::Source`] is an
+/// outside fault that may pass ([`Error::is_transient`]) or not.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -152,6 +157,52 @@ pub enum Error {
         /// What is wrong, with the values.
         reason: String,
     },
+    /// The stored offset of a partition is below its log start: records were
+    /// deleted (retention, compaction of the head) before the job read them.
+    #[error(
+        "data loss on {topic}-{partition}: stored offset {stored} is below the log start \
+         {log_start}, records [{stored}, {log_start}) were deleted before they were processed \
+         (on_data_loss(ResetToEarliest) skips them)"
+    )]
+    DataLoss {
+        /// Topic of the partition.
+        topic: String,
+        /// Partition number.
+        partition: i32,
+        /// Offset stored in the checkpoint.
+        stored: i64,
+        /// First offset still in the log.
+        log_start: i64,
+    },
+    /// The stored offset of a partition is past its latest offset: the topic
+    /// was probably deleted and recreated, or truncated.
+    #[error(
+        "stored offset {stored} of {topic}-{partition} is past its latest offset {latest}; \
+         was the topic recreated? (on_data_loss(ResetToEarliest) restarts it from its log start)"
+    )]
+    OffsetAhead {
+        /// Topic of the partition.
+        topic: String,
+        /// Partition number.
+        partition: i32,
+        /// Offset stored in the checkpoint.
+        stored: i64,
+        /// Latest offset (for Kafka, the high watermark or the last stable
+        /// offset).
+        latest: i64,
+    },
+    /// The job's [`Source`](crate::Source) could not discover its
+    /// partitions, fetch their offsets or resolve where to start. The
+    /// message is the source's own.
+    #[error("{source}")]
+    Source {
+        /// The source's error (for Kafka, a `sluice_kafka::Error`).
+        source: BoxError,
+        /// Whether the fault may pass by itself (a broker down, a metadata
+        /// timeout): the driver then retries with backoff, within its
+        /// outage timeout.
+        transient: bool,
+    },
     /// The batch was cancelled (non-graceful stop).
     #[error("batch of {time:?} was cancelled")]
     Cancelled {
@@ -167,6 +218,37 @@ impl Error {
             operator,
             source: source.into(),
         }
+    }
+
+    /// A source's failure that may pass by itself: the driver retries it
+    /// with backoff.
+    pub fn transient_source(source: impl Into<BoxError>) -> Self {
+        Error::Source {
+            source: source.into(),
+            transient: true,
+        }
+    }
+
+    /// A source's failure that retrying cannot mend (a refused
+    /// authorisation, a bad setting): it stops the job.
+    pub fn lasting_source(source: impl Into<BoxError>) -> Self {
+        Error::Source {
+            source: source.into(),
+            transient: false,
+        }
+    }
+
+    /// True for a source's outside fault that may go away by itself (a
+    /// broker down, a metadata timeout, a topic not created yet): the caller
+    /// may retry with backoff.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Source {
+                transient: true,
+                ..
+            }
+        )
     }
 
     /// The range whose offsets the log no longer holds, if that is what

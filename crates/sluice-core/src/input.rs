@@ -2,8 +2,10 @@
 
 use crate::{OffsetRange, Record, Result};
 
-/// Reads the records of one offset range; implemented by the Kafka source
-/// and by [`MemoryInput`] for tests and benchmarks.
+/// Reads the records of one offset range; a [`Source`](crate::Source) hands
+/// one to the tasks (the Kafka reader, [`MemorySource`](crate::MemorySource)'s),
+/// and [`MemoryInput`] is one for tests and benchmarks that run a graph
+/// without a driver.
 ///
 /// Reading must be deterministic: a retried task reads the same range again
 /// and must see the same records.

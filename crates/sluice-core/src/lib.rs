@@ -24,6 +24,14 @@
 //! Tasks run on an [`Executor`]: the runtime's worker pool, or
 //! [`InlineExecutor`] on the calling thread.
 //!
+//! The ranges come from the job's [`Source`]: before every batch the
+//! runtime's driver asks it for its partitions and their offsets
+//! ([`PartitionOffsets`]), has it plan the ranges from the stored positions
+//! ([`plan_ranges`], a pure function, gives the [`Plan`]), and its tasks
+//! read them through the source's [`InputReader`]. `sluice-kafka` implements
+//! it for Kafka; [`MemorySource`] keeps partitions in memory that can grow
+//! while a job runs.
+//!
 //! ```
 //! use std::sync::{Arc, Mutex};
 //! use std::time::SystemTime;
@@ -65,30 +73,36 @@ mod record;
 mod scope;
 mod shared_reads;
 mod sink;
+mod source;
 pub mod state;
 mod stream;
 pub mod window;
 mod writes;
 
-// Shown to users by the facade (`sluice::stream`, `sink`, `kafka`, `rate`
-// and the root).
+// Shown to users by the facade (`sluice::stream`, `sink`, `source`,
+// `kafka`, `rate` and the root).
 pub use batch::{Batch, BatchInfo};
 pub use env::BatchEnv;
 pub use error::{BoxError, Error, Result};
+pub use input::InputReader;
 pub use offset::{OffsetRange, TopicPartition};
 pub use ops::LateCount;
 pub use poison::PoisonPolicy;
 pub use rate::{PidSettings, RateError, RateLimit, RateLimits, RateReason};
 pub use record::Record;
 pub use sink::{CheckpointSink, CounterSink, LatestValueSink, OutsideSink, Sink, SinkStart};
+pub use source::{
+    DataLossPolicy, MemorySource, OffsetReset, PartitionOffsets, Plan, ResetKind, Source,
+};
 pub use stream::DStream;
 pub use writes::{Write, WriteSet};
 
 // The engine's side, for the other sluice crates (the driver, the worker
 // pool, the Kafka reader) and the benchmarks; the facade does not expose it.
 pub use exec::{run_task, Executor, InlineExecutor, TaskFn};
-pub use input::{InputReader, MemoryInput};
+pub use input::MemoryInput;
 pub use ops::MAX_SHUFFLE_PARTITIONS;
 pub use poison::DeadLetter;
 pub use rate::{batch_budget, batch_caps, batch_caps_within, BatchCaps, PidRateEstimator};
+pub use source::plan_ranges;
 pub use stream::{BatchOutput, StreamGraph};

@@ -11,10 +11,10 @@ use crate::context::SluiceContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::MetadataTopic;
 use rdkafka::{Offset, TopicPartitionList};
-use sluice_core::TopicPartition;
+use sluice_core::{PartitionOffsets, TopicPartition};
 
 use crate::strategy::{pattern_matches, ConsumerStrategy};
-use crate::{start, Error, KafkaReader, KafkaSource, PartitionOffsets, Result, StartOffsets};
+use crate::{start, Error, KafkaReader, KafkaSource, Result, StartOffsets};
 
 impl KafkaSource {
     /// Creates the driver's client. Needs a group id (configured, or set by

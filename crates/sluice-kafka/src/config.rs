@@ -7,11 +7,11 @@ use rdkafka::config::NativeClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use regex::Regex;
-use sluice_core::TopicPartition;
+use sluice_core::{DataLossPolicy, TopicPartition};
 
 use crate::security::check_security;
 use crate::strategy::invalid_topic_name;
-use crate::{ConsumerStrategy, DataLossPolicy, Error, Result, StartOffsets};
+use crate::{ConsumerStrategy, Error, Result, StartOffsets};
 
 /// Defaults that suit how sluice reads, below the user's own settings.
 ///
@@ -152,7 +152,8 @@ impl KafkaSource {
 ///
 /// ```
 /// use std::time::Duration;
-/// use sluice_kafka::{DataLossPolicy, KafkaSource, StartOffsets};
+/// use sluice_core::DataLossPolicy;
+/// use sluice_kafka::{KafkaSource, StartOffsets};
 ///
 /// let source = KafkaSource::builder()
 ///     .brokers("localhost:9092")

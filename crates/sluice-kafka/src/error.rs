@@ -10,9 +10,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What can go wrong while configuring, planning or reading the Kafka source.
 ///
 /// Who must act: [`Error::Config`] is a mistake in the job's setup (fix it,
-/// nothing was read); [`Error::DataLoss`] and [`Error::OffsetAhead`] need an
-/// operator's decision (see [`DataLossPolicy`](crate::DataLossPolicy));
-/// the rest are outside faults, see [`Error::is_transient`].
+/// nothing was read); the rest are outside faults, see
+/// [`Error::is_transient`]. (A stored offset the log no longer holds is
+/// found by planning: `sluice_core::Error::DataLoss` and `OffsetAhead`.)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -37,39 +37,6 @@ pub enum Error {
         context: String,
         /// The client's error.
         source: KafkaError,
-    },
-    /// The stored offset of a partition is below its log start: records were
-    /// deleted (retention, compaction of the head) before sluice read them.
-    #[error(
-        "data loss on {topic}-{partition}: stored offset {stored} is below the log start \
-         {log_start}, records [{stored}, {log_start}) were deleted before they were processed \
-         (on_data_loss(ResetToEarliest) skips them)"
-    )]
-    DataLoss {
-        /// Topic of the partition.
-        topic: String,
-        /// Partition number.
-        partition: i32,
-        /// Offset stored in the checkpoint.
-        stored: i64,
-        /// First offset still in the log.
-        log_start: i64,
-    },
-    /// The stored offset of a partition is past its latest offset: the topic
-    /// was probably deleted and recreated, or truncated.
-    #[error(
-        "stored offset {stored} of {topic}-{partition} is past its latest offset {latest}; \
-         was the topic recreated? (on_data_loss(ResetToEarliest) restarts it from its log start)"
-    )]
-    OffsetAhead {
-        /// Topic of the partition.
-        topic: String,
-        /// Partition number.
-        partition: i32,
-        /// Offset stored in the checkpoint.
-        stored: i64,
-        /// Latest offset (high watermark or last stable offset).
-        latest: i64,
     },
     /// A read asked for offsets the log no longer holds (below its log
     /// start, or past its end): the range must be planned again.
@@ -142,6 +109,18 @@ impl Error {
         match self {
             Error::Kafka { source, .. } => source.rdkafka_error_code().is_some_and(is_metadata_lag),
             _ => false,
+        }
+    }
+}
+
+/// What the driver sees of a Kafka failure while it plans a batch: a
+/// source error, transient exactly when [`Error::is_transient`] holds.
+impl From<Error> for sluice_core::Error {
+    fn from(error: Error) -> Self {
+        if error.is_transient() {
+            sluice_core::Error::transient_source(error)
+        } else {
+            sluice_core::Error::lasting_source(error)
         }
     }
 }
@@ -228,12 +207,16 @@ mod tests {
         ] {
             assert!(!offsets_error(code).is_transient(), "{code:?}");
         }
-        let loss = Error::DataLoss {
-            topic: "t".into(),
-            partition: 0,
-            stored: 10,
-            log_start: 49,
-        };
-        assert!(!loss.is_transient());
+    }
+
+    #[test]
+    fn the_driver_sees_the_same_classification() {
+        let lag = sluice_core::Error::from(offsets_error(RDKafkaErrorCode::UnknownPartition));
+        assert!(lag.is_transient());
+        let refused = offsets_error(RDKafkaErrorCode::TopicAuthorizationFailed);
+        let message = refused.to_string();
+        let refused = sluice_core::Error::from(refused);
+        assert!(!refused.is_transient());
+        assert_eq!(refused.to_string(), message);
     }
 }

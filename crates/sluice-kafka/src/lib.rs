@@ -12,19 +12,22 @@
 //! - [`KafkaSource`] (from [`KafkaSource::builder`]) is the validated
 //!   configuration: brokers, a [`ConsumerStrategy`] (subscribe to topics, to
 //!   a pattern, or assign partitions), [`StartOffsets`] for the first start,
-//!   a [`DataLossPolicy`], and librdkafka settings passed through untouched.
+//!   a [`DataLossPolicy`](sluice_core::DataLossPolicy), and librdkafka
+//!   settings passed through untouched.
 //! - [`KafkaClient`] (from [`KafkaSource::connect`]) is the driver's side:
 //!   each batch it discovers partitions ([`KafkaClient::partitions`]) and
-//!   fetches their log start and latest offsets ([`KafkaClient::offsets`]);
-//!   on a first start it resolves [`StartOffsets`]
-//!   ([`KafkaClient::start_offsets`]).
-//! - [`plan_ranges`] is a pure function: stored positions plus
-//!   [`PartitionOffsets`] (and optional rate caps) give the batch's
-//!   [`Plan`]. Partitions without a position — new partitions, new topics
-//!   of a pattern — start from their log start.
+//!   fetches their log start and latest offsets ([`KafkaClient::offsets`])
+//!   as [`PartitionOffsets`](sluice_core::PartitionOffsets); on a first
+//!   start it resolves [`StartOffsets`] ([`KafkaClient::start_offsets`]).
 //! - [`KafkaReader`] (from [`KafkaClient::reader`]) implements
 //!   [`sluice_core::InputReader`]: worker threads read the planned ranges,
 //!   each partition through its own cached consumer.
+//! - [`KafkaInput`] puts a client and a reader behind
+//!   [`sluice_core::Source`], the interface the runtime's driver plans and
+//!   reads every batch through. The ranges themselves are planned by
+//!   [`sluice_core::plan_ranges`], a pure function of the stored positions
+//!   and the offsets: partitions without a position — new partitions, new
+//!   topics of a pattern — start from their log start.
 //!
 //! # Example
 //!
@@ -32,12 +35,12 @@
 //!
 //! ```
 //! use std::collections::BTreeMap;
-//! use std::time::{Duration, Instant};
+//! use std::time::Duration;
 //! use rdkafka::mocking::MockCluster;
 //! use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 //! use rdkafka::ClientConfig;
-//! use sluice_core::InputReader;
-//! use sluice_kafka::{plan_ranges, KafkaSource};
+//! use sluice_core::{InputReader, Source};
+//! use sluice_kafka::{KafkaInput, KafkaSource};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let cluster = MockCluster::new(1)?;
@@ -57,14 +60,13 @@
 //!     .subscribe(["events"])
 //!     .build()?
 //!     .with_default_group_id("example-app");
-//! let mut client = source.connect()?;
-//! let partitions = client.partitions(Instant::now())?;
-//! let offsets = client.offsets(&partitions)?;
-//! let positions = client.start_offsets(source.start_from(), &offsets)?;
-//! let plan = plan_ranges(&positions, &offsets, None, source.on_data_loss())?;
+//! // What the driver does for a job's first batch.
+//! let mut input = KafkaInput::new(source.connect()?);
+//! let offsets = input.partitions()?;
+//! let positions = input.start_positions(&offsets)?;
+//! let plan = input.plan(&positions, &offsets, None)?;
 //!
-//! let reader = client.reader();
-//! let records = reader.read(&plan.ranges[0])?;
+//! let records = input.reader().read(&plan.ranges[0])?;
 //! assert_eq!(records.len(), 3);
 //! assert_eq!(records[2].value_str()?, "event 2");
 //! // After the batch commits, the checkpoint stores `plan.next_positions()`.
@@ -78,9 +80,9 @@ mod config;
 mod consumer;
 mod context;
 mod error;
+mod input;
 mod lookup;
 mod partition;
-mod planner;
 mod reader;
 mod security;
 mod sink;
@@ -90,12 +92,11 @@ mod strategy;
 // Shown to users by the facade as `sluice::kafka`.
 pub use config::{KafkaSource, KafkaSourceBuilder};
 pub use error::{Error, Result};
-pub use planner::{DataLossPolicy, OffsetReset, ResetKind};
 pub use sink::{Delivery, KafkaRecord, KafkaSink, KafkaSinkBuilder};
 pub use start::StartOffsets;
 pub use strategy::ConsumerStrategy;
 
 // The driver's side, for sluice-runtime; the facade does not expose it.
 pub use client::KafkaClient;
-pub use planner::{plan_ranges, PartitionOffsets, Plan};
+pub use input::KafkaInput;
 pub use reader::KafkaReader;

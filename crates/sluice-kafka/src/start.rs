@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_core::TopicPartition;
-
-use crate::PartitionOffsets;
+use sluice_core::{PartitionOffsets, TopicPartition};
 
 /// Where to start every partition on a job's first start (nothing stored in
 /// the checkpoint yet). Once offsets are stored they always win, and a

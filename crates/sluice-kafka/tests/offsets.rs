@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use sluice_kafka::{plan_ranges, DataLossPolicy, Error, PartitionOffsets, ResetKind, StartOffsets};
+use sluice_core::{plan_ranges, DataLossPolicy, Error, PartitionOffsets, ResetKind};
+use sluice_kafka::StartOffsets;
 
 use crate::util::{eventually, tp, Broker};
 

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_core::TopicPartition;
-use sluice_kafka::PartitionOffsets;
+use sluice_core::{PartitionOffsets, TopicPartition};
 
 /// Where a bounded run ends: per partition, the offset to read up to.
 pub(crate) type Targets = BTreeMap<TopicPartition, i64>;

@@ -11,8 +11,10 @@ use std::time::Duration;
 use crossbeam_channel::{unbounded, Sender};
 use sluice_checkpoint::{CheckpointStore, RocksCheckpoint, StateChanges, RESERVED_PREFIX};
 use sluice_core::state::Migration;
-use sluice_core::{DStream, PoisonPolicy, RateLimits, Record, StreamGraph, MAX_SHUFFLE_PARTITIONS};
-use sluice_kafka::{KafkaReader, KafkaSource};
+use sluice_core::{
+    DStream, PoisonPolicy, RateLimits, Record, Source, StreamGraph, MAX_SHUFFLE_PARTITIONS,
+};
+use sluice_kafka::{KafkaInput, KafkaReader, KafkaSource};
 
 use crate::driver::{Driver, DriverSettings, StopRequest};
 use crate::error::config;
@@ -185,8 +187,10 @@ impl StreamingContextBuilder {
         self
     }
 
-    /// How long the driver keeps retrying when Kafka cannot be reached to
-    /// plan a batch, before the job stops. Default: 5 minutes.
+    /// How long the driver keeps retrying when Kafka (or the job's other
+    /// [`Source`]) cannot be reached to plan a batch, before the job stops.
+    /// Only failures that may pass are retried
+    /// ([`sluice_core::Error::is_transient`]). Default: 5 minutes.
     pub fn kafka_outage_timeout(mut self, timeout: Duration) -> Self {
         self.kafka_outage_timeout = timeout;
         self
@@ -348,7 +352,7 @@ impl StreamingContextBuilder {
             },
             state: Mutex::new(State::Created {
                 store: Box::new(store),
-                source: None,
+                input: None,
                 listeners: Vec::new(),
             }),
             state_changes: Mutex::new(StateChanges::default()),
@@ -377,16 +381,23 @@ impl StopHandle {
     }
 }
 
+/// The job's input as registered; a Kafka source connects at start.
+enum Input {
+    Kafka(KafkaSource),
+    Source(Box<dyn Source>),
+}
+
 enum State {
     Created {
         store: Box<dyn CheckpointStore>,
-        source: Option<KafkaSource>,
+        input: Option<Input>,
         listeners: Vec<Box<dyn BatchListener>>,
     },
     Running {
         driver: JoinHandle<Result<()>>,
         stop: StopHandle,
-        reader: Arc<KafkaReader>,
+        /// The reader of a Kafka input, for tests.
+        kafka_reader: Option<Arc<KafkaReader>>,
         signals: Option<signal_hook::iterator::Handle>,
         http: Option<HttpServer>,
     },
@@ -461,26 +472,82 @@ impl StreamingContext {
     /// holds the records of the batch's `i`-th offset range. The consumer
     /// group id defaults to the app id.
     ///
-    /// A context reads one Kafka stream: a second call fails with
-    /// [`Error::Config`] (subscribe the source to several topics, or clone
-    /// the stream, instead). After [`start`](Self::start) it fails with
-    /// [`Error::RegisteredAfterStart`], and so do outputs registered then on
-    /// any stream of the context (`foreach_batch`, `print`, sinks return
+    /// A context reads one input: a second call, of this or of
+    /// [`stream`](Self::stream), fails with [`Error::Config`] (subscribe the
+    /// source to several topics, or clone the stream, instead). After
+    /// [`start`](Self::start) it fails with [`Error::RegisteredAfterStart`],
+    /// and so do outputs registered then on any stream of the context
+    /// (`foreach_batch`, `print`, sinks return
     /// `sluice_core::Error::RegisteredAfterStart`).
     pub fn kafka_stream(&self, source: KafkaSource) -> Result<DStream<Record>> {
-        let State::Created { source: slot, .. } = &mut *self.lock_state() else {
-            return Err(Error::RegisteredAfterStart {
-                what: "a Kafka stream",
-            });
+        let source = source.with_default_group_id(&self.app_id);
+        self.set_input(Input::Kafka(source), "kafka_stream", "a Kafka stream")
+    }
+
+    /// The stream of any [`Source`]: the driver plans every batch through
+    /// `source` (see the trait for when it calls what) and its tasks read
+    /// with the source's reader; partition `i` of each batch holds the
+    /// records of the batch's `i`-th range. Offsets, the write-ahead plan,
+    /// rate limits and the data-loss decisions work as for Kafka, whose
+    /// [`kafka_stream`](Self::kafka_stream) is this with the Kafka input.
+    ///
+    /// An in-memory job, for a test or an example:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use sluice_checkpoint::CheckpointStore;
+    /// use sluice_core::MemorySource;
+    /// use sluice_runtime::StreamingContext;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let ctx = StreamingContext::builder()
+    ///     .app_id("words")
+    ///     .batch_interval(Duration::from_millis(20))
+    ///     .checkpoint_dir(dir.path())
+    ///     .stop_on_signals(false)
+    ///     .build()?;
+    /// let source = MemorySource::new();
+    /// source.append("lines", 0, ["to be or", "not to be"]);
+    /// ctx.stream(source.clone())?
+    ///     .values_utf8()
+    ///     .flat_map(|line| line.split_ascii_whitespace().map(str::to_owned).collect::<Vec<_>>())
+    ///     .count_by_value()
+    ///     .save_counts("word_counts")?;
+    /// // Reads what the source holds now, then stops.
+    /// ctx.run_until_caught_up()?;
+    /// # drop(ctx);
+    /// # let checkpoint = sluice_checkpoint::RocksCheckpoint::open_read_only(dir.path(), "words")?;
+    /// # assert_eq!(checkpoint.offsets()?.values().copied().collect::<Vec<_>>(), [2]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A context reads one input: a second call, of this or of
+    /// [`kafka_stream`](Self::kafka_stream), fails with [`Error::Config`];
+    /// after [`start`](Self::start) it fails with
+    /// [`Error::RegisteredAfterStart`].
+    pub fn stream(&self, source: impl Source + 'static) -> Result<DStream<Record>> {
+        self.set_input(Input::Source(Box::new(source)), "stream", "a stream")
+    }
+
+    fn set_input(
+        &self,
+        input: Input,
+        setting: &'static str,
+        what: &'static str,
+    ) -> Result<DStream<Record>> {
+        let State::Created { input: slot, .. } = &mut *self.lock_state() else {
+            return Err(Error::RegisteredAfterStart { what });
         };
         if slot.is_some() {
             return Err(config(
-                "kafka_stream",
-                "called twice; a context reads exactly one Kafka stream: subscribe it to \
-                 several topics (or a pattern) instead, and clone the stream to use it twice",
+                setting,
+                "called twice; a context reads exactly one input: subscribe a Kafka source \
+                 to several topics (or a pattern) instead, and clone the stream to use it twice",
             ));
         }
-        *slot = Some(source.with_default_group_id(&self.app_id));
+        *slot = Some(input);
         Ok(self.graph.input())
     }
 
@@ -573,7 +640,7 @@ impl StreamingContext {
         Ok(())
     }
 
-    /// Checks the job, connects to Kafka and starts the driver.
+    /// Checks the job, connects to its source (Kafka) and starts the driver.
     pub fn start(&self) -> Result<()> {
         self.start_with(false)
     }
@@ -600,7 +667,7 @@ impl StreamingContext {
         let mut state = self.lock_state();
         let State::Created {
             store,
-            source,
+            input,
             listeners,
         } = std::mem::replace(&mut *state, State::StartFailed)
         else {
@@ -609,7 +676,7 @@ impl StreamingContext {
         // From here on the outputs and their families are what the job
         // runs with; later registrations fail at their call.
         self.graph.seal();
-        let (mut driver, requests) = self.prepare(store, source, listeners)?;
+        let (mut driver, requests, kafka_reader) = self.prepare(store, input, listeners)?;
         driver.settings.bounded = bounded;
         let http = match &self.http {
             Some(settings) => {
@@ -630,7 +697,6 @@ impl StreamingContext {
             requests,
             cancel: driver.cancel.clone(),
         };
-        let reader = Arc::clone(&driver.reader);
         let signals = if self.stop_on_signals {
             Some(crate::signals::install(stop.clone())?)
         } else {
@@ -656,23 +722,26 @@ impl StreamingContext {
         *state = State::Running {
             driver,
             stop,
-            reader,
+            kafka_reader,
             signals,
             http,
         };
         Ok(())
     }
 
+    /// The driver of the job, the sender of its stop requests, and the
+    /// reader of a Kafka input.
     fn prepare(
         &self,
         mut store: Box<dyn CheckpointStore>,
-        source: Option<KafkaSource>,
+        input: Option<Input>,
         listeners: Vec<Box<dyn BatchListener>>,
-    ) -> Result<(Driver, Sender<StopRequest>)> {
-        let source = source.ok_or_else(|| {
+    ) -> Result<(Driver, Sender<StopRequest>, Option<Arc<KafkaReader>>)> {
+        let input = input.ok_or_else(|| {
             config(
                 "kafka_stream",
-                "no input: create the job's stream with ctx.kafka_stream(..)",
+                "no input: create the job's stream with ctx.kafka_stream(..) (or ctx.stream(..) \
+                 for another source)",
             )
         })?;
         if self.graph.output_count() == 0 {
@@ -700,15 +769,22 @@ impl StreamingContext {
             .unwrap_or(NonZeroUsize::MIN);
         let shuffle = crate::shuffle::settle(store.as_mut(), self.shuffle_partitions, default)?;
         self.graph.set_shuffle_partitions(shuffle);
-        let client = source.connect()?;
-        let reader = Arc::new(client.reader());
+        let (source, kafka_reader): (Box<dyn Source>, _) = match input {
+            Input::Kafka(source) => {
+                let input = KafkaInput::new(source.connect()?);
+                let reader = input.kafka_reader();
+                (Box::new(input), Some(reader))
+            }
+            Input::Source(source) => (source, None),
+        };
+        let reader = source.reader();
         let pool = WorkerPool::new(self.workers, self.task_attempts)?;
         let (requests, stop) = unbounded();
         let driver = Driver {
             settings: self.driver.clone(),
             graph: Arc::clone(&self.graph),
             store,
-            client,
+            source,
             reader,
             pool: Arc::new(pool),
             listeners,
@@ -716,7 +792,7 @@ impl StreamingContext {
             cancel: Arc::new(AtomicBool::new(false)),
             monitor: None,
         };
-        Ok((driver, requests))
+        Ok((driver, requests, kafka_reader))
     }
 
     /// A handle that stops the running context from another thread.
@@ -728,12 +804,12 @@ impl StreamingContext {
     }
 
     /// The reader of the running job's source tasks, to observe its
-    /// consumers in tests; `None` unless the job runs and nobody awaits its
-    /// termination yet.
+    /// consumers in tests; `None` unless the job reads Kafka, runs, and
+    /// nobody awaits its termination yet.
     #[doc(hidden)]
     pub fn kafka_reader(&self) -> Option<Arc<KafkaReader>> {
         match &*self.lock_state() {
-            State::Running { reader, .. } => Some(Arc::clone(reader)),
+            State::Running { kafka_reader, .. } => kafka_reader.clone(),
             _ => None,
         }
     }

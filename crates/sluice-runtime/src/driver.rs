@@ -1,5 +1,6 @@
-//! The driver loop: tick, plan the batch's ranges, compute it on the
-//! worker pool, commit it atomically, report it.
+//! The driver loop: tick, plan the batch's ranges through the job's
+//! [`Source`], compute it on the worker pool, commit it atomically, report
+//! it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,10 +10,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit, ControlRecord};
 use sluice_core::{
-    batch_caps_within, BatchEnv, BatchInfo, BatchOutput, OffsetRange, OutsideSink,
-    PidRateEstimator, RateLimit, RateLimits, SinkStart, StreamGraph, TopicPartition,
+    batch_caps_within, BatchEnv, BatchInfo, BatchOutput, InputReader, OffsetRange, OutsideSink,
+    PartitionOffsets, PidRateEstimator, Plan, RateLimit, RateLimits, SinkStart, Source,
+    StreamGraph, TopicPartition,
 };
-use sluice_kafka::{plan_ranges, KafkaClient, KafkaReader, PartitionOffsets, Plan};
 
 use crate::bounded::{self, Targets};
 use crate::crash_point::{self, CrashPoint};
@@ -50,8 +51,10 @@ pub(crate) struct Driver {
     pub(crate) settings: DriverSettings,
     pub(crate) graph: Arc<StreamGraph>,
     pub(crate) store: Box<dyn CheckpointStore>,
-    pub(crate) client: KafkaClient,
-    pub(crate) reader: Arc<KafkaReader>,
+    /// Where the batches come from; the driver plans through it alone.
+    pub(crate) source: Box<dyn Source>,
+    /// The source's reader, taken once at start.
+    pub(crate) reader: Arc<dyn InputReader>,
     pub(crate) pool: Arc<WorkerPool>,
     pub(crate) listeners: Vec<Box<dyn BatchListener>>,
     pub(crate) stop: Receiver<StopRequest>,
@@ -232,7 +235,7 @@ impl Driver {
     }
 
     /// Runs one batch to its commit. `Ok(false)` means a stop request came
-    /// in while waiting for Kafka or for a retry, before anything ran.
+    /// in while waiting for the source or for a retry, before anything ran.
     fn run_batch(
         &mut self,
         progress: &mut Progress,
@@ -316,12 +319,7 @@ impl Driver {
         })?;
         let commit = commit_started.elapsed();
         crash_point::reach(CrashPoint::AfterCheckpoint, info.id);
-        self.reader.retain_ranges(&info.ranges);
-        if self.client.source().mirrors_offsets() {
-            if let Err(error) = self.client.mirror_offsets(&plan.next_positions()) {
-                tracing::warn!(%error, batch = info.id, "could not mirror offsets to the consumer group; the checkpoint is not affected");
-            }
-        }
+        self.source.committed(&info);
         progress.positions.extend(plan.next_positions());
         progress.next_id += 1;
         progress.first_batch = false;
@@ -391,7 +389,8 @@ impl Driver {
     }
 
     /// Discovers partitions, fetches their offsets and plans the ranges,
-    /// riding out Kafka outages with backoff. `None`: stop requested.
+    /// riding out the source's transient failures with backoff. `None`:
+    /// stop requested.
     fn plan(&mut self, progress: &mut Progress) -> Result<Option<(Plan, Option<RateLimit>)>> {
         let deadline = Instant::now() + self.settings.kafka_outage_timeout;
         let mut backoff = Duration::from_millis(100);
@@ -399,13 +398,13 @@ impl Driver {
             match self.try_plan(progress) {
                 Ok(plan) => return Ok(Some(plan)),
                 Err(error) if error.is_transient() && Instant::now() < deadline => {
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "waiting for Kafka before planning the next batch");
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "waiting for the source before planning the next batch");
                     if let Wake::Stop = self.wait_until(Instant::now() + backoff) {
                         return Ok(None);
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(Error::from_source(error)),
             }
         }
     }
@@ -413,8 +412,8 @@ impl Driver {
     fn try_plan(
         &mut self,
         progress: &mut Progress,
-    ) -> sluice_kafka::Result<(Plan, Option<RateLimit>)> {
-        let mut offsets = self.client.partitions_with_offsets(Instant::now())?;
+    ) -> sluice_core::Result<(Plan, Option<RateLimit>)> {
+        let mut offsets = self.source.partitions()?;
         if self.monitor.is_some() {
             progress.latest.clone_from(&offsets);
         }
@@ -425,8 +424,7 @@ impl Driver {
             offsets = bounded::bound(&offsets, targets);
         }
         if progress.first_start {
-            let policy = self.client.source().start_from();
-            progress.positions = self.client.start_offsets(policy, &offsets)?;
+            progress.positions = self.source.start_positions(&offsets)?;
             progress.first_start = false;
         }
         let lags: Vec<(TopicPartition, u64)> = offsets
@@ -459,13 +457,9 @@ impl Driver {
                 caps = caps_within(granted);
             }
         }
-        let on_data_loss = self.client.source().on_data_loss();
-        let plan = plan_ranges(
-            &progress.positions,
-            &offsets,
-            caps.caps.as_ref(),
-            on_data_loss,
-        )?;
+        let plan = self
+            .source
+            .plan(&progress.positions, &offsets, caps.caps.as_ref())?;
         Ok((plan, caps.limit))
     }
 

@@ -24,6 +24,12 @@ pub enum Error {
     /// timeout).
     #[error(transparent)]
     Kafka(#[from] sluice_kafka::Error),
+    /// Planning a batch failed: a stored offset is no longer in its
+    /// partition's log (`sluice_core::Error::DataLoss` or `OffsetAhead`,
+    /// decided by the source's `DataLossPolicy`), or a source other than
+    /// Kafka failed (or stayed unavailable past the outage timeout).
+    #[error(transparent)]
+    Source(sluice_core::Error),
     /// An outside sink could not start: it could not fence an earlier
     /// writer or find whether it committed the batch to redo.
     #[error("sink {sink:?} could not start: {source}")]
@@ -90,6 +96,22 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl Error {
+    /// A planning failure of the job's source: a Kafka failure stays
+    /// [`Error::Kafka`], whatever the source reported it through.
+    pub(crate) fn from_source(error: sluice_core::Error) -> Self {
+        match error {
+            sluice_core::Error::Source { source, transient } => {
+                match source.downcast::<sluice_kafka::Error>() {
+                    Ok(kafka) => Error::Kafka(*kafka),
+                    Err(source) => Error::Source(sluice_core::Error::Source { source, transient }),
+                }
+            }
+            other => Error::Source(other),
+        }
+    }
 }
 
 /// A configuration error naming `setting`.

@@ -6,11 +6,13 @@
 //!
 //! Every batch interval the driver (one thread):
 //!
-//! 1. discovers the source's partitions (new partitions and, with a
-//!    pattern, new topics are picked up while running) and fetches their
-//!    offsets;
+//! 1. asks the job's source — Kafka ([`StreamingContext::kafka_stream`]) or
+//!    any `sluice_core::Source` ([`StreamingContext::stream`]) — for its
+//!    partitions and their offsets (new partitions and, with a pattern, new
+//!    topics are picked up while running);
 //! 2. plans one offset range per partition from the stored positions
-//!    (first start: the start policy; new partitions: earliest);
+//!    (first start: the start policy; new partitions: earliest), through
+//!    the source;
 //! 3. runs the job's output operations; their tasks — one per partition —
 //!    run on the worker pool, failed tasks are retried from the same range;
 //! 4. commits the next offsets, the sinks' writes and a batch record in one

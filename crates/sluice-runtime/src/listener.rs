@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use sluice_checkpoint::CheckpointStore;
-use sluice_core::{BatchInfo, LateCount, TopicPartition};
-use sluice_kafka::OffsetReset;
+use sluice_core::{BatchInfo, LateCount, OffsetReset, TopicPartition};
 
 /// A batch that was computed and committed.
 #[derive(Debug, Clone)]

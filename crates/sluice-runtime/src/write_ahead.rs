@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_checkpoint::{BatchRecord, RangeRecord, ResetRecord, ResetRecordKind};
-use sluice_core::{BatchInfo, OffsetRange, TopicPartition};
-use sluice_kafka::{OffsetReset, Plan, ResetKind};
+use sluice_core::{BatchInfo, OffsetRange, OffsetReset, Plan, ResetKind, TopicPartition};
 
 /// A planned batch to redo.
 pub(crate) struct Replay {

@@ -11,7 +11,7 @@
 //!   delays; it answers with a new job-wide rate.
 //! - [`batch_caps`] (`split.rs`): turns the limits, the latest estimate and
 //!   every partition's lag into [`BatchCaps`] — the per-partition caps that
-//!   `sluice_kafka::plan_ranges` takes — and the [`RateLimit`] that bound
+//!   [`plan_ranges`](crate::plan_ranges) takes — and the [`RateLimit`] that bound
 //!   the batch. [`batch_caps_within`] also takes what is left of the
 //!   job-wide `max_rate` over wall-clock time, which the driver meters
 //!   with a token bucket.

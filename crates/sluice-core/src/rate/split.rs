@@ -98,7 +98,7 @@ impl fmt::Display for RateLimit {
 #[non_exhaustive]
 pub struct BatchCaps {
     /// Most records each partition may read, for
-    /// `sluice_kafka::plan_ranges`. `None`: no limit applies. A partition
+    /// [`plan_ranges`](crate::plan_ranges). `None`: no limit applies. A partition
     /// missing from the map is unlimited.
     pub caps: Option<BTreeMap<TopicPartition, u64>>,
     /// The tightest limit in force; `Some` exactly when `caps` is.

@@ -12,7 +12,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use sluice_checkpoint::FamilyStats;
 use sluice_core::state::STATE_FAMILY_PREFIX;
-use sluice_kafka::PartitionOffsets;
+use sluice_core::PartitionOffsets;
 
 use crate::listener::BatchCompleted;
 

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sluice_checkpoint::{BatchRecord, FamilyStats};
-use sluice_core::{RateLimits, TopicPartition};
-use sluice_kafka::PartitionOffsets;
+use sluice_core::{PartitionOffsets, RateLimits, TopicPartition};
 
 use super::control::{now_ms, Control};
 use super::metrics::Metrics;

@@ -1,10 +1,10 @@
 //! Offset-range planning: which `[from, until)` every partition reads in the
-//! next batch. A pure function; the driver feeds it offsets it fetched.
+//! next batch. A pure function of the stored positions and the offsets a
+//! [`Source`](crate::Source) reported; the driver feeds it both.
 //!
 //! ```
 //! use std::collections::BTreeMap;
-//! use sluice_core::TopicPartition;
-//! use sluice_kafka::{plan_ranges, DataLossPolicy, PartitionOffsets};
+//! use sluice_core::{plan_ranges, DataLossPolicy, PartitionOffsets, TopicPartition};
 //!
 //! let old = TopicPartition::new("events", 0);
 //! let new = TopicPartition::new("events", 1);
@@ -18,22 +18,21 @@
 //! assert_eq!((plan.ranges[0].from, plan.ranges[0].until), (40, 65)); // capped
 //! assert_eq!((plan.ranges[1].from, plan.ranges[1].until), (5, 8)); // new: from log start
 //! assert_eq!(plan.new_partitions, vec![new]);
-//! # Ok::<(), sluice_kafka::Error>(())
+//! # Ok::<(), sluice_core::Error>(())
 //! ```
 
 use std::collections::BTreeMap;
 
-use sluice_core::{OffsetRange, TopicPartition};
+use crate::{Error, OffsetRange, Result, TopicPartition};
 
-use crate::{Error, Result};
-
-/// The offsets of one partition as the broker reports them.
+/// The offsets of one partition as its source reports them (for Kafka, the
+/// broker's watermarks).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct PartitionOffsets {
     /// The partition.
     pub tp: TopicPartition,
-    /// First offset still in the log (the low watermark).
+    /// First offset still in the log (Kafka's low watermark).
     pub log_start: i64,
     /// Offset after the last readable record: the high watermark, or the
     /// last stable offset with `isolation.level=read_committed`.
@@ -52,7 +51,7 @@ impl PartitionOffsets {
     }
 }
 
-/// What to do when stored offsets no longer exist in Kafka.
+/// What to do when stored offsets no longer exist in the source's log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DataLossPolicy {
