@@ -36,8 +36,8 @@ const APP_ID: &str = "pipe";
 #[command(about = "Copies a Kafka topic to another, exactly-once, with sluice")]
 struct Args {
     /// Settings from a TOML file (brokers, topic, checkpoint_dir,
-    /// batch_interval_ms, group, and Kafka settings under `[kafka]`); flags
-    /// given here override it.
+    /// batch_interval_ms, group, workers, and Kafka settings under
+    /// `[kafka]`); flags given here override it.
     #[arg(long = "config", value_name = "FILE")]
     _config: Option<PathBuf>,
     /// Kafka bootstrap servers; absent: start an embedded broker.
@@ -58,6 +58,9 @@ struct Args {
     /// Kafka consumer group id of the source (defaults to the app id, "pipe").
     #[arg(long, value_name = "ID")]
     group: Option<String>,
+    /// Worker threads.
+    #[arg(long)]
+    workers: Option<usize>,
     /// Write with an idempotent producer flushed before each checkpoint
     /// commit instead of a transaction per batch: faster, but a batch
     /// redone after a crash is written again.
@@ -112,11 +115,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
-    let ctx = StreamingContext::builder()
+    let mut builder = StreamingContext::builder()
         .app_id(APP_ID)
         .batch_interval(Duration::from_millis(args.batch_interval_ms))
-        .checkpoint_dir(&args.checkpoint_dir)
-        .build()?;
+        .checkpoint_dir(&args.checkpoint_dir);
+    if let Some(workers) = args.workers {
+        builder = builder.workers(workers);
+    }
+    let ctx = builder.build()?;
 
     let mut source = KafkaSource::builder()
         .brokers(&brokers)

@@ -3,7 +3,8 @@
 # that already has a Rust toolchain. Safe to run again: each step checks
 # first and does nothing when its tool is already there.
 #
-#   scripts/setup.sh           system packages, then the tansu broker
+#   scripts/setup.sh           system packages, then the test brokers (tansu,
+#                              and nisshi 0.7 for the Kafka transaction tests)
 #   scripts/setup.sh --system  system packages only (enough for `make run`)
 set -euo pipefail
 
@@ -24,6 +25,16 @@ APT_PACKAGES=(
 # docs/ARCHITECTURE.md, "Brokers for tests and examples").
 TANSU_VERSION=0.6.0
 TANSU_FEATURES=dynostore,libsql
+
+# The broker of the Kafka sink's transaction tests (tests/sink.rs): nisshi
+# 0.7 commits transactions, keeps offsets committed in them and holds
+# read_committed fetches at the last stable offset (tansu 0.6 has no
+# EndTxn; nisshi 0.8 refuses transactional producers). It goes into its own
+# root so it never replaces another nisshi. Its `rama` dependencies declare
+# Rust 1.96 but build with 1.95, hence --ignore-rust-version.
+NISSHI_VERSION=0.7.0
+NISSHI_FEATURES=dynostore,libsql
+NISSHI_ROOT="$HOME/.cache/sluice-nisshi-$NISSHI_VERSION"
 
 log() { printf 'setup: %s\n' "$*"; }
 
@@ -91,6 +102,19 @@ ensure_tansu() {
     log "installed $("$bin" --version) at $bin"
 }
 
+ensure_nisshi() {
+    local bin="$NISSHI_ROOT/bin/nisshi"
+    if [[ -x $bin ]] && "$bin" --version 2>/dev/null | grep -qw "$NISSHI_VERSION"; then
+        log "nisshi $NISSHI_VERSION present: $bin"
+        return
+    fi
+    log "installing nisshi $NISSHI_VERSION with cargo (15 to 25 minutes on 2 cores the first time)"
+    CARGO_TARGET_DIR="$HOME/.cache/nisshi-target" \
+        cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version \
+        --features "$NISSHI_FEATURES" --root "$NISSHI_ROOT"
+    log "installed $("$bin" --version) at $bin"
+}
+
 main() {
     if ! command -v cargo >/dev/null 2>&1; then
         log "cargo not found: install a Rust toolchain (rustup) first" >&2
@@ -104,6 +128,7 @@ main() {
             ensure_apt_packages
             ensure_rust_components
             ensure_tansu
+            ensure_nisshi
             ;;
         *)
             log "usage: $0 [--system]" >&2

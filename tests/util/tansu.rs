@@ -151,12 +151,21 @@ impl Tansu {
     }
 
     /// Starts a broker with Kafka transactions (nisshi 0.7, sqlite
-    /// storage): transactional producers, `read_committed` fetches that
-    /// hide aborted records and stop at the last stable offset, and offsets
-    /// committed inside transactions. tansu 0.6 and later nisshi releases
-    /// refuse transactional producers.
+    /// storage): transactional producers and fencing, `read_committed`
+    /// fetches that stop at the last stable offset, and offsets committed
+    /// inside transactions. (Its `read_committed` fetches do return records
+    /// of aborted transactions; see `tests/sink.rs`.) tansu 0.6 and later
+    /// nisshi releases refuse transactional producers.
+    ///
+    /// The binary is `$NISSHI_TXN_BIN`, or where `make setup` installs it:
+    /// `~/.cache/sluice-nisshi-0.7.0/bin/nisshi`.
     pub(crate) fn start_transactional() -> Self {
-        Self::launch_kind(Kind::Nisshi, |tmp| Storage::Sqlite(tmp.to_path_buf()), None)
+        Self::launch_with(
+            Kind::Nisshi,
+            transactional_bin(),
+            |tmp| Storage::Sqlite(tmp.to_path_buf()),
+            None,
+        )
     }
 
     /// `storage` gets the broker's own temp dir, which also holds the log.
@@ -169,6 +178,15 @@ impl Tansu {
         storage: impl FnOnce(&Path) -> Storage,
         advertised: Option<String>,
     ) -> Self {
+        Self::launch_with(kind, broker_bin(kind), storage, advertised)
+    }
+
+    fn launch_with(
+        kind: Kind,
+        bin: PathBuf,
+        storage: impl FnOnce(&Path) -> Storage,
+        advertised: Option<String>,
+    ) -> Self {
         let log_dir = tempfile::Builder::new()
             .prefix(&format!("{}-", kind.name()))
             .tempdir()
@@ -176,7 +194,7 @@ impl Tansu {
         let storage = storage(log_dir.path());
         let mut broker = Tansu {
             kind,
-            bin: broker_bin(kind),
+            bin,
             port: 0,
             advertised,
             storage,
@@ -432,6 +450,40 @@ impl Drop for Tansu {
 
 /// `$TANSU_BIN`, else `tansu` on `PATH`, else `~/.cargo/bin/tansu` (for
 /// nisshi: `$NISSHI_BIN`, `nisshi`).
+/// The nisshi 0.7 binary of [`Tansu::start_transactional`], checked to be
+/// that version: later ones refuse transactional producers.
+fn transactional_bin() -> PathBuf {
+    const VERSION: &str = "0.7.0";
+    let bin = std::env::var_os("NISSHI_TXN_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| {
+                Path::new(&home)
+                    .join(format!(".cache/sluice-nisshi-{VERSION}"))
+                    .join("bin/nisshi")
+            })
+        })
+        .expect("HOME is set");
+    let version = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_else(|e| {
+            panic!(
+                "the transaction tests' broker, nisshi {VERSION}, is not at {} ({e}): run \
+                 `make setup` (or set NISSHI_TXN_BIN)",
+                bin.display()
+            )
+        });
+    assert!(
+        version.split_whitespace().any(|word| word == VERSION),
+        "{} is {version:?}, not nisshi {VERSION}: later releases refuse transactional \
+         producers; run `make setup`",
+        bin.display()
+    );
+    bin
+}
+
 fn broker_bin(kind: Kind) -> PathBuf {
     let (name, var) = (kind.name(), kind.bin_var());
     if let Some(bin) = std::env::var_os(var) {

@@ -315,7 +315,15 @@ pub(crate) fn totals(checkpoint: &Path) -> String {
 /// The id of the last committed batch and the stored next offsets, read
 /// while a child may be writing; `None` while there is no checkpoint yet.
 pub(crate) fn committed(checkpoint: &Path) -> Option<(u64, BTreeMap<TopicPartition, i64>)> {
-    let store = RocksCheckpoint::open_read_only(checkpoint, APP_ID).ok()?;
+    committed_by(checkpoint, APP_ID)
+}
+
+/// Like [`committed`], for the checkpoint of the job `app_id`.
+pub(crate) fn committed_by(
+    checkpoint: &Path,
+    app_id: &str,
+) -> Option<(u64, BTreeMap<TopicPartition, i64>)> {
+    let store = RocksCheckpoint::open_read_only(checkpoint, app_id).ok()?;
     let last = store.last_batch().ok()??;
     Some((last.id, store.offsets().ok()?))
 }
@@ -366,7 +374,12 @@ impl LinesTopic {
 /// The last batch and the offsets of the example's checkpoint in `dir`, for
 /// failure messages.
 pub(crate) fn describe(dir: &Path) -> String {
-    match RocksCheckpoint::open_read_only(dir, APP_ID) {
+    describe_by(dir, APP_ID)
+}
+
+/// Like [`describe`], for the checkpoint of the job `app_id`.
+pub(crate) fn describe_by(dir: &Path, app_id: &str) -> String {
+    match RocksCheckpoint::open_read_only(dir, app_id) {
         Ok(store) => format!(
             "last batch {:?}, offsets {:?}",
             store.last_batch().map(|b| b.map(|b| b.id)),

@@ -206,11 +206,11 @@ impl KafkaSink {
                 committed
                     .find_partition(&self.topic, 0)
                     .and_then(|elem| match elem.offset() {
-                        Offset::Offset(offset) => Some((offset, elem.metadata().to_owned())),
+                        Offset::Offset(offset) => Some(offset),
                         _ => None,
                     });
-            tracing::debug!(sink = %self.name, ?found, group = %id, "progress found");
-            already = progress::holds(found.as_ref().map(|(o, m)| (*o, m.as_str())), pending);
+            tracing::debug!(sink = %self.name, ?found, group = %id, batch = pending.id, "progress of the sink");
+            already = progress::holds(found, pending);
             if already {
                 active.committed = Some((pending.id, pending.time_ms()));
             }
