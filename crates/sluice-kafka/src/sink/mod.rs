@@ -11,7 +11,7 @@
 //! - before the Kafka commit: the open transaction is aborted when the job
 //!   restarts (fenced by the same transactional id) or by the broker after
 //!   the transaction timeout, and the batch is redone;
-//! - between the two commits: at restart the sink finds the batch's marker
+//! - between the two commits: at restart the sink finds the batch's progress offset
 //!   committed, and the batch is redone for the checkpoint only, its Kafka
 //!   output not written again;
 //! - after both: nothing is redone.
