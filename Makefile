@@ -65,6 +65,7 @@ test-only: setup
 bench: setup
 	$(CARGO) bench --bench pipeline
 	$(CARGO) bench --bench kafka_throughput
+	$(CARGO) bench --bench kafka_sink
 	$(CARGO) bench --bench dead_letters
 	$(CARGO) bench --bench state
 	$(CARGO) bench --bench windows
