@@ -25,7 +25,7 @@ mod record;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -33,7 +33,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
 };
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -101,7 +101,11 @@ impl std::fmt::Debug for KafkaSink {
 
 /// The producer of a started sink and where its batch stands.
 struct Active {
-    producer: ThreadedProducer<SinkContext>,
+    /// Polled by the sink itself (after sends, while committing), not by a
+    /// thread of its own: the client's flush, which commits also run,
+    /// waits for delivery events in 100 ms steps, and returns at the first
+    /// event only when no other thread takes the events from it.
+    producer: BaseProducer<SinkContext>,
     /// The consumer group progress is committed under (exactly-once only).
     group: Option<ConsumerGroupMetadata>,
     /// A transaction is open for this batch id (begun with the batch's
@@ -170,7 +174,7 @@ impl KafkaSink {
     /// of `start.pending`.
     fn start(&self, start: &SinkStart<'_>) -> Result<(Active, bool), BoxError> {
         let config = self.client_config(start);
-        let producer: ThreadedProducer<SinkContext> =
+        let producer: BaseProducer<SinkContext> =
             config.create_with_context(SinkContext::default())?;
         self.check_topic(&producer, &self.topic)?;
         if let Some(topic) = &self.dead_letter_topic {
@@ -236,7 +240,7 @@ impl KafkaSink {
 
     fn check_topic(
         &self,
-        producer: &ThreadedProducer<SinkContext>,
+        producer: &BaseProducer<SinkContext>,
         topic: &str,
     ) -> Result<(), BoxError> {
         let metadata = producer
@@ -325,6 +329,25 @@ impl KafkaSink {
                     tracing::warn!(sink = %self.name, batch = batch.id, error = %e, "committing the transaction again");
                 }
                 Err(e) => return Err(self.transaction_error("committing", e)),
+            }
+        }
+    }
+
+    /// Aborts the open transaction. The abort purges the records in flight,
+    /// whose delivery reports the sink serves itself (see
+    /// [`Active::producer`]): it asks in short steps and polls between them,
+    /// as librdkafka allows for an abort that timed out.
+    fn abort_transaction(&self, active: &Active) -> KafkaResult<()> {
+        let deadline = Instant::now() + self.operation_timeout;
+        loop {
+            match active.producer.abort_transaction(Duration::from_millis(50)) {
+                Err(KafkaError::Transaction(e))
+                    if e.code() == RDKafkaErrorCode::OperationTimedOut
+                        && Instant::now() < deadline =>
+                {
+                    active.producer.poll(Duration::from_millis(10));
+                }
+                result => return result,
             }
         }
     }
@@ -454,7 +477,7 @@ impl OutsideSink for KafkaSink {
         match self.delivery {
             Delivery::ExactlyOnce => {
                 if active.open.take().is_some() {
-                    if let Err(error) = active.producer.abort_transaction(self.operation_timeout) {
+                    if let Err(error) = self.abort_transaction(active) {
                         tracing::warn!(sink = %self.name, batch = batch.id, %error, "could not abort the transaction; the broker aborts it after the transaction timeout");
                     }
                 }
@@ -474,9 +497,13 @@ impl Sink<KafkaRecord> for KafkaSink {
             return Ok(());
         }
         self.ensure_transaction(active, info)?;
-        for record in batch.iter() {
+        for (i, record) in batch.iter().enumerate() {
             self.send(active, &self.topic, record)
                 .map_err(|e| format!("sending a record to {:?}: {e}", self.topic))?;
+            if i % POLL_EVERY == POLL_EVERY - 1 {
+                // Serve delivery reports while sending, without waiting.
+                active.producer.poll(Duration::ZERO);
+            }
         }
         Ok(())
     }
@@ -624,6 +651,9 @@ fn dead_letter_record(letter: &DeadLetter) -> KafkaRecord {
     }
     record
 }
+
+/// Records sent between two polls of the producer's delivery reports.
+const POLL_EVERY: usize = 1024;
 
 /// Ten batch intervals, within [60 s, 15 min].
 fn transaction_timeout_ms(batch_interval: Duration) -> u64 {
