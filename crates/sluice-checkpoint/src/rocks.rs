@@ -96,15 +96,28 @@ impl RocksCheckpoint {
             DirKind::Damaged => return Err(missing_current(path)),
             DirKind::Foreign => return Err(Error::NotACheckpoint { path }),
         }
-        let families = list_families(&path)?;
         let memory = Memory::new(DEFAULT_CACHE_BYTES);
-        let db = Db::open_cf_descriptors_read_only(
-            &memory.db_options(false),
-            &path,
-            descriptors(&memory, &families),
-            false,
-        )
-        .map_err(|e| open_error(&path, e))?;
+        // A running job's flush or compaction may delete a file between
+        // reading the MANIFEST that lists it and opening it; the next
+        // attempt reads the new MANIFEST.
+        let mut attempt = 1;
+        let (db, families) = loop {
+            let families = list_families(&path)?;
+            match Db::open_cf_descriptors_read_only(
+                &memory.db_options(false),
+                &path,
+                descriptors(&memory, &families),
+                false,
+            ) {
+                Ok(db) => break (db, families),
+                Err(e) if attempt < READ_ONLY_OPEN_ATTEMPTS && is_file_gone(&e) => {
+                    tracing::debug!(error = %e, attempt, "a file of the checkpoint went away while opening it read-only; opening again");
+                    std::thread::sleep(std::time::Duration::from_millis(10 * u64::from(attempt)));
+                    attempt += 1;
+                }
+                Err(e) => return Err(open_error(&path, e)),
+            }
+        };
         let mut store = Self::new(db, path, families, memory, true, false, 1);
         store.restore = RestorePolicy::OFF;
         match check_meta(&store.path, &store.stored_meta()?, &app_id)? {
@@ -1217,4 +1230,13 @@ fn open_error(path: &Path, source: rocksdb::Error) -> Error {
             source,
         },
     }
+}
+
+/// How often a read-only open is tried when a file goes away under it.
+const READ_ONLY_OPEN_ATTEMPTS: u32 = 5;
+
+/// True when RocksDB could not find a file it was told exists: a running
+/// job's flush or compaction deleted it after the MANIFEST was read.
+fn is_file_gone(error: &rocksdb::Error) -> bool {
+    error.to_string().contains("No such file or directory")
 }
