@@ -24,7 +24,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use sluice::kafka::{Delivery, KafkaRecord, KafkaSink};
 use sluice::sink::{OutsideSink, Sink, SinkStart};
-use sluice::stream::{Batch, BatchInfo};
+use sluice::stream::BatchInfo;
 
 use crate::util::job::{self, WAIT};
 use crate::util::kafka::{self, CLIENT_TIMEOUT};
@@ -257,7 +257,7 @@ fn write_batch(sink: &KafkaSink, info: &BatchInfo, values: &[&str]) {
         .iter()
         .map(|v| KafkaRecord::new(*v).partition(0))
         .collect();
-    sink.write(Batch::new(vec![records]), info).expect("write");
+    sink.write(records, 0, info).expect("write");
     sink.commit(info).expect("commit");
 }
 

@@ -106,7 +106,8 @@ pub enum Error {
         output: String,
     },
     /// An outside sink failed to write, begin or commit a batch's output.
-    /// Nothing of the batch is committed to the checkpoint.
+    /// Nothing of the batch is committed to the checkpoint. A task whose
+    /// write failed is not retried: the batch fails.
     #[error("{sink}: {source}")]
     Sink {
         /// The sink, as `sink "name"`.

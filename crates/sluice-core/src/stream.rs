@@ -514,12 +514,45 @@ where
     R: Send + 'static,
     F: Fn(usize, PartIter<'_, T>) -> R + Send + Sync + 'static,
 {
+    // The task count is known once the node is prepared, inside.
+    let results: Arc<Mutex<Vec<(usize, R)>>> = Arc::default();
+    let finished = Arc::clone(&results);
+    run_stage_finishing(scope, node, stage, consume, move |part, result| {
+        finished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((part, result));
+        Ok(())
+    })?;
+    let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(PoisonError::into_inner));
+    results.sort_unstable_by_key(|(part, _)| *part);
+    debug_assert!(results.iter().enumerate().all(|(i, (part, _))| i == *part));
+    Ok(results.into_iter().map(|(_, result)| result).collect())
+}
+
+/// Runs one task per partition of `node` on the executor, like
+/// [`run_stage`], and hands each task's result to `finish` on the worker
+/// thread, once the task has succeeded: its operators reported no error,
+/// so `finish` sees each partition once, whatever attempts came before.
+/// An error from `finish` fails the task (the caller picks an error the
+/// executor does not retry when `finish` has effects outside the batch).
+pub(crate) fn run_stage_finishing<T, R, F, G>(
+    scope: &Arc<BatchScope>,
+    node: &Arc<dyn Node<T>>,
+    stage: &str,
+    consume: F,
+    finish: G,
+) -> Result<()>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(usize, PartIter<'_, T>) -> R + Send + Sync + 'static,
+    G: Fn(usize, R) -> Result<()> + Send + Sync + 'static,
+{
     node.prepare(scope)?;
     let tasks = node.partitions(scope);
-    let results: Arc<Vec<Mutex<Option<R>>>> =
-        Arc::new((0..tasks).map(|_| Mutex::new(None)).collect());
     let task = {
-        let (scope, node, results) = (Arc::clone(scope), Arc::clone(node), Arc::clone(&results));
+        let (scope, node) = (Arc::clone(scope), Arc::clone(node));
         Arc::new(move |part: usize| {
             scope.check_cancelled()?;
             let context = TaskContext::new(&scope.poison);
@@ -528,20 +561,10 @@ where
             // An operator that failed mid-stream truncated the values, so
             // its error wins over whatever `consume` made of them.
             scope.add_dead_letters(context.finish()?);
-            *results[part].lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
-            Ok(())
+            finish(part, result)
         })
     };
-    scope.executor.run(stage, tasks, task)?;
-    Ok(results
-        .iter()
-        .map(|slot| {
-            slot.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
-                .expect("executor reported success for a task that did not finish")
-        })
-        .collect())
+    scope.executor.run(stage, tasks, task)
 }
 
 /// The job's input: one partition per offset range of the batch.

@@ -7,9 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_core::{
-    Batch, BatchInfo, DeadLetter, InputReader, OutsideSink, Record, Sink, SinkStart,
-};
+use sluice_core::{BatchInfo, DeadLetter, InputReader, OutsideSink, Record, Sink, SinkStart};
 use sluice_kafka::{Delivery, KafkaRecord, KafkaSink};
 
 use crate::util::{range, Broker};
@@ -38,7 +36,7 @@ fn run_batch(sink: &KafkaSink, info: &BatchInfo, values: &[&str]) {
         .iter()
         .map(|v| KafkaRecord::new(*v).key("k").partition(0))
         .collect();
-    sink.write(Batch::new(vec![records]), info).expect("write");
+    sink.write(records, 0, info).expect("write");
     sink.commit(info).expect("commit");
 }
 
@@ -72,8 +70,7 @@ fn records_of_committed_batches_reach_the_topic_with_key_and_headers() {
         .key("k1")
         .header("sluice.offset", "7")
         .partition(0);
-    sink.write(Batch::new(vec![vec![record]]), &first)
-        .expect("write");
+    sink.write(vec![record], 0, &first).expect("write");
     sink.commit(&first).expect("commit");
     run_batch(&sink, &batch(1, 2_000), &["v2", "v3"]);
 
@@ -113,11 +110,8 @@ fn an_aborted_batch_is_redone_in_a_new_transaction() {
     sink.recover(&start(None)).expect("recover");
     let info = batch(0, 1_000);
     sink.begin(&info).expect("begin");
-    sink.write(
-        Batch::new(vec![vec![KafkaRecord::new("lost").partition(0)]]),
-        &info,
-    )
-    .expect("write");
+    sink.write(vec![KafkaRecord::new("lost").partition(0)], 0, &info)
+        .expect("write");
     sink.abort(&info);
     // The retry of the same batch begins a new transaction and commits.
     run_batch(&sink, &info, &["kept"]);
@@ -159,9 +153,7 @@ fn writing_before_the_sink_started_is_an_error_not_a_panic() {
             .as_millis() as u64,
     );
     assert!(sink.begin(&info).is_err());
-    assert!(sink
-        .write(Batch::new(vec![vec![KafkaRecord::new("v")]]), &info)
-        .is_err());
+    assert!(sink.write(vec![KafkaRecord::new("v")], 0, &info).is_err());
     sink.abort(&info);
 }
 

@@ -106,9 +106,13 @@ fn work(queue: &Receiver<Job>) {
     }
 }
 
-/// Errors a retry cannot fix: the same attempt would fail the same way.
+/// Errors a retry cannot fix (the same attempt would fail the same way),
+/// or must not try: a sink's write may have sent part of the values.
 fn retryable(error: &Error) -> bool {
-    !matches!(error, Error::Cancelled { .. } | Error::ShuffleLost { .. })
+    !matches!(
+        error,
+        Error::Cancelled { .. } | Error::ShuffleLost { .. } | Error::Sink { .. }
+    )
 }
 
 impl Executor for WorkerPool {

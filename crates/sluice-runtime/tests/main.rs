@@ -3,4 +3,5 @@
 //! temporary directory. No broker needed.
 
 mod driver;
+mod sink;
 mod util;

@@ -6,19 +6,20 @@ use std::time::Duration;
 
 use crate::exec::catch_panic;
 use crate::scope::BatchScope;
-use crate::stream::{run_stage, Node, Output};
-use crate::{Batch, BatchInfo, BoxError, DStream, DeadLetter, Error, Result};
+use crate::stream::{run_stage_finishing, Node, Output};
+use crate::{BatchInfo, BoxError, DStream, DeadLetter, Error, Result};
 
 /// The side of an outside sink the driver sees: one transaction per batch,
 /// committed before the checkpoint commit, and a check at start for the
 /// batch a crash may have left between the two commits.
 ///
 /// For each batch the driver calls [`begin`](OutsideSink::begin), runs the
-/// batch (the typed [`Sink::write`] receives the sink's values), then
+/// batch (the typed [`Sink::write`] receives the sink's values, partition
+/// by partition, on the worker threads), then
 /// [`commit`](OutsideSink::commit), then commits the checkpoint. A batch
 /// that fails anywhere before its checkpoint commit gets
-/// [`abort`](OutsideSink::abort). Each call happens on the driver thread,
-/// one batch at a time.
+/// [`abort`](OutsideSink::abort). These calls happen on the driver thread,
+/// one batch at a time, never while a `write` runs.
 ///
 /// Exactly-once rests on two properties of sluice's batches: a batch redone
 /// after a crash has the same [`BatchInfo::id`], [`BatchInfo::time`] and
@@ -99,11 +100,19 @@ impl<'a> SinkStart<'a> {
 
 /// An outside sink taking values of type `T`.
 pub trait Sink<T>: OutsideSink + 'static {
-    /// Writes a batch's values, after [`OutsideSink::begin`] and before
-    /// [`OutsideSink::commit`]. It is called once per batch with all the
-    /// values the batch computed for this sink, on the driver thread: a
-    /// task retry can never write a partition twice.
-    fn write(&self, batch: Batch<T>, info: &BatchInfo) -> Result<(), BoxError>;
+    /// Writes one partition's values of a batch, in order, after
+    /// [`OutsideSink::begin`] and before [`OutsideSink::commit`].
+    ///
+    /// It is called on the worker thread that computed the partition, as
+    /// soon as its task has succeeded, so the writes of different
+    /// partitions may run at the same time, and while other partitions are
+    /// still being read. It is called once for each partition with values
+    /// (`partition` is its index in the batch's offset ranges): a task that
+    /// failed and was retried writes only the values of the attempt that
+    /// succeeded. An error (or a panic) here fails the batch without a
+    /// retry of the task, since part of the values may have been written;
+    /// the driver then calls [`OutsideSink::abort`].
+    fn write(&self, values: Vec<T>, partition: usize, info: &BatchInfo) -> Result<(), BoxError>;
 }
 
 struct SinkOutput<T, S> {
@@ -113,16 +122,28 @@ struct SinkOutput<T, S> {
 
 impl<T: Send + 'static, S: Sink<T>> Output for SinkOutput<T, S> {
     fn run(&self, scope: &Arc<BatchScope>) -> Result<()> {
+        let sink = Arc::clone(&self.sink);
+        let info = Arc::clone(scope);
         // Collected first, so the sink sees only values of tasks that
         // succeeded, each once.
-        let partitions = run_stage(scope, &self.node, "sink", |_, values| values.collect())?;
-        let context = || format!("sink {:?}", self.sink.name());
-        catch_panic(|| self.sink.write(Batch::new(partitions), &scope.info))?.map_err(|e| {
-            Error::Sink {
-                sink: context(),
-                source: e,
-            }
-        })
+        run_stage_finishing(
+            scope,
+            &self.node,
+            "sink",
+            |_, values| values.collect::<Vec<T>>(),
+            move |part, values| {
+                if values.is_empty() {
+                    return Ok(());
+                }
+                let written = catch_panic(|| sink.write(values, part, &info.info))
+                    .map_err(|panic| -> BoxError { panic.to_string().into() })
+                    .and_then(|result| result);
+                written.map_err(|source| Error::Sink {
+                    sink: format!("sink {:?}", sink.name()),
+                    source,
+                })
+            },
+        )
     }
 }
 

@@ -24,7 +24,7 @@ mod record;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -37,7 +37,7 @@ use rdkafka::producer::{
 };
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use sluice_core::{Batch, BatchInfo, BoxError, DeadLetter, OutsideSink, Sink, SinkStart};
+use sluice_core::{BatchInfo, BoxError, DeadLetter, OutsideSink, Sink, SinkStart};
 
 pub use record::KafkaRecord;
 
@@ -102,8 +102,9 @@ impl std::fmt::Debug for KafkaSink {
 /// The producer of a started sink and where its batch stands.
 struct Active {
     /// Polled by the sink itself: after sends, while waiting for
-    /// deliveries before a commit, while aborting.
-    producer: BaseProducer<SinkContext>,
+    /// deliveries before a commit, while aborting. Shared with the
+    /// partitions' writes, which send without holding the sink's lock.
+    producer: Arc<BaseProducer<SinkContext>>,
     /// The consumer group progress is committed under (exactly-once only).
     group: Option<ConsumerGroupMetadata>,
     /// A transaction is open for this batch id (begun with the batch's
@@ -179,7 +180,7 @@ impl KafkaSink {
             self.check_topic(&producer, topic)?;
         }
         let mut active = Active {
-            producer,
+            producer: Arc::new(producer),
             group: None,
             open: None,
             committed: None,
@@ -261,7 +262,11 @@ impl KafkaSink {
         Ok(())
     }
 
-    fn send(&self, active: &Active, topic: &str, record: &KafkaRecord) -> KafkaResult<()> {
+    fn send(
+        producer: &BaseProducer<SinkContext>,
+        topic: &str,
+        record: &KafkaRecord,
+    ) -> KafkaResult<()> {
         let mut base = BaseRecord::<[u8], [u8]>::to(topic);
         if let Some(value) = &record.value {
             base = base.payload(value.as_slice());
@@ -288,11 +293,11 @@ impl KafkaSink {
             base = base.headers(headers);
         }
         loop {
-            match active.producer.send(base) {
+            match producer.send(base) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // The producer's queue is full: wait for deliveries.
-                    active.producer.poll(Duration::from_millis(10));
+                    producer.poll(Duration::from_millis(10));
                     base = back;
                 }
                 Err((error, _)) => return Err(error),
@@ -489,7 +494,7 @@ impl OutsideSink for KafkaSink {
         }
         self.ensure_transaction(active, batch)?;
         for letter in letters {
-            self.send(active, topic, &dead_letter_record(letter))
+            Self::send(&active.producer, topic, &dead_letter_record(letter))
                 .map_err(|e| format!("sending a dead letter to {topic:?}: {e}"))?;
         }
         Ok(())
@@ -517,19 +522,30 @@ impl OutsideSink for KafkaSink {
 }
 
 impl Sink<KafkaRecord> for KafkaSink {
-    fn write(&self, batch: Batch<KafkaRecord>, info: &BatchInfo) -> Result<(), BoxError> {
-        let mut guard = self.lock();
-        let active = guard.as_mut().ok_or("the sink was not started")?;
-        if active.discarding || batch.is_empty() {
-            return Ok(());
-        }
-        self.ensure_transaction(active, info)?;
-        for (i, record) in batch.iter().enumerate() {
-            self.send(active, &self.topic, record)
+    /// Sends one partition's records. The writes of several partitions
+    /// send at the same time, each on its worker thread, to the one
+    /// producer; only beginning the batch's transaction takes the lock.
+    fn write(
+        &self,
+        records: Vec<KafkaRecord>,
+        _partition: usize,
+        info: &BatchInfo,
+    ) -> Result<(), BoxError> {
+        let producer = {
+            let mut guard = self.lock();
+            let active = guard.as_mut().ok_or("the sink was not started")?;
+            if active.discarding {
+                return Ok(());
+            }
+            self.ensure_transaction(active, info)?;
+            Arc::clone(&active.producer)
+        };
+        for (i, record) in records.iter().enumerate() {
+            Self::send(&producer, &self.topic, record)
                 .map_err(|e| format!("sending a record to {:?}: {e}", self.topic))?;
             if i % POLL_EVERY == POLL_EVERY - 1 {
                 // Serve delivery reports while sending, without waiting.
-                active.producer.poll(Duration::ZERO);
+                producer.poll(Duration::ZERO);
             }
         }
         Ok(())
