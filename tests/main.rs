@@ -21,4 +21,5 @@ mod rate;
 mod regression;
 mod sink;
 mod state;
+mod watermark;
 mod windows;
