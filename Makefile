@@ -19,13 +19,14 @@ CHECKPOINT_DIR ?= checkpoints
 # Prerequisites run in the order written (setup, lint, tests).
 .NOTPARALLEL:
 
-.PHONY: help setup setup-lite run sessions windows pipe test test-only bench lint fmt clean-checkpoints
+.PHONY: help setup setup-lite run sessions windows trending pipe test test-only bench lint fmt clean-checkpoints
 
 help:
 	@echo "make setup              install system packages and the tansu broker"
 	@echo "make run ARGS='...'     run the wordcount example (release)"
 	@echo "make sessions ARGS='...' run the sessions example (keyed state, release)"
 	@echo "make windows ARGS='...'  run the window_counts example (event-time windows, release)"
+	@echo "make trending ARGS='...' run the trending example (batch-time sliding window, release)"
 	@echo "make pipe ARGS='...'     run the pipe example (topic to topic, exactly-once, release)"
 	@echo "make test               setup, lint, then the whole test suite"
 	@echo "make bench              run the in-memory and the Kafka benchmarks"
@@ -50,6 +51,9 @@ sessions: setup-lite
 windows: setup-lite
 	$(CARGO) run --release --example window_counts -- $(ARGS)
 
+trending: setup-lite
+	$(CARGO) run --release --example trending -- $(ARGS)
+
 pipe: setup-lite
 	$(CARGO) run --release --example pipe -- $(ARGS)
 
@@ -58,7 +62,7 @@ test: setup lint test-only
 # --all-targets builds examples as test harnesses; the crash tests run the
 # real example binaries, so build them first.
 test-only: setup
-	$(CARGO) build --example wordcount --example sessions --example window_counts --example clicks --example pipe
+	$(CARGO) build --example wordcount --example sessions --example window_counts --example clicks --example pipe --example trending
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 

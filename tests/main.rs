@@ -21,5 +21,6 @@ mod rate;
 mod regression;
 mod sink;
 mod state;
+mod trending;
 mod watermark;
 mod windows;
