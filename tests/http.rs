@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice::checkpoint::CheckpointStore;
+use sluice::kafka::Delivery;
 use sluice::prelude::*;
 
 use crate::util::job::{self, RunningJob, APP_ID, WAIT};
@@ -214,6 +215,77 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
     assert_eq!(status, 404, "{body}");
     let (status, _) = http.get("/no/such/page");
     assert_eq!(status, 404);
+    running.stop();
+}
+
+/// Also pins the at-least-once abort: it used to purge the records in
+/// flight, whose failed delivery reports then failed the redo too (and
+/// tansu's sqlite storage panicked on the producer's sequence gap).
+#[test]
+fn sink_metrics_time_each_commit_and_count_the_aborted_batches() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("sluice=debug,sluice_kafka=debug,sluice_runtime=debug")
+        .with_test_writer()
+        .try_init();
+    let broker = Tansu::start();
+    broker.create_topic("events", 2);
+    broker.create_topic("copies", 1);
+    job::produce_numbered(&broker.bootstrap(), "events", 2, 0..50);
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = Arc::new(
+        job::context(dir.path())
+            .http("127.0.0.1:0")
+            .on_batch_failure(sluice::BatchFailurePolicy::Retry {
+                backoff: Duration::from_millis(10),
+                max_attempts: 3,
+            })
+            .build()
+            .unwrap(),
+    );
+    let source = job::source(&broker.bootstrap())
+        .subscribe(["events"])
+        .build()
+        .unwrap();
+    let records = ctx.kafka_stream(source).unwrap();
+    // tansu has no transactions: the at-least-once sink.
+    let sink = KafkaSink::builder("copies-out", "copies")
+        .brokers(broker.bootstrap())
+        .delivery(Delivery::AtLeastOnce)
+        .build()
+        .unwrap();
+    records.map(KafkaRecord::from).sink(sink).unwrap();
+    // The first batch with records fails once, after the sink wrote.
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    records
+        .count()
+        .foreach_batch(move |count, _| {
+            let records: i64 = count.into_iter().sum();
+            if records > 0 && !failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::other(
+                    "the first batch with records fails once",
+                ));
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut running = RunningJob::start_shared(Arc::clone(&ctx));
+    let http = Client::new(ctx.http_addr().unwrap());
+    running.wait_for_records(100, "the 100 records produced");
+
+    let committed = running.batches().len() as f64;
+    let commits = http
+        .metric("sluice_sink_commit_seconds_count{sink=\"copies-out\"}")
+        .expect("the sink's commit histogram");
+    assert!(
+        commits >= committed,
+        "{commits} sink commits for {committed} committed batches"
+    );
+    assert_eq!(
+        http.metric("sluice_sink_aborts_total{sink=\"copies-out\"}"),
+        Some(1.0),
+        "the failed attempt's output was aborted once"
+    );
+    assert_eq!(http.metric("sluice_batches_failed_total"), Some(1.0));
     running.stop();
 }
 

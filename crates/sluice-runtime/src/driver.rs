@@ -585,8 +585,14 @@ impl Driver {
     /// when the batch is redone.
     fn commit_sinks(&self, info: &BatchInfo) -> sluice_core::Result<()> {
         for sink in self.graph.outside_sinks() {
+            let started = Instant::now();
             sink.commit(info)
                 .map_err(|source| sink_error(&*sink, source))?;
+            if let Some(monitor) = &self.monitor {
+                monitor
+                    .metrics
+                    .sink_committed(sink.name(), started.elapsed());
+            }
         }
         Ok(())
     }
@@ -594,6 +600,9 @@ impl Driver {
     fn abort_sinks(&self, info: &BatchInfo) {
         for sink in self.graph.outside_sinks() {
             sink.abort(info);
+            if let Some(monitor) = &self.monitor {
+                monitor.metrics.sink_aborted(sink.name());
+            }
         }
     }
 }

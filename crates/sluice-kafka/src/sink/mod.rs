@@ -32,9 +32,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
-};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_core::{BatchInfo, BoxError, DeadLetter, OutsideSink, Sink, SinkStart};
@@ -514,9 +512,22 @@ impl OutsideSink for KafkaSink {
                     }
                 }
             }
-            Delivery::AtLeastOnce => active
-                .producer
-                .purge(PurgeConfig::default().queue().inflight()),
+            Delivery::AtLeastOnce => {
+                // The records already sent are delivered, not purged: a
+                // redo sends them again, which at-least-once allows, and
+                // purging an idempotent producer's records in flight
+                // breaks its sequence numbers on some brokers. Their
+                // delivery reports are served here, so a failure among
+                // them is not counted against the next batch.
+                if let Err(error) = self.wait_for_deliveries(active) {
+                    tracing::warn!(sink = %self.name, batch = batch.id, %error, "the aborted batch's records were still being delivered");
+                }
+                active
+                    .producer
+                    .context()
+                    .failures
+                    .store(0, Ordering::SeqCst);
+            }
         }
     }
 }

@@ -37,6 +37,11 @@ struct StateLabels {
     state: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
 /// Every metric of one job, registered once.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -53,6 +58,8 @@ pub(crate) struct Metrics {
     paused: Gauge,
     state_keys: Family<StateLabels, Gauge>,
     state_bytes: Family<StateLabels, Gauge>,
+    sink_commit: Family<SinkLabels, Histogram, fn() -> Histogram>,
+    sink_aborts: Family<SinkLabels, Counter>,
 }
 
 /// 1 ms to about 65 s, doubling.
@@ -76,6 +83,9 @@ impl Metrics {
         let paused = Gauge::default();
         let state_keys = Family::<StateLabels, Gauge>::default();
         let state_bytes = Family::<StateLabels, Gauge>::default();
+        let sink_commit: Family<SinkLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(seconds_buckets);
+        let sink_aborts = Family::<SinkLabels, Counter>::default();
         registry.register(
             "sluice_job",
             "The job this process runs",
@@ -150,6 +160,17 @@ impl Metrics {
             Unit::Bytes,
             state_bytes.clone(),
         );
+        registry.register_with_unit(
+            "sluice_sink_commit",
+            "Time an outside sink's commit of a batch took (a Kafka sink: its deliveries and transaction commit), per sink",
+            Unit::Seconds,
+            sink_commit.clone(),
+        );
+        registry.register(
+            "sluice_sink_aborts",
+            "Batch attempts whose output an outside sink aborted (the batch failed before its checkpoint commit), per sink",
+            sink_aborts.clone(),
+        );
         Self {
             registry,
             batches_committed,
@@ -165,7 +186,25 @@ impl Metrics {
             paused,
             state_keys,
             state_bytes,
+            sink_commit,
+            sink_aborts,
         }
+    }
+
+    pub(crate) fn sink_committed(&self, sink: &str, took: std::time::Duration) {
+        self.sink_commit
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn sink_aborted(&self, sink: &str) {
+        self.sink_aborts
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .inc();
     }
 
     pub(crate) fn batch_failed(&self) {
