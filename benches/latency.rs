@@ -324,8 +324,13 @@ impl Bench {
         let mut waited = Vec::new();
         let mut in_batch = Vec::new();
         let mut batches = Vec::new();
+        // Records sent before the start of the batch ahead of the one that
+        // read them: that batch's planning did not see them yet. By how
+        // much, ms.
+        let mut missed = Vec::new();
         // Time spent in batches that ran inside the measured period.
         let mut busy_ms = 0.0;
+        let mut previous_start_ms = f64::NEG_INFINITY;
         for batch in &committed.batches {
             let at_ms = batch.at_us as f64 / 1e3;
             let started_ms = at_ms - ms(batch.processing + batch.commit);
@@ -337,10 +342,15 @@ impl Bench {
                 if ts < from_ms || ts >= to_ms {
                     continue;
                 }
-                latency.push(at_ms - ts as f64);
-                waited.push(started_ms - ts as f64);
+                let ts = ts as f64;
+                latency.push(at_ms - ts);
+                waited.push(started_ms - ts);
+                if ts < previous_start_ms {
+                    missed.push(previous_start_ms - ts);
+                }
                 any = true;
             }
+            previous_start_ms = started_ms;
             if any {
                 in_batch.push(at_ms - started_ms);
                 batches.push(batch);
@@ -351,6 +361,7 @@ impl Bench {
             "no record was sent after the warm-up of {warmup:?}"
         );
         let measured = latency.len();
+        let missed_share = missed.len() as f64 / measured as f64;
         Ok(Report {
             interval,
             rate: produced.sent_rate(),
@@ -365,6 +376,8 @@ impl Bench {
             delay: Quantiles::of(batches.iter().map(|b| ms(b.scheduling_delay)).collect()),
             records: Quantiles::of(batches.iter().map(|b| b.records as f64).collect()),
             busy: busy_ms / (to_ms - from_ms) as f64,
+            missed_share,
+            missed: Quantiles::of(missed),
             load: (load_before, load_after),
         })
     }
@@ -683,6 +696,10 @@ struct Report {
     records: Quantiles,
     /// Share of the measured time the job spent in batches.
     busy: f64,
+    /// Share of the records a batch started after they were sent did not
+    /// read, and by how much they were sent before its start, ms.
+    missed_share: f64,
+    missed: Quantiles,
     load: (String, String),
 }
 
@@ -711,6 +728,7 @@ impl Report {
             ("batch processing", &self.processing),
             ("checkpoint commit", &self.commit),
             ("scheduling delay", &self.delay),
+            ("sent before a batch that missed it, by", &self.missed),
         ] {
             println!(
                 "  {name:<44} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
@@ -724,6 +742,10 @@ impl Report {
             self.records.p90,
             self.records.p99,
             self.records.max
+        );
+        println!(
+            "  {:.2} % of the records were sent before the start of a batch that did not read them",
+            self.missed_share * 100.0
         );
         println!(
             "  busy with batches {:.0} % of the time; p99 / interval = {:.2} (goal <= {GOAL_INTERVALS})",
