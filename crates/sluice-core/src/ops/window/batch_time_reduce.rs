@@ -134,21 +134,24 @@ where
     ) -> Result<Vec<(K, V)>> {
         let pane = panes.pane_of(now);
         let reduce = self.reduce.as_ref();
-        let stored = state.scan::<K, KeyPanes<V>>()?;
+        // Stored keys stay encoded: most are in the batch too, which has
+        // them decoded.
+        let stored = state.scan_encoded::<KeyPanes<V>>()?;
         let fresh = sorted_by_encoding(state, values, reduce)?;
         let mut output = Vec::with_capacity(stored.len().max(fresh.len()));
         let mut stored = stored.into_iter().peekable();
         let mut fresh = fresh.into_iter().peekable();
         loop {
             let order = match (stored.peek(), fresh.peek()) {
-                (Some((s, ..)), Some((f, ..))) => s.cmp(f),
+                (Some((s, _)), Some((f, ..))) => s.cmp(f),
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
                 (None, None) => break,
             };
             let (encoded, key, kept, is_stored, changed) = match order {
                 Ordering::Less => {
-                    let (encoded, key, entry) = stored.next().expect("peeked");
+                    let (encoded, entry) = stored.next().expect("peeked");
+                    let key = state.decode_key(&encoded)?;
                     (encoded, key, entry.state, true, false)
                 }
                 Ordering::Greater => {
@@ -158,8 +161,8 @@ where
                     (encoded, key, kept, false, true)
                 }
                 Ordering::Equal => {
-                    let (encoded, key, entry) = stored.next().expect("peeked");
-                    let (_, _, value) = fresh.next().expect("peeked");
+                    let (encoded, entry) = stored.next().expect("peeked");
+                    let (_, key, value) = fresh.next().expect("peeked");
                     let mut kept = entry.state;
                     kept.add(pane, value, reduce);
                     (encoded, key, kept, true, true)

@@ -7,7 +7,10 @@
 //! The stored form keeps one index, `base`, and the others as differences
 //! from it, so each pane costs a byte or two instead of five.
 
-use serde::de::{Deserialize, Deserializer};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::window::ReduceFn;
@@ -116,8 +119,38 @@ impl<V> KeyPanes<V> {
 #[serde(rename = "KeyPanes")]
 struct Stored<V> {
     base: i64,
-    panes: Vec<(i64, V)>,
+    panes: PaneList<V>,
     running: Option<(i64, V)>,
+}
+
+/// Stored panes, read into a vector with room for one more: a key read by
+/// a batch usually gets a pane in it.
+struct PaneList<V>(Vec<(i64, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for PaneList<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Panes<V>(PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Panes<V> {
+            type Value = PaneList<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence of panes")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                // A stored length is not trusted for more than a few pages.
+                let len = seq.size_hint().unwrap_or(0).min(4096);
+                let mut panes = Vec::with_capacity(len + 1);
+                while let Some(pane) = seq.next_element()? {
+                    panes.push(pane);
+                }
+                Ok(PaneList(panes))
+            }
+        }
+
+        deserializer.deserialize_seq(Panes(PhantomData))
+    }
 }
 
 impl<V: Serialize> Serialize for KeyPanes<V> {
@@ -161,7 +194,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for KeyPanes<V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let Stored {
             base,
-            mut panes,
+            panes: PaneList(mut panes),
             running,
         } = Stored::deserialize(deserializer)?;
         for (p, _) in &mut panes {
@@ -177,7 +210,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for KeyPanes<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::layout;
+    use crate::state::{layout, StateDescriptor};
     use proptest::prelude::*;
 
     proptest! {
@@ -190,6 +223,16 @@ mod tests {
             let bytes = layout::encode(&kept).unwrap();
             prop_assert_eq!(layout::decode::<KeyPanes<i32>>(&bytes).unwrap(), kept);
         }
+    }
+
+    #[test]
+    fn the_checkpoint_records_the_stored_form_as_a_serde_shape() {
+        let shape = StateDescriptor::of::<String, KeyPanes<i64>>("w", "op").state_shape;
+        assert!(!shape.starts_with("rust type"), "{shape}");
+        assert!(
+            shape.contains("KeyPanes") && shape.contains("base"),
+            "{shape}"
+        );
     }
 
     #[test]
