@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use rocksdb::{Direction, IteratorMode, ReadOptions};
+use rocksdb::ReadOptions;
 use serde::{Deserialize, Serialize};
 use sluice_core::state::{Migration, StateDescriptor, StateStore};
 use sluice_core::BoxError;
@@ -229,19 +229,23 @@ fn check_types(stored: &StateRecord, declared: &StateRecord) -> Result<(), Strin
             stored.operator, declared.operator
         ));
     }
+    // Before the types: a state kept in another layout (such as a window's
+    // state written by an older sluice) has other types too, and the
+    // settings say why.
+    if stored.params != declared.params {
+        return Err(format!(
+            "was kept with the settings '{}' and is now declared with '{}'; its stored contents \
+             only fit the settings they were written with (a window's length and slide, and \
+             the layout of its state): keep them, or give the operator a new name and \
+             drop_state the old one",
+            stored.params, declared.params
+        ));
+    }
     if stored.key_shape != declared.key_shape {
         return Err(changed("key", &stored.key_shape, &declared.key_shape));
     }
     if stored.state_shape != declared.state_shape {
         return Err(changed("state", &stored.state_shape, &declared.state_shape));
-    }
-    if stored.params != declared.params {
-        return Err(format!(
-            "was kept with the settings '{}' and is now declared with '{}'; its stored contents \
-             only fit the old settings: keep them, or give the operator a new name and \
-             drop_state the old one",
-            stored.params, declared.params
-        ));
     }
     Ok(())
 }
@@ -283,15 +287,17 @@ impl StateStore for RocksState {
         }
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(until.to_vec());
-        let iter =
-            self.db
-                .iterator_cf_opt(&cf, options, IteratorMode::From(from, Direction::Forward));
-        for entry in iter {
-            let (key, value) = entry?;
-            if !each(&key, &value) {
-                break;
+        // The raw iterator lends each key and value instead of copying
+        // them into boxes: a window's scan reads every key of a partition.
+        let mut iter = self.db.raw_iterator_cf_opt(&cf, options);
+        iter.seek(from);
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if !each(key, value) {
+                return Ok(());
             }
+            iter.next();
         }
+        iter.status()?;
         Ok(())
     }
 }
@@ -367,6 +373,22 @@ mod tests {
         let mut same = declared("w", "Str", "U64");
         same.params = old.params.clone();
         assert!(plan_states(&[old], &[same], &StateChanges::default()).is_ok());
+    }
+
+    #[test]
+    fn a_window_state_of_an_older_layout_is_refused_naming_the_settings() {
+        let mut old = stored("w", "Str", "WindowPanes");
+        old.params = "batch_time len_ms=10000 slide_ms=1000".into();
+        let mut new = declared("w", "Str", "KeyPanes");
+        new.params = "batch_time len_ms=10000 slide_ms=1000 layout=2".into();
+        let (name, reason) = plan_states(&[old], &[new], &StateChanges::default()).unwrap_err();
+        assert_eq!(name, "w");
+        assert!(
+            reason.contains("slide_ms=1000'")
+                && reason.contains("layout=2")
+                && reason.contains("layout of its state"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -49,8 +49,12 @@ impl<S> Entry<S> {
     }
 }
 
+/// The postcard bytes of `value`, in a buffer of their exact size: sized
+/// first, then written once, instead of grown a byte at a time.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, BoxError> {
-    Ok(postcard::to_stdvec(value)?)
+    let mut bytes = vec![0; postcard::experimental::serialized_size(value)?];
+    postcard::to_slice(value, &mut bytes)?;
+    Ok(bytes)
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BoxError> {

@@ -114,6 +114,33 @@ impl<'a> PartitionState<'a> {
 
     /// Every committed entry of the partition, in encoded-key order.
     pub(crate) fn scan<K: DeserializeOwned, S: DeserializeOwned>(&self) -> Result<Entries<K, S>> {
+        self.scan_with(|encoded, value| {
+            let (k, entry) = decode_pair(encoded, value)?;
+            Ok((encoded.to_vec(), k, entry))
+        })
+    }
+
+    /// Every committed entry of the partition with its key left encoded,
+    /// in encoded-key order: for operators that decode only some of the
+    /// keys (see [`PartitionState::decode_key`]).
+    pub(crate) fn scan_encoded<S: DeserializeOwned>(&self) -> Result<Vec<(Vec<u8>, Entry<S>)>> {
+        self.scan_with(|encoded, value| {
+            let entry =
+                layout::decode(value).map_err(|e| format!("a state does not decode: {e}"))?;
+            Ok((encoded.to_vec(), entry))
+        })
+    }
+
+    /// The key an encoded key of this state stands for.
+    pub(crate) fn decode_key<K: DeserializeOwned>(&self, encoded: &[u8]) -> Result<K> {
+        layout::decode(encoded).map_err(|e| self.error(format!("a key does not decode: {e}")))
+    }
+
+    /// `decode` of every value key and value of the partition, in key order.
+    fn scan_with<T>(
+        &self,
+        decode: impl Fn(&[u8], &[u8]) -> std::result::Result<T, BoxError>,
+    ) -> Result<Vec<T>> {
         let (from, until) = layout::values_of(self.partition);
         let mut out = Vec::new();
         let mut failure = None;
@@ -122,9 +149,9 @@ impl<'a> PartitionState<'a> {
                 let Some(encoded) = layout::key_of_value(key) else {
                     return true;
                 };
-                match decode_pair(encoded, value) {
-                    Ok((k, entry)) => {
-                        out.push((encoded.to_vec(), k, entry));
+                match decode(encoded, value) {
+                    Ok(item) => {
+                        out.push(item);
                         true
                     }
                     Err(e) => {

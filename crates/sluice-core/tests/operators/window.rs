@@ -414,7 +414,7 @@ fn the_checkpoint_sees_each_windows_length_and_slide() {
             (
                 "clicks_10m",
                 "reduce_by_key_and_window",
-                "batch_time len_ms=600000 slide_ms=60000"
+                "batch_time len_ms=600000 slide_ms=60000 layout=2"
             ),
             ("recent", "window", "batch_time len_ms=4000 slide_ms=2000"),
             ("totals", "update_state_by_key", ""),

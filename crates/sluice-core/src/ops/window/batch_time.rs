@@ -211,7 +211,7 @@ where
     /// # Ok::<(), sluice_core::Error>(())
     /// ```
     pub fn window(&self, name: &str, len: Duration, slide: Duration) -> DStream<T> {
-        let panes = declare::<ChunkKey, Vec<T>>(&self.graph, name, OPERATOR, len, slide);
+        let panes = declare::<ChunkKey, Vec<T>>(&self.graph, name, OPERATOR, (len, slide), None);
         let window = Window {
             parent: Arc::clone(&self.node),
             name: name.into(),

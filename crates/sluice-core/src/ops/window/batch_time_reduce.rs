@@ -12,14 +12,15 @@
 //! it — and drops the panes no later window needs; other batches read and
 //! write only their own keys.
 
-use std::collections::btree_map::{BTreeMap, Entry as MapEntry};
+use std::cmp::Ordering;
 use std::hash::Hash;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::key_panes::{self, KeyPanes};
 use super::{declare, refused};
 use crate::ops::materialize::Materialized;
 use crate::scope::BatchScope;
@@ -33,89 +34,10 @@ use crate::{DStream, Error, Result};
 
 const REDUCE_BY_KEY_AND_WINDOW: &str = "reduce_by_key_and_window";
 
-/// What a windowed reduction keeps per key.
-///
-/// The plain and the incremental form keep the same thing (the plain form
-/// never sets `running`), so a job may switch between them under the same
-/// name and length and slide.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct WindowPanes<V> {
-    /// The key's reduced values by pane, ascending.
-    panes: Vec<(i64, V)>,
-    /// Incremental form: the key's value in the window ending at pane
-    /// `.0`. Absent for a new key and for a key the filter dropped: its
-    /// next value is then reduced from its panes.
-    running: Option<(i64, V)>,
-}
-
-impl<V> Default for WindowPanes<V> {
-    fn default() -> Self {
-        Self {
-            panes: Vec::new(),
-            running: None,
-        }
-    }
-}
-
-impl<V: Clone> WindowPanes<V> {
-    /// Folds `value` into pane `pane`. A value for a pane the running
-    /// value already covers (a batch time not after the last window) goes
-    /// into it too, so it is subtracted when the pane leaves.
-    fn add(&mut self, pane: i64, value: V, reduce: &ReduceFn<V>) {
-        if let Some((end, running)) = self.running.take() {
-            let running = if pane <= end {
-                reduce(running, value.clone())
-            } else {
-                running
-            };
-            self.running = Some((end, running));
-        }
-        match self.panes.binary_search_by_key(&pane, |(p, _)| *p) {
-            Ok(i) => {
-                let (_, old) = self.panes.remove(i);
-                self.panes.insert(i, (pane, reduce(old, value)));
-            }
-            Err(i) => self.panes.insert(i, (pane, value)),
-        }
-    }
-
-    /// The key's panes `first..=last` reduced; `None` when it has none.
-    fn fold(&self, first: i64, last: i64, reduce: &ReduceFn<V>) -> Option<V> {
-        self.panes
-            .iter()
-            .filter(|(p, _)| first <= *p && *p <= last)
-            .map(|(_, v)| v.clone())
-            .reduce(reduce)
-    }
-
-    /// The key's value in the window `first..=last`: its running value with
-    /// the panes that left the window taken out and those that entered it
-    /// added, or its panes reduced when it has no running value.
-    fn slide(
-        &mut self,
-        first: i64,
-        last: i64,
-        reduce: &ReduceFn<V>,
-        inverse: &ReduceFn<V>,
-    ) -> Option<V> {
-        let Some((end, mut value)) = self.running.take() else {
-            return self.fold(first, last, reduce);
-        };
-        for (pane, v) in &self.panes {
-            if *pane < first && *pane <= end {
-                value = inverse(value, v.clone());
-            } else if *pane > end && first <= *pane && *pane <= last {
-                value = reduce(value, v.clone());
-            }
-        }
-        Some(value)
-    }
-}
-
 /// The inverse function and the filter of the incremental form.
 type Incremental<K, V> = (Arc<ReduceFn<V>>, Option<Arc<FilterFn<K, V>>>);
 
-fn entry<V>(state: WindowPanes<V>) -> Entry<WindowPanes<V>> {
+fn entry<V>(state: KeyPanes<V>) -> Entry<KeyPanes<V>> {
     Entry {
         state,
         timeout_at: None,
@@ -190,7 +112,7 @@ where
             .iter()
             .map(|(k, _)| state.encode_key(k))
             .collect::<Result<Vec<_>>>()?;
-        let (stored, _) = state.load::<WindowPanes<V>>(&keys)?;
+        let (stored, _) = state.load::<KeyPanes<V>>(&keys)?;
         for ((key, (_, value)), stored) in keys.iter().zip(values).zip(stored) {
             let mut panes = stored.map(|e| e.state).unwrap_or_default();
             panes.add(pane, value, self.reduce.as_ref());
@@ -200,7 +122,9 @@ where
     }
 
     /// A batch that emits the window ending at `now`: every key of the
-    /// partition, in the order of their encoded bytes.
+    /// partition, in the order of their encoded bytes. The stored keys come
+    /// sorted from the scan and the batch's keys are sorted once, so the
+    /// two are merged in one pass.
     fn emit(
         &self,
         state: &mut PartitionState<'_>,
@@ -209,64 +133,151 @@ where
         values: PartIter<'_, (K, V)>,
     ) -> Result<Vec<(K, V)>> {
         let pane = panes.pane_of(now);
-        let (first, last) = panes.window_at(now);
         let reduce = self.reduce.as_ref();
-        // Encoded key → key, its panes, whether it is stored, whether it
-        // changed.
-        let mut keys: BTreeMap<Vec<u8>, (K, WindowPanes<V>, bool, bool)> = BTreeMap::new();
-        for (encoded, key, stored) in state.scan::<K, WindowPanes<V>>()? {
-            keys.insert(encoded, (key, stored.state, true, false));
-        }
-        for (key, value) in values {
-            match keys.entry(state.encode_key(&key)?) {
-                MapEntry::Occupied(mut slot) => {
-                    let (_, panes, _, changed) = slot.get_mut();
-                    panes.add(pane, value, reduce);
-                    *changed = true;
+        // Stored keys stay encoded: most are in the batch too, which has
+        // them decoded.
+        let stored = state.scan_encoded::<KeyPanes<V>>()?;
+        let fresh = sorted_by_encoding(state, values, reduce)?;
+        let mut output = Vec::with_capacity(stored.len().max(fresh.len()));
+        let mut stored = stored.into_iter().peekable();
+        let mut fresh = fresh.into_iter().peekable();
+        loop {
+            let order = match (stored.peek(), fresh.peek()) {
+                (Some((s, _)), Some((f, ..))) => s.cmp(f),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => break,
+            };
+            let (encoded, key, kept, is_stored, changed) = match order {
+                Ordering::Less => {
+                    let (encoded, entry) = stored.next().expect("peeked");
+                    let key = state.decode_key(&encoded)?;
+                    (encoded, key, entry.state, true, false)
                 }
-                MapEntry::Vacant(slot) => {
-                    let mut panes = WindowPanes::default();
-                    panes.add(pane, value, reduce);
-                    slot.insert((key, panes, false, true));
+                Ordering::Greater => {
+                    let (encoded, key, value) = fresh.next().expect("peeked");
+                    let mut kept = KeyPanes::default();
+                    kept.add(pane, value, reduce);
+                    (encoded, key, kept, false, true)
                 }
-            }
-        }
-        let mut output = Vec::new();
-        for (encoded, (key, mut kept, stored, mut changed)) in keys {
-            let value = match &self.inverse {
-                Some((inverse, filter)) => {
-                    changed = true; // the running value moves with the window
-                    let value = kept.slide(first, last, reduce, inverse.as_ref());
-                    value.filter(|v| filter.as_ref().is_none_or(|keep| keep(&key, v)))
-                }
-                None => {
-                    changed |= kept.running.take().is_some();
-                    kept.fold(first, last, reduce)
+                Ordering::Equal => {
+                    let (encoded, entry) = stored.next().expect("peeked");
+                    let (_, key, value) = fresh.next().expect("peeked");
+                    let mut kept = entry.state;
+                    kept.add(pane, value, reduce);
+                    (encoded, key, kept, true, true)
                 }
             };
-            if let Some(value) = value {
-                if self.inverse.is_some() {
-                    kept.running = Some((last, value.clone()));
-                }
-                output.push((key, value));
-            }
-            // The incremental form subtracts the panes of this window when
-            // they leave it, so it keeps them until then.
-            let incremental = self.inverse.is_some();
-            let before = kept.panes.len();
-            kept.panes
-                .retain(|(p, _)| (incremental && *p >= first) || panes.needed_after(*p, now));
-            changed |= kept.panes.len() != before;
-            if kept.panes.is_empty() && kept.running.is_none() {
-                if stored {
-                    state.delete(&encoded, None);
-                }
-            } else if changed {
-                state.put(&encoded, None, &entry(kept))?;
+            let key = Settle {
+                encoded,
+                key,
+                kept,
+                stored: is_stored,
+                changed,
+            };
+            if let Some(emitted) = self.settle(state, key, panes, now)? {
+                output.push(emitted);
             }
         }
         Ok(output)
     }
+
+    /// One key at the window ending at `now`: its value in the window, if
+    /// it has one the filter keeps, and its state staged — deleted when
+    /// nothing is left, rewritten only when it changed.
+    fn settle(
+        &self,
+        state: &mut PartitionState<'_>,
+        key: Settle<K, V>,
+        panes: Panes,
+        now: i64,
+    ) -> Result<Option<(K, V)>> {
+        let Settle {
+            encoded,
+            key,
+            mut kept,
+            stored,
+            mut changed,
+        } = key;
+        let (first, last) = panes.window_at(now);
+        let reduce = self.reduce.as_ref();
+        let value = match &self.inverse {
+            Some((inverse, filter)) => {
+                let before = kept.running.take();
+                let had_running = before.is_some();
+                let (value, end) = match before {
+                    Some((end, running)) => {
+                        let (value, moved) =
+                            kept.slide(end, running, (first, last), reduce, inverse.as_ref());
+                        // A running value no pane entered or left stands
+                        // as stored: no later pane can enter `(end, last]`.
+                        changed |= moved;
+                        (Some(value), if moved { last } else { end })
+                    }
+                    None => (kept.fold(first, last, reduce), last),
+                };
+                let value = value.filter(|v| filter.as_ref().is_none_or(|keep| keep(&key, v)));
+                changed |= had_running != value.is_some();
+                kept.running = value.clone().map(|v| (end, v));
+                value
+            }
+            None => {
+                changed |= kept.running.take().is_some();
+                kept.fold(first, last, reduce)
+            }
+        };
+        // The incremental form subtracts the panes of this window when
+        // they leave it, so it keeps them until then.
+        let incremental = self.inverse.is_some();
+        let before = kept.panes.len();
+        kept.panes
+            .retain(|(p, _)| (incremental && *p >= first) || panes.needed_after(*p, now));
+        changed |= kept.panes.len() != before;
+        if kept.panes.is_empty() && kept.running.is_none() {
+            if stored {
+                state.delete(&encoded, None);
+            }
+        } else if changed {
+            state.put(&encoded, None, &entry(kept))?;
+        }
+        Ok(value.map(|v| (key, v)))
+    }
+}
+
+/// A key met by a window, before it is settled.
+struct Settle<K, V> {
+    encoded: Vec<u8>,
+    key: K,
+    kept: KeyPanes<V>,
+    /// Whether the checkpoint holds the key.
+    stored: bool,
+    /// Whether its stored state no longer holds.
+    changed: bool,
+}
+
+/// The batch's values with their encoded keys, sorted by them; values of
+/// keys that encode alike are reduced into one.
+fn sorted_by_encoding<K: Serialize, V>(
+    state: &PartitionState<'_>,
+    values: PartIter<'_, (K, V)>,
+    reduce: &ReduceFn<V>,
+) -> Result<Vec<(Vec<u8>, K, V)>> {
+    let mut encoded = values
+        .map(|(key, value)| Ok((state.encode_key(&key)?, key, value)))
+        .collect::<Result<Vec<_>>>()?;
+    encoded.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut sorted: Vec<(Vec<u8>, K, V)> = Vec::with_capacity(encoded.len());
+    for (bytes, key, value) in encoded {
+        let value = match sorted.last() {
+            Some((last, ..)) if *last == bytes => {
+                let (_, _, old) = sorted.pop().expect("a last value");
+                reduce(old, value)
+            }
+            _ => value,
+        };
+        sorted.push((bytes, key, value));
+    }
+    Ok(sorted)
 }
 
 impl<K, V> DStream<(K, V)>
@@ -455,7 +466,13 @@ where
         reduce: Arc<ReduceFn<V>>,
         inverse: Option<Incremental<K, V>>,
     ) -> DStream<(K, V)> {
-        let panes = declare::<K, WindowPanes<V>>(&self.graph, name, operator, len, slide);
+        let panes = declare::<K, KeyPanes<V>>(
+            &self.graph,
+            name,
+            operator,
+            (len, slide),
+            Some(key_panes::LAYOUT),
+        );
         let combine = Arc::clone(&reduce);
         // A map-side combine and a shuffle to the job's shuffle partitions,
         // which are the state's key partitions.

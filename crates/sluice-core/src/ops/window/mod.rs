@@ -10,6 +10,7 @@
 mod batch_time;
 mod batch_time_reduce;
 mod event_time;
+mod key_panes;
 
 pub use event_time::{EventTimeSpec, LateCount, OutputMode, Windowed};
 
@@ -23,21 +24,23 @@ use crate::window::BatchWindow;
 use crate::{Error, StreamGraph};
 
 /// Declares a batch-time window named `name` on `graph`: its state, with
-/// key type `K`, state type `S` and the length and slide as parameters,
-/// and its length and slide for the checks at start. Returns its
-/// geometry, or why the length or slide is refused — the graph then
-/// refuses to start or run (see [`StreamGraph::check_states`]), so the
-/// operator never runs with it.
+/// key type `K`, state type `S` and as parameters the length and slide
+/// and, when given, the `layout` of its stored state; and its length and
+/// slide for the checks at start. Returns its geometry, or why the length
+/// or slide is refused — the graph then refuses to start or run (see
+/// [`StreamGraph::check_states`]), so the operator never runs with it.
 fn declare<K: DeserializeOwned, S: DeserializeOwned>(
     graph: &StreamGraph,
     name: &str,
     operator: &'static str,
-    len: Duration,
-    slide: Duration,
+    (len, slide): (Duration, Duration),
+    layout: Option<&str>,
 ) -> Result<Panes, String> {
-    graph.declare_state(
-        StateDescriptor::of::<K, S>(name, operator).with_params(Panes::params(len, slide)),
-    );
+    let mut params = Panes::params(len, slide);
+    if let Some(layout) = layout {
+        params = format!("{params} {layout}");
+    }
+    graph.declare_state(StateDescriptor::of::<K, S>(name, operator).with_params(params));
     graph.declare_window(BatchWindow {
         name: name.to_owned(),
         operator,
