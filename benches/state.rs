@@ -113,6 +113,9 @@ fn run(
         let started = Instant::now();
         if id == 0 {
             first_batch(graph, &mut store, &pool, input);
+            if let Some(s) = std::env::var("SLUICE_BENCH_SETTLE").ok().and_then(|v| v.parse().ok()) {
+                std::thread::sleep(Duration::from_secs(s));
+            }
         } else {
             later_batch(graph, &mut store, &pool, input, id);
         }
