@@ -281,7 +281,10 @@ fn main() {
     if only.is_empty() || only == "count" {
         let counted = rate(&run(&count_keys_graph(), every, batches, false), records);
         let counted_rss = peak_rss_mib();
-        let mapped = rate(&run(&map_with_state_graph(), every, batches, false), records);
+        let mapped = rate(
+            &run(&map_with_state_graph(), every, batches, false),
+            records,
+        );
         println!(
             "count_keys + save_counts: {counted:>12.0} records/s  (peak RSS {counted_rss:.0} MiB)"
         );
