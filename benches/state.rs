@@ -157,8 +157,10 @@ fn wait_for_flush(store: &RocksCheckpoint) {
 }
 
 /// The first batch, which creates the state. Kept apart from the later
-/// ones so a profiler can count only those:
-/// `valgrind --tool=callgrind --toggle-collect='*later_batch*'`.
+/// ones so a profile can tell them apart. Callgrind's
+/// `--toggle-collect='*later_batch*'` counts only the driver's thread (the
+/// commit); to count the workers' reads too, subtract a
+/// `SLUICE_BENCH_BATCHES=1` run from a longer one.
 #[inline(never)]
 fn first_batch(
     graph: &StreamGraph,
