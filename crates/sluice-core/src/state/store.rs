@@ -18,6 +18,7 @@ use crate::{BoxError, Write, WriteSet};
 pub trait StateStore: Send + Sync {
     /// The values of `keys` in `family`, in the order asked (`None` for an
     /// absent key or family): one bulk read per task, not one per record.
+    /// Keys asked in ascending byte order may be read faster.
     fn get_many(&self, family: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BoxError>;
 
     /// Hands every key/value of `family` in `[from, until)` to `each`, in

@@ -120,17 +120,25 @@ where
 {
     let now = scope.info.time_ms();
     let mut index: KeyMap<K, usize> = KeyMap::default();
-    let mut keys: Vec<K> = Vec::new();
+    let mut keys: Vec<(Vec<u8>, K)> = Vec::new();
     for (key, _) in &values {
         if !index.contains_key(key) {
-            index.insert(key.clone(), keys.len());
-            keys.push(key.clone());
+            index.insert(key.clone(), 0);
+            keys.push((state.encode_key(key)?, key.clone()));
         }
     }
-    let encoded = keys
-        .iter()
-        .map(|k| state.encode_key(k))
-        .collect::<Result<Vec<_>>>()?;
+    // In the order of their bytes, the keys are one sorted multi-get, and
+    // their writes reach the memtable in key order, where each insert
+    // starts from the previous one's place instead of the top.
+    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let encoded: Vec<Vec<u8>> = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, (bytes, key))| {
+            *index.get_mut(&key).expect("every key is indexed") = i;
+            bytes
+        })
+        .collect();
     let (entries, seeded) = state.load::<S>(&encoded)?;
     let mut slots: Vec<Slot<S>> = encoded
         .into_iter()
