@@ -97,27 +97,7 @@ impl RocksCheckpoint {
             DirKind::Foreign => return Err(Error::NotACheckpoint { path }),
         }
         let memory = Memory::new(DEFAULT_CACHE_BYTES);
-        // A running job's flush or compaction may delete a file between
-        // reading the MANIFEST that lists it and opening it; the next
-        // attempt reads the new MANIFEST.
-        let mut attempt = 1;
-        let (db, families) = loop {
-            let families = list_families(&path)?;
-            match Db::open_cf_descriptors_read_only(
-                &memory.db_options(false),
-                &path,
-                descriptors(&memory, &families),
-                false,
-            ) {
-                Ok(db) => break (db, families),
-                Err(e) if attempt < READ_ONLY_OPEN_ATTEMPTS && is_file_gone(&e) => {
-                    tracing::debug!(error = %e, attempt, "a file of the checkpoint went away while opening it read-only; opening again");
-                    std::thread::sleep(std::time::Duration::from_millis(10 * u64::from(attempt)));
-                    attempt += 1;
-                }
-                Err(e) => return Err(open_error(&path, e)),
-            }
-        };
+        let (db, families) = open_db_read_only(&path, &memory)?;
         let mut store = Self::new(db, path, families, memory, true, false, 1);
         store.restore = RestorePolicy::OFF;
         match check_meta(&store.path, &store.stored_meta()?, &app_id)? {
@@ -374,18 +354,11 @@ impl RocksCheckpoint {
             DirKind::Damaged => return Err(missing_current(path)),
             DirKind::Foreign => return Err(Error::NotACheckpoint { path }),
         }
-        let families = list_families(&path)?;
-        if !families.contains(keys::META) {
+        if !list_families(&path)?.contains(keys::META) {
             return Err(Error::NotACheckpoint { path });
         }
         let memory = Memory::new(crate::memory::MIN_CACHE_BYTES);
-        let db = Db::open_cf_descriptors_read_only(
-            &memory.db_options(false),
-            &path,
-            descriptors(&memory, &families),
-            false,
-        )
-        .map_err(|e| open_error(&path, e))?;
+        let (db, _) = open_db_read_only(&path, &memory)?;
         let meta = db
             .cf_handle(keys::META)
             .ok_or_else(|| Error::NotACheckpoint { path: path.clone() })?;
@@ -1234,6 +1207,31 @@ fn open_error(path: &Path, source: rocksdb::Error) -> Error {
 
 /// How often a read-only open is tried when a file goes away under it.
 const READ_ONLY_OPEN_ATTEMPTS: u32 = 5;
+
+/// Opens the database at `path` read-only with every family it lists. A
+/// running job's flush or compaction may delete a file between reading the
+/// MANIFEST that lists it and opening it; the next attempt reads the new
+/// MANIFEST.
+fn open_db_read_only(path: &Path, memory: &Memory) -> Result<(Db, BTreeSet<String>)> {
+    let mut attempt = 1;
+    loop {
+        let families = list_families(path)?;
+        match Db::open_cf_descriptors_read_only(
+            &memory.db_options(false),
+            path,
+            descriptors(memory, &families),
+            false,
+        ) {
+            Ok(db) => return Ok((db, families)),
+            Err(e) if attempt < READ_ONLY_OPEN_ATTEMPTS && is_file_gone(&e) => {
+                tracing::debug!(error = %e, attempt, "a file of the checkpoint went away while opening it read-only; opening again");
+                std::thread::sleep(std::time::Duration::from_millis(10 * u64::from(attempt)));
+                attempt += 1;
+            }
+            Err(e) => return Err(open_error(path, e)),
+        }
+    }
+}
 
 /// True when RocksDB could not find a file it was told exists: a running
 /// job's flush or compaction deleted it after the MANIFEST was read.
