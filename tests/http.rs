@@ -223,10 +223,6 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
 /// tansu's sqlite storage panicked on the producer's sequence gap).
 #[test]
 fn sink_metrics_time_each_commit_and_count_the_aborted_batches() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("sluice=debug,sluice_kafka=debug,sluice_runtime=debug")
-        .with_test_writer()
-        .try_init();
     let broker = Tansu::start();
     broker.create_topic("events", 2);
     broker.create_topic("copies", 1);
