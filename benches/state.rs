@@ -15,6 +15,7 @@
 //! SLUICE_BENCH_ONLY=few cargo bench --bench state    # only the 1 % case
 //! SLUICE_BENCH_SETTLE=0 ...   # 1 % case: measure while the fill's flush runs
 //! SLUICE_BENCH_ONLY=few_map cargo bench --bench state   # its map_with_state alone (for profiling)
+//! SLUICE_BENCH_ONLY=few_update cargo bench --bench state   # its update_state_by_key alone
 //! ```
 //!
 //! `SLUICE_BENCH_TIMES=1` prints every batch's time (ms) on stderr.
@@ -296,7 +297,7 @@ fn main() {
             peak_rss_mib()
         );
     }
-    if !(only.is_empty() || only == "few" || only == "few_map") {
+    if !(only.is_empty() || only.starts_with("few")) {
         return;
     }
 
@@ -324,6 +325,15 @@ fn main() {
         println!(
             "1% of {keys} keys per batch: map_with_state {:.1} ms per batch",
             measured(&mapped)
+        );
+        return;
+    }
+    if only == "few_update" {
+        // For a profiler: update_state_by_key alone.
+        let updated = run(&update_state_graph(), fill_then_few, batches, settle);
+        println!(
+            "1% of {keys} keys per batch: update_state_by_key {:.1} ms per batch",
+            measured(&updated)
         );
         return;
     }

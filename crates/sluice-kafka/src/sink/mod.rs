@@ -185,6 +185,16 @@ impl KafkaSink {
             discarding: false,
         };
         if self.delivery == Delivery::AtLeastOnce {
+            // The idempotent producer asks a broker for its producer id
+            // when a metadata answer comes in, or else on a 500 ms timer.
+            // The first answer may come through the bootstrap connection,
+            // which does not count; a second one comes from a broker of
+            // the cluster, so the id is asked for now rather than making
+            // the first batch wait up to half a second for the timer.
+            active
+                .producer
+                .client()
+                .fetch_metadata(None, self.operation_timeout)?;
             return Ok((active, false));
         }
         let id = progress::transactional_id(start.app_id, &self.name);
