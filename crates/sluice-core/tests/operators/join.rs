@@ -274,6 +274,28 @@ fn joining_streams_of_two_graphs_fails_every_batch_naming_the_operator() {
     }
 }
 
+/// `union` of streams of two graphs panicked when the union was built.
+#[test]
+fn a_union_of_streams_of_two_graphs_fails_every_batch_naming_union() {
+    for executor in executors() {
+        let (graph, other) = (StreamGraph::new(), StreamGraph::new());
+        side(&graph, "l")
+            .union(&side(&other, "r"))
+            .print(1)
+            .unwrap();
+        let input = || two_sided_input(&[vec![(1, 1)]], &[vec![(1, 2)]]);
+        for _batch in 0..2 {
+            match run(&graph, input(), &executor) {
+                Err(Error::User { operator, source }) => {
+                    assert_eq!(operator, "union");
+                    assert!(source.to_string().contains("different StreamGraphs"));
+                }
+                other => panic!("expected a user error, got {other:?}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn a_join_over_more_shuffle_partitions_than_allowed_fails_the_batch_naming_it() {
     let graph = StreamGraph::new();
