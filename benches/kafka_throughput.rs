@@ -433,6 +433,14 @@ impl Bench {
         if let Job::PassThroughHttp = job {
             builder = builder.http("127.0.0.1:0");
         }
+        if let Job::MoreOutputs(_) = job {
+            // Keep the whole batch for the later outputs: with no rate
+            // limit the first batch holds the whole topic, past the default
+            // bound, and tansu's memory storage answers a fetch that starts
+            // inside a record batch from the next batch on, so a chunk read
+            // again from Kafka would miss records.
+            builder = builder.shared_input_bytes(usize::MAX);
+        }
         let ctx = builder.build()?;
         let stream = ctx.kafka_stream(self.source()?)?;
         let counted = Arc::new(AtomicI64::new(0));

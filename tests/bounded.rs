@@ -106,3 +106,44 @@ fn run_until_caught_up_on_an_empty_topic_returns_after_one_batch() {
     assert_eq!(batches.load(Ordering::Relaxed), 1);
     assert!(job::committed_counts(dir.path()).is_empty());
 }
+
+/// Two outputs on one input, with room to keep only part of a batch for
+/// the second: the chunks beyond it are read from Kafka again, and both
+/// outputs still count every record of the batch once.
+#[test]
+fn a_second_output_reads_what_did_not_fit_in_the_shared_input_bytes_again_and_counts_all() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, TOPIC, 2);
+    // Three chunks (of up to 4096 records) per partition in one batch.
+    let lines = produce_numbered(&bootstrap, TOPIC, 2, 0..10_000);
+    let dir = TempDir::new().unwrap();
+    // A full chunk counts about 0.5 MiB: room for two of the six.
+    let ctx = job::context(dir.path())
+        .shared_input_bytes(1 << 20)
+        .build()
+        .unwrap();
+    let stream = ctx
+        .kafka_stream(job::source(&bootstrap).subscribe([TOPIC]).build().unwrap())
+        .unwrap();
+    stream
+        .values_utf8()
+        .count_by_value()
+        .save_counts(job::COUNTS)
+        .unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let second = Arc::clone(&seen);
+    stream
+        .count()
+        .foreach_batch(move |counts, _| {
+            let records: i64 = counts.iter().sum();
+            second.fetch_add(records as u64, Ordering::Relaxed);
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    let batches = batch_counter(&ctx);
+    ctx.run_until_caught_up().unwrap();
+    assert_eq!(batches.load(Ordering::Relaxed), 1, "one batch reads it all");
+    assert_eq!(seen.load(Ordering::Relaxed), 20_000);
+    assert_eq!(job::committed_counts(dir.path()), job::counts_of(&lines));
+}

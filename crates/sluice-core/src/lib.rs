@@ -90,6 +90,7 @@ pub use ops::LateCount;
 pub use poison::PoisonPolicy;
 pub use rate::{PidSettings, RateError, RateLimit, RateLimits, RateReason};
 pub use record::Record;
+pub use shared_reads::DEFAULT_SHARED_INPUT_BYTES;
 pub use sink::{CheckpointSink, CounterSink, LatestValueSink, OutsideSink, Sink, SinkStart};
 pub use source::{
     DataLossPolicy, MemorySource, OffsetReset, PartitionOffsets, Plan, ResetKind, Source,

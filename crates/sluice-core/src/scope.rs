@@ -45,12 +45,13 @@ pub(crate) struct BatchScope {
 }
 
 impl BatchScope {
-    /// The scope of a batch computed by `outputs` output operations.
+    /// The scope of a batch whose output operations share their reads of
+    /// the input through `reads`.
     pub(crate) fn new(
         env: BatchEnv,
         poison: PoisonPolicy,
         shuffle_partitions: usize,
-        outputs: usize,
+        reads: SharedReads,
     ) -> Self {
         let BatchEnv {
             info,
@@ -68,7 +69,7 @@ impl BatchScope {
             dead_letters: Mutex::new(BTreeMap::new()),
             late: Mutex::new(BTreeMap::new()),
             records_read: info.ranges.iter().map(|_| AtomicU64::new(0)).collect(),
-            reads: SharedReads::new(outputs),
+            reads,
             writes: Mutex::new(WriteSet::new()),
             cancelled,
             stages: Mutex::new(HashMap::new()),

@@ -2,31 +2,55 @@
 //! run one after the other, and each would otherwise read every range
 //! again. With more than one output, each chunk read is kept for the
 //! outputs still to come and handed to the last of them without a copy.
+//!
+//! What is kept is bounded: once the kept chunks of a batch take the
+//! graph's [`shared_input_bytes`](crate::StreamGraph::set_shared_input_bytes),
+//! a chunk read after that is not kept, and each later output reads it
+//! from the input again, as it would without sharing. A batch that reads a
+//! large backlog so holds a bounded part of it for its later outputs.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use crate::{InputReader, OffsetRange, Record, Result};
 
+/// How many bytes of a batch's input are kept for its later outputs by
+/// default: 128 MiB.
+pub const DEFAULT_SHARED_INPUT_BYTES: usize = 128 << 20;
+
 /// The chunks of one batch's input kept for later outputs.
 pub(crate) struct SharedReads {
     /// How many times a chunk is expected to be read: once per output.
     readers: usize,
-    /// Chunks by range index and first offset.
-    kept: Mutex<HashMap<(usize, i64), Kept>>,
+    /// At most this many bytes of records are kept at a time.
+    budget: usize,
+    kept: Mutex<Kept>,
 }
 
+#[derive(Default)]
 struct Kept {
-    records: Vec<Record>,
+    /// Chunks by range index and first offset.
+    chunks: HashMap<(usize, i64), Chunk>,
+    /// The size of the records kept, by [`footprint`].
+    bytes: usize,
+}
+
+struct Chunk {
+    /// `None` when the chunk did not fit in the budget: each later output
+    /// reads it again.
+    records: Option<Vec<Record>>,
+    bytes: usize,
     readers_left: usize,
 }
 
 impl SharedReads {
-    /// Shares reads between `outputs` outputs.
-    pub(crate) fn new(outputs: usize) -> Self {
+    /// Shares reads between `outputs` outputs, keeping at most `budget`
+    /// bytes of records.
+    pub(crate) fn new(outputs: usize, budget: usize) -> Self {
         Self {
             readers: outputs,
-            kept: Mutex::new(HashMap::new()),
+            budget,
+            kept: Mutex::new(Kept::default()),
         }
     }
 
@@ -43,29 +67,63 @@ impl SharedReads {
         let key = (part, chunk.from);
         {
             let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = kept.get_mut(&key) {
+            if let Some(entry) = kept.chunks.get_mut(&key) {
                 entry.readers_left -= 1;
-                if entry.readers_left == 0 {
-                    return Ok(kept.remove(&key).map(|e| e.records).unwrap_or_default());
+                if entry.readers_left > 0 {
+                    if let Some(records) = &entry.records {
+                        return Ok(records.clone());
+                    }
+                } else if let Some(last) = kept.chunks.remove(&key) {
+                    kept.bytes -= last.bytes;
+                    if let Some(records) = last.records {
+                        return Ok(records);
+                    }
                 }
-                return Ok(entry.records.clone());
+                drop(kept);
+                return input.read(chunk);
             }
         }
         let records = input.read(chunk)?;
         if self.readers > 1 {
-            self.kept
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(
-                    key,
-                    Kept {
-                        records: records.clone(),
-                        readers_left: self.readers - 1,
-                    },
-                );
+            let bytes = footprint(&records);
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            let fits = kept.bytes.saturating_add(bytes) <= self.budget;
+            if fits {
+                kept.bytes += bytes;
+            }
+            kept.chunks.insert(
+                key,
+                Chunk {
+                    records: fits.then(|| records.clone()),
+                    bytes: if fits { bytes } else { 0 },
+                    readers_left: self.readers - 1,
+                },
+            );
         }
         Ok(records)
     }
+}
+
+/// About what `records` take in memory: each record and the bytes it
+/// points to (allocator overhead not counted).
+fn footprint(records: &[Record]) -> usize {
+    let payload = |bytes: &Option<Vec<u8>>| bytes.as_ref().map_or(0, Vec::len);
+    records
+        .iter()
+        .map(|r| {
+            std::mem::size_of::<Record>()
+                + payload(&r.key)
+                + payload(&r.value)
+                + r.headers
+                    .iter()
+                    .map(|(name, value)| {
+                        std::mem::size_of::<(String, Option<Vec<u8>>)>()
+                            + name.len()
+                            + payload(value)
+                    })
+                    .sum::<usize>()
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -101,7 +159,7 @@ mod tests {
     #[test]
     fn three_outputs_read_each_chunk_once_and_see_the_same_records() {
         let (input, range) = input();
-        let shared = SharedReads::new(3);
+        let shared = SharedReads::new(3, DEFAULT_SHARED_INPUT_BYTES);
         let reads: Vec<Vec<Record>> = (0..3)
             .map(|_| shared.read(&input, 0, &range).unwrap())
             .collect();
@@ -110,13 +168,13 @@ mod tests {
         assert_eq!(reads[1], reads[2]);
         assert_eq!(reads[0].len(), 3);
         // The last reader took the kept chunk: nothing stays behind.
-        assert!(shared.kept.lock().unwrap().is_empty());
+        assert!(shared.kept.lock().unwrap().chunks.is_empty());
     }
 
     #[test]
     fn a_chunk_read_more_often_than_expected_is_read_again() {
         let (input, range) = input();
-        let shared = SharedReads::new(2);
+        let shared = SharedReads::new(2, DEFAULT_SHARED_INPUT_BYTES);
         let first = shared.read(&input, 0, &range).unwrap();
         let second = shared.read(&input, 0, &range).unwrap();
         let third = shared.read(&input, 0, &range).unwrap();
@@ -128,10 +186,75 @@ mod tests {
     #[test]
     fn one_output_keeps_nothing() {
         let (input, range) = input();
-        let shared = SharedReads::new(1);
+        let shared = SharedReads::new(1, DEFAULT_SHARED_INPUT_BYTES);
         shared.read(&input, 0, &range).unwrap();
         shared.read(&input, 0, &range).unwrap();
         assert_eq!(input.reads.load(Ordering::Relaxed), 2);
-        assert!(shared.kept.lock().unwrap().is_empty());
+        assert!(shared.kept.lock().unwrap().chunks.is_empty());
+    }
+
+    /// Splits `range` into a chunk of its first two records and one of the
+    /// rest.
+    fn two_chunks(range: &OffsetRange) -> [OffsetRange; 2] {
+        let split = range.from + 2;
+        [
+            OffsetRange {
+                until: split,
+                ..range.clone()
+            },
+            OffsetRange {
+                from: split,
+                ..range.clone()
+            },
+        ]
+    }
+
+    #[test]
+    fn chunks_beyond_the_budget_are_read_again_by_each_later_output() {
+        let (input, range) = input();
+        let [first, second] = two_chunks(&range);
+        // Room for the first chunk only.
+        let budget = footprint(&input.input.read(&first).unwrap());
+        let shared = SharedReads::new(3, budget);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let mut records = shared.read(&input, 0, &first).unwrap();
+            records.extend(shared.read(&input, 0, &second).unwrap());
+            seen.push(records);
+        }
+        // The first chunk once, the second by each of the three outputs.
+        assert_eq!(input.reads.load(Ordering::Relaxed), 4);
+        assert_eq!(seen[0].len(), 3);
+        assert!(seen.iter().all(|records| *records == seen[0]));
+        let kept = shared.kept.lock().unwrap();
+        assert!(kept.chunks.is_empty());
+        assert_eq!(kept.bytes, 0);
+    }
+
+    #[test]
+    fn a_budget_of_zero_keeps_nothing_and_every_output_reads() {
+        let (input, range) = input();
+        let shared = SharedReads::new(2, 0);
+        let first = shared.read(&input, 0, &range).unwrap();
+        let second = shared.read(&input, 0, &range).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(input.reads.load(Ordering::Relaxed), 2);
+        assert!(shared.kept.lock().unwrap().chunks.is_empty());
+    }
+
+    #[test]
+    fn a_chunk_taken_by_the_last_output_frees_its_room_for_the_next() {
+        let (input, range) = input();
+        let [first, second] = two_chunks(&range);
+        let budget = footprint(&input.input.read(&first).unwrap())
+            .max(footprint(&input.input.read(&second).unwrap()));
+        let shared = SharedReads::new(2, budget);
+        // Both outputs read the first chunk before the second is read: the
+        // second fits once the first is taken.
+        for chunk in [&first, &first, &second, &second] {
+            shared.read(&input, 0, chunk).unwrap();
+        }
+        assert_eq!(input.reads.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.kept.lock().unwrap().bytes, 0);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::scope::{BatchScope, TaskContext};
+use crate::shared_reads::{SharedReads, DEFAULT_SHARED_INPUT_BYTES};
 use crate::sink::OutsideSink;
 use crate::state::StateDescriptor;
 use crate::{
@@ -130,6 +131,7 @@ pub struct StreamGraph {
     states: Mutex<States>,
     poison: Mutex<PoisonPolicy>,
     shuffle_partitions: Mutex<Option<NonZeroUsize>>,
+    shared_input_bytes: AtomicUsize,
 }
 
 impl std::fmt::Debug for StreamGraph {
@@ -140,6 +142,7 @@ impl std::fmt::Debug for StreamGraph {
             .field("poison", &self.poison_policy())
             .field("sealed", &self.is_sealed())
             .field("shuffle_partitions", &self.shuffle_partitions())
+            .field("shared_input_bytes", &self.shared_input_bytes())
             .finish()
     }
 }
@@ -152,6 +155,7 @@ impl StreamGraph {
             states: Mutex::new(States::default()),
             poison: Mutex::new(PoisonPolicy::default()),
             shuffle_partitions: Mutex::new(None),
+            shared_input_bytes: AtomicUsize::new(DEFAULT_SHARED_INPUT_BYTES),
         })
     }
 
@@ -230,6 +234,27 @@ impl StreamGraph {
             .shuffle_partitions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets how many bytes of a batch's input are kept in memory for its
+    /// later outputs (default [`DEFAULT_SHARED_INPUT_BYTES`], 128 MiB);
+    /// applies from the next batch.
+    ///
+    /// With several output operations, the input is read once per batch:
+    /// each chunk the first output reads is kept for the others. Once the
+    /// kept chunks take this many bytes (records with their keys, values
+    /// and headers; allocator overhead comes on top), later chunks are not
+    /// kept and each output reads them from the input again, so a batch
+    /// that reads a large backlog holds at most about this much of it for
+    /// later outputs. `0` keeps nothing.
+    pub fn set_shared_input_bytes(&self, bytes: usize) {
+        self.shared_input_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The bytes of a batch's input kept for later outputs; see
+    /// [`StreamGraph::set_shared_input_bytes`].
+    pub fn shared_input_bytes(&self) -> usize {
+        self.shared_input_bytes.load(Ordering::Relaxed)
     }
 
     /// The outside sinks of the job, in the order they were registered: the
@@ -386,7 +411,7 @@ impl StreamGraph {
             env,
             self.poison_policy(),
             shuffle_partitions,
-            outputs.len(),
+            SharedReads::new(outputs.len(), self.shared_input_bytes()),
         ));
         for output in outputs {
             scope.check_cancelled()?;

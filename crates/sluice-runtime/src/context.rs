@@ -51,6 +51,7 @@ pub struct StreamingContextBuilder {
     checkpoint_dir: Option<PathBuf>,
     workers: usize,
     shuffle_partitions: Option<usize>,
+    shared_input_bytes: usize,
     task_attempts: u32,
     on_batch_failure: BatchFailurePolicy,
     checkpoint_sync: bool,
@@ -80,6 +81,7 @@ impl StreamingContextBuilder {
             checkpoint_dir: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             shuffle_partitions: None,
+            shared_input_bytes: sluice_core::DEFAULT_SHARED_INPUT_BYTES,
             task_attempts: 4,
             on_batch_failure: BatchFailurePolicy::Stop,
             checkpoint_sync: true,
@@ -137,6 +139,23 @@ impl StreamingContextBuilder {
     /// change the count, start a new checkpoint.
     pub fn shuffle_partitions(mut self, partitions: usize) -> Self {
         self.shuffle_partitions = Some(partitions);
+        self
+    }
+
+    /// Bytes of a batch's input kept in memory for the job's later output
+    /// operations. Default: 128 MiB
+    /// ([`DEFAULT_SHARED_INPUT_BYTES`](sluice_core::DEFAULT_SHARED_INPUT_BYTES)).
+    ///
+    /// With several outputs on one input (a sink and a `foreach_batch`
+    /// that logs each batch, say), the input is read from Kafka once per
+    /// batch and kept for the outputs after the first. Chunks read once
+    /// the kept ones reach this size are not kept: each later output reads
+    /// them from Kafka again. A batch that reads a large backlog therefore
+    /// holds at most about this much of its input for later outputs. `0`
+    /// keeps nothing: every output reads the input itself. A job with one
+    /// output keeps nothing whatever this says.
+    pub fn shared_input_bytes(mut self, bytes: usize) -> Self {
+        self.shared_input_bytes = bytes;
         self
     }
 
@@ -333,6 +352,7 @@ impl StreamingContextBuilder {
             .open()?;
         let graph = StreamGraph::new();
         graph.set_poison_policy(self.poison);
+        graph.set_shared_input_bytes(self.shared_input_bytes);
         Ok(StreamingContext {
             graph,
             app_id: app_id.clone(),

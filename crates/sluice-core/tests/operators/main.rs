@@ -867,6 +867,36 @@ impl InputReader for CountingInput {
     }
 }
 
+/// With no room to keep the input for later outputs, each output reads it
+/// itself, and every output still sees all of it.
+#[test]
+fn outputs_read_the_input_again_once_the_shared_input_bytes_are_used_up() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        graph.set_shared_input_bytes(0);
+        let lines = graph.input().values_utf8();
+        let counted = collect(&lines.count());
+        let upper = collect(&lines.map(|l| l.to_uppercase()));
+        let input = words(&[&["a b", "c"], &["d"]]);
+        let info = info_for(&input);
+        let ranges = info.ranges.len();
+        let counting = Arc::new(CountingInput {
+            input,
+            reads: AtomicUsize::new(0),
+        });
+        let output = graph
+            .run_batch(info, counting.clone(), Arc::clone(&executor))
+            .unwrap();
+        assert_eq!(counting.reads.load(Ordering::Relaxed), 2 * ranges);
+        assert_eq!(output.records_read, [2, 1]);
+        assert_eq!(only_batch(&counted).concat().iter().sum::<i64>(), 3);
+        assert_eq!(
+            sorted(only_batch(&upper).concat()),
+            ["A B", "C", "D"].map(String::from)
+        );
+    }
+}
+
 #[test]
 fn an_input_used_by_three_outputs_is_read_once_per_batch() {
     for executor in executors() {
