@@ -1,6 +1,8 @@
 //! Narrow, element-wise operators. They fuse into the task of each
-//! partition: no data moves between threads. `map` and `filter` are built
-//! on `flat_map`, the general one.
+//! partition: no data moves between threads. `map` and `filter` have nodes
+//! of their own rather than being `flat_map`s of one or no value: a value
+//! then passes through a plain `Iterator::map` or `filter`, without the
+//! state a flattening iterator checks for every value.
 
 use std::sync::Arc;
 
@@ -37,6 +39,65 @@ where
     ) -> Result<PartIter<'a, U>> {
         let values = self.parent.compute(scope, task, part)?;
         Ok(Box::new(values.flat_map(&self.f)))
+    }
+}
+
+struct Map<T, F> {
+    parent: Arc<dyn Node<T>>,
+    f: F,
+}
+
+impl<T, U, F> Node<U> for Map<T, F>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: Fn(T) -> U + Send + Sync,
+{
+    fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
+        self.parent.prepare(scope)
+    }
+
+    fn partitions(&self, scope: &BatchScope) -> usize {
+        self.parent.partitions(scope)
+    }
+
+    fn compute<'a>(
+        &'a self,
+        scope: &'a BatchScope,
+        task: &'a TaskContext,
+        part: usize,
+    ) -> Result<PartIter<'a, U>> {
+        let values = self.parent.compute(scope, task, part)?;
+        Ok(Box::new(values.map(&self.f)))
+    }
+}
+
+struct Filter<T, F> {
+    parent: Arc<dyn Node<T>>,
+    predicate: F,
+}
+
+impl<T, F> Node<T> for Filter<T, F>
+where
+    T: Send + 'static,
+    F: Fn(&T) -> bool + Send + Sync,
+{
+    fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
+        self.parent.prepare(scope)
+    }
+
+    fn partitions(&self, scope: &BatchScope) -> usize {
+        self.parent.partitions(scope)
+    }
+
+    fn compute<'a>(
+        &'a self,
+        scope: &'a BatchScope,
+        task: &'a TaskContext,
+        part: usize,
+    ) -> Result<PartIter<'a, T>> {
+        let values = self.parent.compute(scope, task, part)?;
+        Ok(Box::new(values.filter(&self.predicate)))
     }
 }
 
@@ -146,7 +207,10 @@ impl<T: Send + 'static> DStream<T> {
         U: Send + 'static,
         F: Fn(T) -> U + Send + Sync + 'static,
     {
-        self.flat_map(move |value| std::iter::once(f(value)))
+        self.derive(Map {
+            parent: Arc::clone(&self.node),
+            f,
+        })
     }
 
     /// Keeps the values for which `predicate` is true.
@@ -159,7 +223,10 @@ impl<T: Send + 'static> DStream<T> {
     where
         F: Fn(&T) -> bool + Send + Sync + 'static,
     {
-        self.flat_map(move |value| predicate(&value).then_some(value))
+        self.derive(Filter {
+            parent: Arc::clone(&self.node),
+            predicate,
+        })
     }
 
     /// Like [`DStream::map`] for a fallible `f`. A record whose `f` returns
