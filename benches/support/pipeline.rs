@@ -7,9 +7,9 @@
 //! a 1000-word vocabulary, 4 partitions): three single-threaded loops (a
 //! fast hash with keys borrowed from the text; std's `HashMap` with owned
 //! keys; and a fast hash fed what the `flat_map` closure below allocates, a
-//! `Vec` of owned words per line), then two sluice graphs — `flat_map` +
-//! `count_by_value`, and `count_keys` — each on [`InlineExecutor`] and on a
-//! 2-thread [`WorkerPool`]. `empty_batch` is the fixed cost of `run_batch`
+//! `Vec` of owned words per line), then three sluice graphs — `flat_map` +
+//! `count_by_value`, `flat_map` + `map` + `reduce_by_key`, and `count_keys`
+//! — each on [`InlineExecutor`] and on a 2-thread [`WorkerPool`]. `empty_batch` is the fixed cost of `run_batch`
 //! for a batch without ranges.
 
 use std::collections::HashMap;
@@ -121,6 +121,25 @@ fn wordcount_graph() -> Arc<StreamGraph> {
     graph
 }
 
+/// The same job in the other general form: each word paired with 1, then
+/// `reduce_by_key`.
+fn reduce_by_key_graph() -> Arc<StreamGraph> {
+    let graph = StreamGraph::new();
+    graph
+        .input()
+        .values_utf8()
+        .flat_map(|line| {
+            line.split_ascii_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|word| (word, 1i64))
+        .reduce_by_key(|a, b| a + b)
+        .save_counts("words")
+        .expect("a new graph takes outputs");
+    graph
+}
+
 /// The same job with `count_keys`: words are borrowed from the line and
 /// copied only the first time a task meets them.
 fn count_keys_graph() -> Arc<StreamGraph> {
@@ -162,6 +181,7 @@ fn wordcount(c: &mut Criterion, name: &str) {
     let info = BatchInfo::new(0, SystemTime::UNIX_EPOCH, memory.full_ranges());
     let input: Arc<dyn InputReader> = Arc::new(memory);
     let graph = wordcount_graph();
+    let pairs = reduce_by_key_graph();
     let borrowing = count_keys_graph();
     let inline: Arc<dyn Executor> = Arc::new(InlineExecutor);
     let pool: Arc<dyn Executor> = Arc::new(WorkerPool::new(2, 1).expect("spawn workers"));
@@ -175,7 +195,7 @@ fn wordcount(c: &mut Criterion, name: &str) {
     let owned = count_owned_by_hand(&partitions);
     assert_eq!(owned.len(), expected.len());
     assert!(owned.iter().all(|(word, n)| expected.get(word) == Some(n)));
-    for graph in [&graph, &borrowing] {
+    for graph in [&graph, &pairs, &borrowing] {
         for executor in [&inline, &pool] {
             assert_eq!(counts(graph, &info, &input, executor), expected);
         }
@@ -199,6 +219,12 @@ fn wordcount(c: &mut Criterion, name: &str) {
     });
     group.bench_function("sluice_pool_2_threads", |b| {
         b.iter(|| run(&graph, &info, &input, &pool))
+    });
+    group.bench_function("sluice_reduce_by_key_inline", |b| {
+        b.iter(|| run(&pairs, &info, &input, &inline))
+    });
+    group.bench_function("sluice_reduce_by_key_pool_2_threads", |b| {
+        b.iter(|| run(&pairs, &info, &input, &pool))
     });
     group.bench_function("sluice_count_keys_inline", |b| {
         b.iter(|| run(&borrowing, &info, &input, &inline))
@@ -259,7 +285,7 @@ fn config() -> Criterion {
 /// Runs the benches; `allocator` names the global allocator of the bench
 /// binary, and becomes part of the group names so the two binaries keep
 /// apart in criterion's reports.
-pub fn main(allocator: &str) {
+pub(crate) fn main(allocator: &str) {
     let mut c = config();
     wordcount(&mut c, &format!("wordcount_{allocator}"));
     empty_batch(&mut c, &format!("empty_batch_{allocator}"));

@@ -211,7 +211,11 @@ where
             id: next_stage_id(),
             parent: Arc::clone(&self.node),
             map_side: Arc::new(move |values, combined: &mut Combined<K, V>| {
-                combined.extend(values, &*map_reduce)
+                // The pairs pass through an inlined closure, as
+                // `stream::boxed` explains: 84 against 63 ms a batch.
+                #[expect(clippy::map_identity, reason = "see `stream::boxed`")]
+                let pairs = values.map(|(key, value)| (key, value));
+                combined.extend(pairs, &*map_reduce)
             }),
             reduce,
             partitions,
@@ -231,7 +235,19 @@ impl<T: Hash + Eq + Send + 'static> DStream<T> {
     /// # Ok::<(), sluice_core::Error>(())
     /// ```
     pub fn count_by_value(&self) -> DStream<(T, i64)> {
-        self.map(|value| (value, 1i64)).reduce_by_key(|a, b| a + b)
+        // `map(|v| (v, 1)).reduce_by_key(+)`, with the pairing done inside
+        // the map-side combine rather than by a `map` node of its own: one
+        // iterator less between the values and the table.
+        let add = |a: i64, b: i64| a + b;
+        self.derive(ReduceByKey {
+            id: next_stage_id(),
+            parent: Arc::clone(&self.node),
+            map_side: Arc::new(move |values, combined: &mut Combined<T, i64>| {
+                combined.extend(values.map(|value| (value, 1)), &add)
+            }),
+            reduce: Arc::new(add),
+            partitions: None,
+        })
     }
 }
 

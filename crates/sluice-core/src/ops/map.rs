@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::scope::{BatchScope, TaskContext};
-use crate::stream::{Node, PartIter};
+use crate::stream::{boxed, Node, PartIter};
 use crate::{BoxError, DStream, Record, Result};
 
 struct FlatMap<T, F> {
@@ -38,7 +38,7 @@ where
         part: usize,
     ) -> Result<PartIter<'a, U>> {
         let values = self.parent.compute(scope, task, part)?;
-        Ok(Box::new(values.flat_map(&self.f)))
+        Ok(boxed(values.flat_map(&self.f)))
     }
 }
 
@@ -68,7 +68,7 @@ where
         part: usize,
     ) -> Result<PartIter<'a, U>> {
         let values = self.parent.compute(scope, task, part)?;
-        Ok(Box::new(values.map(&self.f)))
+        Ok(boxed(values.map(&self.f)))
     }
 }
 
