@@ -277,6 +277,9 @@ impl<T: Send + 'static> DStream<T> {
             id: next_stage_id(),
             parent: Arc::clone(&self.node),
             map_side: Arc::new(move |values, combined: &mut Combined<Q::Owned, i64>| {
+                // Through an inlined closure, as `stream::boxed` explains.
+                #[expect(clippy::map_identity, reason = "see `stream::boxed`")]
+                let values = values.map(|value| value);
                 for value in values {
                     keys(&value, &mut |key| combined.add_borrowed(key, 1, &add));
                 }

@@ -97,7 +97,7 @@ where
         part: usize,
     ) -> Result<PartIter<'a, T>> {
         let values = self.parent.compute(scope, task, part)?;
-        Ok(Box::new(values.filter(&self.predicate)))
+        Ok(boxed(values.filter(&self.predicate)))
     }
 }
 
@@ -137,7 +137,7 @@ where
             Ok(out) => Some(Some(out)),
             Err(e) => task.reject(self.operator, e.into()).then_some(None),
         });
-        Ok(Box::new(results.flatten().flatten()))
+        Ok(boxed(results.flatten().flatten()))
     }
 }
 
