@@ -372,6 +372,7 @@ impl Bench {
             waited: Quantiles::of(waited),
             in_batch: Quantiles::of(in_batch),
             processing: Quantiles::of(batches.iter().map(|b| ms(b.processing)).collect()),
+            planning: Quantiles::of(batches.iter().map(|b| ms(b.planning)).collect()),
             commit: Quantiles::of(batches.iter().map(|b| ms(b.commit)).collect()),
             delay: Quantiles::of(batches.iter().map(|b| ms(b.scheduling_delay)).collect()),
             records: Quantiles::of(batches.iter().map(|b| b.records as f64).collect()),
@@ -408,6 +409,7 @@ struct CommittedBatch {
     /// The batch's record timestamps (ms since the epoch), per partition.
     timestamps: Vec<Vec<i64>>,
     processing: Duration,
+    planning: Duration,
     commit: Duration,
     scheduling_delay: Duration,
 }
@@ -485,6 +487,7 @@ impl Job {
                 records: batch.records,
                 timestamps,
                 processing: batch.processing,
+                planning: batch.planning,
                 commit: batch.commit,
                 scheduling_delay: batch.scheduling_delay,
             });
@@ -691,6 +694,7 @@ struct Report {
     /// Start of the batch to its commit, ms, per batch.
     in_batch: Quantiles,
     processing: Quantiles,
+    planning: Quantiles,
     commit: Quantiles,
     delay: Quantiles,
     records: Quantiles,
@@ -726,6 +730,7 @@ impl Report {
             ("  record sent -> its batch started", &self.waited),
             ("  batch started -> committed (per batch)", &self.in_batch),
             ("batch processing", &self.processing),
+            ("  of which planning", &self.planning),
             ("checkpoint commit", &self.commit),
             ("scheduling delay", &self.delay),
             ("sent before a batch that missed it, by", &self.missed),

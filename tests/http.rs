@@ -158,6 +158,18 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
     }
     let (_, exposition) = http.get("/metrics");
     assert!(exposition.contains("# UNIT sluice_batch_processing_seconds seconds"));
+    assert!(exposition.contains("# TYPE sluice_batch_planning_seconds histogram"));
+    let planned = http.metric("sluice_batch_planning_seconds_count").unwrap();
+    assert!(planned >= before, "{planned} >= {before}");
+    for batch in running.batches() {
+        assert!(
+            batch.planning > Duration::ZERO && batch.planning <= batch.processing,
+            "batch {}: planning {:?} is a part of processing {:?}",
+            batch.info.id,
+            batch.planning,
+            batch.processing
+        );
+    }
     assert!(exposition.contains("# TYPE sluice_batch_scheduling_delay_seconds histogram"));
     assert!(exposition.contains("sluice_checkpoint_commit_seconds_bucket{le="));
     assert!(

@@ -269,6 +269,7 @@ impl Driver {
                 (plan, info, None)
             }
         };
+        let planning = started.elapsed();
         let mut output = loop {
             match self.compute(&info)? {
                 Computed::Done(output) => break output,
@@ -343,6 +344,7 @@ impl Driver {
             records,
             ranges = info.ranges.len(),
             processing = %Readable(processing),
+            planning = %Readable(planning),
             scheduling_delay = %Readable(scheduling_delay),
             commit = %Readable(commit),
             rate_limit,
@@ -355,6 +357,7 @@ impl Driver {
             records_per_range: output.records_read,
             records,
             processing,
+            planning,
             scheduling_delay,
             commit,
             new_partitions: plan.new_partitions,

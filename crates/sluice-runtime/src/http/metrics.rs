@@ -51,6 +51,7 @@ pub(crate) struct Metrics {
     dead_letters: Counter,
     late_records: Family<WindowLabels, Counter>,
     processing: Histogram,
+    planning: Histogram,
     scheduling_delay: Histogram,
     commit: Histogram,
     lag: Family<PartitionLabels, Gauge>,
@@ -76,6 +77,7 @@ impl Metrics {
         let dead_letters = Counter::default();
         let late_records = Family::<WindowLabels, Counter>::default();
         let processing = seconds_buckets();
+        let planning = seconds_buckets();
         let scheduling_delay = seconds_buckets();
         let commit = seconds_buckets();
         let lag = Family::<PartitionLabels, Gauge>::default();
@@ -121,6 +123,12 @@ impl Metrics {
             "Time from the start of a batch to the end of its outputs",
             Unit::Seconds,
             processing.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_batch_planning",
+            "The part of a batch's processing spent planning its offset ranges against the broker",
+            Unit::Seconds,
+            planning.clone(),
         );
         registry.register_with_unit(
             "sluice_batch_scheduling_delay",
@@ -179,6 +187,7 @@ impl Metrics {
             dead_letters,
             late_records,
             processing,
+            planning,
             scheduling_delay,
             commit,
             lag,
@@ -227,6 +236,7 @@ impl Metrics {
                 .inc_by(late.count);
         }
         self.processing.observe(batch.processing.as_secs_f64());
+        self.planning.observe(batch.planning.as_secs_f64());
         self.scheduling_delay
             .observe(batch.scheduling_delay.as_secs_f64());
         self.commit.observe(batch.commit.as_secs_f64());
