@@ -107,6 +107,52 @@ fn run_until_caught_up_on_an_empty_topic_returns_after_one_batch() {
     assert!(job::committed_counts(dir.path()).is_empty());
 }
 
+/// Bounded runs one right after the other, as a scheduler or a quick
+/// restart makes them, all within one batch interval: each run's batch
+/// comes after the last one in the checkpoint, on the interval's grid, so a
+/// batch time (and a batch-time window) is never seen twice.
+#[test]
+fn runs_restarted_within_one_interval_never_repeat_a_batch_time() {
+    let interval = std::time::Duration::from_millis(1500);
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, TOPIC, 1);
+    let dir = TempDir::new().unwrap();
+    for run in 0..3 {
+        produce_numbered(&bootstrap, TOPIC, 1, run * 10..run * 10 + 10);
+        let ctx = job::context(dir.path())
+            .batch_interval(interval)
+            .build()
+            .unwrap();
+        ctx.kafka_stream(job::source(&bootstrap).subscribe([TOPIC]).build().unwrap())
+            .unwrap()
+            .values_utf8()
+            .count_by_value()
+            .save_counts(job::COUNTS)
+            .unwrap();
+        ctx.run_until_caught_up().unwrap();
+    }
+    let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
+    let times: Vec<i64> = checkpoint
+        .batches()
+        .unwrap()
+        .iter()
+        .map(|b| b.time_ms)
+        .collect();
+    assert_eq!(times.len(), 3, "one batch per run: {times:?}");
+    for pair in times.windows(2) {
+        assert!(
+            pair[0] < pair[1],
+            "batch times repeat or go back: {times:?}"
+        );
+    }
+    let step = interval.as_millis() as i64;
+    assert!(
+        times.iter().all(|t| t % step == 0),
+        "on the interval's grid: {times:?}"
+    );
+}
+
 /// Two outputs on one input, with room to keep only part of a batch for
 /// the second: the chunks beyond it are read from Kafka again, and both
 /// outputs still count every record of the batch once.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit, ControlRecord};
@@ -15,6 +15,7 @@ use sluice_core::{
     StreamGraph, TopicPartition,
 };
 
+use crate::batch_time;
 use crate::bounded::{self, Targets};
 use crate::crash_point::{self, CrashPoint};
 use crate::dead_letters;
@@ -142,12 +143,36 @@ impl Driver {
             "driver started"
         );
         let interval = self.settings.batch_interval;
-        let (mut batch_time, mut tick) = first_tick(interval);
+        // After the batch planned before a restart, if any, or else the
+        // last committed one: batch times never repeat.
+        let last_time = progress
+            .replay
+            .as_ref()
+            .map(|replay| replay.time)
+            .or_else(|| {
+                last_batch
+                    .as_ref()
+                    .map(|b| batch_time::from_millis(b.time_ms))
+            });
+        let now = SystemTime::now();
         let started = Instant::now();
+        let mut batch_time = batch_time::first_batch_time(now, interval, last_time);
+        if batch_time > now + interval {
+            tracing::warn!(
+                ahead = %Readable(batch_time.duration_since(now).unwrap_or_default()),
+                "the checkpoint's last batch time is ahead of the clock (was the clock set \
+                 back?); batch times go on after it"
+            );
+        }
+        let mut tick = batch_time::instant_of(batch_time, now, started, interval);
         let mut paused = false;
         loop {
-            // The first batch, timed at the tick before the start, is due at once.
-            let due = tick.max(started);
+            // A batch planned before a restart is redone at once, with its
+            // own time. The first new batch, timed at the tick before the
+            // start, is due at once too, unless a restart within the last
+            // batch's interval put it on the next tick.
+            let redo = progress.replay.is_some();
+            let due = if redo { started } else { tick.max(started) };
             if let Wake::Stop = self.wait_until(due) {
                 tracing::info!("stop requested; no batch in flight");
                 return Ok(());
@@ -191,8 +216,10 @@ impl Driver {
             }
             // Ticks stay on the grid; an overrun batch makes the next one
             // start at once, and the lateness shows as scheduling delay.
-            batch_time += interval;
-            tick += interval;
+            if !redo {
+                batch_time += interval;
+                tick += interval;
+            }
         }
     }
 
@@ -626,21 +653,6 @@ enum Computed {
     /// planned again. Holds the failure to report if planning gives the same
     /// ranges.
     OutOfRange(Error),
-}
-
-/// The first batch time and the instant it stands for: the last multiple
-/// of the interval on the wall clock, so batch times are round numbers and
-/// align across restarts.
-fn first_tick(interval: Duration) -> (SystemTime, Instant) {
-    let now = SystemTime::now();
-    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let step = interval.as_nanos().max(1);
-    let into_interval = Duration::from_nanos((since_epoch.as_nanos() % step) as u64);
-    let instant = Instant::now();
-    (
-        now - into_interval,
-        instant.checked_sub(into_interval).unwrap_or(instant),
-    )
 }
 
 fn batch_record(

@@ -24,6 +24,7 @@
 //!
 //! See [`StreamingContext`] for a complete job.
 
+mod batch_time;
 mod bounded;
 mod context;
 mod crash_point;
