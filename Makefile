@@ -68,7 +68,6 @@ test-only: setup
 
 bench: setup
 	$(CARGO) bench --bench pipeline
-	$(CARGO) bench --bench pipeline_mimalloc
 	$(CARGO) bench --bench kafka_throughput
 	$(CARGO) bench --bench kafka_sink
 	$(CARGO) bench --bench dead_letters
