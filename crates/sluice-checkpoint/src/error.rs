@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// checkpoints need an operator, [`Error::Rocks`] and [`Error::Io`] may be
 /// transient faults of the machine, and [`Error::BatchIdNotIncreasing`] is a
 /// bug in the caller.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The store was configured wrongly; nothing was opened or written.
@@ -222,5 +222,13 @@ impl Error {
             path: path.into(),
             detail: detail.into(),
         }
+    }
+}
+
+/// The message and its causes, not the fields: what a `main` returning this
+/// error through `?` prints.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        sluice_core::write_report(self, f)
     }
 }

@@ -1,5 +1,6 @@
 //! The error type of sluice-core.
 
+use std::fmt;
 use std::time::SystemTime;
 
 /// Boxed error from user code or another crate.
@@ -15,7 +16,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// [`Error::OffsetAhead`] need an operator's decision (see
 /// [`DataLossPolicy`](crate::DataLossPolicy)); a [`Error::Source`] is an
 /// outside fault that may pass ([`Error::is_transient`]) or not.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A record's key or value is not valid UTF-8.
@@ -276,5 +277,63 @@ impl Error {
                 .is_some_and(Error::names_a_record),
             _ => false,
         }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_report(self, f)
+    }
+}
+
+/// Writes `error` as a report: its message, then each underlying cause on
+/// a line of its own, leaving out a cause whose text is already shown.
+///
+/// This is the `Debug` form of sluice's errors, so that a `main` returning
+/// one through `?` prints what went wrong rather than the error's fields.
+#[doc(hidden)]
+pub fn write_report(error: &dyn std::error::Error, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let mut shown = error.to_string();
+    f.write_str(&shown)?;
+    let mut heading = true;
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !shown.contains(&text) {
+            if heading {
+                f.write_str("\n\nCaused by:")?;
+                heading = false;
+            }
+            write!(f, "\n    {text}")?;
+            shown.push_str(&text);
+        }
+        cause = next.source();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("disk on fire")]
+    struct Disk;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not write the plan")]
+    struct Plan(#[source] Disk);
+
+    #[test]
+    fn debug_shows_the_message_and_each_cause_not_the_fields() {
+        let error = Error::Source {
+            source: Box::new(Plan(Disk)),
+            transient: false,
+        };
+        // The first cause is the message itself, and is not repeated.
+        assert_eq!(
+            format!("{error:?}"),
+            "could not write the plan\n\nCaused by:\n    disk on fire"
+        );
     }
 }

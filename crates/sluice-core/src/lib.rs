@@ -83,6 +83,8 @@ mod writes;
 // `kafka`, `rate` and the root).
 pub use batch::{Batch, BatchInfo};
 pub use env::BatchEnv;
+#[doc(hidden)]
+pub use error::write_report;
 pub use error::{BoxError, Error, Result};
 pub use input::InputReader;
 pub use offset::{OffsetRange, TopicPartition};

@@ -13,7 +13,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// nothing was read); the rest are outside faults, see
 /// [`Error::is_transient`]. (A stored offset the log no longer holds is
 /// found by planning: `sluice_core::Error::DataLoss` and `OffsetAhead`.)
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The source is configured wrongly; nothing was read.
@@ -166,6 +166,14 @@ pub(crate) fn is_metadata_lag(code: RDKafkaErrorCode) -> bool {
             | C::WaitCache
             | C::KafkaStorageError
     )
+}
+
+/// The message and its causes, not the fields: what a `main` returning this
+/// error through `?` prints.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        sluice_core::write_report(self, f)
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why a streaming context could not start or stopped.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The job is configured wrongly; nothing was read or written.
@@ -119,5 +119,13 @@ pub(crate) fn config(setting: &'static str, reason: impl Into<String>) -> Error 
     Error::Config {
         setting,
         reason: reason.into(),
+    }
+}
+
+/// The message and its causes, not the fields: what a `main` returning this
+/// error through `?` prints.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        sluice_core::write_report(self, f)
     }
 }
