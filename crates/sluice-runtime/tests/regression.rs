@@ -66,10 +66,7 @@ fn a_busy_http_port_is_refused_naming_the_address() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ctx = context(dir.path())
-        .http(addr.to_string())
-        .build()
-        .unwrap();
+    let ctx = context(dir.path()).http(addr.to_string()).build().unwrap();
     let job = CountingJob::new(ctx, MemorySource::new());
     let error = job.context().start().unwrap_err();
     assert!(

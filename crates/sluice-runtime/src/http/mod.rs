@@ -94,8 +94,8 @@ impl HttpServer {
     /// serves on a thread of its own.
     pub(crate) fn start(settings: &HttpSettings, monitor: Arc<Monitor>) -> Result<Self> {
         let io = |what, source| Error::Io { what, source };
-        let listener = std::net::TcpListener::bind(settings.addr)
-            .map_err(|source| Error::HttpBind {
+        let listener =
+            std::net::TcpListener::bind(settings.addr).map_err(|source| Error::HttpBind {
                 addr: settings.addr,
                 source,
             })?;
