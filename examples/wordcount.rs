@@ -5,6 +5,7 @@
 //! cargo run --release --example wordcount                       # embedded broker + producer
 //! cargo run --release --example wordcount -- --brokers 127.0.0.1:9092 --topic lines
 //! cargo run --release --example wordcount -- --totals           # print committed totals, exit
+//! cargo run --release --example wordcount -- --until-caught-up  # count 4000 new lines, exit
 //! cargo run --release --example wordcount -- --brokers 127.0.0.1:9092 \
 //!     --backpressure --initial-rate 5000 --max-rate-per-partition 2000 \
 //!     --set queued.max.messages.kbytes=4096                      # rate limits, client settings

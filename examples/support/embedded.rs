@@ -1,5 +1,6 @@
 //! The in-process Kafka broker the examples start when no `--brokers` is
-//! given, with a producer thread writing generated lines into it.
+//! given, with a producer thread writing generated lines into it (or, for
+//! a bounded run, a fixed number of lines written before the job starts).
 //!
 //! The broker forgets its records when the process exits, so on a restart
 //! the producer first writes the same records again up to the offsets
