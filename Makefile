@@ -22,7 +22,7 @@ CHECKPOINT_DIR ?= checkpoints
 .PHONY: help setup setup-lite run sessions windows trending pipe test test-only bench lint fmt clean-checkpoints
 
 help:
-	@echo "make setup              install system packages and the tansu broker"
+	@echo "make setup              install build and test packages (chromium too) and the test brokers"
 	@echo "make run ARGS='...'     run the wordcount example (release)"
 	@echo "make sessions ARGS='...' run the sessions example (keyed state, release)"
 	@echo "make windows ARGS='...'  run the window_counts example (event-time windows, release)"
@@ -38,7 +38,8 @@ setup:
 	scripts/setup.sh
 
 # Only what compiling needs (libclang for RocksDB, OpenSSL and libcurl for
-# the Kafka client); running the example does not need the tansu broker.
+# the Kafka client); running the examples needs neither the test brokers nor
+# the browser of the UI test, which `setup` adds.
 setup-lite:
 	scripts/setup.sh --system
 

@@ -37,6 +37,10 @@ use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
 use sluice::StreamingContextBuilder;
 
+#[macro_use]
+#[path = "support/output.rs"]
+mod output;
+
 /// Names the job and its checkpoint.
 pub(crate) const APP_ID: &str = "clicks";
 /// Checkpoint family of the per-page counts.
@@ -57,37 +61,47 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = "checkpoints/clicks")]
     checkpoint_dir: PathBuf,
     /// Batch interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        allow_negative_numbers = true
+    )]
     batch_interval_ms: u64,
     /// Most records per second each partition reads.
-    #[arg(long, value_name = "RECORDS", default_value_t = 500.0)]
+    #[arg(
+        long,
+        value_name = "RECORDS",
+        default_value_t = 500.0,
+        allow_negative_numbers = true
+    )]
     max_rate_per_partition: f64,
     /// Records per second of the first batch after a start, for the whole
     /// job (split over the partitions).
-    #[arg(long, value_name = "RECORDS", default_value_t = 200.0)]
+    #[arg(
+        long,
+        value_name = "RECORDS",
+        default_value_t = 200.0,
+        allow_negative_numbers = true
+    )]
     initial_rate: f64,
     /// Print the committed counts (`page<TAB>clicks`, most clicked first)
     /// and the dead letters, and exit without consuming.
     #[arg(long)]
     totals: bool,
     /// Partitions of the embedded topic, and those `--rate` writes to.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
     partitions: i32,
     /// Click lines per second the example writes into the topic: 100 by
     /// default on the embedded broker, none by default with `--brokers`.
-    #[arg(long, value_name = "LINES")]
+    #[arg(long, value_name = "LINES", allow_negative_numbers = true)]
     rate: Option<u32>,
 }
 
 fn main() {
     // sluice logs through `tracing`; without a subscriber its batch lines
     // and warnings go nowhere. RUST_LOG=debug shows more.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    output::init_logging("info");
     if let Err(error) = run(Args::parse()) {
         eprintln!("clicks: {error:#}");
         std::process::exit(1);
@@ -99,7 +113,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         return print_totals(&args.checkpoint_dir);
     }
     anyhow::ensure!(args.partitions > 0, "--partitions must be at least 1");
-    let (brokers, _embedded) = match &args.brokers {
+    let (brokers, embedded) = match &args.brokers {
         Some(brokers) => (brokers.clone(), None),
         None => {
             let cluster = MockCluster::new(1).context("starting the embedded broker")?;
@@ -111,7 +125,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     // Declared after the broker, so it stops first.
-    let _clicker = match (args.brokers.is_none(), args.rate) {
+    let clicker = match (args.brokers.is_none(), args.rate) {
         // The embedded broker starts empty: write again what earlier runs read.
         (true, rate) => {
             let stored = stored_offsets(&args.checkpoint_dir)?;
@@ -153,8 +167,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     ctx.start()?;
     // Returns after Ctrl-C (SIGINT) or SIGTERM, once the batch in flight
     // has committed.
-    ctx.await_termination()?;
-    Ok(())
+    let stopped = ctx.await_termination();
+    // The job's consumers go with its context, then the clicks, then the
+    // broker: in another order they log connection errors on the way out.
+    drop(ctx);
+    drop(clicker);
+    drop(embedded);
+    Ok(stopped?)
 }
 
 /// The job's settings: its name, batches, checkpoint, rate limits, and
@@ -201,12 +220,14 @@ fn print_batch(batch: &BatchCompleted, checkpoint: &dyn CheckpointStore) {
         .info
         .rate_limit
         .map_or_else(|| "none".to_owned(), |limit| limit.to_string());
-    println!(
+    out!(
         "batch {}: {} records, {} dead letters, rate limit {limit}",
-        batch.info.id, batch.records, batch.dead_letters
+        batch.info.id,
+        batch.records,
+        batch.dead_letters
     );
     for (range, records) in batch.info.ranges.iter().zip(&batch.records_per_range) {
-        println!("  {range}: {records} records");
+        out!("  {range}: {records} records");
     }
     // Keys are bytes: the family stores whatever the counted values were.
     match checkpoint.counters(COUNTS) {
@@ -217,7 +238,7 @@ fn print_batch(batch: &BatchCompleted, checkpoint: &dyn CheckpointStore) {
                 .take(3)
                 .map(|(page, n)| format!("{}={n}", String::from_utf8_lossy(page)))
                 .collect();
-            println!("  top pages: {}", top.join(" "));
+            out!("  top pages: {}", top.join(" "));
         }
         Err(error) => eprintln!("could not read the counts: {error}"),
     }
@@ -236,7 +257,7 @@ fn print_totals(dir: &Path) -> anyhow::Result<()> {
         let mut counts = checkpoint.counters(COUNTS)?;
         counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         for (page, clicks) in counts {
-            println!("{}\t{clicks}", String::from_utf8_lossy(&page));
+            out!("{}\t{clicks}", String::from_utf8_lossy(&page));
         }
     }
     if has(DEAD_LETTERS) {
@@ -247,9 +268,13 @@ fn print_totals(dir: &Path) -> anyhow::Result<()> {
                 (None, Some(why)) => format!("(not read back: {why})"),
                 (None, None) => "(null value)".to_owned(),
             };
-            println!(
+            out!(
                 "dead letter {}-{}@{} ({}): {} {value}",
-                letter.topic, letter.partition, letter.offset, letter.operator, letter.error,
+                letter.topic,
+                letter.partition,
+                letter.offset,
+                letter.operator,
+                letter.error,
             );
         }
     }

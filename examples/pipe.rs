@@ -24,6 +24,9 @@ use sluice::checkpoint::RocksCheckpoint;
 use sluice::kafka::Delivery;
 use sluice::prelude::*;
 
+#[macro_use]
+#[path = "support/output.rs"]
+mod output;
 #[path = "support/config.rs"]
 mod config;
 #[path = "support/embedded.rs"]
@@ -35,9 +38,9 @@ const APP_ID: &str = "pipe";
 #[derive(Parser, Debug)]
 #[command(about = "Copies a Kafka topic to another, exactly-once, with sluice")]
 struct Args {
-    /// Settings from a TOML file (brokers, topic, checkpoint_dir,
-    /// batch_interval_ms, group, workers, and Kafka settings under
-    /// `[kafka]`); flags given here override it.
+    /// Settings from a TOML file: brokers, topic, checkpoint_dir,
+    /// batch_interval_ms, group, workers, and librdkafka settings under
+    /// `[kafka]` (docs/configuration.md); flags given here override it.
     #[arg(long = "config", value_name = "FILE")]
     _config: Option<PathBuf>,
     /// Kafka bootstrap servers; absent: start an embedded broker.
@@ -53,13 +56,18 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = "checkpoints/pipe")]
     checkpoint_dir: PathBuf,
     /// Batch interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        allow_negative_numbers = true
+    )]
     batch_interval_ms: u64,
     /// Kafka consumer group id of the source (defaults to the app id, "pipe").
     #[arg(long, value_name = "ID")]
     group: Option<String>,
     /// Worker threads.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     workers: Option<usize>,
     /// Write with an idempotent producer flushed before each checkpoint
     /// commit instead of a transaction per batch: faster, but a batch
@@ -67,10 +75,10 @@ struct Args {
     #[arg(long)]
     at_least_once: bool,
     /// Partitions of the embedded topics.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     partitions: i32,
     /// Lines per second the embedded producer writes.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
     rate: u32,
     /// A librdkafka setting for the source and the sink, e.g.
     /// `--set security.protocol=SSL`; repeat for several.
@@ -89,13 +97,7 @@ fn setting(arg: &str) -> Result<(String, String), String> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sluice::batch=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    output::init_logging("info,sluice::batch=warn");
     if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
         eprintln!("pipe: {error:#}");
         std::process::exit(1);
@@ -105,7 +107,7 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.partitions > 0, "--partitions must be at least 1");
     let stored = stored_offsets(&args.checkpoint_dir)?;
-    let (brokers, _embedded) = match &args.brokers {
+    let (brokers, embedded) = match &args.brokers {
         Some(brokers) => (brokers.clone(), None),
         None => {
             let embedded =
@@ -163,7 +165,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let output = args.output_topic.clone();
     ctx.add_listener(move |batch: &BatchCompleted, _: &dyn CheckpointStore| {
-        println!(
+        out!(
             "batch {:>5}  {:>6} records read  {:>6.1} ms  committed to {output} and the checkpoint",
             batch.info.id,
             batch.records,
@@ -171,8 +173,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     })?;
     ctx.start()?;
-    ctx.await_termination()?;
-    Ok(())
+    let stopped = ctx.await_termination();
+    // The job's consumers go with its context, before the embedded broker:
+    // the other way round they log connection errors on the way out.
+    drop(ctx);
+    drop(embedded);
+    Ok(stopped?)
 }
 
 fn stored_offsets(dir: &Path) -> anyhow::Result<BTreeMap<TopicPartition, i64>> {

@@ -29,6 +29,9 @@ use serde::{Deserialize, Serialize};
 use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
 
+#[macro_use]
+#[path = "support/output.rs"]
+mod output;
 #[path = "support/config.rs"]
 mod config;
 #[path = "support/embedded.rs"]
@@ -42,9 +45,9 @@ const TOTALS: &str = "user_totals";
 #[derive(Parser, Debug)]
 #[command(about = "Tracks user sessions of a Kafka click topic with sluice")]
 struct Args {
-    /// Settings from a TOML file (brokers, topic, checkpoint_dir,
-    /// batch_interval_ms, group, workers, and Kafka settings under
-    /// `[kafka]`); flags given here override it.
+    /// Settings from a TOML file: brokers, topic, checkpoint_dir,
+    /// batch_interval_ms, group and workers (docs/configuration.md); flags
+    /// given here override it.
     #[arg(long = "config", value_name = "FILE")]
     _config: Option<PathBuf>,
     /// Kafka bootstrap servers; absent: start an embedded broker.
@@ -57,11 +60,16 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = "checkpoints/sessions")]
     checkpoint_dir: PathBuf,
     /// Batch interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        allow_negative_numbers = true
+    )]
     batch_interval_ms: u64,
     /// Batch time a user must be idle for its session to close, in
     /// milliseconds (default: three batch intervals).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     idle_timeout_ms: Option<u64>,
     /// Kafka consumer group id (defaults to the app id, "sessions").
     #[arg(long, value_name = "ID")]
@@ -72,13 +80,13 @@ struct Args {
     #[arg(long)]
     totals: bool,
     /// Partitions of the embedded topic.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     partitions: i32,
     /// Clicks per second the embedded producer writes.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
     rate: u32,
     /// Worker threads.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     workers: Option<usize>,
 }
 
@@ -97,12 +105,7 @@ struct Totals {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    output::init_logging("info");
     if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
         eprintln!("sessions: {error:#}");
         std::process::exit(1);
@@ -123,7 +126,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or(args.batch_interval_ms.saturating_mul(3)),
     );
     let stored = stored_offsets(&args.checkpoint_dir)?;
-    let (brokers, _embedded) = match &args.brokers {
+    let (brokers, embedded) = match &args.brokers {
         Some(brokers) => (brokers.clone(), None),
         None => {
             let embedded =
@@ -189,14 +192,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         .map_with_state(TOTALS, totals)
         .foreach_batch(|closed, info| {
             for line in closed {
-                println!("batch {:>5}  {line}", info.id);
+                out!("batch {:>5}  {line}", info.id);
             }
             Ok::<_, std::io::Error>(())
         })?;
 
     ctx.start()?;
-    ctx.await_termination()?;
-    Ok(())
+    let stopped = ctx.await_termination();
+    // The job's consumers go with its context, before the embedded broker:
+    // the other way round they log connection errors on the way out.
+    drop(ctx);
+    drop(embedded);
+    Ok(stopped?)
 }
 
 /// `USER PAGE` → `(user, page)`.
@@ -227,7 +234,7 @@ fn print_totals(dir: &Path) -> anyhow::Result<()> {
     for (user, totals) in totals {
         out.push_str(&format!("{user}\t{}\t{}\n", totals.sessions, totals.clicks));
     }
-    print!("{out}");
+    output::print_text(&out);
     Ok(())
 }
 

@@ -37,6 +37,9 @@ use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
 use sluice::window::InverseReduce;
 
+#[macro_use]
+#[path = "support/output.rs"]
+mod output;
 #[path = "support/config.rs"]
 mod config;
 #[path = "support/embedded.rs"]
@@ -54,9 +57,9 @@ const TOP: usize = 5;
 #[derive(Parser, Debug)]
 #[command(about = "Counts words over a sliding window of batches of a Kafka topic with sluice")]
 struct Args {
-    /// Settings from a TOML file (brokers, topic, checkpoint_dir,
-    /// batch_interval_ms, group, workers, and Kafka settings under
-    /// `[kafka]`); flags given here override it.
+    /// Settings from a TOML file: brokers, topic, checkpoint_dir,
+    /// batch_interval_ms, group and workers (docs/configuration.md); flags
+    /// given here override it.
     #[arg(long = "config", value_name = "FILE")]
     _config: Option<PathBuf>,
     /// Kafka bootstrap servers; absent: start an embedded broker.
@@ -69,17 +72,32 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = "checkpoints/trending")]
     checkpoint_dir: PathBuf,
     /// Batch interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        allow_negative_numbers = true
+    )]
     batch_interval_ms: u64,
     /// Kafka consumer group id (defaults to the app id, "trending").
     #[arg(long, value_name = "ID")]
     group: Option<String>,
     /// Window length in ms of batch time, a multiple of the batch
     /// interval. Changing it under the same checkpoint is refused.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10_000,
+        allow_negative_numbers = true
+    )]
     window_ms: u64,
     /// Slide in ms of batch time, a multiple of the batch interval.
-    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1_000,
+        allow_negative_numbers = true
+    )]
     slide_ms: u64,
     /// Print every emitted window's committed counts as
     /// `batch time ms<TAB>word<TAB>count`, sorted, and exit without
@@ -87,23 +105,18 @@ struct Args {
     #[arg(long)]
     totals: bool,
     /// Partitions of the embedded topic.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     partitions: i32,
     /// Lines per second the embedded producer writes.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
     rate: u32,
     /// Worker threads.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     workers: Option<usize>,
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    output::init_logging("info");
     if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
         eprintln!("trending: {error:#}");
         std::process::exit(1);
@@ -120,7 +133,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         "--batch-interval-ms must be at least 1"
     );
     let stored = stored_offsets(&args.checkpoint_dir)?;
-    let (brokers, _embedded) = match &args.brokers {
+    let (brokers, embedded) = match &args.brokers {
         Some(brokers) => (brokers.clone(), None),
         None => {
             let embedded =
@@ -190,7 +203,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .take(TOP)
             .map(|(w, n)| format!("{w}={n}"))
             .collect();
-        println!(
+        out!(
             "batch {:>5}  window: {total} words, {} distinct, top {}",
             info.id,
             words.len(),
@@ -200,8 +213,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     })?;
 
     ctx.start()?;
-    ctx.await_termination()?;
-    Ok(())
+    let stopped = ctx.await_termination();
+    // The job's consumers go with its context, before the embedded broker:
+    // the other way round they log connection errors on the way out.
+    drop(ctx);
+    drop(embedded);
+    Ok(stopped?)
 }
 
 /// Prints every emitted window's committed counts; a checkpoint that does
@@ -230,7 +247,7 @@ fn print_totals(dir: &Path) -> anyhow::Result<()> {
     for (time, word, count) in counts {
         out.push_str(&format!("{time}\t{word}\t{count}\n"));
     }
-    print!("{out}");
+    output::print_text(&out);
     Ok(())
 }
 

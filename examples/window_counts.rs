@@ -38,6 +38,9 @@ use clap::Parser;
 use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
 
+#[macro_use]
+#[path = "support/output.rs"]
+mod output;
 #[path = "support/config.rs"]
 mod config;
 #[path = "support/embedded.rs"]
@@ -55,9 +58,9 @@ const LATE: &str = "late_words";
 #[derive(Parser, Debug)]
 #[command(about = "Counts words per event-time window of a Kafka topic with sluice")]
 struct Args {
-    /// Settings from a TOML file (brokers, topic, checkpoint_dir,
-    /// batch_interval_ms, group, workers, and Kafka settings under
-    /// `[kafka]`); flags given here override it.
+    /// Settings from a TOML file: brokers, topic, checkpoint_dir,
+    /// batch_interval_ms, group and workers (docs/configuration.md); flags
+    /// given here override it.
     #[arg(long = "config", value_name = "FILE")]
     _config: Option<PathBuf>,
     /// Kafka bootstrap servers; absent: start an embedded broker.
@@ -70,17 +73,32 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = "checkpoints/window_counts")]
     checkpoint_dir: PathBuf,
     /// Batch interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        allow_negative_numbers = true
+    )]
     batch_interval_ms: u64,
     /// Kafka consumer group id (defaults to the app id, "window_counts").
     #[arg(long, value_name = "ID")]
     group: Option<String>,
     /// Length of the tumbling windows, in ms of event time. Changing it
     /// under the same checkpoint is refused.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10_000,
+        allow_negative_numbers = true
+    )]
     window_ms: u64,
     /// How far the watermark trails the greatest event time seen, in ms.
-    #[arg(long, value_name = "N", default_value_t = 2_000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2_000,
+        allow_negative_numbers = true
+    )]
     allowed_lateness_ms: u64,
     /// Print every closed window's committed counts as
     /// `window start ms<TAB>word<TAB>count`, sorted, then `late<TAB>N`
@@ -88,23 +106,18 @@ struct Args {
     #[arg(long)]
     totals: bool,
     /// Partitions of the embedded topic.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     partitions: i32,
     /// Lines per second the embedded producer writes.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
     rate: u32,
     /// Worker threads.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     workers: Option<usize>,
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    output::init_logging("info");
     if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
         eprintln!("window_counts: {error:#}");
         std::process::exit(1);
@@ -122,7 +135,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.window_ms > 0, "--window-ms must be at least 1");
     let stored = stored_offsets(&args.checkpoint_dir)?;
-    let (brokers, _embedded) = match &args.brokers {
+    let (brokers, embedded) = match &args.brokers {
         Some(brokers) => (brokers.clone(), None),
         None => {
             let late_by = 3 * args.window_ms + args.allowed_lateness_ms;
@@ -197,7 +210,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .take(5)
                 .map(|(w, n)| format!("{w}={n}"))
                 .collect();
-            println!(
+            out!(
                 "batch {:>5}  window [{start}, {end}) closed: {total} words, {} distinct, top {}",
                 info.id,
                 counts.len(),
@@ -208,8 +221,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     })?;
 
     ctx.start()?;
-    ctx.await_termination()?;
-    Ok(())
+    let stopped = ctx.await_termination();
+    // The job's consumers go with its context, before the embedded broker:
+    // the other way round they log connection errors on the way out.
+    drop(ctx);
+    drop(embedded);
+    Ok(stopped?)
 }
 
 /// Prints the closed windows' committed counts and the late count; a
@@ -217,7 +234,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 fn print_totals(dir: &Path) -> anyhow::Result<()> {
     if !dir.exists() {
         eprintln!("no checkpoint at {} yet", dir.display());
-        println!("late\t0");
+        out!("late\t0");
         return Ok(());
     }
     let checkpoint = RocksCheckpoint::open_read_only(dir, APP_ID)?;
@@ -240,7 +257,7 @@ fn print_totals(dir: &Path) -> anyhow::Result<()> {
         out.push_str(&format!("{start}\t{word}\t{count}\n"));
     }
     out.push_str(&format!("late\t{}\n", late_records(&checkpoint)?));
-    print!("{out}");
+    output::print_text(&out);
     Ok(())
 }
 

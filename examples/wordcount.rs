@@ -5,6 +5,7 @@
 //! cargo run --release --example wordcount                       # embedded broker + producer
 //! cargo run --release --example wordcount -- --brokers 127.0.0.1:9092 --topic lines
 //! cargo run --release --example wordcount -- --totals           # print committed totals, exit
+//! cargo run --release --example wordcount -- --until-caught-up  # count 4000 new lines, exit
 //! cargo run --release --example wordcount -- --brokers 127.0.0.1:9092 \
 //!     --backpressure --initial-rate 5000 --max-rate-per-partition 2000 \
 //!     --set queued.max.messages.kbytes=4096                      # rate limits, client settings
@@ -25,6 +26,9 @@ use clap::Parser;
 use sluice::checkpoint::RocksCheckpoint;
 use sluice::prelude::*;
 
+#[macro_use]
+#[path = "support/output.rs"]
+mod output;
 #[path = "support/config.rs"]
 mod config;
 #[path = "support/embedded.rs"]
@@ -33,6 +37,10 @@ use embedded::Embedded;
 
 const APP_ID: &str = "wordcount";
 const FAMILY: &str = "word_counts";
+
+/// Lines the embedded broker gets for a bounded run (`--until-caught-up`),
+/// on top of those it is refilled with; 1000 a partition by default.
+const BOUNDED_RUN_LINES: u64 = 4000;
 
 /// Sample text cycled by the embedded producer.
 const SAMPLE: &[&str] = &[
@@ -46,9 +54,10 @@ const SAMPLE: &[&str] = &[
 #[derive(Parser, Debug)]
 #[command(about = "Counts words of a Kafka topic with sluice")]
 struct Args {
-    /// Settings from a TOML file (brokers, topic, checkpoint_dir,
-    /// batch_interval_ms, group, workers, and Kafka settings under
-    /// `[kafka]`); flags given here override it.
+    /// Settings from a TOML file: brokers, topic, checkpoint_dir,
+    /// batch_interval_ms, group, workers, max_rate_per_partition, max_rate,
+    /// backpressure, initial_rate, and librdkafka settings under `[kafka]`
+    /// (docs/configuration.md); flags given here override it.
     #[arg(long = "config", value_name = "FILE")]
     _config: Option<PathBuf>,
     /// Kafka bootstrap servers; absent: start an embedded broker.
@@ -61,7 +70,12 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = "checkpoints/wordcount")]
     checkpoint_dir: PathBuf,
     /// Batch interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        allow_negative_numbers = true
+    )]
     batch_interval_ms: u64,
     /// Kafka consumer group id (defaults to the app id, "wordcount").
     #[arg(long, value_name = "ID")]
@@ -71,29 +85,30 @@ struct Args {
     #[arg(long)]
     totals: bool,
     /// Partitions of the embedded topic.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     partitions: i32,
-    /// Lines per second the embedded producer writes.
-    #[arg(long, default_value_t = 200)]
+    /// Lines per second the embedded producer writes (not with
+    /// `--until-caught-up`).
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
     rate: u32,
     /// Worker threads.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     workers: Option<usize>,
     /// How many of the most frequent words to show after each batch.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     top: usize,
     /// Most records per second each partition reads.
-    #[arg(long, value_name = "RECORDS")]
+    #[arg(long, value_name = "RECORDS", allow_negative_numbers = true)]
     max_rate_per_partition: Option<f64>,
     /// Most records per second the whole job reads.
-    #[arg(long, value_name = "RECORDS")]
+    #[arg(long, value_name = "RECORDS", allow_negative_numbers = true)]
     max_rate: Option<f64>,
     /// Sizes batches by how fast the job processes them (PID estimator).
     #[arg(long)]
     backpressure: bool,
     /// Records per second of the first batch, and of every batch until
     /// backpressure has an estimate.
-    #[arg(long, value_name = "RECORDS")]
+    #[arg(long, value_name = "RECORDS", allow_negative_numbers = true)]
     initial_rate: Option<f64>,
     /// A librdkafka consumer setting, e.g. `--set queued.max.messages.kbytes=4096`;
     /// repeat for several.
@@ -101,10 +116,12 @@ struct Args {
     settings: Vec<(String, String)>,
     /// Take a checkpoint restore point every N batches, keeping the last
     /// 1000, so `sluice rewind` can go back to them.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     restore_points: Option<u64>,
     /// Read what the topic holds now, commit, and exit 0 (a bounded run:
     /// records produced after the start are left for the next run).
+    /// Without `--brokers`, the embedded broker first gets 4000 new lines
+    /// (after those earlier runs read), and `--rate` does not apply.
     #[arg(long)]
     until_caught_up: bool,
 }
@@ -120,16 +137,10 @@ fn setting(arg: &str) -> Result<(String, String), String> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // One line per batch: the example prints its own, so sluice's
-            // batch line (target `sluice::batch`) is off unless RUST_LOG
-            // asks for it.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sluice::batch=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // One line per batch: the example prints its own, so sluice's
+    // batch line (target `sluice::batch`) is off unless RUST_LOG
+    // asks for it.
+    output::init_logging("info,sluice::batch=warn");
     if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
         eprintln!("wordcount: {error:#}");
         std::process::exit(1);
@@ -142,15 +153,35 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     anyhow::ensure!(args.partitions > 0, "--partitions must be at least 1");
     let stored = stored_offsets(&args.checkpoint_dir)?;
-    let (brokers, _embedded) = match &args.brokers {
+    let (brokers, embedded) = match &args.brokers {
         Some(brokers) => (brokers.clone(), None),
         None => {
-            let embedded =
-                Embedded::start(&args.topic, args.partitions, args.rate, &stored, line_at)?;
+            let embedded = if args.until_caught_up {
+                // A bounded run on a broker that starts empty (or holding
+                // only what earlier runs read) would have nothing to read.
+                Embedded::filled(
+                    &args.topic,
+                    args.partitions,
+                    BOUNDED_RUN_LINES,
+                    &stored,
+                    line_at,
+                )?
+            } else {
+                Embedded::start(&args.topic, args.partitions, args.rate, &stored, line_at)?
+            };
             (embedded.bootstrap.clone(), Some(embedded))
         }
     };
+    let counted = count_words(&args, brokers);
+    // The job's consumers are gone with its context: the broker goes last,
+    // or they would log connection errors on the way out.
+    drop(embedded);
+    counted
+}
 
+/// Runs the job on `brokers` until it is stopped or, with
+/// `--until-caught-up`, has read what they held at its start.
+fn count_words(args: &Args, brokers: String) -> anyhow::Result<()> {
     let mut builder = StreamingContext::builder()
         .app_id(APP_ID)
         .batch_interval(Duration::from_millis(args.batch_interval_ms))
@@ -200,7 +231,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .take(top)
                     .map(|(word, n)| format!("{}={n}", String::from_utf8_lossy(word)))
                     .collect();
-                println!(
+                out!(
                     "batch {:>5}  {:>6} records  {:>6.1} ms  top totals: {}",
                     batch.info.id,
                     batch.records,
@@ -239,7 +270,7 @@ fn print_totals(dir: &Path) -> anyhow::Result<()> {
         out.push_str(&count.to_string());
         out.push('\n');
     }
-    print!("{out}");
+    output::print_text(&out);
     Ok(())
 }
 

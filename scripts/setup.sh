@@ -3,9 +3,11 @@
 # that already has a Rust toolchain. Safe to run again: each step checks
 # first and does nothing when its tool is already there.
 #
-#   scripts/setup.sh           system packages, then the test brokers (tansu,
-#                              and nisshi 0.7 for the Kafka transaction tests)
-#   scripts/setup.sh --system  system packages only (enough for `make run`)
+#   scripts/setup.sh           build and test system packages, then the test
+#                              brokers (tansu, and nisshi 0.7 for the Kafka
+#                              transaction tests): what `make test` needs
+#   scripts/setup.sh --system  the build's system packages only: what
+#                              compiling and `make run` need
 set -euo pipefail
 
 # librocksdb-sys runs bindgen, which needs libclang; tansu's sqlite storage
@@ -13,11 +15,14 @@ set -euo pipefail
 # links the system's OpenSSL for TLS and SASL SCRAM, and libcurl for
 # OAUTHBEARER/OIDC token requests, both found through pkg-config; libsasl2
 # serves Kerberos (GSSAPI), built only with the `gssapi` cargo feature.
-APT_PACKAGES=(
+BUILD_PACKAGES=(
     libclang-dev cmake
     pkg-config libssl-dev libcurl4-openssl-dev
     libsasl2-dev
-    # Headless browser for the web UI test (tests/http.rs).
+)
+# Only the tests need these: a headless browser for the web UI test
+# (tests/http.rs).
+TEST_PACKAGES=(
     chromium
 )
 
@@ -49,15 +54,16 @@ as_root() {
     fi
 }
 
+# Installs the packages given that are missing.
 ensure_apt_packages() {
     local missing=() pkg
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         if ! dpkg -s "$pkg" >/dev/null 2>&1; then
             missing+=("$pkg")
         fi
     done
     if [[ ${#missing[@]} -eq 0 ]]; then
-        log "system packages present: ${APT_PACKAGES[*]}"
+        log "system packages present: $*"
         return
     fi
     log "installing system packages: ${missing[*]}"
@@ -122,10 +128,10 @@ main() {
     fi
     case "${1:-}" in
         --system)
-            ensure_apt_packages
+            ensure_apt_packages "${BUILD_PACKAGES[@]}"
             ;;
         "")
-            ensure_apt_packages
+            ensure_apt_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
             ensure_rust_components
             ensure_tansu
             ensure_nisshi

@@ -22,6 +22,7 @@ fn printed(counts: &std::collections::BTreeMap<String, i64>) -> String {
     counts.iter().map(|(w, n)| format!("{w}\t{n}\n")).collect()
 }
 
+/// Also pins that `[kafka]` takes numbers and booleans, not only strings.
 #[test]
 fn wordcount_takes_its_settings_from_a_config_file_and_flags_override_it() {
     let cluster = kafka::mock_cluster();
@@ -38,7 +39,8 @@ fn wordcount_takes_its_settings_from_a_config_file_and_flags_override_it() {
         &config,
         format!(
             "brokers = \"{bootstrap}\"\ntopic = \"configured\"\ncheckpoint_dir = \"{}\"\n\
-             batch_interval_ms = 50\n\n[kafka]\n\"fetch.wait.max.ms\" = \"10\"\n",
+             batch_interval_ms = 50\n\n[kafka]\n\"fetch.wait.max.ms\" = 10\n\
+             \"check.crcs\" = true\n",
             from_file.display()
         ),
     )

@@ -11,6 +11,7 @@ mod client_features;
 mod config;
 mod data_loss;
 mod exactly_once;
+mod examples;
 mod faults;
 mod http;
 mod memory;

@@ -9,6 +9,7 @@
 //!
 //! [kafka]                      # librdkafka consumer settings, passed through
 //! "security.protocol" = "ssl"
+//! "fetch.wait.max.ms" = 10      # numbers and booleans as librdkafka writes them
 //! ```
 
 use std::collections::BTreeMap;
@@ -45,9 +46,50 @@ pub(crate) struct JobConfig {
     pub(crate) backpressure: Option<bool>,
     /// Records per second of the first batches (wordcount only).
     pub(crate) initial_rate: Option<f64>,
-    /// librdkafka consumer settings, passed through untouched (`--set`).
+    /// librdkafka consumer settings, passed through untouched (`--set`):
+    /// strings, or integers, floats and booleans in their string form.
     #[serde(default)]
-    pub(crate) kafka: BTreeMap<String, String>,
+    pub(crate) kafka: BTreeMap<String, KafkaValue>,
+}
+
+/// The value of a librdkafka setting: librdkafka takes strings, so a TOML
+/// integer, float or boolean becomes the string librdkafka would read the
+/// same way (`10`, `0.5`, `true`).
+#[derive(Debug, PartialEq)]
+pub(crate) struct KafkaValue(pub(crate) String);
+
+impl<'de> Deserialize<'de> for KafkaValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = KafkaValue;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, integer, float or boolean")
+            }
+
+            fn visit_str<E>(self, value: &str) -> Result<KafkaValue, E> {
+                Ok(KafkaValue(value.to_owned()))
+            }
+
+            fn visit_i64<E>(self, value: i64) -> Result<KafkaValue, E> {
+                Ok(KafkaValue(value.to_string()))
+            }
+
+            fn visit_u64<E>(self, value: u64) -> Result<KafkaValue, E> {
+                Ok(KafkaValue(value.to_string()))
+            }
+
+            fn visit_f64<E>(self, value: f64) -> Result<KafkaValue, E> {
+                Ok(KafkaValue(value.to_string()))
+            }
+
+            fn visit_bool<E>(self, value: bool) -> Result<KafkaValue, E> {
+                Ok(KafkaValue(value.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl JobConfig {
@@ -55,7 +97,12 @@ impl JobConfig {
     pub(crate) fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("in the config file {}", path.display()))
+        Self::parse(&text).with_context(|| format!("in the config file {}", path.display()))
+    }
+
+    /// Checks a config file's `text`.
+    fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// The file's settings as command-line arguments, to go before the
@@ -91,7 +138,7 @@ impl JobConfig {
         if self.backpressure == Some(true) {
             args.push("--backpressure".into());
         }
-        for (key, value) in &self.kafka {
+        for (key, KafkaValue(value)) in &self.kafka {
             args.push("--set".into());
             args.push(format!("{key}={value}").into());
         }
@@ -130,4 +177,57 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `"fetch.wait.max.ms" = 10` was refused: `[kafka]` took only strings.
+    #[test]
+    fn kafka_settings_take_integers_floats_and_booleans_as_their_string_form() {
+        let config = JobConfig::parse(
+            r#"
+            [kafka]
+            "security.protocol" = "ssl"
+            "fetch.wait.max.ms" = 10
+            "socket.timeout.ms" = -1
+            "some.ratio" = 0.5
+            "whole.float" = 2.0
+            "enable.partition.eof" = false
+            "#,
+        )
+        .unwrap();
+        let set: Vec<String> = config
+            .to_args()
+            .chunks(2)
+            .map(|pair| {
+                assert_eq!(pair[0], "--set");
+                pair[1].to_string_lossy().into_owned()
+            })
+            .collect();
+        assert_eq!(
+            set,
+            [
+                "enable.partition.eof=false",
+                "fetch.wait.max.ms=10",
+                "security.protocol=ssl",
+                "socket.timeout.ms=-1",
+                "some.ratio=0.5",
+                "whole.float=2",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_kafka_setting_that_is_not_a_scalar_is_refused_naming_it() {
+        let error = JobConfig::parse("[kafka]\n\"bootstrap.servers\" = [\"a\", \"b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bootstrap.servers"), "{error}");
+        assert!(
+            error.contains("a string, integer, float or boolean"),
+            "{error}"
+        );
+    }
 }

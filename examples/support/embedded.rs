@@ -1,5 +1,6 @@
 //! The in-process Kafka broker the examples start when no `--brokers` is
-//! given, with a producer thread writing generated lines into it.
+//! given, with a producer thread writing generated lines into it (or, for
+//! a bounded run, a fixed number of lines written before the job starts).
 //!
 //! The broker forgets its records when the process exits, so on a restart
 //! the producer first writes the same records again up to the offsets
@@ -69,40 +70,8 @@ impl Embedded {
         stored: &BTreeMap<TopicPartition, i64>,
         record_at: RecordAt,
     ) -> anyhow::Result<Self> {
-        let cluster = MockCluster::new(1).context("starting the embedded broker")?;
-        cluster
-            .create_topic(topic, partitions, 1)
-            .context("creating the embedded topic")?;
+        let (cluster, producer, next) = Self::refilled(topic, partitions, stored, &record_at)?;
         let bootstrap = cluster.bootstrap_servers();
-        let producer: ThreadedProducer<_> = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            // Few, larger record batches: the embedded broker's fetches
-            // slow down with the number of batches in its log.
-            .set("linger.ms", "100")
-            .set("enable.idempotence", "true")
-            .create()
-            .context("creating the embedded producer")?;
-
-        // Rewrite what earlier runs consumed, so stored offsets exist again.
-        let mut next: Vec<i64> = vec![0; partitions as usize];
-        for (p, next_offset) in next.iter_mut().enumerate() {
-            let end = stored
-                .get(&TopicPartition::new(topic, p as i32))
-                .copied()
-                .unwrap_or(0);
-            while *next_offset < end {
-                send(&producer, topic, p as i32, *next_offset, &record_at)?;
-                *next_offset += 1;
-            }
-        }
-        producer.flush(Duration::from_secs(60))?;
-        if next.iter().any(|&n| n > 0) {
-            tracing::info!(
-                records = next.iter().sum::<i64>(),
-                "embedded broker refilled up to the stored offsets"
-            );
-        }
-
         tracing::info!(%bootstrap, topic, partitions, rate, "embedded broker started");
         let topic = topic.to_owned();
         let stop = Arc::new(AtomicBool::new(false));
@@ -116,6 +85,83 @@ impl Embedded {
             producer: Some(producer),
             cluster,
         })
+    }
+
+    /// Starts the broker with `topic`, refills it up to `stored`, then
+    /// writes `lines` more lines round-robin over the partitions and no
+    /// more: a fixed input for a bounded run (`--until-caught-up`), which
+    /// otherwise would find the broker empty.
+    // Not every example including this file calls it.
+    #[allow(dead_code)]
+    pub(crate) fn filled(
+        topic: &str,
+        partitions: i32,
+        lines: u64,
+        stored: &BTreeMap<TopicPartition, i64>,
+        line_at: LineAt,
+    ) -> anyhow::Result<Self> {
+        let record_at: RecordAt = Arc::new(move |p, offset| (line_at(p, offset), None));
+        let (cluster, producer, mut next) = Self::refilled(topic, partitions, stored, &record_at)?;
+        for sent in 0..lines {
+            let p = (sent % next.len() as u64) as usize;
+            send(&producer, topic, p as i32, next[p], &record_at)?;
+            next[p] += 1;
+        }
+        producer.flush(Duration::from_secs(60))?;
+        let bootstrap = cluster.bootstrap_servers();
+        tracing::info!(%bootstrap, topic, partitions, lines, "embedded broker started with new lines");
+        Ok(Self {
+            bootstrap,
+            stop: Arc::new(AtomicBool::new(true)),
+            producer: None,
+            cluster,
+        })
+    }
+
+    /// A new broker with `topic`, holding again what earlier runs consumed
+    /// (up to the `stored` offsets), so stored offsets exist again; its
+    /// producer, and each partition's next offset.
+    fn refilled(
+        topic: &str,
+        partitions: i32,
+        stored: &BTreeMap<TopicPartition, i64>,
+        record_at: &RecordAt,
+    ) -> anyhow::Result<(
+        MockCluster<'static, DefaultProducerContext>,
+        ThreadedProducer<DefaultProducerContext>,
+        Vec<i64>,
+    )> {
+        let cluster = MockCluster::new(1).context("starting the embedded broker")?;
+        cluster
+            .create_topic(topic, partitions, 1)
+            .context("creating the embedded topic")?;
+        let producer: ThreadedProducer<_> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            // Few, larger record batches: the embedded broker's fetches
+            // slow down with the number of batches in its log.
+            .set("linger.ms", "100")
+            .set("enable.idempotence", "true")
+            .create()
+            .context("creating the embedded producer")?;
+        let mut next: Vec<i64> = vec![0; partitions as usize];
+        for (p, next_offset) in next.iter_mut().enumerate() {
+            let end = stored
+                .get(&TopicPartition::new(topic, p as i32))
+                .copied()
+                .unwrap_or(0);
+            while *next_offset < end {
+                send(&producer, topic, p as i32, *next_offset, record_at)?;
+                *next_offset += 1;
+            }
+        }
+        producer.flush(Duration::from_secs(60))?;
+        if next.iter().any(|&n| n > 0) {
+            tracing::info!(
+                records = next.iter().sum::<i64>(),
+                "embedded broker refilled up to the stored offsets"
+            );
+        }
+        Ok((cluster, producer, next))
     }
 
     /// Creates another topic on the embedded broker.

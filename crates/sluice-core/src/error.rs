@@ -164,7 +164,8 @@ pub enum Error {
     #[error(
         "data loss on {topic}-{partition}: stored offset {stored} is below the log start \
          {log_start}, records [{stored}, {log_start}) were deleted before they were processed \
-         (on_data_loss(ResetToEarliest) skips them)"
+         (a source with DataLossPolicy::ResetToEarliest skips them: set it with \
+         KafkaSourceBuilder::on_data_loss or MemorySource::with_data_loss_policy)"
     )]
     DataLoss {
         /// Topic of the partition.
@@ -180,7 +181,9 @@ pub enum Error {
     /// was probably deleted and recreated, or truncated.
     #[error(
         "stored offset {stored} of {topic}-{partition} is past its latest offset {latest}; \
-         was the topic recreated? (on_data_loss(ResetToEarliest) restarts it from its log start)"
+         was the topic recreated? (a source with DataLossPolicy::ResetToEarliest restarts it \
+         from its log start: set it with KafkaSourceBuilder::on_data_loss or \
+         MemorySource::with_data_loss_policy)"
     )]
     OffsetAhead {
         /// Topic of the partition.

@@ -283,7 +283,10 @@ impl StreamingContextBuilder {
         if batch_interval < Duration::from_millis(1) {
             return Err(config(
                 "batch_interval",
-                format!("{batch_interval:?} is too short; the minimum is 1 ms"),
+                format!(
+                    "{} ms is too short; the minimum is 1 ms",
+                    batch_interval.as_secs_f64() * 1e3
+                ),
             ));
         }
         let checkpoint_dir = self.checkpoint_dir.ok_or_else(|| {

@@ -88,6 +88,16 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The HTTP endpoint could not listen on its address (in use, or not
+    /// the machine's): a configuration mistake, nothing was read or
+    /// written.
+    #[error("could not bind the HTTP endpoint to {addr}: {source}")]
+    HttpBind {
+        /// The address from [`http`](crate::StreamingContextBuilder::http).
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The checkpoint directory is not usable.
     #[error("checkpoint directory {path}: {reason}")]
     CheckpointDir {

@@ -3,5 +3,6 @@
 //! temporary directory. No broker needed.
 
 mod driver;
+mod regression;
 mod sink;
 mod util;

@@ -18,6 +18,16 @@ use crate::{Error, InputReader, OffsetRange, Record, Result, TopicPartition};
 /// engine needs: a range reads the same records however often it is read,
 /// until [`delete_before`](Self::delete_before) deletes them.
 ///
+/// The records live only as long as the process: a job restarted on a new
+/// `MemorySource` resumes from the offsets in its checkpoint, so the new
+/// source must hold at least those records again (or the job stops with an
+/// offset-ahead error, unless
+/// [`with_data_loss_policy`](Self::with_data_loss_policy) resets it).
+///
+/// From the `sluice` crate, import it as `sluice::source::MemorySource`
+/// (with `sluice::source::Source`); the example below uses this crate's
+/// own paths.
+///
 /// ```
 /// use sluice_core::{MemorySource, Source};
 ///

@@ -94,8 +94,11 @@ impl HttpServer {
     /// serves on a thread of its own.
     pub(crate) fn start(settings: &HttpSettings, monitor: Arc<Monitor>) -> Result<Self> {
         let io = |what, source| Error::Io { what, source };
-        let listener = std::net::TcpListener::bind(settings.addr)
-            .map_err(|e| io("bind the HTTP endpoint's address", e))?;
+        let listener =
+            std::net::TcpListener::bind(settings.addr).map_err(|source| Error::HttpBind {
+                addr: settings.addr,
+                source,
+            })?;
         listener
             .set_nonblocking(true)
             .map_err(|e| io("set up the HTTP endpoint's socket", e))?;

@@ -1,0 +1,78 @@
+//! Regressions, each named after the fault it pins.
+
+use std::time::Duration;
+
+use sluice_core::MemorySource;
+use sluice_runtime::Error;
+
+use crate::util::{context, values, CountingJob};
+
+/// A restarted `MemorySource` holds only what the new process appended, so
+/// stored offsets can be past its latest; the error's hint named
+/// `on_data_loss`, a `KafkaSource` method, for it.
+#[test]
+fn an_offset_ahead_of_a_memory_source_names_its_data_loss_setter() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = MemorySource::new();
+    source.append("words", 0, values("a", 0..10));
+    let job = CountingJob::new(context(dir.path()).build().unwrap(), source).start();
+    job.wait_for_records(10);
+    job.stop();
+
+    // A new process: a new source, with fewer records than were read.
+    let forgetful = MemorySource::new();
+    forgetful.append("words", 0, values("b", 0..3));
+    let job = CountingJob::new(context(dir.path()).build().unwrap(), forgetful).start();
+    let error = job.context().await_termination().unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Source(sluice_core::Error::OffsetAhead {
+                stored: 10,
+                latest: 3,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("MemorySource::with_data_loss_policy"),
+        "{message}"
+    );
+}
+
+/// `--batch-interval-ms 0` was refused as "0ns is too short".
+#[test]
+fn a_too_short_batch_interval_is_reported_in_milliseconds() {
+    let dir = tempfile::tempdir().unwrap();
+    for (interval, shown) in [
+        (Duration::ZERO, "0 ms is too short"),
+        (Duration::from_micros(500), "0.5 ms is too short"),
+    ] {
+        let error = context(dir.path())
+            .batch_interval(interval)
+            .build()
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains(shown), "{message}");
+    }
+}
+
+/// A port in use was reported as "could not bind the HTTP endpoint's
+/// address", without the address.
+#[test]
+fn a_busy_http_port_is_refused_naming_the_address() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path()).http(addr.to_string()).build().unwrap();
+    let job = CountingJob::new(ctx, MemorySource::new());
+    let error = job.context().start().unwrap_err();
+    assert!(
+        matches!(&error, Error::HttpBind { addr: at, .. } if *at == addr),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(&addr.to_string()), "{message}");
+}

@@ -1,0 +1,57 @@
+//! What the examples print: log lines on stderr, coloured only on a
+//! terminal, and results on stdout, where a reader that went away
+//! (`clicks --totals | head`) ends the example quietly instead of making
+//! `println!` panic.
+
+use std::io::{IsTerminal as _, Write as _};
+
+/// Prints a line to stdout; a closed pipe ends the program with status 0
+/// (what was printed was committed before), another write error with 1.
+/// For the module that declares `mod output`.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        output::emit(format_args!($($arg)*))
+    };
+}
+
+/// Sends sluice's `tracing` events to stderr, filtered by `RUST_LOG` or
+/// else `default_filter`, with colours only when stderr is a terminal (not
+/// in a file or a pipe).
+pub(crate) fn init_logging(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Writes `line` and a newline to stdout; see [`out!`].
+pub(crate) fn emit(line: std::fmt::Arguments<'_>) {
+    write(|stdout| {
+        stdout.write_fmt(line)?;
+        stdout.write_all(b"\n")
+    });
+}
+
+/// Writes `text` to stdout as it is; a closed pipe ends the program as in
+/// [`out!`].
+// Not every example including this file calls it.
+#[allow(dead_code)]
+pub(crate) fn print_text(text: &str) {
+    write(|stdout| stdout.write_all(text.as_bytes()));
+}
+
+fn write(what: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>) {
+    let mut stdout = std::io::stdout().lock();
+    let written = what(&mut stdout).and_then(|()| stdout.flush());
+    if let Err(error) = written {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("cannot write the output: {error}");
+        std::process::exit(1);
+    }
+}
