@@ -152,8 +152,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         .max_rate_per_partition(args.max_rate_per_partition)
         .initial_rate(args.initial_rate);
     let interval = Duration::from_millis(args.batch_interval_ms);
-    let ctx = context(&args.checkpoint_dir, interval, limits).build()?;
-
+    // The source first: a bad setting is refused before the context's
+    // build() opens (on a first start, creates) the checkpoint.
     let mut source = KafkaSource::builder()
         .brokers(brokers)
         .subscribe([args.topic.as_str()]);
@@ -162,7 +162,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         // (500 ms) even when records are there; a real broker answers at once.
         source = source.set("fetch.wait.max.ms", "10");
     }
-    count_clicks(&ctx, source.build()?)?;
+    let source = source.build()?;
+    let ctx = context(&args.checkpoint_dir, interval, limits).build()?;
+    count_clicks(&ctx, source)?;
 
     ctx.start()?;
     // Returns after Ctrl-C (SIGINT) or SIGTERM, once the batch in flight

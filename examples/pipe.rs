@@ -117,15 +117,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
-    let mut builder = StreamingContext::builder()
-        .app_id(APP_ID)
-        .batch_interval(Duration::from_millis(args.batch_interval_ms))
-        .checkpoint_dir(&args.checkpoint_dir);
-    if let Some(workers) = args.workers {
-        builder = builder.workers(workers);
-    }
-    let ctx = builder.build()?;
-
     let mut source = KafkaSource::builder()
         .brokers(&brokers)
         .subscribe([args.topic.as_str()])
@@ -150,8 +141,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         source = source.set(key, value);
         sink = sink.set(key, value);
     }
+    // The source and sink first: a bad setting is refused before the
+    // context's build() opens (on a first start, creates) the checkpoint.
+    let (source, sink) = (source.build()?, sink.build()?);
 
-    ctx.kafka_stream(source.build()?)?
+    let mut builder = StreamingContext::builder()
+        .app_id(APP_ID)
+        .batch_interval(Duration::from_millis(args.batch_interval_ms))
+        .checkpoint_dir(&args.checkpoint_dir);
+    if let Some(workers) = args.workers {
+        builder = builder.workers(workers);
+    }
+    let ctx = builder.build()?;
+
+    ctx.kafka_stream(source)?
         .filter(|record: &Record| record.value.as_deref().is_some_and(|v| !v.is_empty()))
         .map(|record: Record| {
             let (topic, partition, offset) =
@@ -161,7 +164,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .header("sluice.partition", partition.to_string())
                 .header("sluice.offset", offset.to_string())
         })
-        .sink(sink.build()?)?;
+        .sink(sink)?;
 
     let output = args.output_topic.clone();
     ctx.add_listener(move |batch: &BatchCompleted, _: &dyn CheckpointStore| {

@@ -182,22 +182,8 @@ fn run(args: Args) -> anyhow::Result<()> {
 /// Runs the job on `brokers` until it is stopped or, with
 /// `--until-caught-up`, has read what they held at its start.
 fn count_words(args: &Args, brokers: String) -> anyhow::Result<()> {
-    let mut builder = StreamingContext::builder()
-        .app_id(APP_ID)
-        .batch_interval(Duration::from_millis(args.batch_interval_ms))
-        .checkpoint_dir(&args.checkpoint_dir);
-    if let Some(every) = args.restore_points {
-        builder = builder.checkpoint_restore_points(every, 1000);
-    }
-    if let Some(workers) = args.workers {
-        builder = builder.workers(workers);
-    }
-    let mut limits = RateLimits::new().backpressure(args.backpressure);
-    limits.max_rate_per_partition = args.max_rate_per_partition;
-    limits.max_rate = args.max_rate;
-    limits.initial_rate = args.initial_rate;
-    let ctx = builder.rate_limits(limits).build()?;
-
+    // The source first: a bad Kafka setting is refused before the
+    // context's build() opens (on a first start, creates) the checkpoint.
     let mut source = KafkaSource::builder()
         .brokers(brokers)
         .subscribe([args.topic.as_str()]);
@@ -214,7 +200,24 @@ fn count_words(args: &Args, brokers: String) -> anyhow::Result<()> {
     for (key, value) in &args.settings {
         source = source.set(key, value);
     }
-    ctx.kafka_stream(source.build()?)?
+    let source = source.build()?;
+
+    let mut builder = StreamingContext::builder()
+        .app_id(APP_ID)
+        .batch_interval(Duration::from_millis(args.batch_interval_ms))
+        .checkpoint_dir(&args.checkpoint_dir);
+    if let Some(every) = args.restore_points {
+        builder = builder.checkpoint_restore_points(every, 1000);
+    }
+    if let Some(workers) = args.workers {
+        builder = builder.workers(workers);
+    }
+    let mut limits = RateLimits::new().backpressure(args.backpressure);
+    limits.max_rate_per_partition = args.max_rate_per_partition;
+    limits.max_rate = args.max_rate;
+    limits.initial_rate = args.initial_rate;
+    let ctx = builder.rate_limits(limits).build()?;
+    ctx.kafka_stream(source)?
         .values_utf8()
         .count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
         .save_counts(FAMILY)?;

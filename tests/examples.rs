@@ -112,6 +112,30 @@ fn a_negative_number_for_a_numeric_option_is_reported_naming_the_option() {
     }
 }
 
+/// A bad Kafka setting was refused only after the context had created an
+/// empty checkpoint, against "checked before anything is written".
+#[test]
+fn a_bad_kafka_setting_is_refused_before_the_checkpoint_is_created() {
+    for name in ["wordcount", "pipe"] {
+        let dir = TempDir::new().unwrap();
+        let checkpoint = dir.path().join("checkpoint");
+        let out = Command::new(example(name))
+            .args(["--set", "no.such.setting=1", "--checkpoint-dir"])
+            .arg(&checkpoint)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the example");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {stderr}");
+        assert!(stderr.contains("`no.such.setting`"), "{name}: {stderr}");
+        assert!(
+            !checkpoint.exists(),
+            "{name} created {} before refusing the setting",
+            checkpoint.display()
+        );
+    }
+}
+
 /// `clicks | head` panicked with "failed printing to stdout: Broken pipe"
 /// once `head` had its lines.
 #[test]
