@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use sluice::checkpoint::{CheckpointStore, RocksCheckpoint};
+use sluice::checkpoint::{BatchRecord, CheckpointStore, Commit, RocksCheckpoint};
+use sluice::kafka::TopicPartition;
+use sluice::sink::WriteSet;
 
 use crate::util::job::{self, WAIT};
 use crate::util::kafka;
@@ -84,6 +86,41 @@ fn copy_dir(from: &Path, to: &Path) {
         }
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
+}
+
+/// Writes a wordcount checkpoint as a job leaves it after `batches` batches
+/// that each read 10 records from every one of `lines:0..partitions`,
+/// through the RocksDB store a job commits to (no restore points). For the
+/// commands that need no broker; returns the stored offsets.
+fn committed_checkpoint(dir: &Path, batches: u64, partitions: i32) -> Vec<(TopicPartition, i64)> {
+    let mut store = RocksCheckpoint::builder(dir).app_id(APP_ID).open().unwrap();
+    let mut next = Vec::new();
+    for id in 0..batches {
+        let mut record = BatchRecord::new(id, 1_700_000_000_000 + id as i64 * 100);
+        record.records = 10 * partitions as u64;
+        record.processing_ms = 5;
+        next = (0..partitions)
+            .map(|p| (TopicPartition::new("lines", p), (id as i64 + 1) * 10))
+            .collect();
+        store
+            .commit(Commit {
+                record,
+                next_offsets: next.clone(),
+                writes: WriteSet::new(),
+            })
+            .unwrap();
+    }
+    next
+}
+
+/// The stored offsets of the wordcount checkpoint in `dir`.
+fn stored_offsets(dir: &Path) -> Vec<(TopicPartition, i64)> {
+    RocksCheckpoint::open_read_only(dir, APP_ID)
+        .unwrap()
+        .offsets()
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 #[test]
@@ -192,7 +229,7 @@ fn cli_rewind_then_restart_gives_the_results_of_a_run_stopped_at_that_batch() {
         "{dry}"
     );
     let dry = ok(&["offsets", "set", d, "lines:0=0", "--dry-run"]);
-    assert!(dry.contains("would set lines-0"), "{dry}");
+    assert!(dry.contains("would set lines:0"), "{dry}");
     assert_eq!(wordcount::committed(&dir).unwrap(), before);
     assert_eq!(wordcount::totals(&dir), totals_full);
 
@@ -462,4 +499,90 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
 
     ui.kill().unwrap();
     ui.wait().unwrap();
+}
+
+/// Regression: a mistyped topic or partition (`nosuch:0`, `lines:9`) was
+/// written as a new position no job reads, with exit 0.
+#[test]
+fn cli_offsets_set_refuses_a_partition_the_checkpoint_does_not_hold_unless_new_partition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    let d = dir.to_str().unwrap();
+    committed_checkpoint(&dir, 3, 3);
+    let before = stored_offsets(&dir);
+
+    for args in [
+        vec!["offsets", "set", d, "nosuch:0=5", "--dry-run"],
+        vec!["offsets", "set", d, "nosuch:0=5"],
+        vec!["offsets", "set", d, "lines:9=5"],
+        // One refused argument refuses them all: lines:0 is not written.
+        vec!["offsets", "set", d, "lines:0=7", "lines:9=5", "nosuch:0=1"],
+    ] {
+        let out = sluice(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+        let error = stderr(&out);
+        let refused: Vec<&str> = args[3..]
+            .iter()
+            .filter(|a| !a.starts_with("lines:0") && !a.starts_with("--"))
+            .map(|a| a.split('=').next().unwrap())
+            .collect();
+        let named = format!("holds no position for {}; ", refused.join(", "));
+        for expected in [
+            named.as_str(),
+            "it holds lines:0, lines:1, lines:2",
+            "--new-partition",
+            "nothing was changed",
+            d,
+        ] {
+            assert!(
+                error.contains(expected),
+                "{args:?}: {expected:?} missing: {error}"
+            );
+        }
+        assert_eq!(stored_offsets(&dir), before, "{args:?} wrote");
+    }
+
+    // Known partitions: shown as the command line takes them.
+    let dry = ok(&["offsets", "set", d, "lines:0=7", "--dry-run"]);
+    assert_eq!(
+        dry,
+        "would set lines:0: 30 -> 7\ndry run: nothing was changed\n"
+    );
+    assert_eq!(stored_offsets(&dir), before);
+
+    // --new-partition adds a position for a partition not read yet.
+    let set = ok(&[
+        "offsets",
+        "set",
+        d,
+        "lines:0=7",
+        "lines:3=5",
+        "--new-partition",
+    ]);
+    assert_eq!(set, "set lines:0: 30 -> 7\nset lines:3: (none) -> 5\n");
+    let after = stored_offsets(&dir);
+    let of = |p| {
+        after
+            .iter()
+            .find(|(tp, _)| *tp == TopicPartition::new("lines", p))
+            .map(|o| o.1)
+    };
+    assert_eq!((of(0), of(1), of(3)), (Some(7), Some(30), Some(5)));
+
+    // A checkpoint that has committed nothing holds no position at all.
+    let empty = tmp.path().join("empty");
+    committed_checkpoint(&empty, 0, 0);
+    let e = empty.to_str().unwrap();
+    let error = fails(&["offsets", "set", e, "lines:0=5"], 1);
+    assert!(
+        error.contains("no position for lines:0; it holds none yet"),
+        "{error}"
+    );
+    assert!(stored_offsets(&empty).is_empty());
+    ok(&["offsets", "set", e, "lines:0=5", "--new-partition"]);
+    assert_eq!(
+        stored_offsets(&empty),
+        [(TopicPartition::new("lines", 0), 5)]
+    );
 }
