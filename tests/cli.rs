@@ -123,6 +123,65 @@ fn stored_offsets(dir: &Path) -> Vec<(TopicPartition, i64)> {
         .collect()
 }
 
+/// A running `sluice ui --listen 127.0.0.1:0 DIR`, killed when dropped (so
+/// also when a test fails).
+struct UiProcess {
+    child: std::process::Child,
+    /// The base URL it printed, without the trailing `/`.
+    url: String,
+}
+
+impl UiProcess {
+    fn start(dir: &Path) -> Self {
+        use std::io::{BufRead, BufReader};
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["ui", "--listen", "127.0.0.1:0"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        Self { child, url }
+    }
+
+    /// GET `path`: status and body, whatever the status.
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(&format!("{}{path}", self.url))
+    }
+}
+
+impl Drop for UiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `url`: status and body, whatever the status.
+fn http_get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    (
+        response.status().as_u16(),
+        response.body_mut().read_to_string().unwrap(),
+    )
+}
+
 #[test]
 fn cli_rewind_then_restart_gives_the_results_of_a_run_stopped_at_that_batch() {
     wordcount::binary();
@@ -394,8 +453,6 @@ fn cli_dumps_state_by_its_recorded_shapes_and_exports_dead_letters() {
 
 #[test]
 fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
-    use std::io::{BufRead, BufReader};
-
     // A checkpoint written by a real run: the wordcount reading 300 lines.
     let cluster = kafka::mock_cluster();
     let bootstrap = cluster.bootstrap_servers();
@@ -430,37 +487,14 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
         .unwrap();
     assert!(batches.len() > 1, "{batches:?}");
 
-    let mut ui = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["ui", "--listen", "127.0.0.1:0"])
-        .arg(&checkpoint)
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(ui.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .trim_end_matches('/')
-        .to_owned();
+    let ui = UiProcess::start(&checkpoint);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(std::time::Duration::from_secs(10)))
         .build()
         .into();
-    let get = |path: &str| {
-        let mut response = agent.get(format!("{url}{path}")).call().unwrap();
-        (
-            response.status().as_u16(),
-            response.body_mut().read_to_string().unwrap(),
-        )
-    };
 
-    let (status, body) = get("/api/batches?limit=1000");
+    let (status, body) = ui.get("/api/batches?limit=1000");
     assert_eq!(status, 200, "{body}");
     let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
     let ids: Vec<u64> = listed["batches"]
@@ -475,11 +509,11 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
     expected.sort_unstable();
     assert_eq!(ids_sorted, expected);
     let last = batches.last().unwrap();
-    let (status, body) = get(&format!("/api/batches/{}", last.id));
+    let (status, body) = ui.get(&format!("/api/batches/{}", last.id));
     assert_eq!(status, 200, "{body}");
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(view["records"], last.records);
-    let (status, body) = get("/api/overview");
+    let (status, body) = ui.get("/api/overview");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"stopped\""), "{body}");
     assert!(
@@ -489,16 +523,13 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
 
     // Nothing to control.
     let mut response = agent
-        .post(format!("{url}/api/control/pause"))
+        .post(format!("{}/api/control/pause", ui.url))
         .content_type("application/json")
         .send("{}")
         .unwrap();
     assert_eq!(response.status().as_u16(), 409);
     let body = response.body_mut().read_to_string().unwrap();
     assert!(body.contains("stopped job"), "{body}");
-
-    ui.kill().unwrap();
-    ui.wait().unwrap();
 }
 
 /// Regression: a mistyped topic or partition (`nosuch:0`, `lines:9`) was
@@ -585,4 +616,44 @@ fn cli_offsets_set_refuses_a_partition_the_checkpoint_does_not_hold_unless_new_p
         stored_offsets(&empty),
         [(TopicPartition::new("lines", 0), 5)]
     );
+}
+
+/// Regression: `sluice ui` showed each partition's latest offset and log
+/// start as its committed position with lag 0 (a rewound job looked caught
+/// up), and a `/metrics` of zeros that contradicted `/api/overview`.
+#[test]
+fn cli_ui_shows_broker_figures_as_unknown_and_serves_no_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    committed_checkpoint(&dir, 4, 2);
+    let ui = UiProcess::start(&dir);
+
+    let (status, body) = ui.get("/api/partitions");
+    assert_eq!(status, 200, "{body}");
+    let partitions: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let partitions = partitions["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2, "{body}");
+    for p in partitions {
+        assert_eq!(p["position"], 40, "{p}");
+        for unknown in ["log_start", "latest", "lag"] {
+            assert!(p[unknown].is_null(), "{unknown} should be null: {p}");
+        }
+    }
+
+    let (status, page) = ui.get("/");
+    assert_eq!(status, 200);
+    let table = &page[page.find("<table id=partitions>").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    let unknown_cells = table.matches("<td class=unknown").count();
+    assert_eq!(unknown_cells, 2 * 3, "{table}");
+    assert_eq!(table.matches("<td>40</td>").count(), 2, "{table}");
+    assert!(page.contains("no broker was asked"), "{page}");
+    assert!(!page.contains("href=\"/metrics\""), "{page}");
+
+    let (status, body) = ui.get("/metrics");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("metrics come from a running job"), "{body}");
+    assert!(!body.contains("sluice_batches_committed_total"), "{body}");
+    let (_, overview) = ui.get("/api/overview");
+    assert!(overview.contains("\"batches_committed\":4"), "{overview}");
 }
