@@ -657,3 +657,32 @@ fn cli_ui_shows_broker_figures_as_unknown_and_serves_no_metrics() {
     let (_, overview) = ui.get("/api/overview");
     assert!(overview.contains("\"batches_committed\":4"), "{overview}");
 }
+
+/// Regression: with no restore points, the error named a builder method
+/// that does not exist (`restore_points(every, keep)` on the job's
+/// builder) and not the examples' flag.
+#[test]
+fn cli_rewind_without_restore_points_names_the_builder_method_and_the_examples_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    let d = dir.to_str().unwrap();
+    let before = committed_checkpoint(&dir, 3, 1);
+    for args in [
+        vec!["rewind", d, "--to-batch", "1", "--dry-run"],
+        vec!["rewind", d, "--to-batch", "1"],
+    ] {
+        let error = fails(&args, 1);
+        for expected in [
+            "no restore point for batch 1; it has none",
+            "StreamingContext::builder().checkpoint_restore_points(every, keep)",
+            "--restore-points N",
+        ] {
+            assert!(
+                error.contains(expected),
+                "{args:?}: {expected:?} missing: {error}"
+            );
+        }
+        assert!(!error.contains("opened with restore_points"), "{error}");
+    }
+    assert_eq!(stored_offsets(&dir), before);
+}
