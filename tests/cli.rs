@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use sluice::checkpoint::{CheckpointStore, RocksCheckpoint};
+use sluice::checkpoint::{BatchRecord, CheckpointStore, Commit, RocksCheckpoint};
+use sluice::kafka::TopicPartition;
+use sluice::sink::WriteSet;
 
 use crate::util::job::{self, WAIT};
 use crate::util::kafka;
@@ -84,6 +86,100 @@ fn copy_dir(from: &Path, to: &Path) {
         }
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
+}
+
+/// Writes a wordcount checkpoint as a job leaves it after `batches` batches
+/// that each read 10 records from every one of `lines:0..partitions`,
+/// through the RocksDB store a job commits to (no restore points). For the
+/// commands that need no broker; returns the stored offsets.
+fn committed_checkpoint(dir: &Path, batches: u64, partitions: i32) -> Vec<(TopicPartition, i64)> {
+    let mut store = RocksCheckpoint::builder(dir).app_id(APP_ID).open().unwrap();
+    let mut next = Vec::new();
+    for id in 0..batches {
+        let mut record = BatchRecord::new(id, 1_700_000_000_000 + id as i64 * 100);
+        record.records = 10 * partitions as u64;
+        record.processing_ms = 5;
+        next = (0..partitions)
+            .map(|p| (TopicPartition::new("lines", p), (id as i64 + 1) * 10))
+            .collect();
+        store
+            .commit(Commit {
+                record,
+                next_offsets: next.clone(),
+                writes: WriteSet::new(),
+            })
+            .unwrap();
+    }
+    next
+}
+
+/// The stored offsets of the wordcount checkpoint in `dir`.
+fn stored_offsets(dir: &Path) -> Vec<(TopicPartition, i64)> {
+    RocksCheckpoint::open_read_only(dir, APP_ID)
+        .unwrap()
+        .offsets()
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// A running `sluice ui --listen 127.0.0.1:0 DIR`, killed when dropped (so
+/// also when a test fails).
+struct UiProcess {
+    child: std::process::Child,
+    /// The base URL it printed, without the trailing `/`.
+    url: String,
+}
+
+impl UiProcess {
+    fn start(dir: &Path) -> Self {
+        use std::io::{BufRead, BufReader};
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["ui", "--listen", "127.0.0.1:0"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        Self { child, url }
+    }
+
+    /// GET `path`: status and body, whatever the status.
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(&format!("{}{path}", self.url))
+    }
+}
+
+impl Drop for UiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `url`: status and body, whatever the status.
+fn http_get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    (
+        response.status().as_u16(),
+        response.body_mut().read_to_string().unwrap(),
+    )
 }
 
 #[test]
@@ -192,7 +288,7 @@ fn cli_rewind_then_restart_gives_the_results_of_a_run_stopped_at_that_batch() {
         "{dry}"
     );
     let dry = ok(&["offsets", "set", d, "lines:0=0", "--dry-run"]);
-    assert!(dry.contains("would set lines-0"), "{dry}");
+    assert!(dry.contains("would set lines:0"), "{dry}");
     assert_eq!(wordcount::committed(&dir).unwrap(), before);
     assert_eq!(wordcount::totals(&dir), totals_full);
 
@@ -357,8 +453,6 @@ fn cli_dumps_state_by_its_recorded_shapes_and_exports_dead_letters() {
 
 #[test]
 fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
-    use std::io::{BufRead, BufReader};
-
     // A checkpoint written by a real run: the wordcount reading 300 lines.
     let cluster = kafka::mock_cluster();
     let bootstrap = cluster.bootstrap_servers();
@@ -393,37 +487,14 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
         .unwrap();
     assert!(batches.len() > 1, "{batches:?}");
 
-    let mut ui = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["ui", "--listen", "127.0.0.1:0"])
-        .arg(&checkpoint)
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(ui.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .trim_end_matches('/')
-        .to_owned();
+    let ui = UiProcess::start(&checkpoint);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(std::time::Duration::from_secs(10)))
         .build()
         .into();
-    let get = |path: &str| {
-        let mut response = agent.get(format!("{url}{path}")).call().unwrap();
-        (
-            response.status().as_u16(),
-            response.body_mut().read_to_string().unwrap(),
-        )
-    };
 
-    let (status, body) = get("/api/batches?limit=1000");
+    let (status, body) = ui.get("/api/batches?limit=1000");
     assert_eq!(status, 200, "{body}");
     let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
     let ids: Vec<u64> = listed["batches"]
@@ -438,11 +509,11 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
     expected.sort_unstable();
     assert_eq!(ids_sorted, expected);
     let last = batches.last().unwrap();
-    let (status, body) = get(&format!("/api/batches/{}", last.id));
+    let (status, body) = ui.get(&format!("/api/batches/{}", last.id));
     assert_eq!(status, 200, "{body}");
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(view["records"], last.records);
-    let (status, body) = get("/api/overview");
+    let (status, body) = ui.get("/api/overview");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"stopped\""), "{body}");
     assert!(
@@ -452,14 +523,166 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
 
     // Nothing to control.
     let mut response = agent
-        .post(format!("{url}/api/control/pause"))
+        .post(format!("{}/api/control/pause", ui.url))
         .content_type("application/json")
         .send("{}")
         .unwrap();
     assert_eq!(response.status().as_u16(), 409);
     let body = response.body_mut().read_to_string().unwrap();
     assert!(body.contains("stopped job"), "{body}");
+}
 
-    ui.kill().unwrap();
-    ui.wait().unwrap();
+/// Regression: a mistyped topic or partition (`nosuch:0`, `lines:9`) was
+/// written as a new position no job reads, with exit 0.
+#[test]
+fn cli_offsets_set_refuses_a_partition_the_checkpoint_does_not_hold_unless_new_partition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    let d = dir.to_str().unwrap();
+    committed_checkpoint(&dir, 3, 3);
+    let before = stored_offsets(&dir);
+
+    for args in [
+        vec!["offsets", "set", d, "nosuch:0=5", "--dry-run"],
+        vec!["offsets", "set", d, "nosuch:0=5"],
+        vec!["offsets", "set", d, "lines:9=5"],
+        // One refused argument refuses them all: lines:0 is not written.
+        vec!["offsets", "set", d, "lines:0=7", "lines:9=5", "nosuch:0=1"],
+    ] {
+        let out = sluice(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+        let error = stderr(&out);
+        let refused: Vec<&str> = args[3..]
+            .iter()
+            .filter(|a| !a.starts_with("lines:0") && !a.starts_with("--"))
+            .map(|a| a.split('=').next().unwrap())
+            .collect();
+        let named = format!("holds no position for {}; ", refused.join(", "));
+        for expected in [
+            named.as_str(),
+            "it holds lines:0, lines:1, lines:2",
+            "--new-partition",
+            "nothing was changed",
+            d,
+        ] {
+            assert!(
+                error.contains(expected),
+                "{args:?}: {expected:?} missing: {error}"
+            );
+        }
+        assert_eq!(stored_offsets(&dir), before, "{args:?} wrote");
+    }
+
+    // Known partitions: shown as the command line takes them.
+    let dry = ok(&["offsets", "set", d, "lines:0=7", "--dry-run"]);
+    assert_eq!(
+        dry,
+        "would set lines:0: 30 -> 7\ndry run: nothing was changed\n"
+    );
+    assert_eq!(stored_offsets(&dir), before);
+
+    // --new-partition adds a position for a partition not read yet.
+    let set = ok(&[
+        "offsets",
+        "set",
+        d,
+        "lines:0=7",
+        "lines:3=5",
+        "--new-partition",
+    ]);
+    assert_eq!(set, "set lines:0: 30 -> 7\nset lines:3: (none) -> 5\n");
+    let after = stored_offsets(&dir);
+    let of = |p| {
+        after
+            .iter()
+            .find(|(tp, _)| *tp == TopicPartition::new("lines", p))
+            .map(|o| o.1)
+    };
+    assert_eq!((of(0), of(1), of(3)), (Some(7), Some(30), Some(5)));
+
+    // A checkpoint that has committed nothing holds no position at all.
+    let empty = tmp.path().join("empty");
+    committed_checkpoint(&empty, 0, 0);
+    let e = empty.to_str().unwrap();
+    let error = fails(&["offsets", "set", e, "lines:0=5"], 1);
+    assert!(
+        error.contains("no position for lines:0; it holds none yet"),
+        "{error}"
+    );
+    assert!(stored_offsets(&empty).is_empty());
+    ok(&["offsets", "set", e, "lines:0=5", "--new-partition"]);
+    assert_eq!(
+        stored_offsets(&empty),
+        [(TopicPartition::new("lines", 0), 5)]
+    );
+}
+
+/// Regression: `sluice ui` showed each partition's latest offset and log
+/// start as its committed position with lag 0 (a rewound job looked caught
+/// up), and a `/metrics` of zeros that contradicted `/api/overview`.
+#[test]
+fn cli_ui_shows_broker_figures_as_unknown_and_serves_no_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    committed_checkpoint(&dir, 4, 2);
+    let ui = UiProcess::start(&dir);
+
+    let (status, body) = ui.get("/api/partitions");
+    assert_eq!(status, 200, "{body}");
+    let partitions: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let partitions = partitions["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2, "{body}");
+    for p in partitions {
+        assert_eq!(p["position"], 40, "{p}");
+        for unknown in ["log_start", "latest", "lag"] {
+            assert!(p[unknown].is_null(), "{unknown} should be null: {p}");
+        }
+    }
+
+    let (status, page) = ui.get("/");
+    assert_eq!(status, 200);
+    let table = &page[page.find("<table id=partitions>").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    let unknown_cells = table.matches("<td class=unknown").count();
+    assert_eq!(unknown_cells, 2 * 3, "{table}");
+    assert_eq!(table.matches("<td>40</td>").count(), 2, "{table}");
+    assert!(page.contains("no broker was asked"), "{page}");
+    assert!(!page.contains("href=\"/metrics\""), "{page}");
+
+    let (status, body) = ui.get("/metrics");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("metrics come from a running job"), "{body}");
+    assert!(!body.contains("sluice_batches_committed_total"), "{body}");
+    let (_, overview) = ui.get("/api/overview");
+    assert!(overview.contains("\"batches_committed\":4"), "{overview}");
+}
+
+/// Regression: with no restore points, the error named a builder method
+/// that does not exist (`restore_points(every, keep)` on the job's
+/// builder) and not the examples' flag.
+#[test]
+fn cli_rewind_without_restore_points_names_the_builder_method_and_the_examples_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    let d = dir.to_str().unwrap();
+    let before = committed_checkpoint(&dir, 3, 1);
+    for args in [
+        vec!["rewind", d, "--to-batch", "1", "--dry-run"],
+        vec!["rewind", d, "--to-batch", "1"],
+    ] {
+        let error = fails(&args, 1);
+        for expected in [
+            "no restore point for batch 1; it has none",
+            "StreamingContext::builder().checkpoint_restore_points(every, keep)",
+            "--restore-points N",
+        ] {
+            assert!(
+                error.contains(expected),
+                "{args:?}: {expected:?} missing: {error}"
+            );
+        }
+        assert!(!error.contains("opened with restore_points"), "{error}");
+    }
+    assert_eq!(stored_offsets(&dir), before);
 }

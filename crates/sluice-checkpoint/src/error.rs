@@ -208,8 +208,10 @@ pub enum Error {
 
 fn describe_points(available: &[u64]) -> String {
     if available.is_empty() {
-        return "it has none (a job takes them when its checkpoint is opened with \
-                restore_points(every, keep))"
+        return "it has none (a job takes them when built with \
+                StreamingContext::builder().checkpoint_restore_points(every, keep), or \
+                RocksCheckpointBuilder::restore_points(every, keep) for a checkpoint opened \
+                directly)"
             .to_owned();
     }
     let ids: Vec<String> = available.iter().map(u64::to_string).collect();

@@ -7,10 +7,11 @@
 //! atomic RocksDB write.
 //!
 //! Exit codes: 0 success; 1 the command failed (no checkpoint, damaged
-//! checkpoint, unknown state or family, no restore point, broker
-//! unreachable); 2 bad command line (clap's own, and bad values such as a
-//! malformed `TOPIC:PARTITION=OFFSET`); 3 a running job holds the
-//! checkpoint, so nothing was changed.
+//! checkpoint, unknown state or family, a partition the checkpoint holds no
+//! position for, no restore point, broker unreachable); 2 bad command line
+//! (clap's own, and bad values such as a malformed
+//! `TOPIC:PARTITION=OFFSET`); 3 a running job holds the checkpoint, so
+//! nothing was changed.
 //!
 //! ```text
 //! sluice checkpoint info checkpoints/wordcount
@@ -151,6 +152,11 @@ enum OffsetsCommand {
         /// Show what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also accept partitions the checkpoint holds no position for (a
+        /// partition the job has not read yet); without it they are
+        /// refused, as a mistyped topic or partition would be.
+        #[arg(long)]
+        new_partition: bool,
     },
 }
 
@@ -245,8 +251,9 @@ fn main() -> ExitCode {
                     dir,
                     offsets,
                     dry_run,
+                    new_partition,
                 },
-        } => offsets::set(&dir, &offsets, dry_run),
+        } => offsets::set(&dir, &offsets, dry_run, new_partition),
         Command::Rewind {
             dir,
             to_batch,

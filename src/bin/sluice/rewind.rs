@@ -2,17 +2,24 @@
 
 use std::path::Path;
 
-use sluice::checkpoint::RewindPlan;
+use sluice::checkpoint::{Error, RewindPlan};
 
-use crate::{open, Outcome};
+use crate::{open, Failure, Outcome};
 
 pub(crate) fn run(dir: &Path, batch: u64, dry_run: bool) -> Outcome {
     let plan = if dry_run {
         // Read-only: a dry run may look while the job runs.
-        open::read_only(dir)?.0.rewind_plan(batch)?
+        open::read_only(dir)?.0.rewind_plan(batch)
     } else {
-        open::read_write(dir)?.rewind_to(batch)?
+        open::read_write(dir)?.rewind_to(batch)
     };
+    let plan = plan.map_err(|error| match error {
+        // The operator who finds none needs to know how to turn them on.
+        Error::NoRestorePoint { ref available, .. } if available.is_empty() => Failure::failed(
+            format!("{error}; the bundled wordcount example takes them with --restore-points N"),
+        ),
+        other => Failure::from(other),
+    })?;
     print(&plan, dry_run);
     Ok(())
 }

@@ -137,6 +137,16 @@ async fn batch_page(State(app): State<App>, Path(id): Path<String>) -> Response 
 }
 
 async fn metrics(State(app): State<App>) -> Response {
+    // A checkpoint's history has no live counters: zeros beside the
+    // history's own figures would contradict /api/overview.
+    if app.monitor.history {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no metrics here: this is a stopped job's checkpoint (sluice ui); metrics come \
+             from a running job's endpoint (GET /metrics of the address set with .http(..)); \
+             the batch history is in /api/overview and /api/batches",
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,

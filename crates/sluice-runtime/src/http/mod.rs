@@ -154,7 +154,10 @@ impl HttpServer {
 
 /// The web UI and JSON API of a stopped job, from its checkpoint's batch
 /// history (what `sluice ui DIR` serves). Read-only: control requests are
-/// answered 409 Conflict. Stops when dropped.
+/// answered 409 Conflict. With no broker asked, the partitions' log start,
+/// latest offset and lag are unknown (`null` in the JSON API). There is no
+/// `/metrics` (404): metrics come from a running job's endpoint. Stops when
+/// dropped.
 pub struct CheckpointUi {
     server: HttpServer,
 }

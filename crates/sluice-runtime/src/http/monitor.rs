@@ -84,16 +84,20 @@ pub(crate) struct BatchView {
 }
 
 /// A partition of the job's input, as of the last planning and commit.
+///
+/// The broker's figures (`log_start`, `latest`, `lag`) are `None` when no
+/// broker was asked: a stopped job's checkpoint served by `sluice ui`. They
+/// are then unknown, not zero, and serialize as `null`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct PartitionView {
     pub(crate) topic: String,
     pub(crate) partition: i32,
-    pub(crate) log_start: i64,
-    pub(crate) latest: i64,
+    pub(crate) log_start: Option<i64>,
+    pub(crate) latest: Option<i64>,
     /// The job's next offset (where the next batch starts).
     pub(crate) position: i64,
     /// `latest - position`.
-    pub(crate) lag: i64,
+    pub(crate) lag: Option<i64>,
 }
 
 impl Monitor {
@@ -126,8 +130,9 @@ impl Monitor {
     /// A stopped job as its checkpoint records it: its last batches (up to
     /// [`RETAINED_BATCHES`], oldest first) and its committed next offsets.
     /// The batch interval is the shortest gap between batch times; the
-    /// partitions' log start and latest offsets are not known without a
-    /// broker, so they show the committed position and no lag.
+    /// partitions' log start, latest offset and lag are not known without a
+    /// broker, so they are `None` (shown as unknown), never made up from the
+    /// committed position.
     pub(crate) fn from_history(
         app_id: &str,
         records: Vec<BatchRecord>,
@@ -173,10 +178,10 @@ impl Monitor {
                 .map(|(tp, &position)| PartitionView {
                     topic: tp.topic.to_string(),
                     partition: tp.partition,
-                    log_start: position,
-                    latest: position,
+                    log_start: None,
+                    latest: None,
                     position,
-                    lag: 0,
+                    lag: None,
                 })
                 .collect();
         });
@@ -234,10 +239,10 @@ impl Monitor {
             .map(|(offsets, position)| PartitionView {
                 topic: offsets.tp.topic.to_string(),
                 partition: offsets.tp.partition,
-                log_start: offsets.log_start,
-                latest: offsets.latest,
+                log_start: Some(offsets.log_start),
+                latest: Some(offsets.latest),
                 position: *position,
-                lag: (offsets.latest - position).max(0),
+                lag: Some((offsets.latest - position).max(0)),
             })
             .collect();
         self.write(|s| {

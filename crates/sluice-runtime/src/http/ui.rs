@@ -99,8 +99,13 @@ pub(crate) fn overview(monitor: &Monitor) -> String {
         partition_table(&mut b, &s.partitions);
         b.push_str(
             "<p>JSON: <a href=\"/api/overview\">/api/overview</a> · <a href=\"/api/batches\">/api/batches</a> · \
-             <a href=\"/api/partitions\">/api/partitions</a> · metrics: <a href=\"/metrics\">/metrics</a></p>",
+             <a href=\"/api/partitions\">/api/partitions</a> · ",
         );
+        b.push_str(if monitor.history {
+            "metrics: only from a running job's endpoint</p>"
+        } else {
+            "metrics: <a href=\"/metrics\">/metrics</a></p>"
+        });
         page(&format!("sluice · {}", s.app_id), &b)
     })
 }
@@ -314,19 +319,36 @@ fn partition_table(b: &mut String, partitions: &[PartitionView]) {
         "<h2>Partitions</h2><table id=partitions><tr><th class=l>topic</th><th>partition</th>\
          <th>log start</th><th>latest</th><th>next position</th><th>lag (records)</th></tr>",
     );
+    // Unknown (no broker was asked) is shown as such, never as a number.
+    let known = |v: Option<i64>| {
+        v.map_or_else(
+            || "<td class=unknown title=\"unknown: no broker was asked\">–</td>".to_owned(),
+            |v| format!("<td>{v}</td>"),
+        )
+    };
     for p in partitions {
         let _ = write!(
             b,
-            "<tr><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=l>{}</td><td>{}</td>{}{}<td>{}</td>{}</tr>",
             escape(&p.topic),
             p.partition,
-            p.log_start,
-            p.latest,
+            known(p.log_start),
+            known(p.latest),
             p.position,
-            p.lag
+            known(p.lag)
         );
     }
     b.push_str("</table>");
+    if partitions
+        .iter()
+        .any(|p| p.log_start.is_none() || p.latest.is_none() || p.lag.is_none())
+    {
+        b.push_str(
+            "<p id=partitions-unknown><small>– unknown: this is a stopped job's checkpoint and no \
+             broker was asked, so log start, latest offset and lag are not known (<code>sluice lag \
+             DIR --brokers HOST:PORT</code> asks one).</small></p>",
+        );
+    }
 }
 
 /// The drill-down page of one batch; `None` when it is not retained.
