@@ -649,6 +649,9 @@ fn cli_ui_shows_broker_figures_as_unknown_and_serves_no_metrics() {
     assert_eq!(table.matches("<td>40</td>").count(), 2, "{table}");
     assert!(page.contains("no broker was asked"), "{page}");
     assert!(!page.contains("href=\"/metrics\""), "{page}");
+    // No pause or rate forms that could only be answered 409.
+    assert!(page.contains("id=no-control"), "{page}");
+    assert!(!page.contains("action=\"/control/"), "{page}");
 
     let (status, body) = ui.get("/metrics");
     assert_eq!(status, 404, "{body}");

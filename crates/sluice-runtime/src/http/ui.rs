@@ -93,7 +93,15 @@ pub(crate) fn overview(monitor: &Monitor) -> String {
                 .map_or_else(String::new, |e| format!(" (estimate {e:.0}/s)")),
             rate(limits.initial_rate),
         );
-        control_forms(&mut b, paused, s.token_required, &limits);
+        if monitor.history {
+            // The forms would only be answered 409: no job runs.
+            b.push_str(
+                "<h2>Control</h2><p id=no-control>Nothing to control: this is a stopped job's \
+                 checkpoint. Pause and rate limits are changed on a running job's endpoint.</p>",
+            );
+        } else {
+            control_forms(&mut b, paused, s.token_required, &limits);
+        }
         timelines(&mut b, s);
         batch_table(&mut b, s);
         partition_table(&mut b, &s.partitions);
