@@ -103,8 +103,7 @@ fn main() {
     // and warnings go nowhere. RUST_LOG=debug shows more.
     output::init_logging("info");
     if let Err(error) = run(Args::parse()) {
-        eprintln!("clicks: {error:#}");
-        std::process::exit(1);
+        output::fail("clicks", &error);
     }
 }
 

@@ -99,8 +99,7 @@ fn setting(arg: &str) -> Result<(String, String), String> {
 fn main() {
     output::init_logging("info,sluice::batch=warn");
     if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
-        eprintln!("pipe: {error:#}");
-        std::process::exit(1);
+        output::fail("pipe", &error);
     }
 }
 

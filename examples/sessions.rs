@@ -107,8 +107,7 @@ struct Totals {
 fn main() {
     output::init_logging("info");
     if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
-        eprintln!("sessions: {error:#}");
-        std::process::exit(1);
+        output::fail("sessions", &error);
     }
 }
 

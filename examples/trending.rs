@@ -118,8 +118,7 @@ struct Args {
 fn main() {
     output::init_logging("info");
     if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
-        eprintln!("trending: {error:#}");
-        std::process::exit(1);
+        output::fail("trending", &error);
     }
 }
 

@@ -119,8 +119,7 @@ struct Args {
 fn main() {
     output::init_logging("info");
     if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
-        eprintln!("window_counts: {error:#}");
-        std::process::exit(1);
+        output::fail("window_counts", &error);
     }
 }
 

@@ -142,8 +142,7 @@ fn main() {
     // asks for it.
     output::init_logging("info,sluice::batch=warn");
     if let Err(error) = config::parse_with_config::<Args>().and_then(run) {
-        eprintln!("wordcount: {error:#}");
-        std::process::exit(1);
+        output::fail("wordcount", &error);
     }
 }
 

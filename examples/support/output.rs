@@ -28,6 +28,27 @@ pub(crate) fn init_logging(default_filter: &str) {
         .init();
 }
 
+/// Ends the example with status 1 after printing `error` on stderr as
+/// `name: message: cause: ...`, leaving out a cause whose text the line
+/// already holds (sluice's messages often include their cause's).
+pub(crate) fn fail(name: &str, error: &anyhow::Error) -> ! {
+    eprintln!("{name}: {}", report(error));
+    std::process::exit(1);
+}
+
+/// `error` and its causes on one line, each cause once.
+fn report(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 /// Writes `line` and a newline to stdout; see [`out!`].
 pub(crate) fn emit(line: std::fmt::Arguments<'_>) {
     write(|stdout| {
@@ -53,5 +74,21 @@ fn write(what: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result
         }
         eprintln!("cannot write the output: {error}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_whose_message_holds_its_cause_prints_the_cause_once() {
+        let error = anyhow::anyhow!("EndTxn not supported")
+            .context("committing the transaction failed: EndTxn not supported")
+            .context("batch 0 failed");
+        assert_eq!(
+            report(&error),
+            "batch 0 failed: committing the transaction failed: EndTxn not supported"
+        );
     }
 }
