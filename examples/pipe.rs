@@ -8,6 +8,8 @@
 //! cargo run --release --example pipe -- --brokers 127.0.0.1:9092 \
 //!     --topic lines --output-topic lines-out               # topics must exist
 //! cargo run --release --example pipe -- --at-least-once    # no transactions
+//! cargo run --release --example pipe -- --brokers 127.0.0.1:9092 \
+//!     --topic lines --output-topic lines-out --check-output  # exactly once?
 //! ```
 //!
 //! Each batch's output is one Kafka transaction, committed just before the
@@ -31,6 +33,8 @@ mod output;
 mod config;
 #[path = "support/embedded.rs"]
 mod embedded;
+#[path = "support/pipe_check.rs"]
+mod pipe_check;
 use embedded::Embedded;
 
 const APP_ID: &str = "pipe";
@@ -80,6 +84,12 @@ struct Args {
     /// Lines per second the embedded producer writes.
     #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
     rate: u32,
+    /// Check the output instead of running: read it (`read_committed`)
+    /// and the input up to the checkpoint's offsets, print what was
+    /// written twice or never, and exit 0 only if every input record with
+    /// a value was written exactly once. Needs `--brokers`.
+    #[arg(long)]
+    check_output: bool,
     /// A librdkafka setting for the source and the sink, e.g.
     /// `--set security.protocol=SSL`; repeat for several.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = setting)]
@@ -106,6 +116,9 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.partitions > 0, "--partitions must be at least 1");
     let stored = stored_offsets(&args.checkpoint_dir)?;
+    if args.check_output {
+        return check_output(&args, &stored);
+    }
     let (brokers, embedded) = match &args.brokers {
         Some(brokers) => (brokers.clone(), None),
         None => {
@@ -181,6 +194,54 @@ fn run(args: Args) -> anyhow::Result<()> {
     drop(ctx);
     drop(embedded);
     Ok(stopped?)
+}
+
+/// `--check-output`: prints the comparison and fails unless exact.
+fn check_output(args: &Args, stored: &BTreeMap<TopicPartition, i64>) -> anyhow::Result<()> {
+    let Some(brokers) = &args.brokers else {
+        anyhow::bail!(
+            "--check-output needs --brokers: the embedded broker forgot the output when the \
+             job that wrote it exited"
+        );
+    };
+    let committed: BTreeMap<i32, i64> = stored
+        .iter()
+        .filter(|(tp, _)| *tp.topic == *args.topic)
+        .map(|(tp, &next)| (tp.partition, next))
+        .collect();
+    let report = pipe_check::check(
+        brokers,
+        &args.topic,
+        &args.output_topic,
+        &committed,
+        |value| value.is_some_and(|v| !v.is_empty()),
+    )?;
+    out!(
+        "{} input records with a value below the checkpoint's offsets; {} output records",
+        report.expected,
+        report.written
+    );
+    out!(
+        "written twice or more: {}; never written: {}; written ahead of the checkpoint: {}",
+        report.duplicates.len(),
+        report.missing.len(),
+        report.ahead
+    );
+    for ((partition, offset), times) in report.duplicates.iter().take(10) {
+        out!(
+            "  {}:{partition}@{offset} written {times} times",
+            args.topic
+        );
+    }
+    for (partition, offset) in report.missing.iter().take(10) {
+        out!("  {}:{partition}@{offset} never written", args.topic);
+    }
+    anyhow::ensure!(
+        report.exact(),
+        "the output is not exactly once (read with isolation.level=read_committed)"
+    );
+    out!("exactly once");
+    Ok(())
 }
 
 fn stored_offsets(dir: &Path) -> anyhow::Result<BTreeMap<TopicPartition, i64>> {

@@ -208,6 +208,67 @@ fn pipe_crashed_twenty_times_between_and_after_its_commits_writes_every_record_o
 
     let output = kafka::read_committed(&broker.bootstrap(), "output");
     assert_exactly_once(&output, produced, "after 20 crashes");
+
+    // The example's own check agrees, and finds a record written twice
+    // behind the job's back.
+    let (ok, report) = check_output(&broker.bootstrap(), &dir);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("written twice or more: 0; never written: 0")
+            && report.contains("exactly once"),
+        "{report}"
+    );
+    let duplicate = output.first().expect("an output record");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("creating a producer");
+    let mut again = BaseRecord::<[u8], [u8]>::to("output")
+        .partition(duplicate.partition())
+        .payload(duplicate.payload().unwrap_or_default());
+    if let Some(headers) = duplicate.headers() {
+        again = again.headers(headers.clone());
+    }
+    producer
+        .send(again)
+        .map_err(|(e, _)| e)
+        .expect("producing a duplicate");
+    producer
+        .flush(CLIENT_TIMEOUT)
+        .expect("flushing the duplicate");
+    let (ok, report) = check_output(&broker.bootstrap(), &dir);
+    let (p, o) = provenance(duplicate);
+    assert!(!ok, "a duplicate passed the check: {report}");
+    assert!(
+        report.contains(&format!("input:{p}@{o} written 2 times")),
+        "{report}"
+    );
+}
+
+/// `pipe --check-output` on `input` → `output` against the checkpoint in
+/// `dir`: whether it passed, and what it printed.
+fn check_output(bootstrap: &str, dir: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(wordcount::example("pipe"))
+        .args([
+            "--brokers",
+            bootstrap,
+            "--topic",
+            "input",
+            "--output-topic",
+            "output",
+        ])
+        .arg("--check-output")
+        .arg("--checkpoint-dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running pipe --check-output");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
 }
 
 #[test]
