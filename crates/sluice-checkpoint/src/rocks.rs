@@ -16,7 +16,7 @@ use rocksdb::{
     BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, Direction, ErrorKind,
     IteratorMode, MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
 };
-use sluice_core::state::{family_of, StateDescriptor, StateStore, STATE_FAMILY_PREFIX};
+use sluice_core::state::{family_of, shape_of, StateDescriptor, StateStore, STATE_FAMILY_PREFIX};
 use sluice_core::{TopicPartition, Write};
 
 use crate::keys::{self, SCHEMA_VERSION};
@@ -327,17 +327,38 @@ impl RocksCheckpoint {
     /// Every `(key, state)` of the state named `name`, decoded as `K` and
     /// `S` — the types its operator was given — by key partition: for
     /// tools and tests. Works on a read-only handle while the job runs.
+    ///
+    /// Before decoding anything, the serde shapes of `K` and `S` are
+    /// compared with those the checkpoint recorded for the state (as a
+    /// job's start does): other types are refused with [`Error::State`]
+    /// naming both shapes, rather than decoded into garbage. Every state
+    /// the checkpoint holds has its shapes recorded (they are part of its
+    /// registry since states were first kept), so there is no unchecked
+    /// case. A window operator keeps its own layout, whose shape no public
+    /// type has: read it with `sluice state dump` instead.
     pub fn read_state<K, S>(&self, name: &str) -> Result<Vec<(K, S)>>
     where
         K: serde::de::DeserializeOwned,
         S: serde::de::DeserializeOwned,
     {
         let states = self.states()?;
-        if !states.iter().any(|s| s.name == name) {
+        let Some(record) = states.iter().find(|s| s.name == name) else {
             let held: Vec<&str> = states.iter().map(|s| s.name.as_str()).collect();
             return Err(
                 self.state_error(name, format!("is not in the checkpoint; it holds {held:?}"))
             );
+        };
+        let (key_shape, state_shape) = (shape_of::<K>(), shape_of::<S>());
+        if record.key_shape != key_shape || record.state_shape != state_shape {
+            return Err(self.state_error(
+                name,
+                format!(
+                    "cannot be read with these types: the checkpoint holds key type {} and \
+                     state type {} (kept by a {}), but key type {key_shape} and state type \
+                     {state_shape} were asked for; read it with the types its operator was given",
+                    record.key_shape, record.state_shape, record.operator
+                ),
+            ));
         }
         sluice_core::state::read_state(self.state_store().as_ref(), name)
             .map_err(|e| self.state_error(name, format!("cannot be read: {e}")))

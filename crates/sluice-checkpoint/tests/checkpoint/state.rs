@@ -1075,3 +1075,23 @@ fn a_read_only_handle_reads_state_while_the_writer_runs() {
         read::<u64>(&writer, "counts")
     );
 }
+
+/// newuser2 report, item 1: `read_state::<u64, u64>` of a `String → u64`
+/// state returned the strings' lengths as keys.
+#[test]
+fn read_state_with_other_types_than_recorded_is_refused_naming_both_shapes() {
+    let dir = checkpoint_with_state();
+    let reader = RocksCheckpoint::open_read_only(dir.path(), APP).unwrap();
+    let (state, reason) = state_error(reader.read_state::<u64, u64>("counts").unwrap_err());
+    assert_eq!(state, "counts");
+    assert!(
+        reason.contains(r#"key type ["STR",{}]"#) && reason.contains(r#"key type ["U64",{}]"#),
+        "{reason}"
+    );
+    let (_, reason) = state_error(reader.read_state::<String, String>("totals").unwrap_err());
+    assert!(
+        reason.contains(r#"state type ["U64",{}]"#) && reason.contains(r#"state type ["STR",{}]"#),
+        "{reason}"
+    );
+    assert_eq!(read::<u64>(&reader, "counts"), expected_counts());
+}
