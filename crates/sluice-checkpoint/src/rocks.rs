@@ -318,6 +318,20 @@ impl RocksCheckpoint {
             })
     }
 
+    /// `family` for a read: as [`Self::user_family`], but a missing
+    /// family is named with the families the checkpoint holds, since no
+    /// `ensure_family` on the reader's side would help.
+    fn readable_family(&self, family: &str) -> Result<Family<'_>> {
+        self.user_family(family).map_err(|error| match error {
+            Error::UnknownFamily { path, family } => Error::NoSuchFamily {
+                path,
+                family,
+                held: self.families().map(str::to_owned).collect(),
+            },
+            other => other,
+        })
+    }
+
     fn iterate<'a>(&'a self, cf: Family<'a>) -> impl Iterator<Item = Result<Entry>> + 'a {
         self.db
             .iterator_cf(&cf, IteratorMode::Start)
@@ -1071,7 +1085,7 @@ impl CheckpointStore for RocksCheckpoint {
     }
 
     fn counter(&self, family: &str, key: &[u8]) -> Result<Option<i64>> {
-        let cf = self.user_family(family)?;
+        let cf = self.readable_family(family)?;
         let value = self
             .db
             .get_pinned_cf(&cf, key)
@@ -1080,7 +1094,7 @@ impl CheckpointStore for RocksCheckpoint {
     }
 
     fn counters(&self, family: &str) -> Result<Vec<(Vec<u8>, i64)>> {
-        self.iterate(self.user_family(family)?)
+        self.iterate(self.readable_family(family)?)
             .map(|entry| {
                 let (key, value) = entry?;
                 let n = decode_counter(family, &key, &value)?;
@@ -1090,7 +1104,7 @@ impl CheckpointStore for RocksCheckpoint {
     }
 
     fn scan(&self, family: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.iterate(self.user_family(family)?)
+        self.iterate(self.readable_family(family)?)
             .map(|entry| entry.map(|(k, v)| (k.into_vec(), v.into_vec())))
             .collect()
     }
