@@ -95,13 +95,28 @@ pub enum Error {
         /// Why it is rejected.
         reason: &'static str,
     },
-    /// A read or write names a family that does not exist.
+    /// A write names a family that does not exist.
     #[error("family '{family}' does not exist in checkpoint {path}; create it with ensure_family before writing")]
     UnknownFamily {
         /// The directory.
         path: PathBuf,
         /// The missing family.
         family: String,
+    },
+    /// A read (counters, a scan, dead letters) names a family the
+    /// checkpoint does not hold: a misspelt name, or an output whose job
+    /// has not started on this checkpoint yet.
+    #[error(
+        "family '{family}' is not in checkpoint {path}; it holds {held:?}; a family exists \
+         once a job with the output that writes it has started"
+    )]
+    NoSuchFamily {
+        /// The directory.
+        path: PathBuf,
+        /// The family asked for.
+        family: String,
+        /// The user families the checkpoint holds, sorted.
+        held: Vec<String>,
     },
     /// The job's stateful operators do not match the states the checkpoint
     /// holds (a state no operator declares, a changed key or state type, a

@@ -16,7 +16,7 @@ use rocksdb::{
     BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, Direction, ErrorKind,
     IteratorMode, MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
 };
-use sluice_core::state::{family_of, StateDescriptor, StateStore, STATE_FAMILY_PREFIX};
+use sluice_core::state::{family_of, shape_of, StateDescriptor, StateStore, STATE_FAMILY_PREFIX};
 use sluice_core::{TopicPartition, Write};
 
 use crate::keys::{self, SCHEMA_VERSION};
@@ -318,6 +318,20 @@ impl RocksCheckpoint {
             })
     }
 
+    /// `family` for a read: as [`Self::user_family`], but a missing
+    /// family is named with the families the checkpoint holds, since no
+    /// `ensure_family` on the reader's side would help.
+    fn readable_family(&self, family: &str) -> Result<Family<'_>> {
+        self.user_family(family).map_err(|error| match error {
+            Error::UnknownFamily { path, family } => Error::NoSuchFamily {
+                path,
+                family,
+                held: self.families().map(str::to_owned).collect(),
+            },
+            other => other,
+        })
+    }
+
     fn iterate<'a>(&'a self, cf: Family<'a>) -> impl Iterator<Item = Result<Entry>> + 'a {
         self.db
             .iterator_cf(&cf, IteratorMode::Start)
@@ -327,17 +341,38 @@ impl RocksCheckpoint {
     /// Every `(key, state)` of the state named `name`, decoded as `K` and
     /// `S` — the types its operator was given — by key partition: for
     /// tools and tests. Works on a read-only handle while the job runs.
+    ///
+    /// Before decoding anything, the serde shapes of `K` and `S` are
+    /// compared with those the checkpoint recorded for the state (as a
+    /// job's start does): other types are refused with [`Error::State`]
+    /// naming both shapes, rather than decoded into garbage. Every state
+    /// the checkpoint holds has its shapes recorded (they are part of its
+    /// registry since states were first kept), so there is no unchecked
+    /// case. A window operator keeps its own layout, whose shape no public
+    /// type has: read it with `sluice state dump` instead.
     pub fn read_state<K, S>(&self, name: &str) -> Result<Vec<(K, S)>>
     where
         K: serde::de::DeserializeOwned,
         S: serde::de::DeserializeOwned,
     {
         let states = self.states()?;
-        if !states.iter().any(|s| s.name == name) {
+        let Some(record) = states.iter().find(|s| s.name == name) else {
             let held: Vec<&str> = states.iter().map(|s| s.name.as_str()).collect();
             return Err(
                 self.state_error(name, format!("is not in the checkpoint; it holds {held:?}"))
             );
+        };
+        let (key_shape, state_shape) = (shape_of::<K>(), shape_of::<S>());
+        if record.key_shape != key_shape || record.state_shape != state_shape {
+            return Err(self.state_error(
+                name,
+                format!(
+                    "cannot be read with these types: the checkpoint holds key type {} and \
+                     state type {} (kept by a {}), but key type {key_shape} and state type \
+                     {state_shape} were asked for; read it with the types its operator was given",
+                    record.key_shape, record.state_shape, record.operator
+                ),
+            ));
         }
         sluice_core::state::read_state(self.state_store().as_ref(), name)
             .map_err(|e| self.state_error(name, format!("cannot be read: {e}")))
@@ -1050,7 +1085,7 @@ impl CheckpointStore for RocksCheckpoint {
     }
 
     fn counter(&self, family: &str, key: &[u8]) -> Result<Option<i64>> {
-        let cf = self.user_family(family)?;
+        let cf = self.readable_family(family)?;
         let value = self
             .db
             .get_pinned_cf(&cf, key)
@@ -1059,7 +1094,7 @@ impl CheckpointStore for RocksCheckpoint {
     }
 
     fn counters(&self, family: &str) -> Result<Vec<(Vec<u8>, i64)>> {
-        self.iterate(self.user_family(family)?)
+        self.iterate(self.readable_family(family)?)
             .map(|entry| {
                 let (key, value) = entry?;
                 let n = decode_counter(family, &key, &value)?;
@@ -1069,7 +1104,7 @@ impl CheckpointStore for RocksCheckpoint {
     }
 
     fn scan(&self, family: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.iterate(self.user_family(family)?)
+        self.iterate(self.readable_family(family)?)
             .map(|entry| entry.map(|(k, v)| (k.into_vec(), v.into_vec())))
             .collect()
     }

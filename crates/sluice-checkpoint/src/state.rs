@@ -181,12 +181,32 @@ pub(crate) fn plan_states(
         ));
     }
     for (name, record) in &declared {
+        // A migration converts to the type the job declares, whatever the
+        // checkpoint holds: any other target is a mistake in the job, not
+        // something to skip.
+        if let Some(migration) = changes.migrate.get(*name) {
+            if migration.to_shape() != record.state_shape {
+                return Err((
+                    (*name).to_owned(),
+                    format!(
+                        "has a migration from {} to {}, but the job declares {}{}; a migration \
+                         must convert to the state type the job declares: fix the migration's \
+                         new type, or remove the migrate_state",
+                        migration.from_shape(),
+                        migration.to_shape(),
+                        record.state_shape,
+                        stored.get(name).map_or_else(String::new, |old| format!(
+                            " (the checkpoint holds {})",
+                            old.state_shape
+                        )),
+                    ),
+                ));
+            }
+        }
         match stored.get(name) {
             Some(old) => match changes.migrate.get(*name) {
                 Some(migration) if old.state_shape != record.state_shape => {
-                    if migration.from_shape() != old.state_shape
-                        || migration.to_shape() != record.state_shape
-                    {
+                    if migration.from_shape() != old.state_shape {
                         return Err((
                             (*name).to_owned(),
                             format!(
@@ -204,7 +224,8 @@ pub(crate) fn plan_states(
                     check_types(old, &unchanged).map_err(|r| ((*name).to_owned(), r))?;
                     plan.migrate.push(record.clone());
                 }
-                // Migrated by an earlier start, or nothing to migrate.
+                // Migrated by an earlier start (a migration kept in the
+                // job is a no-op), or nothing to migrate.
                 _ => check_types(old, record).map_err(|r| ((*name).to_owned(), r))?,
             },
             None if changes.rename.values().any(|n| n == name) => {}
@@ -483,6 +504,59 @@ mod tests {
         .unwrap_err();
         assert_eq!(name, "old");
         assert!(reason.contains("itself"), "{reason}");
+    }
+
+    fn migration_to(name: &str, migration: Migration) -> StateChanges {
+        StateChanges {
+            migrate: [(name.to_owned(), migration)].into(),
+            ..StateChanges::default()
+        }
+    }
+
+    #[test]
+    fn a_migration_to_another_type_than_declared_is_refused_naming_every_shape() {
+        let u64_to_str = migration_to("a", Migration::new(|n: u64| format!("n={n}")));
+        let u64_shape = sluice_core::state::shape_of::<u64>();
+        let str_shape = sluice_core::state::shape_of::<String>();
+        // The checkpoint already holds the declared type (newuser2 item 6).
+        let (name, reason) = plan_states(
+            &[stored("a", "Str", &u64_shape)],
+            &[declared("a", "Str", &u64_shape)],
+            &u64_to_str,
+        )
+        .unwrap_err();
+        assert_eq!(name, "a");
+        assert!(
+            reason.contains(&format!("from {u64_shape} to {str_shape}"))
+                && reason.contains(&format!("the job declares {u64_shape}"))
+                && reason.contains(&format!("the checkpoint holds {u64_shape}")),
+            "{reason}"
+        );
+        // A new state: nothing stored, the target is still checked.
+        let (_, reason) =
+            plan_states(&[], &[declared("a", "Str", &u64_shape)], &u64_to_str).unwrap_err();
+        assert!(reason.contains("the job declares"), "{reason}");
+    }
+
+    #[test]
+    fn a_migration_kept_after_it_ran_is_a_no_op() {
+        let u64_to_str = migration_to("a", Migration::new(|n: u64| format!("n={n}")));
+        let u64_shape = sluice_core::state::shape_of::<u64>();
+        let str_shape = sluice_core::state::shape_of::<String>();
+        let plan = plan_states(
+            &[stored("a", "Str", &u64_shape)],
+            &[declared("a", "Str", &str_shape)],
+            &u64_to_str,
+        )
+        .unwrap();
+        assert_eq!(plan.migrate, [stored("a", "Str", &str_shape)]);
+        let plan = plan_states(
+            &[stored("a", "Str", &str_shape)],
+            &[declared("a", "Str", &str_shape)],
+            &u64_to_str,
+        )
+        .unwrap();
+        assert!(plan.is_empty(), "{plan:?}");
     }
 
     #[test]

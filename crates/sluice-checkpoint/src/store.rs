@@ -100,6 +100,10 @@ pub trait CheckpointStore: Send {
     fn commit(&mut self, commit: Commit) -> Result<()>;
 
     /// The counter at `key` of `family`; `None` when the key is absent.
+    ///
+    /// This and the other reads of a family fail with
+    /// [`Error::NoSuchFamily`](crate::Error::NoSuchFamily), naming the
+    /// families the checkpoint holds, when it has no `family`.
     fn counter(&self, family: &str, key: &[u8]) -> Result<Option<i64>>;
 
     /// Every counter of `family`, sorted by key. Keys are the bytes the

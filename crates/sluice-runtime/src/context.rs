@@ -621,6 +621,16 @@ impl StreamingContext {
     /// operator starts on the new type; later starts find it done. The key
     /// type must not change.
     ///
+    /// The migration's new type must be the state type the job declares
+    /// for `name`, and, when the checkpoint holds another type than that,
+    /// its old type must be the one the checkpoint holds: otherwise the
+    /// start is refused with an error naming the state, the migration's
+    /// old and new shapes, the checkpoint's and the job's, and nothing is
+    /// written. When the checkpoint already holds the declared type (the
+    /// migration ran on an earlier start, or the state is new), a
+    /// migration to it is accepted and does nothing, so a job may keep
+    /// declaring it across restarts.
+    ///
     /// ```no_run
     /// # fn main() -> sluice_runtime::Result<()> {
     /// use serde::{Deserialize, Serialize};

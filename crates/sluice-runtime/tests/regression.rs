@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use sluice_checkpoint::{CheckpointStore, RocksCheckpoint};
+use sluice_core::state::{State, StateSpec};
 use sluice_core::MemorySource;
 use sluice_runtime::Error;
 
-use crate::util::{context, values, CountingJob};
+use crate::util::{context, values, CountingJob, APP_ID};
 
 /// A restarted `MemorySource` holds only what the new process appended, so
 /// stored offsets can be past its latest; the error's hint named
@@ -75,4 +77,44 @@ fn a_busy_http_port_is_refused_naming_the_address() {
     );
     let message = error.to_string();
     assert!(message.contains(&addr.to_string()), "{message}");
+}
+
+/// newuser2 report, item 8c: `StateSpec::timeout(Duration::ZERO)` and
+/// `.ttl(Duration::ZERO)` were accepted silently.
+#[test]
+fn a_zero_state_timeout_or_ttl_is_refused_at_start_naming_the_state_and_setting() {
+    type Spec = StateSpec<String, u64, u64, ()>;
+    type Setting = fn(Spec) -> Spec;
+    let count = |_: &String, _: Option<u64>, state: &mut State<u64>| {
+        state.update(state.get().copied().unwrap_or(0) + 1);
+    };
+    let settings: [(Setting, &str); 3] = [
+        (|spec| spec.timeout(Duration::ZERO), "timeout (0 ms)"),
+        (|spec| spec.ttl(Duration::ZERO), "ttl (0 ms)"),
+        (|spec| spec.ttl(Duration::from_micros(500)), "ttl (0.5 ms)"),
+    ];
+    for (set, named) in settings {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path()).build().unwrap();
+        let source = MemorySource::new();
+        source.append("clicks", 0, values("u", 0..3));
+        ctx.stream(source)
+            .unwrap()
+            .values_utf8()
+            .map(|user| (user, 1u64))
+            .map_with_state("user_clicks", set(StateSpec::function(count)))
+            .foreach_batch(|_, _| Ok::<_, std::io::Error>(()))
+            .unwrap();
+        let message = ctx.start().unwrap_err().to_string();
+        assert!(
+            message.contains("map_with_state(\"user_clicks\")")
+                && message.contains(named)
+                && message.contains("shorter than 1 ms"),
+            "{message}"
+        );
+        drop(ctx);
+        let checkpoint = RocksCheckpoint::open_read_only(dir.path(), APP_ID).unwrap();
+        assert!(checkpoint.states().unwrap().is_empty());
+        assert!(checkpoint.last_batch().unwrap().is_none());
+    }
 }

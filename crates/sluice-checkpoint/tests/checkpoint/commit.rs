@@ -133,6 +133,39 @@ fn reading_text_as_a_counter_is_an_error() {
     assert!(store.counters("state").is_err());
 }
 
+/// newuser2 report, item 8a: reading a missing family gave the writer's
+/// hint "create it with ensure_family before writing".
+#[test]
+fn reading_a_family_the_checkpoint_does_not_hold_names_the_families_it_holds() {
+    let dir = TempDir::new().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    store.ensure_family("counts").unwrap();
+    store.ensure_family("latest").unwrap();
+    drop(store);
+
+    let reader = RocksCheckpoint::open_read_only(dir.path(), APP).unwrap();
+    let errors = [
+        reader.counters("nope").unwrap_err(),
+        reader.counter("nope", b"k").unwrap_err(),
+        reader.scan("nope").unwrap_err(),
+        reader.dead_letters("nope").unwrap_err(),
+    ];
+    for err in errors {
+        assert!(
+            matches!(&err, Error::NoSuchFamily { family, held, .. }
+                if family == "nope" && *held == ["counts", "latest"]),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(r#"it holds ["counts", "latest"]"#)
+                && message.contains("once a job with the output that writes it has started")
+                && !message.contains("ensure_family"),
+            "{message}"
+        );
+    }
+}
+
 #[test]
 fn write_to_unknown_family_writes_nothing() {
     let dir = TempDir::new().unwrap();

@@ -1075,3 +1075,61 @@ fn a_read_only_handle_reads_state_while_the_writer_runs() {
         read::<u64>(&writer, "counts")
     );
 }
+
+/// newuser2 report, item 1: `read_state::<u64, u64>` of a `String → u64`
+/// state returned the strings' lengths as keys.
+#[test]
+fn read_state_with_other_types_than_recorded_is_refused_naming_both_shapes() {
+    let dir = checkpoint_with_state();
+    let reader = RocksCheckpoint::open_read_only(dir.path(), APP).unwrap();
+    let (state, reason) = state_error(reader.read_state::<u64, u64>("counts").unwrap_err());
+    assert_eq!(state, "counts");
+    assert!(
+        reason.contains(r#"key type ["STR",{}]"#) && reason.contains(r#"key type ["U64",{}]"#),
+        "{reason}"
+    );
+    let (_, reason) = state_error(reader.read_state::<String, String>("totals").unwrap_err());
+    assert!(
+        reason.contains(r#"state type ["U64",{}]"#) && reason.contains(r#"state type ["STR",{}]"#),
+        "{reason}"
+    );
+    assert_eq!(read::<u64>(&reader, "counts"), expected_counts());
+}
+
+/// newuser2 report, item 6: a `u64 → String` migration of a state the
+/// checkpoint and the job both keep as `u64` was silently ignored.
+#[test]
+fn a_migration_to_another_type_than_the_job_declares_is_refused_at_start() {
+    let dir = TempDir::new().unwrap();
+    let job = new_graph(2);
+    keep(&job, "clicks", |w| w, |n| n);
+    let mut store = open(dir.path()).unwrap();
+    open_states(&mut store, &job).unwrap();
+    step(&job, &mut store, 0, 0, &one(&["a", "b"]));
+    let before = image(&store);
+
+    let wrong = migrate("clicks", Migration::new(|n: u64| format!("n={n}")));
+    let (state, reason) = state_error(store.open_states(&job.states(), &wrong).unwrap_err());
+    assert_eq!(state, "clicks");
+    assert!(
+        reason.contains(r#"has a migration from ["U64",{}] to ["STR",{}]"#)
+            && reason.contains(r#"the job declares ["U64",{}]"#)
+            && reason.contains(r#"the checkpoint holds ["U64",{}]"#),
+        "{reason}"
+    );
+    assert_eq!(image(&store), before);
+
+    // The migration the job needs runs once, and stays a no-op when the
+    // job keeps declaring it.
+    let strings = new_graph(2);
+    keep(&strings, "clicks", |w| w, |n| format!("n={n}"));
+    let right = migrate("clicks", Migration::new(|n: u64| format!("n={n}")));
+    store.open_states(&strings.states(), &right).unwrap();
+    let migrated = [("a", "n=1"), ("b", "n=1")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+    assert_eq!(read::<String>(&store, "clicks"), migrated);
+    let after = image(&store);
+    store.open_states(&strings.states(), &right).unwrap();
+    assert_eq!(image(&store), after);
+    step(&strings, &mut store, 1, 10, &one(&["c"]));
+    assert_eq!(read::<String>(&store, "clicks").len(), 3);
+}

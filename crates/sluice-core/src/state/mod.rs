@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 pub use crate::ops::{MapWithStateStream, Table};
 pub use layout::partition_range as key_partition_range;
 pub use migration::Migration;
+pub use shape::shape_of;
 pub use spec::{State, StateSpec};
 pub use store::{MemoryState, StateStore};
 

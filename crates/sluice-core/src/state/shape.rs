@@ -13,7 +13,13 @@ use serde_reflection::{Tracer, TracerConfig};
 /// Types whose shape serde cannot trace (a `Deserialize` that needs
 /// `deserialize_any`, such as `serde_json::Value`) are described by their
 /// Rust type name instead, which changes with their module path too.
-pub(crate) fn shape_of<T: DeserializeOwned>() -> String {
+///
+/// ```
+/// use sluice_core::state::shape_of;
+///
+/// assert_ne!(shape_of::<u64>(), shape_of::<String>());
+/// ```
+pub fn shape_of<T: DeserializeOwned>() -> String {
     let mut tracer = Tracer::new(TracerConfig::default());
     let traced = tracer
         .trace_simple_type::<T>()

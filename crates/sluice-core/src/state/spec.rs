@@ -59,6 +59,11 @@ impl<K, V, S, U> StateSpec<K, V, S, U> {
     /// that batch has data for the key's partition — and its state is then
     /// removed. Checked every batch through an index by expiry time, not a
     /// scan of the state. Spark's `StateSpec.timeout`.
+    ///
+    /// Deadlines are kept in whole milliseconds: a timeout shorter than
+    /// 1 ms (zero included) would time every key out in the batch after
+    /// its value, and the job is refused at start with an error naming
+    /// the state and the setting. Leave the timeout out for none.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -69,6 +74,10 @@ impl<K, V, S, U> StateSpec<K, V, S, U> {
     /// time, as Flink's state TTL (`OnCreateAndWrite`, never returning an
     /// expired value) does. A key that gets a value after its TTL passed
     /// starts with no state.
+    ///
+    /// As for [`timeout`](Self::timeout), a TTL shorter than 1 ms (zero
+    /// included) is refused at start, naming the state and the setting;
+    /// leave it out for none.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
@@ -81,6 +90,22 @@ impl<K, V, S, U> StateSpec<K, V, S, U> {
     pub fn initial_state(mut self, initial: impl IntoIterator<Item = (K, S)>) -> Self {
         self.initial = Arc::new(initial.into_iter().collect());
         self
+    }
+}
+
+impl<K, V, S, U> StateSpec<K, V, S, U> {
+    /// Why the spec's settings cannot run, if they cannot.
+    pub(crate) fn invalid_setting(&self) -> Option<String> {
+        let too_short = |setting: &str, value: Option<Duration>| {
+            value.filter(|d| d.as_millis() == 0).map(|d| {
+                format!(
+                    "the StateSpec's {setting} ({} ms) is shorter than 1 ms; give one of at \
+                     least 1 ms, or leave it out for none",
+                    d.as_secs_f64() * 1000.0
+                )
+            })
+        };
+        too_short("timeout", self.timeout).or_else(|| too_short("ttl", self.ttl))
     }
 }
 

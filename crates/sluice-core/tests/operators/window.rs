@@ -361,6 +361,55 @@ fn lengths_and_slides_that_do_not_fit_the_batch_interval_are_refused_naming_the_
     assert!(error.to_string().contains("length (600s)"), "{error}");
 }
 
+/// newuser2 report, item 8b: the trending example's slide error named
+/// `reduce_by_key_and_window` for a `reduce_by_key_and_window_inv`.
+#[test]
+fn window_errors_name_the_operator_called_while_the_state_keeps_its_kind() {
+    let graph = StreamGraph::new();
+    let pairs = graph.input().values_utf8().map(|w| (w, 1i64));
+    let sum = InverseReduce::new(|a: i64, b| a + b, |a, b| a - b);
+    let windows = pairs.reduce_by_key_and_window_inv(
+        "trending_words",
+        sum,
+        Duration::from_secs(4),
+        Duration::from_millis(1500),
+    );
+    let error = graph
+        .check_batch_interval(Duration::from_secs(1))
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("reduce_by_key_and_window_inv(\"trending_words\")"),
+        "{error}"
+    );
+    // The error of a batch names it too.
+    windows.print(1).unwrap();
+    let state = Arc::new(MemoryState::new());
+    let bad = StreamGraph::new();
+    bad.input()
+        .values_utf8()
+        .map(|w| (w, 1i64))
+        .reduce_by_key_and_window_inv(
+            "trending_words",
+            InverseReduce::new(|a: i64, b| a + b, |a, b| a - b),
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .print(1)
+        .unwrap();
+    let error = run_words(&bad, &state, 1, &["a"]).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("reduce_by_key_and_window_inv(\"trending_words\")"),
+        "{error}"
+    );
+    // Both forms keep the same state, so a job may switch between them.
+    let kinds: Vec<&str> = graph.states().iter().map(|d| d.operator).collect();
+    assert_eq!(kinds, ["reduce_by_key_and_window"]);
+}
+
 #[test]
 fn a_zero_length_or_a_slide_longer_than_the_window_fails_the_job_not_the_process() {
     for (len, slide, reason) in [

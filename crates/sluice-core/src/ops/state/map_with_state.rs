@@ -364,8 +364,9 @@ where
     /// the key partitions of the state; partition `i` of the stream holds
     /// first the results of its keys' values, then those of its timed-out
     /// keys. `name` (ASCII letters, digits, `.`, `_`, `-`) must be unique
-    /// in the job and stay the same across versions of it; the job fails to
-    /// start or run otherwise (see [`StreamGraph::check_states`]).
+    /// in the job and stay the same across versions of it, and the spec's
+    /// timeout and TTL, when given, at least 1 ms; the job fails to start
+    /// or run otherwise (see [`StreamGraph::check_states`]).
     ///
     /// [`StreamGraph::check_states`]: crate::StreamGraph::check_states
     ///
@@ -419,6 +420,10 @@ where
     {
         self.graph
             .declare_state(StateDescriptor::of::<K, S>(name, OPERATOR));
+        if let Some(reason) = spec.invalid_setting() {
+            // Never run: the graph refuses to start or run a batch.
+            self.graph.refuse_state(name, OPERATOR, reason);
+        }
         let node = Arc::new(MapWithState {
             id: next_stage_id(),
             parent: Arc::clone(&self.node),

@@ -211,7 +211,13 @@ where
     /// # Ok::<(), sluice_core::Error>(())
     /// ```
     pub fn window(&self, name: &str, len: Duration, slide: Duration) -> DStream<T> {
-        let panes = declare::<ChunkKey, Vec<T>>(&self.graph, name, OPERATOR, (len, slide), None);
+        let panes = declare::<ChunkKey, Vec<T>>(
+            &self.graph,
+            name,
+            (OPERATOR, OPERATOR),
+            (len, slide),
+            None,
+        );
         let window = Window {
             parent: Arc::clone(&self.node),
             name: name.into(),

@@ -365,7 +365,7 @@ where
     {
         self.windowed_reduce(
             name,
-            REDUCE_BY_KEY_AND_WINDOW,
+            (REDUCE_BY_KEY_AND_WINDOW, REDUCE_BY_KEY_AND_WINDOW),
             len,
             slide,
             Arc::new(reduce),
@@ -449,7 +449,7 @@ where
         } = functions;
         self.windowed_reduce(
             name,
-            REDUCE_BY_KEY_AND_WINDOW,
+            (REDUCE_BY_KEY_AND_WINDOW, "reduce_by_key_and_window_inv"),
             len,
             slide,
             reduce,
@@ -457,10 +457,13 @@ where
         )
     }
 
+    /// A windowed reduction kept by the operator kind `kind` (what the
+    /// checkpoint records, the same for both forms of a reduction), whose
+    /// errors name `operator`, the method the job called.
     fn windowed_reduce(
         &self,
         name: &str,
-        operator: &'static str,
+        (kind, operator): (&'static str, &'static str),
         len: Duration,
         slide: Duration,
         reduce: Arc<ReduceFn<V>>,
@@ -469,7 +472,7 @@ where
         let panes = declare::<K, KeyPanes<V>>(
             &self.graph,
             name,
-            operator,
+            (kind, operator),
             (len, slide),
             Some(key_panes::LAYOUT),
         );
@@ -523,7 +526,14 @@ where
         F: Fn(T, T) -> T + Send + Sync + 'static,
     {
         self.map(|value| ((), value))
-            .windowed_reduce(name, "reduce_by_window", len, slide, Arc::new(reduce), None)
+            .windowed_reduce(
+                name,
+                ("reduce_by_window", "reduce_by_window"),
+                len,
+                slide,
+                Arc::new(reduce),
+                None,
+            )
             .map(|((), value)| value)
     }
 }
@@ -563,7 +573,7 @@ where
         let add = |a: i64, b: i64| a + b;
         self.map(|value| (value, 1i64)).windowed_reduce(
             name,
-            "count_by_value_and_window",
+            ("count_by_value_and_window", "count_by_value_and_window"),
             len,
             slide,
             Arc::new(add),
@@ -595,7 +605,7 @@ impl<T: Send + 'static> DStream<T> {
     pub fn count_by_window(&self, name: &str, len: Duration, slide: Duration) -> DStream<i64> {
         let counts = self.map(|_| ((), 1i64)).windowed_reduce(
             name,
-            "count_by_window",
+            ("count_by_window", "count_by_window"),
             len,
             slide,
             Arc::new(|a: i64, b: i64| a + b),

@@ -23,16 +23,18 @@ use crate::window::panes::Panes;
 use crate::window::BatchWindow;
 use crate::{Error, StreamGraph};
 
-/// Declares a batch-time window named `name` on `graph`: its state, with
-/// key type `K`, state type `S` and as parameters the length and slide
-/// and, when given, the `layout` of its stored state; and its length and
-/// slide for the checks at start. Returns its geometry, or why the length
-/// or slide is refused — the graph then refuses to start or run (see
-/// [`StreamGraph::check_states`]), so the operator never runs with it.
+/// Declares a batch-time window named `name` on `graph`: its state, kept
+/// by the operator kind `kind` with key type `K`, state type `S` and as
+/// parameters the length and slide and, when given, the `layout` of its
+/// stored state; and its length and slide for the checks at start, whose
+/// errors name `operator`, the method the job called. Returns its
+/// geometry, or why the length or slide is refused — the graph then
+/// refuses to start or run (see [`StreamGraph::check_states`]), so the
+/// operator never runs with it.
 fn declare<K: DeserializeOwned, S: DeserializeOwned>(
     graph: &StreamGraph,
     name: &str,
-    operator: &'static str,
+    (kind, operator): (&'static str, &'static str),
     (len, slide): (Duration, Duration),
     layout: Option<&str>,
 ) -> Result<Panes, String> {
@@ -40,7 +42,7 @@ fn declare<K: DeserializeOwned, S: DeserializeOwned>(
     if let Some(layout) = layout {
         params = format!("{params} {layout}");
     }
-    graph.declare_state(StateDescriptor::of::<K, S>(name, operator).with_params(params));
+    graph.declare_state(StateDescriptor::of::<K, S>(name, kind).with_params(params));
     graph.declare_window(BatchWindow {
         name: name.to_owned(),
         operator,
