@@ -180,6 +180,18 @@ pub(crate) fn plan_states(
             ),
         ));
     }
+    for name in changes.migrate.keys() {
+        if !declared.contains_key(name.as_str()) {
+            return Err((
+                name.clone(),
+                format!(
+                    "has a migration, but no operator of this job declares it; the job's \
+                     states are {:?}",
+                    declared.keys().collect::<Vec<_>>()
+                ),
+            ));
+        }
+    }
     for (name, record) in &declared {
         // A migration converts to the type the job declares, whatever the
         // checkpoint holds: any other target is a mistake in the job, not
@@ -557,6 +569,24 @@ mod tests {
         )
         .unwrap();
         assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn a_migration_of_a_state_no_operator_declares_is_refused_naming_the_job_states() {
+        let typo = migration_to("user_clikcs", Migration::new(|n: u64| format!("n={n}")));
+        let str_shape = sluice_core::state::shape_of::<String>();
+        let (name, reason) = plan_states(
+            &[stored("user_clicks", "Str", &str_shape)],
+            &[declared("user_clicks", "Str", &str_shape)],
+            &typo,
+        )
+        .unwrap_err();
+        assert_eq!(name, "user_clikcs");
+        assert!(
+            reason.contains("no operator of this job declares it"),
+            "{reason}"
+        );
+        assert!(reason.contains("\"user_clicks\""), "{reason}");
     }
 
     #[test]
