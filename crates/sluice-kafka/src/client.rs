@@ -56,6 +56,7 @@ impl KafkaSource {
             group_consumer: None,
             cache: None,
             known: BTreeSet::new(),
+            said_none_match: false,
         })
     }
 }
@@ -91,6 +92,9 @@ pub struct KafkaClient {
     cache: Option<(Instant, Vec<TopicPartition>)>,
     /// Every partition seen so far, to log only the new ones.
     known: BTreeSet<TopicPartition>,
+    /// Whether the warning that the subscription matches no partition was
+    /// logged, so discovery says it once rather than every interval.
+    said_none_match: bool,
 }
 
 impl fmt::Debug for KafkaClient {
@@ -403,7 +407,15 @@ impl KafkaClient {
             .map(|tp| &tp.topic)
             .filter(|t| !known_topics.contains(t))
             .collect();
-        if self.known.is_empty() {
+        if current.is_empty() {
+            if !self.said_none_match {
+                tracing::warn!(
+                    "the subscription matches no Kafka partition yet; batches stay empty and \
+                     discovery looks again every discovery interval"
+                );
+                self.said_none_match = true;
+            }
+        } else if self.known.is_empty() {
             tracing::info!(
                 partitions = current.len(),
                 topics = new_topics.len(),

@@ -142,6 +142,13 @@ impl Driver {
             redo_planned_batch = progress.replay.is_some(),
             "driver started"
         );
+        if !progress.first_start {
+            tracing::info!(
+                partitions = progress.positions.len(),
+                "resuming from the checkpoint's offsets; the source's start policy \
+                 (start_from) applies to a first start only"
+            );
+        }
         let interval = self.settings.batch_interval;
         // After the batch planned before a restart, if any, or else the
         // last committed one: batch times never repeat.
