@@ -80,6 +80,16 @@ struct Args {
     /// Kafka consumer group id (defaults to the app id, "wordcount").
     #[arg(long, value_name = "ID")]
     group: Option<String>,
+    /// After each batch, also commit its offsets to the consumer group
+    /// (`--group`), so Kafka's lag tools see the job's progress; sluice
+    /// never reads them back.
+    #[arg(long)]
+    mirror_offsets: bool,
+    /// Where a first start begins: `earliest`, `latest`, or
+    /// `timestamp:MS` (milliseconds since the epoch). A restart always
+    /// resumes from the checkpoint.
+    #[arg(long, value_name = "WHERE", default_value = "earliest", value_parser = start_offsets)]
+    start_from: StartOffsets,
     /// Print every word's committed total as `word<TAB>count`, sorted by
     /// word, and exit without consuming.
     #[arg(long)]
@@ -178,6 +188,19 @@ fn run(args: Args) -> anyhow::Result<()> {
     counted
 }
 
+/// Parses `--start-from`.
+fn start_offsets(arg: &str) -> Result<StartOffsets, String> {
+    match arg.split_once(':') {
+        None if arg == "earliest" => Ok(StartOffsets::Earliest),
+        None if arg == "latest" => Ok(StartOffsets::Latest),
+        Some(("timestamp", ms)) => ms
+            .parse()
+            .map(StartOffsets::Timestamp)
+            .map_err(|_| format!("`{ms}` is not a timestamp in milliseconds")),
+        _ => Err(format!("`{arg}` is not earliest, latest or timestamp:MS")),
+    }
+}
+
 /// Runs the job on `brokers` until it is stopped or, with
 /// `--until-caught-up`, has read what they held at its start.
 fn count_words(args: &Args, brokers: String) -> anyhow::Result<()> {
@@ -189,6 +212,9 @@ fn count_words(args: &Args, brokers: String) -> anyhow::Result<()> {
     if let Some(group) = &args.group {
         source = source.group_id(group);
     }
+    source = source
+        .mirror_offsets_to_group(args.mirror_offsets)
+        .start_from(args.start_from.clone());
     if args.brokers.is_none() {
         // The embedded broker holds every fetch for `fetch.wait.max.ms`
         // even when records arrive meanwhile (a real broker answers at
