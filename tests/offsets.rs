@@ -491,11 +491,17 @@ fn a_start_offset_past_the_end_is_refused_as_start_from_not_taken_for_a_recreate
             "log start 0",
             "latest offset 50",
         ] {
-            assert!(message.contains(needle), "{policy:?}: {needle:?} missing: {message}");
+            assert!(
+                message.contains(needle),
+                "{policy:?}: {needle:?} missing: {message}"
+            );
         }
         assert!(!message.contains("recreated"), "{policy:?}: {message}");
         let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
-        assert!(checkpoint.last_batch().unwrap().is_none(), "{policy:?}: a batch was committed");
+        assert!(
+            checkpoint.last_batch().unwrap().is_none(),
+            "{policy:?}: a batch was committed"
+        );
     }
 }
 
@@ -523,5 +529,8 @@ fn start_offsets_of_unknown_partitions_are_refused_listing_them_and_the_partitio
         assert!(message.contains(needle), "{needle:?} missing: {message}");
     }
     let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
-    assert!(checkpoint.last_batch().unwrap().is_none(), "a batch was committed");
+    assert!(
+        checkpoint.last_batch().unwrap().is_none(),
+        "a batch was committed"
+    );
 }

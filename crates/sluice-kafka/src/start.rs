@@ -220,7 +220,13 @@ mod tests {
         let policy = StartOffsets::Offsets(BTreeMap::from([(tp("t1", 0), 99999)]));
         let (setting, reason) = refused(resolve(&policy, &parts, None, &BTreeMap::new()));
         assert_eq!(setting, "start_from");
-        for needle in ["t1-0", "99999", "past its latest offset", "log start 0", "latest offset 5000"] {
+        for needle in [
+            "t1-0",
+            "99999",
+            "past its latest offset",
+            "log start 0",
+            "latest offset 5000",
+        ] {
             assert!(reason.contains(needle), "{needle:?} missing: {reason}");
         }
         assert!(!reason.contains("t1-1"), "{reason}");
@@ -232,7 +238,12 @@ mod tests {
         let policy = StartOffsets::Offsets(BTreeMap::from([(tp("t1", 0), 3)]));
         let (setting, reason) = refused(resolve(&policy, &parts, None, &BTreeMap::new()));
         assert_eq!(setting, "start_from");
-        for needle in ["start offset 3 of t1-0", "below its log start", "log start 40", "latest offset 90"] {
+        for needle in [
+            "start offset 3 of t1-0",
+            "below its log start",
+            "log start 40",
+            "latest offset 90",
+        ] {
             assert!(reason.contains(needle), "{needle:?} missing: {reason}");
         }
     }
@@ -240,8 +251,7 @@ mod tests {
     #[test]
     fn start_offsets_at_the_log_start_and_at_the_latest_offset_are_valid() {
         let parts = [po("t1", 0, 40, 90), po("t1", 1, 5, 5)];
-        let policy =
-            StartOffsets::Offsets(BTreeMap::from([(tp("t1", 0), 90), (tp("t1", 1), 5)]));
+        let policy = StartOffsets::Offsets(BTreeMap::from([(tp("t1", 0), 90), (tp("t1", 1), 5)]));
         let got = resolve(&policy, &parts, None, &BTreeMap::new()).unwrap();
         assert_eq!(got, BTreeMap::from([(tp("t1", 0), 90), (tp("t1", 1), 5)]));
     }
@@ -282,7 +292,10 @@ mod tests {
     fn a_start_map_for_a_pattern_that_matches_nothing_yet_is_refused() {
         let policy = StartOffsets::Offsets(BTreeMap::from([(tp("p-a", 0), 3)]));
         let (_, reason) = refused(resolve(&policy, &[], None, &BTreeMap::new()));
-        assert!(reason.contains("p-a-0=3") && reason.contains("no partition"), "{reason}");
+        assert!(
+            reason.contains("p-a-0=3") && reason.contains("no partition"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -291,7 +304,10 @@ mod tests {
         let policy = StartOffsets::Offsets((0..25).map(|p| (tp("t", p), 2)).collect());
         let (_, reason) = refused(resolve(&policy, &parts, None, &BTreeMap::new()));
         assert!(reason.contains("and 15 more"), "{reason}");
-        assert!(reason.contains("t-9 ") && !reason.contains("t-10 "), "{reason}");
+        assert!(
+            reason.contains("t-9 ") && !reason.contains("t-10 "),
+            "{reason}"
+        );
     }
 
     proptest! {
