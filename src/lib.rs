@@ -118,7 +118,7 @@ pub mod kafka {
     //! batches are made of (whatever their source).
 
     pub use sluice_core::{
-        DataLossPolicy, OffsetRange, OffsetReset, Record, ResetKind, TopicPartition,
+        DataLossPolicy, OffsetRange, OffsetReset, OutOfLog, Record, ResetKind, TopicPartition,
     };
     pub use sluice_kafka::{
         ConsumerStrategy, Delivery, Error, KafkaRecord, KafkaSink, KafkaSinkBuilder, KafkaSource,

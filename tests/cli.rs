@@ -689,3 +689,55 @@ fn cli_rewind_without_restore_points_names_the_builder_method_and_the_examples_f
     }
     assert_eq!(stored_offsets(&dir), before);
 }
+
+/// Regression (newuser3 item 8): the text table of `sluice batches` showed
+/// no resets, so a batch that skipped offsets looked like any other; only
+/// `--json` had them.
+#[test]
+fn cli_batches_table_shows_each_batchs_resets_and_skipped_offsets() {
+    use sluice::checkpoint::{RangeRecord, ResetRecord, ResetRecordKind};
+    use sluice::kafka::OffsetRange;
+
+    let dir = tempfile::tempdir().unwrap();
+    committed_checkpoint(dir.path(), 2, 2);
+    {
+        let mut store = RocksCheckpoint::builder(dir.path())
+            .app_id(APP_ID)
+            .open()
+            .unwrap();
+        let lines = |p| TopicPartition::new("lines", p);
+        let mut record = BatchRecord::new(2, 1_700_000_000_200);
+        record.ranges = vec![
+            RangeRecord::from_range(&OffsetRange::new(&lines(0), 0, 30), 30)
+                .with_reset(ResetRecord::new(ResetRecordKind::PastLatest, 500), 470),
+            RangeRecord::from_range(&OffsetRange::new(&lines(1), 25, 30), 5)
+                .with_reset(ResetRecord::new(ResetRecordKind::BelowLogStart, 20), 5),
+        ];
+        record.records = 35;
+        store
+            .commit(Commit {
+                record,
+                next_offsets: vec![(lines(0), 30), (lines(1), 30)],
+                writes: WriteSet::new(),
+            })
+            .unwrap();
+    }
+    fn cells(line: &str) -> Vec<&str> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect()
+    }
+    let table = ok(&["batches", dir.path().to_str().unwrap()]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].contains("  resets  "), "{table}");
+    for quiet in &lines[1..3] {
+        assert_eq!(cells(quiet)[6], "-", "{table}");
+    }
+    assert_eq!(
+        cells(lines[3])[6],
+        "1 past latest (470), 1 below log start (5)",
+        "{table}"
+    );
+}

@@ -264,3 +264,44 @@ fn a_reset_past_the_latest_offset_is_recorded_with_its_kind_and_count() {
         Some((ResetRecordKind::PastLatest, 500))
     );
 }
+
+/// Regression (newuser3 item 6): a recreated topic put every partition past
+/// its latest offset, but the Fail error named only the first partition.
+#[test]
+fn the_data_loss_error_names_every_partition_past_its_latest_offset() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "r", 3);
+    job::produce_numbered(&bootstrap, "r", 3, 0..20);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = RocksCheckpoint::builder(dir.path())
+            .app_id(APP_ID)
+            .open()
+            .unwrap();
+        let r = |p| TopicPartition::new("r", p);
+        store
+            .commit(Commit {
+                record: BatchRecord::new(0, 1_700_000_000_000),
+                next_offsets: vec![(r(0), 500), (r(1), 10), (r(2), 700)],
+                writes: WriteSet::new(),
+            })
+            .unwrap();
+    }
+    let source = job::source(&bootstrap)
+        .subscribe(["r"])
+        .on_data_loss(DataLossPolicy::Fail)
+        .build()
+        .unwrap();
+    let mut running = count_records(job::context(dir.path()).build().unwrap(), source);
+    let message = running.wait_for_error().to_string();
+    for needle in [
+        "stored offset 500 of r-0 is past its latest offset 20",
+        "1 more partition(s) affected: r-2 (stored offset 700 past its latest offset 20)",
+    ] {
+        assert!(message.contains(needle), "{needle:?} missing: {message}");
+    }
+    assert!(!message.contains("r-1"), "{message}");
+    let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
+    assert_eq!(checkpoint.last_batch().unwrap().unwrap().id, 0);
+}

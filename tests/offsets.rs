@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use rdkafka::types::RDKafkaRespErr;
+use sluice::kafka::DataLossPolicy;
 use sluice::prelude::*;
 use tempfile::TempDir;
 
@@ -457,5 +458,79 @@ fn offsets_mirrored_to_the_consumer_group_never_override_the_checkpoint() {
         job::WAIT,
         || (group_offsets(&bootstrap, APP_ID, "mirrored", 2) == expected).then_some(()),
         || format!("{:?}", group_offsets(&bootstrap, APP_ID, "mirrored", 2)),
+    );
+}
+
+/// Regression (newuser3 item 2): a start offset past the end was taken for
+/// a stored offset of a recreated topic — `OffsetAhead` under the default
+/// policy, a fake `PastLatest` reset under `ResetToEarliest`. It is a
+/// configuration mistake, refused before anything is read or written,
+/// whatever the data-loss policy.
+#[test]
+fn a_start_offset_past_the_end_is_refused_as_start_from_not_taken_for_a_recreated_topic() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "t1", 2);
+    produce_numbered(&bootstrap, "t1", 2, 0..50);
+    for policy in [DataLossPolicy::Fail, DataLossPolicy::ResetToEarliest] {
+        let dir = tempdir();
+        let source = job::source(&bootstrap)
+            .subscribe(["t1"])
+            .on_data_loss(policy)
+            .start_from(StartOffsets::Offsets(BTreeMap::from([
+                (tp("t1", 0), 99_999),
+                (tp("t1", 1), 10),
+            ])))
+            .build()
+            .unwrap();
+        let mut running = job::count_values(job::context(dir.path()).build().unwrap(), source);
+        let message = running.wait_for_error().to_string();
+        for needle in [
+            "start_from",
+            "start offset 99999 of t1-0 is past its latest offset",
+            "log start 0",
+            "latest offset 50",
+        ] {
+            assert!(
+                message.contains(needle),
+                "{policy:?}: {needle:?} missing: {message}"
+            );
+        }
+        assert!(!message.contains("recreated"), "{policy:?}: {message}");
+        let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
+        assert!(
+            checkpoint.last_batch().unwrap().is_none(),
+            "{policy:?}: a batch was committed"
+        );
+    }
+}
+
+/// Regression (newuser3 item 3): start offsets for partitions the job does
+/// not read (`t1:7`, a topic that does not exist) were ignored, so a typo
+/// silently replayed everything from earliest.
+#[test]
+fn start_offsets_of_unknown_partitions_are_refused_listing_them_and_the_partitions_found() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "t1", 2);
+    produce_numbered(&bootstrap, "t1", 2, 0..10);
+    let dir = tempdir();
+    let source = job::source(&bootstrap)
+        .subscribe(["t1"])
+        .start_from(StartOffsets::Offsets(BTreeMap::from([
+            (tp("t1", 7), 5),
+            (tp("nosuch", 0), 3),
+        ])))
+        .build()
+        .unwrap();
+    let mut running = job::count_values(job::context(dir.path()).build().unwrap(), source);
+    let message = running.wait_for_error().to_string();
+    for needle in ["start_from", "nosuch-0=3", "t1-7=5", "t1-0, t1-1"] {
+        assert!(message.contains(needle), "{needle:?} missing: {message}");
+    }
+    let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
+    assert!(
+        checkpoint.last_batch().unwrap().is_none(),
+        "a batch was committed"
     );
 }

@@ -163,9 +163,10 @@ pub enum Error {
     /// deleted (retention, compaction of the head) before the job read them.
     #[error(
         "data loss on {topic}-{partition}: stored offset {stored} is below the log start \
-         {log_start}, records [{stored}, {log_start}) were deleted before they were processed \
-         (a source with DataLossPolicy::ResetToEarliest skips them: set it with \
-         KafkaSourceBuilder::on_data_loss or MemorySource::with_data_loss_policy)"
+         {log_start}, records [{stored}, {log_start}) were deleted before they were \
+         processed{} (a source with DataLossPolicy::ResetToEarliest skips them: set it with \
+         KafkaSourceBuilder::on_data_loss or MemorySource::with_data_loss_policy)",
+        also_affected(.others)
     )]
     DataLoss {
         /// Topic of the partition.
@@ -176,14 +177,19 @@ pub enum Error {
         stored: i64,
         /// First offset still in the log.
         log_start: i64,
+        /// Every other partition whose stored offset is outside its log
+        /// (below its log start or past its latest offset) in the same
+        /// planning, in partition order; empty when this one is the only one.
+        others: Vec<crate::OutOfLog>,
     },
     /// The stored offset of a partition is past its latest offset: the topic
     /// was probably deleted and recreated, or truncated.
     #[error(
-        "stored offset {stored} of {topic}-{partition} is past its latest offset {latest}; \
+        "stored offset {stored} of {topic}-{partition} is past its latest offset {latest}{}; \
          was the topic recreated? (a source with DataLossPolicy::ResetToEarliest restarts it \
          from its log start: set it with KafkaSourceBuilder::on_data_loss or \
-         MemorySource::with_data_loss_policy)"
+         MemorySource::with_data_loss_policy)",
+        also_affected(.others)
     )]
     OffsetAhead {
         /// Topic of the partition.
@@ -195,6 +201,10 @@ pub enum Error {
         /// Latest offset (for Kafka, the high watermark or the last stable
         /// offset).
         latest: i64,
+        /// Every other partition whose stored offset is outside its log
+        /// (past its latest offset or below its log start) in the same
+        /// planning, in partition order; empty when this one is the only one.
+        others: Vec<crate::OutOfLog>,
     },
     /// The job's [`Source`](crate::Source) could not discover its
     /// partitions, fetch their offsets or resolve where to start. The
@@ -281,6 +291,30 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// How many other partitions a data-loss message names before "and N more".
+const NAMED_OTHERS: usize = 10;
+
+/// The other partitions of a data-loss error, as a clause of its message.
+fn also_affected(others: &[crate::OutOfLog]) -> String {
+    if others.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = others
+        .iter()
+        .take(NAMED_OTHERS)
+        .map(ToString::to_string)
+        .collect();
+    let mut text = format!(
+        "; {} more partition(s) affected: {}",
+        others.len(),
+        named.join(", ")
+    );
+    if others.len() > NAMED_OTHERS {
+        text.push_str(&format!(" and {} more", others.len() - NAMED_OTHERS));
+    }
+    text
 }
 
 impl fmt::Debug for Error {

@@ -95,7 +95,7 @@ pub use record::Record;
 pub use shared_reads::DEFAULT_SHARED_INPUT_BYTES;
 pub use sink::{CheckpointSink, CounterSink, LatestValueSink, OutsideSink, Sink, SinkStart};
 pub use source::{
-    DataLossPolicy, MemorySource, OffsetReset, PartitionOffsets, Plan, ResetKind, Source,
+    DataLossPolicy, MemorySource, OffsetReset, OutOfLog, PartitionOffsets, Plan, ResetKind, Source,
 };
 pub use stream::DStream;
 pub use writes::{Write, WriteSet};

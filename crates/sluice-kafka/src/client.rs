@@ -269,7 +269,9 @@ impl KafkaClient {
     /// Resolves the first-start `policy` to an offset per partition of
     /// `partitions`. An assign strategy's explicit offsets win over the
     /// policy; a timestamp later than every record resolves to the latest
-    /// offset.
+    /// offset. An explicit offset outside its partition's log, or for a
+    /// partition not in `partitions`, is an [`Error::Config`]: nothing is
+    /// read.
     pub fn start_offsets(
         &self,
         policy: &StartOffsets,
@@ -289,7 +291,7 @@ impl KafkaClient {
                 by_time = self.offsets_for_time(*ts, &lookups)?;
             }
         }
-        Ok(start::resolve(policy, partitions, assigned, &by_time))
+        start::resolve(policy, partitions, assigned, &by_time)
     }
 
     /// Commits `offsets` (the next offset to read, per partition) to the

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use sluice::checkpoint::CheckpointStore;
+use sluice::checkpoint::{BatchRecord, CheckpointStore, ResetRecordKind};
 
 use crate::open::{self, days_from_civil, format_time};
 use crate::{Failure, Outcome};
@@ -20,28 +20,66 @@ pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool) -> Outcome {
         }
         return Ok(());
     }
+    let rows: Vec<_> = shown.map(|b| (b, resets(b))).collect();
+    let width = rows
+        .iter()
+        .map(|(_, r)| r.len())
+        .chain(["resets".len()])
+        .max()
+        .unwrap_or(0);
     out!(
-        "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>12}  rate limit",
+        "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>12}  {:<width$}  rate limit",
         "batch",
         "time (UTC)",
         "records",
         "processing ms",
         "delay ms",
-        "dead letters"
+        "dead letters",
+        "resets"
     );
-    for b in shown {
+    for (b, resets) in rows {
         out!(
-            "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>12}  {}",
+            "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>12}  {:<width$}  {}",
             b.id,
             format_time(b.time_ms),
             b.records,
             b.processing_ms,
             b.scheduling_delay_ms,
             b.dead_letters,
+            resets,
             b.rate_limit.as_deref().unwrap_or("-")
         );
     }
     Ok(())
+}
+
+/// The batch's data-loss resets, per kind: how many partitions, and the sum
+/// of their `skipped_offsets` in parentheses; `-` when none.
+fn resets(batch: &BatchRecord) -> String {
+    let mut kinds: Vec<(&str, u64, u64)> = Vec::new();
+    for range in &batch.ranges {
+        let Some(reset) = range.reset else { continue };
+        let kind = match reset.kind {
+            ResetRecordKind::BelowLogStart => "below log start",
+            ResetRecordKind::PastLatest => "past latest",
+            _ => "other",
+        };
+        match kinds.iter_mut().find(|(k, ..)| *k == kind) {
+            Some((_, partitions, offsets)) => {
+                *partitions += 1;
+                *offsets += range.skipped_offsets;
+            }
+            None => kinds.push((kind, 1, range.skipped_offsets)),
+        }
+    }
+    if kinds.is_empty() {
+        return "-".to_owned();
+    }
+    kinds
+        .iter()
+        .map(|(kind, partitions, offsets)| format!("{partitions} {kind} ({offsets})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A `--since` value: milliseconds since the Unix epoch, or an RFC 3339
@@ -129,6 +167,33 @@ mod tests {
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("2023-13-01T00:00:00Z").is_err());
         assert!(parse_time("2023-11-14T22:13:20").is_err());
+    }
+
+    #[test]
+    fn resets_are_counted_per_kind_with_their_skipped_offsets() {
+        use sluice::checkpoint::{RangeRecord, ResetRecord};
+        use sluice::kafka::{OffsetRange, TopicPartition};
+
+        let range = |p, reset: Option<(ResetRecordKind, u64)>| {
+            let r =
+                RangeRecord::from_range(&OffsetRange::new(&TopicPartition::new("t", p), 0, 9), 9);
+            match reset {
+                Some((kind, skipped)) => r.with_reset(ResetRecord::new(kind, 1), skipped),
+                None => r,
+            }
+        };
+        let mut batch = BatchRecord::new(1, 0);
+        assert_eq!(resets(&batch), "-");
+        batch.ranges = vec![
+            range(0, Some((ResetRecordKind::PastLatest, 4990))),
+            range(1, None),
+            range(2, Some((ResetRecordKind::BelowLogStart, 6))),
+            range(3, Some((ResetRecordKind::PastLatest, 10))),
+        ];
+        assert_eq!(
+            resets(&batch),
+            "2 past latest (5000), 1 below log start (6)"
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ mod memory;
 mod plan;
 
 pub use memory::MemorySource;
-pub use plan::{plan_ranges, DataLossPolicy, OffsetReset, PartitionOffsets, Plan, ResetKind};
+pub use plan::{
+    plan_ranges, DataLossPolicy, OffsetReset, OutOfLog, PartitionOffsets, Plan, ResetKind,
+};
 
 /// The driver's side of a job's input: the partitions to read and what their
 /// logs hold, where a new job starts, how a batch's ranges are planned, and

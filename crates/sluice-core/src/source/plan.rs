@@ -116,6 +116,41 @@ impl OffsetReset {
     }
 }
 
+/// A partition whose stored position lies outside its log, as
+/// [`Error::DataLoss`] and [`Error::OffsetAhead`] list every partition
+/// affected besides the one they are about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct OutOfLog {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// Below the log start, or past the latest offset.
+    pub kind: ResetKind,
+    /// The position stored in the checkpoint.
+    pub stored: i64,
+    /// First offset still in the log.
+    pub log_start: i64,
+    /// Latest offset.
+    pub latest: i64,
+}
+
+impl std::fmt::Display for OutOfLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            ResetKind::BelowLogStart => write!(
+                f,
+                "{} (stored offset {} below its log start {})",
+                self.tp, self.stored, self.log_start
+            ),
+            ResetKind::PastLatest => write!(
+                f,
+                "{} (stored offset {} past its latest offset {})",
+                self.tp, self.stored, self.latest
+            ),
+        }
+    }
+}
+
 /// The ranges of one batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -166,7 +201,8 @@ impl Plan {
 /// range.
 ///
 /// A position below the log start, or past the latest offset, is an error
-/// under [`DataLossPolicy::Fail`], and restarts the partition from its log
+/// under [`DataLossPolicy::Fail`] (about the first such partition, listing
+/// the others), and restarts the partition from its log
 /// start under [`DataLossPolicy::ResetToEarliest`].
 pub fn plan_ranges(
     positions: &BTreeMap<TopicPartition, i64>,
@@ -175,62 +211,57 @@ pub fn plan_ranges(
     on_data_loss: DataLossPolicy,
 ) -> Result<Plan> {
     let mut plan = Plan::default();
+    // Under `Fail`, every partition out of its log, so the error names all.
+    let mut lost = Vec::new();
     for p in partitions {
         let from = match positions.get(&p.tp).copied() {
             None => {
                 plan.new_partitions.push(p.tp.clone());
                 p.log_start
             }
-            Some(stored) if stored < p.log_start => match on_data_loss {
-                DataLossPolicy::Fail => {
-                    return Err(Error::DataLoss {
-                        topic: p.tp.topic.to_string(),
-                        partition: p.tp.partition,
+            Some(stored) if stored < p.log_start || stored > p.latest => {
+                let kind = if stored < p.log_start {
+                    ResetKind::BelowLogStart
+                } else {
+                    ResetKind::PastLatest
+                };
+                if on_data_loss == DataLossPolicy::Fail {
+                    lost.push(OutOfLog {
+                        tp: p.tp.clone(),
+                        kind,
                         stored,
                         log_start: p.log_start,
-                    })
-                }
-                DataLossPolicy::ResetToEarliest => {
-                    let skipped = (p.log_start - stored) as u64;
-                    tracing::warn!(
-                        partition = %p.tp, stored, log_start = p.log_start, skipped,
-                        "stored offset was deleted from the log; skipping to the log start"
-                    );
-                    plan.resets.push(OffsetReset {
-                        tp: p.tp.clone(),
-                        kind: ResetKind::BelowLogStart,
-                        stored,
-                        reset_to: p.log_start,
-                        offsets: skipped,
-                    });
-                    p.log_start
-                }
-            },
-            Some(stored) if stored > p.latest => match on_data_loss {
-                DataLossPolicy::Fail => {
-                    return Err(Error::OffsetAhead {
-                        topic: p.tp.topic.to_string(),
-                        partition: p.tp.partition,
-                        stored,
                         latest: p.latest,
-                    })
-                }
-                DataLossPolicy::ResetToEarliest => {
-                    tracing::warn!(
-                        partition = %p.tp, stored, latest = p.latest, log_start = p.log_start,
-                        "stored offset is past the latest offset (topic recreated?); \
-                         restarting from the log start"
-                    );
-                    plan.resets.push(OffsetReset {
-                        tp: p.tp.clone(),
-                        kind: ResetKind::PastLatest,
-                        stored,
-                        reset_to: p.log_start,
-                        offsets: (stored - p.latest) as u64,
                     });
-                    p.log_start
+                    continue;
                 }
-            },
+                let offsets = match kind {
+                    ResetKind::BelowLogStart => {
+                        let skipped = (p.log_start - stored) as u64;
+                        tracing::warn!(
+                            partition = %p.tp, stored, log_start = p.log_start, skipped,
+                            "stored offset was deleted from the log; skipping to the log start"
+                        );
+                        skipped
+                    }
+                    ResetKind::PastLatest => {
+                        tracing::warn!(
+                            partition = %p.tp, stored, latest = p.latest, log_start = p.log_start,
+                            "stored offset is past the latest offset (topic recreated?); \
+                             restarting from the log start"
+                        );
+                        (stored - p.latest) as u64
+                    }
+                };
+                plan.resets.push(OffsetReset {
+                    tp: p.tp.clone(),
+                    kind,
+                    stored,
+                    reset_to: p.log_start,
+                    offsets,
+                });
+                p.log_start
+            }
             Some(stored) => stored,
         };
         let cap = caps.and_then(|c| c.get(&p.tp)).copied();
@@ -243,7 +274,27 @@ pub fn plan_ranges(
         let until = p.latest.min(capped).max(from);
         plan.ranges.push(OffsetRange::new(&p.tp, from, until));
     }
-    Ok(plan)
+    if lost.is_empty() {
+        return Ok(plan);
+    }
+    let first = lost.remove(0);
+    let (topic, partition) = (first.tp.topic.to_string(), first.tp.partition);
+    Err(match first.kind {
+        ResetKind::BelowLogStart => Error::DataLoss {
+            topic,
+            partition,
+            stored: first.stored,
+            log_start: first.log_start,
+            others: lost,
+        },
+        ResetKind::PastLatest => Error::OffsetAhead {
+            topic,
+            partition,
+            stored: first.stored,
+            latest: first.latest,
+            others: lost,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -299,7 +350,7 @@ mod tests {
             plan_ranges(&positions, &[po(3, 12, 30)], None, DataLossPolicy::Fail).unwrap_err();
         assert!(matches!(
             err,
-            Error::DataLoss { ref topic, partition: 3, stored: 5, log_start: 12 } if topic == "t"
+            Error::DataLoss { ref topic, partition: 3, stored: 5, log_start: 12, ref others } if topic == "t" && others.is_empty()
         ));
         let msg = err.to_string();
         for needle in ["t-3", "5", "12"] {
@@ -360,6 +411,51 @@ mod tests {
                 offsets: 20
             }]
         );
+    }
+
+    /// Regression (newuser3 item 6): with a recreated topic, every
+    /// partition was past its latest offset, but the error named only the
+    /// first.
+    #[test]
+    fn a_data_loss_error_names_every_affected_partition() {
+        let positions = BTreeMap::from([(tp(0), 50), (tp(1), 7), (tp(2), 1), (tp(3), 60)]);
+        let offsets = [po(0, 0, 30), po(1, 0, 30), po(2, 4, 30), po(3, 0, 40)];
+        let err = plan_ranges(&positions, &offsets, None, DataLossPolicy::Fail).unwrap_err();
+        let Error::OffsetAhead {
+            partition: 0,
+            stored: 50,
+            latest: 30,
+            ref others,
+            ..
+        } = err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(
+            others
+                .iter()
+                .map(|o| (o.tp.partition, o.kind))
+                .collect::<Vec<_>>(),
+            [(2, ResetKind::BelowLogStart), (3, ResetKind::PastLatest)]
+        );
+        let msg = err.to_string();
+        let expected = "stored offset 50 of t-0 is past its latest offset 30; 2 more \
+                        partition(s) affected: t-2 (stored offset 1 below its log start 4), \
+                        t-3 (stored offset 60 past its latest offset 40); was the topic recreated?";
+        assert!(msg.contains(expected), "{msg}");
+        assert!(!msg.contains("t-1"), "{msg}");
+    }
+
+    #[test]
+    fn a_long_list_of_affected_partitions_is_cut_after_ten() {
+        let positions: BTreeMap<_, _> = (0..25).map(|p| (tp(p), 1)).collect();
+        let offsets: Vec<_> = (0..25).map(|p| po(p, 5, 9)).collect();
+        let err = plan_ranges(&positions, &offsets, None, DataLossPolicy::Fail).unwrap_err();
+        assert!(matches!(&err, Error::DataLoss { others, .. } if others.len() == 24));
+        let msg = err.to_string();
+        assert!(msg.contains("24 more partition(s) affected: t-1 "), "{msg}");
+        assert!(msg.contains("t-10 (") && !msg.contains("t-11 ("), "{msg}");
+        assert!(msg.contains(" and 14 more"), "{msg}");
     }
 
     #[test]
@@ -483,6 +579,39 @@ mod tests {
                 prop_assert_eq!(reset.kind, ResetKind::PastLatest);
                 prop_assert_eq!(reset.offsets, (stored - start - len) as u64);
             }
+        }
+
+        #[test]
+        fn the_fail_error_lists_exactly_the_partitions_a_reset_would_move(
+            parts in prop::collection::vec((0i64..100, 0i64..100, prop::option::of(-10i64..300)), 1..8),
+        ) {
+            let offsets: Vec<_> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, (start, len, _))| po(i as i32, *start, start + len))
+                .collect();
+            let positions: BTreeMap<_, _> = parts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, _, pos))| pos.map(|p| (tp(i as i32), p)))
+                .collect();
+            let reset = plan_ranges(&positions, &offsets, None, DataLossPolicy::ResetToEarliest).unwrap();
+            let moved: Vec<_> = reset.resets.iter().map(|r| (r.tp.clone(), r.kind, r.stored)).collect();
+            let named = match plan_ranges(&positions, &offsets, None, DataLossPolicy::Fail) {
+                Ok(_) => Vec::new(),
+                Err(Error::DataLoss { partition, stored, others, .. }) => {
+                    std::iter::once((tp(partition), ResetKind::BelowLogStart, stored))
+                        .chain(others.into_iter().map(|o| (o.tp, o.kind, o.stored)))
+                        .collect()
+                }
+                Err(Error::OffsetAhead { partition, stored, others, .. }) => {
+                    std::iter::once((tp(partition), ResetKind::PastLatest, stored))
+                        .chain(others.into_iter().map(|o| (o.tp, o.kind, o.stored)))
+                        .collect()
+                }
+                Err(other) => return Err(TestCaseError::fail(format!("{other}"))),
+            };
+            prop_assert_eq!(named, moved);
         }
     }
 }
