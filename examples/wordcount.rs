@@ -85,9 +85,10 @@ struct Args {
     /// never reads them back.
     #[arg(long)]
     mirror_offsets: bool,
-    /// Where a first start begins: `earliest`, `latest`, or
-    /// `timestamp:MS` (milliseconds since the epoch). A restart always
-    /// resumes from the checkpoint.
+    /// Where a first start begins: `earliest`, `latest`, `group` (the
+    /// offsets the consumer group `--group` committed, e.g. by the job
+    /// this one replaces) or `timestamp:MS` (milliseconds since the
+    /// epoch). A restart always resumes from the checkpoint.
     #[arg(long, value_name = "WHERE", default_value = "earliest", value_parser = start_offsets)]
     start_from: StartOffsets,
     /// Print every word's committed total as `word<TAB>count`, sorted by
@@ -193,11 +194,14 @@ fn start_offsets(arg: &str) -> Result<StartOffsets, String> {
     match arg.split_once(':') {
         None if arg == "earliest" => Ok(StartOffsets::Earliest),
         None if arg == "latest" => Ok(StartOffsets::Latest),
+        None if arg == "group" => Ok(StartOffsets::GroupCommitted),
         Some(("timestamp", ms)) => ms
             .parse()
             .map(StartOffsets::Timestamp)
             .map_err(|_| format!("`{ms}` is not a timestamp in milliseconds")),
-        _ => Err(format!("`{arg}` is not earliest, latest or timestamp:MS")),
+        _ => Err(format!(
+            "`{arg}` is not earliest, latest, group or timestamp:MS"
+        )),
     }
 }
 

@@ -534,3 +534,52 @@ fn start_offsets_of_unknown_partitions_are_refused_listing_them_and_the_partitio
         "a batch was committed"
     );
 }
+
+/// A job moved from Spark Streaming (or any consumer) that kept its
+/// progress in its consumer group: `StartOffsets::GroupCommitted` starts
+/// each partition where the group left off, and a partition the group
+/// committed nothing for from earliest. A restart then resumes from the
+/// checkpoint, whatever the group says.
+#[test]
+fn a_first_start_from_the_group_committed_offsets_reads_on_where_the_group_left_off() {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    const GROUP: &str = "spark-job";
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "moved", 2);
+    let values = produce_numbered(&bootstrap, "moved", 2, 0..20);
+    {
+        // The old job read partition 0 up to offset 15, nothing of 1.
+        let consumer = group_member(&bootstrap, GROUP);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("moved", 0, Offset::Offset(15))
+            .unwrap();
+        consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    }
+    let dir = tempdir();
+    let ctx = job::context(dir.path()).build().unwrap();
+    let source = job::source(&bootstrap)
+        .subscribe(["moved"])
+        .group_id(GROUP)
+        .start_from(StartOffsets::GroupCommitted)
+        .build()
+        .unwrap();
+    ctx.kafka_stream(source)
+        .unwrap()
+        .values_utf8()
+        .count_by_value()
+        .save_counts(job::COUNTS)
+        .unwrap();
+    ctx.run_until_caught_up().unwrap();
+
+    let expected: Vec<&String> = values
+        .iter()
+        .filter(|v| match v.strip_prefix("moved-0-") {
+            Some(i) => i.parse::<usize>().unwrap() >= 15,
+            None => true,
+        })
+        .collect();
+    assert_eq!(expected.len(), 5 + 20);
+    assert_eq!(job::committed_counts(dir.path()), job::counts_of(expected));
+}

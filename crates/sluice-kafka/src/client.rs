@@ -281,17 +281,17 @@ impl KafkaClient {
             ConsumerStrategy::Assign(offsets) => Some(offsets),
             _ => None,
         };
-        let mut by_time = BTreeMap::new();
-        if let StartOffsets::Timestamp(ts) = policy {
-            let lookups: Vec<_> = partitions
-                .iter()
-                .filter(|p| !assigned.is_some_and(|a| a.contains_key(&p.tp)))
-                .collect();
-            if !lookups.is_empty() {
-                by_time = self.offsets_for_time(*ts, &lookups)?;
-            }
-        }
-        start::resolve(policy, partitions, assigned, &by_time)
+        let lookups: Vec<_> = partitions
+            .iter()
+            .filter(|p| !assigned.is_some_and(|a| a.contains_key(&p.tp)))
+            .collect();
+        let looked_up = match policy {
+            _ if lookups.is_empty() => BTreeMap::new(),
+            StartOffsets::Timestamp(ts) => self.offsets_for_time(*ts, &lookups)?,
+            StartOffsets::GroupCommitted => self.group_committed(&lookups)?,
+            _ => BTreeMap::new(),
+        };
+        start::resolve(policy, partitions, assigned, &looked_up)
     }
 
     /// Commits `offsets` (the next offset to read, per partition) to the
@@ -456,6 +456,52 @@ impl KafkaClient {
                 }
             }
         }
+    }
+
+    /// The offsets the source's consumer group committed for `partitions`
+    /// (`None`: nothing committed).
+    fn group_committed(
+        &self,
+        partitions: &[&PartitionOffsets],
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
+        let context = || {
+            format!(
+                "reading the offsets consumer group '{}' committed",
+                self.group_id
+            )
+        };
+        let consumer: BaseConsumer<SluiceContext> = self
+            .source
+            .client_config(Some(&self.group_id))
+            .create_with_context(SluiceContext)
+            .map_err(|e| Error::kafka(context(), e))?;
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for p in partitions {
+            tpl.add_partition(&p.tp.topic, p.tp.partition);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, self.timeout())
+            .map_err(|e| Error::kafka(context(), e))?;
+        let mut offsets = BTreeMap::new();
+        for elem in committed.elements() {
+            let tp = TopicPartition::new(elem.topic(), elem.partition());
+            elem.error()
+                .map_err(|e| Error::kafka(format!("{} for {tp}", context()), e))?;
+            let offset = match elem.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            offsets.insert(tp, offset);
+        }
+        let without = offsets.values().filter(|o| o.is_none()).count();
+        tracing::info!(
+            group = %self.group_id,
+            partitions = offsets.len(),
+            without_committed_offset = without,
+            "first start from the consumer group's committed offsets; partitions without one \
+             start from earliest"
+        );
+        Ok(offsets)
     }
 
     fn offsets_for_time(

@@ -31,6 +31,15 @@ pub enum StartOffsets {
     /// fails the start with [`Error::Config`] for `start_from`. Nothing is
     /// read or written. An offset equal to the latest offset is valid.
     Offsets(BTreeMap<TopicPartition, i64>),
+    /// The offsets the source's consumer group (`group_id`, the app id by
+    /// default) has committed: where a job that kept its progress in Kafka
+    /// (a Spark Streaming job calling `commitAsync`, a plain consumer) left
+    /// off, so it moves to sluice without reading anything twice or
+    /// skipping anything. Partitions the group committed nothing for start
+    /// from earliest. A committed offset the log no longer holds is treated
+    /// as a stored one: the source's data-loss policy decides (see
+    /// `on_data_loss`).
+    GroupCommitted,
 }
 
 /// How many partitions an error message names before "and N more".
@@ -39,8 +48,10 @@ const NAMED: usize = 10;
 /// Resolves `policy` for `partitions` to concrete offsets.
 ///
 /// `assigned` are the explicit offsets of an assign strategy and win over
-/// the policy. `by_time` holds, for [`StartOffsets::Timestamp`], the offset
-/// the broker found per partition (`None`: no record that late).
+/// the policy. `looked_up` holds what the broker answered for a policy that
+/// asks it, per partition: for [`StartOffsets::Timestamp`] the offset found
+/// (`None`: no record that late), for [`StartOffsets::GroupCommitted`] the
+/// group's committed offset (`None`: none).
 ///
 /// Explicit offsets (of [`StartOffsets::Offsets`] or of `assigned`) are
 /// configuration, not stored positions: one naming a partition missing from
@@ -51,7 +62,7 @@ pub(crate) fn resolve(
     policy: &StartOffsets,
     partitions: &[PartitionOffsets],
     assigned: Option<&BTreeMap<TopicPartition, i64>>,
-    by_time: &BTreeMap<TopicPartition, Option<i64>>,
+    looked_up: &BTreeMap<TopicPartition, Option<i64>>,
 ) -> Result<BTreeMap<TopicPartition, i64>> {
     if let StartOffsets::Offsets(map) = policy {
         check_known(map, partitions)?;
@@ -77,10 +88,16 @@ pub(crate) fn resolve(
                 None => match policy {
                     StartOffsets::Earliest | StartOffsets::Offsets(_) => p.log_start,
                     StartOffsets::Latest => p.latest,
-                    StartOffsets::Timestamp(_) => match by_time.get(&p.tp).copied().flatten() {
+                    StartOffsets::Timestamp(_) => match looked_up.get(&p.tp).copied().flatten() {
                         Some(found) => found.clamp(p.log_start, p.latest.max(p.log_start)),
                         None => p.latest,
                     },
+                    // As stored: planning checks it against the log.
+                    StartOffsets::GroupCommitted => looked_up
+                        .get(&p.tp)
+                        .copied()
+                        .flatten()
+                        .unwrap_or(p.log_start),
                 },
             };
             (p.tp.clone(), offset)
@@ -189,6 +206,23 @@ mod tests {
         let by_time = BTreeMap::from([(tp("a", 0), Some(4)), (tp("a", 1), None)]);
         let got = resolve(&StartOffsets::Timestamp(1), &parts, None, &by_time).unwrap();
         assert_eq!(got, BTreeMap::from([(tp("a", 0), 4), (tp("a", 1), 7)]));
+    }
+
+    #[test]
+    fn group_committed_offsets_are_taken_as_stored_and_missing_ones_start_at_earliest() {
+        let parts = [po("a", 0, 3, 10), po("a", 1, 2, 7), po("a", 2, 5, 9)];
+        // Partition 2's committed offset is below its log start: kept, for
+        // planning's data-loss check to decide, not refused as a setting.
+        let committed = BTreeMap::from([
+            (tp("a", 0), Some(8)),
+            (tp("a", 1), None),
+            (tp("a", 2), Some(1)),
+        ]);
+        let got = resolve(&StartOffsets::GroupCommitted, &parts, None, &committed).unwrap();
+        assert_eq!(
+            got,
+            BTreeMap::from([(tp("a", 0), 8), (tp("a", 1), 2), (tp("a", 2), 1)])
+        );
     }
 
     #[test]
