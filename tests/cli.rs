@@ -651,6 +651,10 @@ fn cli_ui_shows_broker_figures_as_unknown_and_serves_no_metrics() {
     assert!(!page.contains("href=\"/metrics\""), "{page}");
     // No pause or rate forms that could only be answered 409.
     assert!(page.contains("id=no-control"), "{page}");
+    assert!(
+        page.contains("– (a stopped job)"),
+        "no uptime for a stopped job: {page}"
+    );
     assert!(!page.contains("action=\"/control/"), "{page}");
 
     let (status, body) = ui.get("/metrics");
@@ -659,6 +663,7 @@ fn cli_ui_shows_broker_figures_as_unknown_and_serves_no_metrics() {
     assert!(!body.contains("sluice_batches_committed_total"), "{body}");
     let (_, overview) = ui.get("/api/overview");
     assert!(overview.contains("\"batches_committed\":4"), "{overview}");
+    assert!(overview.contains("\"uptime_seconds\":null"), "{overview}");
 }
 
 /// Regression: with no restore points, the error named a builder method

@@ -174,7 +174,8 @@ struct Overview {
     status: Status,
     paused: bool,
     started_ms: i64,
-    uptime_seconds: f64,
+    /// `None` for a stopped job's checkpoint (`sluice ui`): no job runs.
+    uptime_seconds: Option<f64>,
     batch_interval_ms: u64,
     rate_limits: Limits,
     batches_committed: u64,
@@ -188,7 +189,7 @@ async fn overview(State(app): State<App>) -> Json<Overview> {
     let monitor = &app.monitor;
     let limits = monitor.control.limits();
     let paused = monitor.control.is_paused();
-    let uptime_seconds = monitor.uptime().as_secs_f64();
+    let uptime_seconds = (!monitor.history).then(|| monitor.uptime().as_secs_f64());
     Json(monitor.read(|s| {
         Overview {
             app_id: s.app_id.clone(),

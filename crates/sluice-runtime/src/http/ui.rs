@@ -80,7 +80,11 @@ pub(crate) fn overview(monitor: &Monitor) -> String {
                 super::monitor::Status::Failed(e) => format!(": {}", escape(e)),
                 _ => String::new(),
             },
-            Readable(Duration::from_secs(uptime.as_secs())),
+            if monitor.history {
+                "– (a stopped job)".to_owned()
+            } else {
+                Readable(Duration::from_secs(uptime.as_secs())).to_string()
+            },
             Readable(s.batch_interval),
             s.batches_committed,
             s.records_read,
