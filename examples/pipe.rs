@@ -204,6 +204,12 @@ fn check_output(args: &Args, stored: &BTreeMap<TopicPartition, i64>) -> anyhow::
              job that wrote it exited"
         );
     };
+    anyhow::ensure!(
+        args.checkpoint_dir.exists(),
+        "no checkpoint at {}: --check-output compares the output with the offsets a job \
+         committed there",
+        args.checkpoint_dir.display()
+    );
     let committed: BTreeMap<i32, i64> = stored
         .iter()
         .filter(|(tp, _)| *tp.topic == *args.topic)
@@ -236,6 +242,13 @@ fn check_output(args: &Args, stored: &BTreeMap<TopicPartition, i64>) -> anyhow::
     for (partition, offset) in report.missing.iter().take(10) {
         out!("  {}:{partition}@{offset} never written", args.topic);
     }
+    anyhow::ensure!(
+        report.ahead == 0,
+        "{} output records come from input past the checkpoint's offsets: run the job until \
+         it commits a batch and check again (a job stopped between its sink's commit and its \
+         checkpoint's leaves one batch ahead); many more mean another checkpoint or topic",
+        report.ahead
+    );
     anyhow::ensure!(
         report.exact(),
         "the output is not exactly once (read with isolation.level=read_committed)"

@@ -243,6 +243,13 @@ fn pipe_crashed_twenty_times_between_and_after_its_commits_writes_every_record_o
         report.contains(&format!("input:{p}@{o} written 2 times")),
         "{report}"
     );
+    assert!(
+        !report.contains("ERROR"),
+        "the end of a partition logged as an error: {report}"
+    );
+    // A mistyped checkpoint dir is no pass.
+    let (ok, report) = check_output(&broker.bootstrap(), &tmp.path().join("no-such-dir"));
+    assert!(!ok && report.contains("no checkpoint at"), "{report}");
 }
 
 /// `pipe --check-output` on `input` → `output` against the checkpoint in

@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers as _, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 /// How long reading a topic to its end may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -116,6 +117,24 @@ fn origin(
     ))
 }
 
+/// A client context that does not log the end of a partition as an error:
+/// reaching it is how [`read_to_end`] knows it is done.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end {
+            tracing::error!(%error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
 /// Calls `each` for every committed record of `topic`, from the log start
 /// of each partition to its end.
 fn read_to_end(
@@ -123,13 +142,13 @@ fn read_to_end(
     topic: &str,
     mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<Quiet> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "sluice-pipe-check")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(Quiet)
         .with_context(|| format!("connecting to {brokers}"))?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
