@@ -64,9 +64,10 @@ pub(crate) fn resolve(
     assigned: Option<&BTreeMap<TopicPartition, i64>>,
     looked_up: &BTreeMap<TopicPartition, Option<i64>>,
 ) -> Result<BTreeMap<TopicPartition, i64>> {
-    if let StartOffsets::Offsets(map) = policy {
-        check_known(map, partitions)?;
-    }
+    let unknown = match policy {
+        StartOffsets::Offsets(map) => unknown_entries(map, partitions),
+        _ => None,
+    };
     let mut outside = Vec::new();
     let resolved = partitions
         .iter()
@@ -106,8 +107,13 @@ pub(crate) fn resolve(
     // `start_from` first: an assign strategy's offsets are checked the same way.
     for setting in ["start_from", "assign"] {
         let wrong: Vec<_> = outside.iter().filter(|(s, ..)| *s == setting).collect();
+        // Every kind of bad entry at once, so one fix is enough.
+        let unknown = unknown.as_ref().filter(|_| setting == "start_from");
         if wrong.is_empty() {
-            continue;
+            match unknown {
+                Some(reason) => return Err(Error::config(setting, reason.clone())),
+                None => continue,
+            }
         }
         let mut reason = String::from(
             "on the first start an explicit offset must lie within its partition's log \
@@ -128,20 +134,27 @@ pub(crate) fn resolve(
             })
             .collect();
         reason.push_str(&list(&named));
+        if let Some(unknown) = unknown {
+            let _ = write!(reason, "; and {unknown}");
+        }
         return Err(Error::config(setting, reason));
     }
     Ok(resolved)
 }
 
-/// Refuses start offsets for partitions the job does not read.
-fn check_known(map: &BTreeMap<TopicPartition, i64>, partitions: &[PartitionOffsets]) -> Result<()> {
+/// Why the start offsets given for partitions the job does not read are
+/// refused, if any are.
+fn unknown_entries(
+    map: &BTreeMap<TopicPartition, i64>,
+    partitions: &[PartitionOffsets],
+) -> Option<String> {
     let unknown: Vec<String> = map
         .iter()
         .filter(|(tp, _)| !partitions.iter().any(|p| p.tp == **tp))
         .map(|(tp, offset)| format!("{tp}={offset}"))
         .collect();
     if unknown.is_empty() {
-        return Ok(());
+        return None;
     }
     let found: Vec<String> = partitions.iter().map(|p| p.tp.to_string()).collect();
     let mut reason = format!(
@@ -157,7 +170,7 @@ fn check_known(map: &BTreeMap<TopicPartition, i64>, partitions: &[PartitionOffse
         " (a partition discovered after the first start always begins at its log start, so \
          an entry for a topic not created yet would never apply)",
     );
-    Err(Error::config("start_from", reason))
+    Some(reason)
 }
 
 /// `items` joined by ", ", the first [`NAMED`] and "and N more".
@@ -190,6 +203,22 @@ mod tests {
         assert_eq!(e, BTreeMap::from([(tp("a", 0), 3), (tp("a", 1), 0)]));
         let l = resolve(&StartOffsets::Latest, &parts, None, &none).unwrap();
         assert_eq!(l, BTreeMap::from([(tp("a", 0), 10), (tp("a", 1), 7)]));
+    }
+
+    #[test]
+    fn out_of_log_and_unknown_start_offsets_are_refused_in_one_error() {
+        let parts = [po("a", 0, 0, 10), po("a", 1, 0, 7)];
+        let policy = StartOffsets::Offsets(BTreeMap::from([
+            (tp("a", 0), 50),
+            (tp("a", 1), 70),
+            (tp("a", 7), 1),
+        ]));
+        let error = resolve(&policy, &parts, None, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        for part in ["a-0", "a-1", "a-7=1", "start_from"] {
+            assert!(error.contains(part), "{part} not in: {error}");
+        }
     }
 
     #[test]
