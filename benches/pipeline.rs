@@ -76,6 +76,26 @@ fn count_fast_by_hand(
     counts
 }
 
+/// The fast loop on two threads, each counting half the partitions, then
+/// the two tables merged: what two cores can give this work at best on
+/// this machine, the ceiling for sluice on 2 workers.
+fn count_fast_by_hand_2_threads(
+    partitions: &[Vec<String>],
+) -> HashMap<&str, i64, foldhash::fast::RandomState> {
+    let (first, second) = partitions.split_at(partitions.len() / 2);
+    let (mut counts, other) = std::thread::scope(|s| {
+        let other = s.spawn(|| count_fast_by_hand(second));
+        (
+            count_fast_by_hand(first),
+            other.join().expect("counting thread"),
+        )
+    });
+    for (word, n) in other {
+        *counts.entry(word).or_insert(0) += n;
+    }
+    counts
+}
+
 /// The fast loop doing the allocations the `flat_map` closure of
 /// [`wordcount_graph`] does: a `Vec` of owned words per line, each word
 /// moved into the map or dropped. What a job written that way costs at
@@ -197,6 +217,7 @@ fn wordcount(c: &mut Criterion, name: &str) {
     let fast = count_fast_by_hand(&partitions);
     assert_eq!(fast.len(), expected.len());
     assert!(fast.iter().all(|(word, n)| expected.get(*word) == Some(n)));
+    assert_eq!(count_fast_by_hand_2_threads(&partitions), fast);
     let owned = count_owned_by_hand(&partitions);
     assert_eq!(owned.len(), expected.len());
     assert!(owned.iter().all(|(word, n)| expected.get(word) == Some(n)));
@@ -212,6 +233,9 @@ fn wordcount(c: &mut Criterion, name: &str) {
     group.sampling_mode(SamplingMode::Flat);
     group.bench_function("hand_loop_fast_hash", |b| {
         b.iter(|| count_fast_by_hand(black_box(&partitions)).len())
+    });
+    group.bench_function("hand_loop_fast_hash_2_threads", |b| {
+        b.iter(|| count_fast_by_hand_2_threads(black_box(&partitions)).len())
     });
     group.bench_function("hand_loop_std_hashmap", |b| {
         b.iter(|| count_by_hand(black_box(&partitions)).len())

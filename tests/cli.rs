@@ -746,3 +746,70 @@ fn cli_batches_table_shows_each_batchs_resets_and_skipped_offsets() {
         "{table}"
     );
 }
+
+/// Regression: a checkpoint whose next batch was planned but never
+/// committed (a crash, a failed first batch) showed nothing of that plan,
+/// though the next start redoes it, ranges and all, whatever the job's
+/// subscription says by then.
+#[test]
+fn cli_checkpoint_info_shows_the_pending_plan_the_next_start_redoes() {
+    use sluice::checkpoint::RangeRecord;
+    use sluice::kafka::OffsetRange;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    let d = dir.to_str().unwrap();
+    committed_checkpoint(&dir, 2, 2);
+    assert!(!ok(&["checkpoint", "info", d]).contains("pending batch"));
+    {
+        let mut store = RocksCheckpoint::builder(&dir)
+            .app_id(APP_ID)
+            .open()
+            .unwrap();
+        let mut plan = BatchRecord::new(2, 1_700_000_000_200);
+        plan.ranges = (0..2)
+            .map(|p| {
+                let range = OffsetRange::new(&TopicPartition::new("lines", p), 20, 35);
+                RangeRecord::from_range(&range, 0)
+            })
+            .collect();
+        store.write_plan(&plan).unwrap();
+    }
+    let info = ok(&["checkpoint", "info", d]);
+    assert!(
+        info.contains("pending batch   2 planned for ")
+            && info.contains("not committed: the next start redoes these ranges"),
+        "{info}"
+    );
+    for partition in ["lines:0", "lines:1"] {
+        let line = info
+            .lines()
+            .find(|l| l.trim_start().starts_with(partition) && l.contains(".."))
+            .unwrap_or_else(|| panic!("no range of {partition}: {info}"));
+        assert!(line.ends_with("20 .. 35"), "{line}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["checkpoint", "info", d, "--json"])).unwrap();
+    let pending = &json["pending_batch"];
+    assert_eq!(pending["id"], 2, "{json}");
+    assert_eq!(pending["ranges"][1]["partition"], 1);
+    assert_eq!(pending["ranges"][1]["from"], 20);
+    assert_eq!(pending["ranges"][1]["until"], 35);
+
+    // Once batch 2 commits, its plan is done with.
+    RocksCheckpoint::builder(&dir)
+        .app_id(APP_ID)
+        .open()
+        .unwrap()
+        .commit(Commit {
+            record: BatchRecord::new(2, 1_700_000_000_200),
+            next_offsets: (0..2)
+                .map(|p| (TopicPartition::new("lines", p), 35))
+                .collect(),
+            writes: WriteSet::new(),
+        })
+        .unwrap();
+    assert!(!ok(&["checkpoint", "info", d]).contains("pending batch"));
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["checkpoint", "info", d, "--json"])).unwrap();
+    assert!(json["pending_batch"].is_null(), "{json}");
+}

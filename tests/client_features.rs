@@ -7,7 +7,6 @@
 //! behind a TLS-terminating proxy (`util::tls`): tansu 0.6 accepts
 //! `--cert`/`--key` but still listens in plaintext.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice::kafka::{Error as KafkaError, KafkaSourceBuilder};
@@ -15,6 +14,7 @@ use sluice::prelude::*;
 
 use crate::util::job::{self, WAIT};
 use crate::util::kafka;
+use crate::util::logged_by;
 use crate::util::oidc::TokenEndpoint;
 use crate::util::tansu::Tansu;
 use crate::util::tls::{self, ClientCertificate, Pki, TlsListener};
@@ -333,32 +333,6 @@ fn refused_handshake(
         let _ = client.partitions(Instant::now());
     });
     (logs, why)
-}
-
-/// Runs `f` and returns what it logged on this thread (warnings and
-/// errors), as text.
-fn logged_by<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || writer.clone())
-        .finish();
-    let result = tracing::subscriber::with_default(subscriber, f);
-    let logs = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
-    (result, logs)
 }
 
 #[test]

@@ -583,3 +583,52 @@ fn a_first_start_from_the_group_committed_offsets_reads_on_where_the_group_left_
     assert_eq!(expected.len(), 5 + 20);
     assert_eq!(job::committed_counts(dir.path()), job::counts_of(expected));
 }
+
+/// A consumer group that committed an offset its partition no longer holds
+/// (the topic recreated, or its records deleted): the first start warns
+/// naming the group, the partition and the committed offset, since the
+/// data-loss error that follows speaks only of a stored offset.
+#[test]
+fn a_group_committed_offset_outside_the_log_is_named_as_the_groups_in_a_warning() {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    const GROUP: &str = "old-job";
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "renewed", 2);
+    produce_numbered(&bootstrap, "renewed", 2, 0..10);
+    {
+        // Committed before the topic was recreated with fewer records.
+        let consumer = group_member(&bootstrap, GROUP);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("renewed", 1, Offset::Offset(50))
+            .unwrap();
+        consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    }
+    let mut client = job::source(&bootstrap)
+        .subscribe(["renewed"])
+        .group_id(GROUP)
+        .start_from(StartOffsets::GroupCommitted)
+        .build()
+        .unwrap()
+        .connect()
+        .unwrap();
+    let partitions = client
+        .partitions_with_offsets(std::time::Instant::now())
+        .unwrap();
+    let (offsets, logs) = crate::util::logged_by(|| {
+        client
+            .start_offsets(&StartOffsets::GroupCommitted, &partitions)
+            .unwrap()
+    });
+    assert_eq!(
+        offsets[&tp("renewed", 1)],
+        50,
+        "kept for the data-loss policy"
+    );
+    assert_eq!(offsets[&tp("renewed", 0)], 0, "no commit: from earliest");
+    for needle in [GROUP, "renewed-1", "committed=50", "latest=10"] {
+        assert!(logs.contains(needle), "{needle:?} missing: {logs}");
+    }
+    assert_eq!(logs.lines().count(), 1, "one warning: {logs}");
+}

@@ -1,5 +1,7 @@
 //! Where a batch's records come from.
 
+use std::sync::Arc;
+
 use crate::{OffsetRange, Record, Result};
 
 /// Reads the records of one offset range; a [`Source`](crate::Source) hands
@@ -59,10 +61,14 @@ impl MemoryInput {
         values: impl IntoIterator<Item = V>,
     ) -> Self {
         let tp = crate::TopicPartition::new(topic, partition);
+        // The records share the partition's topic name, as a Kafka
+        // consumer's do, rather than hold a copy each.
         let records = values
             .into_iter()
             .enumerate()
-            .map(|(offset, v)| Record::with_value(topic, partition, offset as i64, v))
+            .map(|(offset, v)| {
+                Record::with_value(Arc::clone(&tp.topic), partition, offset as i64, v)
+            })
             .collect();
         self.partitions.push((tp, records));
         self
@@ -83,7 +89,7 @@ impl MemoryInput {
             .enumerate()
             .map(|(offset, (timestamp, v))| Record {
                 timestamp: Some(timestamp),
-                ..Record::with_value(topic, partition, offset as i64, v)
+                ..Record::with_value(Arc::clone(&tp.topic), partition, offset as i64, v)
             })
             .collect();
         self.partitions.push((tp, records));

@@ -291,6 +291,9 @@ impl KafkaClient {
             StartOffsets::GroupCommitted => self.group_committed(&lookups)?,
             _ => BTreeMap::new(),
         };
+        if matches!(policy, StartOffsets::GroupCommitted) {
+            self.warn_committed_outside_log(&lookups, &looked_up);
+        }
         start::resolve(policy, partitions, assigned, &looked_up)
     }
 
@@ -460,6 +463,33 @@ impl KafkaClient {
 
     /// The offsets the source's consumer group committed for `partitions`
     /// (`None`: nothing committed).
+    /// Says where a data-loss or offset-ahead error of the first planning
+    /// comes from when the consumer group committed an offset outside a
+    /// partition's log: the error itself speaks of a stored offset.
+    fn warn_committed_outside_log(
+        &self,
+        partitions: &[&PartitionOffsets],
+        committed: &BTreeMap<TopicPartition, Option<i64>>,
+    ) {
+        for p in partitions {
+            let Some(offset) = committed.get(&p.tp).copied().flatten() else {
+                continue;
+            };
+            if offset < p.log_start || offset > p.latest {
+                tracing::warn!(
+                    group = %self.group_id,
+                    partition = %p.tp,
+                    committed = offset,
+                    log_start = p.log_start,
+                    latest = p.latest,
+                    "the consumer group's committed offset is outside the partition's log; \
+                     the first batch applies the source's data-loss policy to it (the default \
+                     fails, naming it as the stored offset)"
+                );
+            }
+        }
+    }
+
     fn group_committed(
         &self,
         partitions: &[&PartitionOffsets],

@@ -16,6 +16,10 @@ pub(crate) fn run(dir: &Path, as_json: bool) -> Outcome {
     let families = store.family_stats()?;
     let states = store.states()?;
     let points = store.restore_points()?;
+    // The plan of the next batch, stored before it ran: a restart redoes
+    // exactly these ranges. A plan of any other batch is stale and ignored.
+    let next_id = last.as_ref().map_or(0, |b| b.id + 1);
+    let pending = store.pending_plan()?.filter(|p| p.id == next_id);
     if as_json {
         let value = json!({
             "path": dir.display().to_string(),
@@ -26,6 +30,7 @@ pub(crate) fn run(dir: &Path, as_json: bool) -> Outcome {
             "families": families.iter().map(|f| json!({"name": f.name, "estimated_keys": f.estimated_keys, "sst_bytes": f.sst_bytes, "memtable_bytes": f.memtable_bytes})).collect::<Vec<_>>(),
             "states": states.iter().map(|s| json!({"name": s.name, "operator": s.operator, "params": s.params})).collect::<Vec<_>>(),
             "restore_points": points,
+            "pending_batch": pending.as_ref().map(|b| json!({"id": b.id, "time_ms": b.time_ms, "ranges": b.ranges.iter().map(|r| json!({"topic": r.topic, "partition": r.partition, "from": r.from, "until": r.until})).collect::<Vec<_>>()})),
         });
         let text =
             serde_json::to_string_pretty(&value).map_err(|e| Failure::failed(e.to_string()))?;
@@ -43,6 +48,21 @@ pub(crate) fn run(dir: &Path, as_json: bool) -> Outcome {
             b.records
         ),
         None => out!("last batch      none committed"),
+    }
+    if let Some(b) = &pending {
+        out!(
+            "pending batch   {} planned for {}, not committed: the next start redoes these ranges",
+            b.id,
+            format_time(b.time_ms)
+        );
+        for r in &b.ranges {
+            out!(
+                "  {:<30} {:>14} .. {}",
+                format!("{}:{}", r.topic, r.partition),
+                r.from,
+                r.until
+            );
+        }
     }
     out!("offsets         next offset to read, per partition");
     for (tp, offset) in &offsets {

@@ -106,13 +106,19 @@ impl MemorySource {
         values: impl IntoIterator<Item = V>,
     ) -> i64 {
         let mut partitions = self.log.lock();
-        let log = partitions
-            .entry(TopicPartition::new(topic, partition))
-            .or_default();
+        let tp = TopicPartition::new(topic, partition);
+        // The records share the partition's topic name, as a Kafka
+        // consumer's do, rather than hold a copy each.
+        let topic = Arc::clone(&tp.topic);
+        let log = partitions.entry(tp).or_default();
         for value in values {
             let offset = log.latest();
-            log.records
-                .push(Record::with_value(topic, partition, offset, value));
+            log.records.push(Record::with_value(
+                Arc::clone(&topic),
+                partition,
+                offset,
+                value,
+            ));
         }
         log.latest()
     }
