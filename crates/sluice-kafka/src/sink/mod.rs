@@ -332,13 +332,23 @@ impl KafkaSink {
         // librdkafka: a commit that timed out or failed with a retriable
         // error may be called again; it must not be given up for an abort,
         // since it may have reached the broker.
-        let mut attempts = 0;
+        let mut attempt = 0;
         loop {
-            attempts += 1;
+            attempt += 1;
             match active.producer.commit_transaction(self.operation_timeout) {
                 Ok(()) => return Ok(()),
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 5 => {
-                    tracing::warn!(sink = %self.name, batch = batch.id, error = %e, "committing the transaction again");
+                Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                    let Some(wait) = commit_retry_backoff(attempt) else {
+                        return Err(
+                            self.transaction_error("committing", KafkaError::Transaction(e))
+                        );
+                    };
+                    tracing::warn!(
+                        sink = %self.name, batch = batch.id, error = %e, attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "committing the transaction again"
+                    );
+                    std::thread::sleep(wait);
                 }
                 Err(e) => return Err(self.transaction_error("committing", e)),
             }
@@ -760,9 +770,30 @@ impl ProducerContext for SinkContext {
     }
 }
 
+/// Attempts at committing a transaction that failed with a retriable
+/// error, the first included.
+const COMMIT_ATTEMPTS: u32 = 5;
+
+/// How long to wait after failed commit attempt `attempt` (from 1) before
+/// the next, or `None` when it was the last: 50 ms, doubling, so that a
+/// coordinator that is moving or loading (the usual retriable causes) has
+/// 750 ms in all to come back.
+fn commit_retry_backoff(attempt: u32) -> Option<Duration> {
+    (attempt < COMMIT_ATTEMPTS)
+        .then(|| Duration::from_millis(50 << attempt.saturating_sub(1).min(8)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retriable_commit_failure_waits_longer_each_time_and_gives_up_after_five_attempts() {
+        let waits: Vec<Option<Duration>> = (1..=6).map(commit_retry_backoff).collect();
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(waits, [ms(50), ms(100), ms(200), ms(400), None, None]);
+        assert_eq!(commit_retry_backoff(u32::MAX), None);
+    }
 
     #[test]
     fn the_transaction_timeout_is_ten_intervals_within_the_brokers_bounds() {
