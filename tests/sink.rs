@@ -464,3 +464,64 @@ fn read_committed_input_waits_for_an_open_upstream_transaction_without_blocking_
         .collect();
     assert_eq!(seen, expected);
 }
+
+/// Regression: a commit that failed left the sink's producer as it was, in
+/// a state no later batch could use (a fatal error) or whose transaction
+/// might still commit in the background (a timeout): the batch redone in
+/// the same process failed again, or could write its records twice. The
+/// sink now recovers before its next batch as it does at a restart: a new
+/// producer with the same transactional id fences the old one and settles
+/// its transaction, and the progress in Kafka says whether the batch is
+/// there already. (librdkafka's mock broker keeps no offsets committed in
+/// a transaction, so the progress check always says "not there" here; the
+/// restart test above covers a batch found committed.)
+#[test]
+fn a_sink_whose_commit_failed_recovers_before_the_next_batch_and_commits_it() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = kafka::mock_cluster();
+    kafka::create_mock_topic(&cluster, "output", 1);
+    let sink = KafkaSink::builder("out", "output")
+        .brokers(cluster.bootstrap_servers())
+        .delivery(Delivery::ExactlyOnce)
+        .operation_timeout(Duration::from_secs(5))
+        .build()
+        .expect("sink settings");
+    let start = SinkStart::new("app", Duration::from_millis(100), None);
+    assert!(!sink.recover(&start).expect("recover"));
+    write_batch(&sink, &batch(0, 1_000), &["first"]);
+
+    let failing = batch(1, 2_000);
+    sink.begin(&failing).expect("begin");
+    sink.write(vec![KafkaRecord::new("a").partition(0)], 0, &failing)
+        .expect("write");
+    cluster.request_errors(
+        RDKafkaApiKey::EndTxn,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED],
+    );
+    let error = sink
+        .commit(&failing)
+        .expect_err("the broker refused the commit")
+        .to_string();
+    assert!(
+        error.contains("committing the transaction of sink \"out\""),
+        "{error}"
+    );
+    sink.abort(&failing);
+
+    // The driver's retry of the batch, then the batches after it.
+    write_batch(&sink, &failing, &["a"]);
+    write_batch(&sink, &batch(2, 3_000), &["b"]);
+    let output = values(&kafka::read_committed(
+        &cluster.bootstrap_servers(),
+        "output",
+    ));
+    assert!(
+        output.ends_with(&["a".to_owned(), "b".to_owned()]),
+        "{output:?}"
+    );
+    assert_eq!(
+        output.first().map(String::as_str),
+        Some("first"),
+        "{output:?}"
+    );
+}

@@ -113,6 +113,13 @@ struct Active {
     committed: Option<(u64, i64)>,
     /// The current batch writes nothing (it is the committed one).
     discarding: bool,
+    /// A commit of this producer failed, and not by fencing: whether its
+    /// transaction committed is unknown (a timed-out commit goes on in the
+    /// background). The next batch first recovers as at a restart.
+    unsettled: bool,
+    /// The job's app id and batch interval, to recover with.
+    app_id: String,
+    batch_interval: Duration,
 }
 
 impl KafkaSink {
@@ -183,6 +190,9 @@ impl KafkaSink {
             open: None,
             committed: None,
             discarding: false,
+            unsettled: false,
+            app_id: start.app_id.to_owned(),
+            batch_interval: start.batch_interval,
         };
         if self.delivery == Delivery::AtLeastOnce {
             // The idempotent producer asks a broker for its producer id
@@ -325,23 +335,34 @@ impl KafkaSink {
             elem.set_offset(Offset::Offset(progress::offset(batch)))?;
             elem.set_metadata(progress::marker(batch));
         }
-        active
-            .producer
-            .send_offsets_to_transaction(&tpl, group, self.operation_timeout)
-            .map_err(|e| self.transaction_error("committing the batch's progress in", e))?;
+        if let Err(error) =
+            active
+                .producer
+                .send_offsets_to_transaction(&tpl, group, self.operation_timeout)
+        {
+            // Not committed yet: an abort settles it, unless the producer
+            // can do nothing any more.
+            let fatal = matches!(&error, KafkaError::Transaction(e) if e.is_fatal());
+            active.unsettled = fatal && !is_fenced(&error);
+            return Err(self.transaction_error("committing the batch's progress in", error));
+        }
         // librdkafka: a commit that timed out or failed with a retriable
         // error may be called again; it must not be given up for an abort,
         // since it may have reached the broker.
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let failed = |active: &mut Active, error: KafkaError| {
+                // A fenced producer must stop: recovering would fence the
+                // process that took over.
+                active.unsettled = !is_fenced(&error);
+                self.transaction_error("committing", error)
+            };
             match active.producer.commit_transaction(self.operation_timeout) {
                 Ok(()) => return Ok(()),
                 Err(KafkaError::Transaction(e)) if e.is_retriable() => {
                     let Some(wait) = commit_retry_backoff(attempt) else {
-                        return Err(
-                            self.transaction_error("committing", KafkaError::Transaction(e))
-                        );
+                        return Err(failed(active, KafkaError::Transaction(e)));
                     };
                     tracing::warn!(
                         sink = %self.name, batch = batch.id, error = %e, attempt,
@@ -350,7 +371,7 @@ impl KafkaSink {
                     );
                     std::thread::sleep(wait);
                 }
-                Err(e) => return Err(self.transaction_error("committing", e)),
+                Err(e) => return Err(failed(active, e)),
             }
         }
     }
@@ -415,12 +436,8 @@ impl KafkaSink {
     }
 
     fn transaction_error(&self, doing: &str, error: KafkaError) -> BoxError {
-        let code = error.rdkafka_error_code();
         let fatal = matches!(&error, KafkaError::Transaction(e) if e.is_fatal());
-        let hint = if matches!(
-            code,
-            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
-        ) {
+        let hint = if is_fenced(&error) {
             ". The producer was fenced: another process with the same app id started this sink \
              (same transactional id); this process cannot write any more and must stop"
         } else if fatal {
@@ -450,6 +467,19 @@ impl OutsideSink for KafkaSink {
     fn begin(&self, batch: &BatchInfo) -> Result<(), BoxError> {
         let mut guard = self.lock();
         let active = guard.as_mut().ok_or("the sink was not started")?;
+        if active.unsettled {
+            // As at a restart: a new producer with the same transactional
+            // id fences this one and settles its transaction, then the
+            // progress says whether the batch is in Kafka already.
+            let app_id = active.app_id.clone();
+            let start = SinkStart::new(&app_id, active.batch_interval, Some(batch));
+            let (fresh, already) = self.start(&start)?;
+            tracing::info!(
+                sink = %self.name, batch = batch.id, already_committed = already,
+                "recovered after a failed commit"
+            );
+            *active = fresh;
+        }
         active.discarding = active.committed == Some((batch.id, batch.time_ms()));
         if active.discarding {
             return Ok(());
@@ -526,7 +556,9 @@ impl OutsideSink for KafkaSink {
         active.discarding = false;
         match self.delivery {
             Delivery::ExactlyOnce => {
-                if active.open.take().is_some() {
+                // After a failed commit the transaction may be committed:
+                // the next batch's recovery settles it instead.
+                if active.open.take().is_some() && !active.unsettled {
                     if let Err(error) = self.abort_transaction(active) {
                         tracing::warn!(sink = %self.name, batch = batch.id, %error, "could not abort the transaction; the broker aborts it after the transaction timeout");
                     }
@@ -768,6 +800,14 @@ impl ProducerContext for SinkContext {
             }
         }
     }
+}
+
+/// The producer was fenced: another process started the same sink.
+fn is_fenced(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+    )
 }
 
 /// Attempts at committing a transaction that failed with a retriable
