@@ -297,6 +297,21 @@ impl TaskContext {
         *self.source.borrow_mut() = Some((Arc::clone(&range.topic), range.partition));
     }
 
+    /// The task hands out values that follow the records of `source`
+    /// again (values a cached stream kept with their records' positions).
+    pub(crate) fn follow(&self, source: (Arc<str>, i32)) {
+        *self.source.borrow_mut() = Some(source);
+    }
+
+    /// The offset and Kafka timestamp of the record the current value
+    /// comes from, when the task follows its source records.
+    pub(crate) fn position(&self) -> Option<(i64, Option<i64>)> {
+        self.source
+            .borrow()
+            .as_ref()
+            .map(|_| (self.offset.get(), self.timestamp.get()))
+    }
+
     /// The values downstream no longer follow the record handed out last.
     pub(crate) fn leave_source(&self) {
         *self.source.borrow_mut() = None;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::scope::{BatchScope, TaskContext};
-use crate::shared_reads::{SharedReads, DEFAULT_SHARED_INPUT_BYTES};
+use crate::shared_reads::{InputUse, SharedReads, DEFAULT_SHARED_INPUT_BYTES};
 use crate::sink::OutsideSink;
 use crate::state::StateDescriptor;
 use crate::{
@@ -70,6 +70,8 @@ pub(crate) trait Output: Send + Sync {
 #[derive(Default)]
 struct Outputs {
     list: Vec<Arc<dyn Output>>,
+    /// How each output reads the input, in the same order.
+    reads: Vec<InputUse>,
     families: Vec<String>,
     outside: Vec<Arc<dyn OutsideSink>>,
     sealed: bool,
@@ -182,7 +184,7 @@ impl StreamGraph {
     /// The input stream: partition `i` of a batch holds the records of the
     /// batch's `i`-th offset range.
     pub fn input(self: &Arc<Self>) -> DStream<Record> {
-        DStream::new(self, Arc::new(Input))
+        DStream::new(self, Arc::new(Input), InputUse::input())
     }
 
     /// Checkpoint families the registered sinks write to, and the
@@ -423,7 +425,10 @@ impl StreamGraph {
     /// state changes — for the atomic commit.
     pub fn run(&self, env: BatchEnv) -> Result<BatchOutput> {
         self.check_states()?;
-        let outputs = self.lock_outputs().list.clone();
+        let (outputs, readers) = {
+            let outputs = self.lock_outputs();
+            (outputs.list.clone(), InputUse::readers(&outputs.reads))
+        };
         let shuffle_partitions = self
             .shuffle_partitions()
             .map_or_else(|| env.executor.parallelism().max(1), NonZeroUsize::get);
@@ -431,7 +436,7 @@ impl StreamGraph {
             env,
             self.poison_policy(),
             shuffle_partitions,
-            SharedReads::new(outputs.len(), self.shared_input_bytes()),
+            SharedReads::new(readers, self.shared_input_bytes()),
         ));
         for output in outputs {
             scope.check_cancelled()?;
@@ -453,6 +458,7 @@ impl StreamGraph {
         &self,
         name: impl FnOnce() -> String,
         output: Arc<dyn Output>,
+        reads: &InputUse,
         families: &[String],
     ) -> Result<()> {
         let mut outputs = self.lock_outputs();
@@ -460,6 +466,7 @@ impl StreamGraph {
             return Err(Error::RegisteredAfterStart { output: name() });
         }
         outputs.list.push(output);
+        outputs.reads.push(reads.clone());
         for family in families {
             if !outputs.families.contains(family) {
                 outputs.families.push(family.clone());
@@ -474,6 +481,7 @@ impl StreamGraph {
         &self,
         sink: Arc<dyn OutsideSink>,
         output: Arc<dyn Output>,
+        reads: &InputUse,
     ) -> Result<()> {
         let mut outputs = self.lock_outputs();
         let name = sink.name().to_owned();
@@ -493,6 +501,7 @@ impl StreamGraph {
             return Err(Error::SinkName { name, reason });
         }
         outputs.list.push(output);
+        outputs.reads.push(reads.clone());
         outputs.outside.push(sink);
         Ok(())
     }
@@ -510,6 +519,8 @@ impl StreamGraph {
 pub struct DStream<T> {
     pub(crate) graph: Arc<StreamGraph>,
     pub(crate) node: Arc<dyn Node<T>>,
+    /// How computing this stream reads the batch's input.
+    pub(crate) reads: InputUse,
 }
 
 impl<T> Clone for DStream<T> {
@@ -517,6 +528,7 @@ impl<T> Clone for DStream<T> {
         Self {
             graph: Arc::clone(&self.graph),
             node: Arc::clone(&self.node),
+            reads: self.reads.clone(),
         }
     }
 }
@@ -528,15 +540,26 @@ impl<T> std::fmt::Debug for DStream<T> {
 }
 
 impl<T: Send + 'static> DStream<T> {
-    pub(crate) fn new(graph: &Arc<StreamGraph>, node: Arc<dyn Node<T>>) -> Self {
+    pub(crate) fn new(graph: &Arc<StreamGraph>, node: Arc<dyn Node<T>>, reads: InputUse) -> Self {
         Self {
             graph: Arc::clone(graph),
             node,
+            reads,
         }
     }
 
+    /// A stream computed from this one by `node`.
     pub(crate) fn derive<U: Send + 'static>(&self, node: impl Node<U> + 'static) -> DStream<U> {
-        DStream::new(&self.graph, Arc::new(node))
+        DStream::new(&self.graph, Arc::new(node), self.reads.clone())
+    }
+
+    /// A stream computed from this one and `other` by `node`.
+    pub(crate) fn derive_with<W, U: Send + 'static>(
+        &self,
+        other: &DStream<W>,
+        node: impl Node<U> + 'static,
+    ) -> DStream<U> {
+        DStream::new(&self.graph, Arc::new(node), self.reads.both(&other.reads))
     }
 }
 

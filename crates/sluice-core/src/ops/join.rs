@@ -219,14 +219,17 @@ where
     where
         W: Send + 'static,
     {
-        self.derive(CoGroup {
-            operator,
-            left_id: next_stage_id(),
-            right_id: next_stage_id(),
-            left: Arc::clone(&self.node),
-            right: Arc::clone(&other.node),
-            same_graph: Arc::ptr_eq(&self.graph, &other.graph),
-        })
+        self.derive_with(
+            other,
+            CoGroup {
+                operator,
+                left_id: next_stage_id(),
+                right_id: next_stage_id(),
+                left: Arc::clone(&self.node),
+                right: Arc::clone(&other.node),
+                same_graph: Arc::ptr_eq(&self.graph, &other.graph),
+            },
+        )
     }
 }
 

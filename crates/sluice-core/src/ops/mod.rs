@@ -1,5 +1,6 @@
 //! The operators of [`crate::DStream`], one family per file.
 
+mod cache;
 mod join;
 pub(crate) mod keyed;
 mod map;

@@ -63,10 +63,13 @@ impl<T: Send + 'static> DStream<T> {
     /// let alerts = errors.union(&warnings);
     /// ```
     pub fn union(&self, other: &DStream<T>) -> DStream<T> {
-        self.derive(Union {
-            left: Arc::clone(&self.node),
-            right: Arc::clone(&other.node),
-            same_graph: Arc::ptr_eq(&self.graph, &other.graph),
-        })
+        self.derive_with(
+            other,
+            Union {
+                left: Arc::clone(&self.node),
+                right: Arc::clone(&other.node),
+                same_graph: Arc::ptr_eq(&self.graph, &other.graph),
+            },
+        )
     }
 }

@@ -154,7 +154,8 @@ impl<T: Send + 'static> DStream<T> {
             node: Arc::clone(&self.node),
             sink,
         };
-        self.graph.register(name, Arc::new(output), &families)
+        self.graph
+            .register(name, Arc::new(output), &self.reads, &families)
     }
 }
 

@@ -163,6 +163,7 @@ impl<T: Send + 'static> DStream<T> {
             node: Arc::clone(&self.node),
             sink: Arc::clone(&sink),
         };
-        self.graph.register_outside(sink, Arc::new(output))
+        self.graph
+            .register_outside(sink, Arc::new(output), &self.reads)
     }
 }

@@ -375,6 +375,12 @@ fn run_batch(
 
 /// Counts per 100 ms of record timestamp, in append mode.
 fn counting(idle: Option<u64>) -> (Arc<StreamGraph>, Emitted) {
+    counting_after(idle, false)
+}
+
+/// [`counting`], with the keyed records cached before the window when
+/// `cache` is set.
+fn counting_after(idle: Option<u64>, cache: bool) -> (Arc<StreamGraph>, Emitted) {
     let graph = StreamGraph::new();
     graph.set_poison_policy(PoisonPolicy::dead_letter("late"));
     let mut spec = EventTimeSpec::count(Window::tumbling(Duration::from_millis(100)));
@@ -383,9 +389,9 @@ fn counting(idle: Option<u64>) -> (Arc<StreamGraph>, Emitted) {
     }
     let emitted: Emitted = Arc::default();
     let out = Arc::clone(&emitted);
-    graph
-        .input()
-        .map(|r| (r.value.unwrap()[0], ()))
+    let keyed = graph.input().map(|r| (r.value.unwrap()[0], ()));
+    let keyed = if cache { keyed.cache() } else { keyed };
+    keyed
         .event_time_window("counts", spec)
         .foreach_batch(move |batch, _| {
             out.lock().unwrap().extend(batch);
@@ -481,6 +487,49 @@ fn an_idle_partition_stops_holding_the_watermark_and_is_held_again_on_return() {
     );
     run_batch(&graph, &state, 5, T0 + 500, two_partitions(&[], &[])).unwrap();
     assert_eq!(starts(&emitted), [200, 200, 900], "partition 1 idle again");
+}
+
+/// A cached stream keeps each value's record timestamp and coordinates:
+/// an event-time window after `cache` sees the same event times,
+/// watermarks, late records and dead letters as one without it.
+#[test]
+fn an_event_time_window_after_cache_reads_the_same_record_timestamps() {
+    let batches = [
+        two_partitions(&[10], &[20]),
+        two_partitions(&[110], &[]),
+        two_partitions(&[210], &[]),
+        two_partitions(&[900], &[30, 250]),
+        two_partitions(&[], &[]),
+        two_partitions(&[], &[]),
+    ];
+    let observe = |cache: bool| {
+        let (graph, emitted) = counting_after(Some(200), cache);
+        let state = Arc::new(MemoryState::new());
+        batches
+            .iter()
+            .enumerate()
+            .map(|(b, input)| {
+                let now = T0 + b as i64 * INTERVAL;
+                let output = run_batch(&graph, &state, b as u64, now, input.clone()).unwrap();
+                let letters: Vec<_> = output
+                    .dead_letters
+                    .iter()
+                    .map(|l| (l.topic.to_string(), l.partition, l.offset, l.error.clone()))
+                    .collect();
+                (starts(&emitted), output.late_records, letters)
+            })
+            .collect::<Vec<_>>()
+    };
+    let cached = observe(true);
+    assert_eq!(cached, observe(false));
+    let windows: Vec<i64> = cached.iter().flat_map(|(s, _, _)| s.clone()).collect();
+    assert_eq!(windows, [0, 0, 100, 200, 200]);
+    let letters: Vec<_> = cached.iter().flat_map(|(_, _, l)| l.clone()).collect();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (&*letters[0].0, letters[0].1, letters[0].2),
+        ("clicks", 1, 0)
+    );
 }
 
 #[test]

@@ -925,3 +925,82 @@ fn an_input_used_by_three_outputs_is_read_once_per_batch() {
         assert_eq!(only_batch(&records).concat().len(), 3);
     }
 }
+
+/// A cached stream is computed once a batch for every stream and output
+/// derived from it, and the input is read once for it.
+#[test]
+fn a_cached_stream_is_computed_once_a_batch_for_all_its_users() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        let parsed = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::clone(&parsed);
+        let upper = graph
+            .input()
+            .values_utf8()
+            .map(move |line| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                line.to_uppercase()
+            })
+            .cache();
+        let counted = collect(&upper.count());
+        let values = collect(&upper);
+        let twice = collect(&upper.union(&upper));
+        let input = words(&[&["a b", "c"], &["d"]]);
+        let info = info_for(&input);
+        let ranges = info.ranges.len();
+        let counting = Arc::new(CountingInput {
+            input,
+            reads: AtomicUsize::new(0),
+        });
+        let output = graph
+            .run_batch(info, counting.clone(), Arc::clone(&executor))
+            .unwrap();
+        assert_eq!(parsed.load(Ordering::Relaxed), 3, "one call per record");
+        assert_eq!(counting.reads.load(Ordering::Relaxed), ranges);
+        assert_eq!(output.records_read, [2, 1]);
+        assert_eq!(only_batch(&counted).concat().iter().sum::<i64>(), 3);
+        let upper = ["A B", "C", "D"].map(String::from);
+        assert_eq!(
+            only_batch(&values),
+            [
+                vec![upper[0].clone(), upper[1].clone()],
+                vec![upper[2].clone()]
+            ],
+            "the same partitions, in the same order"
+        );
+        let mut doubled = [upper.clone(), upper].concat();
+        doubled.sort();
+        assert_eq!(sorted(only_batch(&twice).concat()), doubled);
+    }
+}
+
+/// Values of a cached stream keep the coordinates of their records: a
+/// record rejected after the cache is set aside under its own topic,
+/// partition and offset, as it would be without the cache.
+#[test]
+fn a_value_rejected_after_cache_names_the_record_it_comes_from() {
+    for executor in executors() {
+        let graph = StreamGraph::new();
+        graph.set_poison_policy(PoisonPolicy::dead_letter("bad"));
+        graph
+            .input()
+            .values_utf8()
+            .cache()
+            .try_map(|line| line.parse::<i64>())
+            .count()
+            .print(1)
+            .unwrap();
+        let output = run(&graph, words(&[&["1"], &["2", "two"]]), &executor).unwrap();
+        let letters: Vec<_> = output
+            .dead_letters
+            .iter()
+            .map(|l| (l.topic.to_string(), l.partition, l.offset))
+            .collect();
+        assert_eq!(letters, [("t".to_owned(), 1, 1)]);
+        assert!(
+            output.dead_letters[0].error.contains("invalid digit"),
+            "{}",
+            output.dead_letters[0].error
+        );
+    }
+}
