@@ -14,8 +14,10 @@
 //! keys; and a fast hash fed what the `flat_map` closure below allocates, a
 //! `Vec` of owned words per line), then three sluice graphs — `flat_map` +
 //! `count_by_value`, `flat_map` + `map` + `reduce_by_key`, and `count_keys`
-//! — each on [`InlineExecutor`] and on a 2-thread [`WorkerPool`]. `empty_batch` is the fixed cost of `run_batch`
-//! for a batch without ranges.
+//! — each on [`InlineExecutor`] and on a 2-thread [`WorkerPool`]. `shared_stream` runs
+//! two outputs of one derived stream, with and without `cache()`: a stream
+//! cheap to compute (owned words) and one costlier to compute than to copy. `empty_batch` is the fixed cost of `run_batch` for a batch
+//! without ranges.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -26,7 +28,7 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use sluice::__private::{Executor, InlineExecutor, MemoryInput, StreamGraph, WorkerPool};
 use sluice::sink::Write;
 use sluice::source::InputReader;
-use sluice::stream::BatchInfo;
+use sluice::stream::{BatchInfo, DStream};
 
 const LINES: usize = 200_000;
 const WORDS_PER_LINE: usize = 8;
@@ -286,6 +288,86 @@ fn counts(
         .collect()
 }
 
+/// A stream derived from the lines.
+type Derive = fn(DStream<String>) -> DStream<String>;
+
+/// Two outputs of one derived stream: the stream counted by value, and its
+/// count. With `cache`, the stream is computed once a batch for both.
+fn two_outputs_graph(
+    derive: fn(DStream<String>) -> DStream<String>,
+    cache: bool,
+) -> Arc<StreamGraph> {
+    let graph = StreamGraph::new();
+    let derived = derive(graph.input().values_utf8());
+    let derived = if cache { derived.cache() } else { derived };
+    derived
+        .count_by_value()
+        .save_counts("counts")
+        .expect("a new graph takes outputs");
+    derived
+        .count()
+        .foreach_batch(|batch, _| {
+            black_box(batch);
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .expect("a new graph takes outputs");
+    graph
+}
+
+/// Cheap to compute, as costly to copy: each line split into owned words.
+fn words(lines: DStream<String>) -> DStream<String> {
+    lines.flat_map(|line| {
+        line.split_ascii_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    })
+}
+
+/// Costlier to compute than to copy: each line's words spelt backwards (a
+/// `String` per word), joined, and the first two letters of that kept.
+fn first_letters(lines: DStream<String>) -> DStream<String> {
+    lines.map(|line| {
+        let backwards: Vec<String> = line
+            .split_ascii_whitespace()
+            .map(|w| w.chars().rev().collect())
+            .collect();
+        backwards.join(" ")[..2].to_owned()
+    })
+}
+
+/// `cache()` against computing a stream shared by two outputs once per
+/// output, on 2 workers.
+fn shared_stream(c: &mut Criterion, name: &str) {
+    let partitions = lines();
+    let memory = memory_input(&partitions);
+    let info = BatchInfo::new(0, SystemTime::UNIX_EPOCH, memory.full_ranges());
+    let input: Arc<dyn InputReader> = Arc::new(memory);
+    let pool: Arc<dyn Executor> = Arc::new(WorkerPool::new(2, 1).expect("spawn workers"));
+    let expected_words = counts(&wordcount_graph(), &info, &input, &pool);
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(LINES as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    let streams: [(&str, Derive); 2] = [("words", words), ("first_letters", first_letters)];
+    for (stream, derive) in streams {
+        let twice = two_outputs_graph(derive, false);
+        let cached = two_outputs_graph(derive, true);
+        let expected = counts(&twice, &info, &input, &pool);
+        assert_eq!(counts(&cached, &info, &input, &pool), expected);
+        if stream == "words" {
+            assert_eq!(expected, expected_words);
+        } else {
+            assert_eq!(expected.values().sum::<i64>(), LINES as i64);
+        }
+        group.bench_function(format!("{stream}_two_outputs"), |b| {
+            b.iter(|| run(&twice, &info, &input, &pool))
+        });
+        group.bench_function(format!("{stream}_two_outputs_cached"), |b| {
+            b.iter(|| run(&cached, &info, &input, &pool))
+        });
+    }
+    group.finish();
+}
+
 fn empty_batch(c: &mut Criterion, name: &str) {
     let graph = wordcount_graph();
     let info = BatchInfo::new(0, SystemTime::UNIX_EPOCH, Vec::new());
@@ -321,6 +403,7 @@ fn main() {
     };
     let mut c = config();
     wordcount(&mut c, &format!("wordcount_{allocator}"));
+    shared_stream(&mut c, &format!("shared_stream_{allocator}"));
     empty_batch(&mut c, &format!("empty_batch_{allocator}"));
     c.final_summary();
 }

@@ -86,11 +86,12 @@ pub enum Error {
     /// User code panicked inside a task.
     #[error("task panicked: {0}")]
     Panic(String),
-    /// A shuffle output was consumed by an earlier attempt of a failed task;
-    /// the whole batch must be recomputed.
-    #[error("shuffle output of partition {partition} was lost with a failed task; the batch must be recomputed")]
+    /// A shuffle output, or a cached stream's partition handed to its
+    /// last user, was consumed by an earlier attempt of a failed task; the
+    /// whole batch must be recomputed.
+    #[error("the shuffle or cache output of partition {partition} was lost with a failed task; the batch must be recomputed")]
     ShuffleLost {
-        /// The reduce partition whose input is gone.
+        /// The partition whose values are gone.
         partition: usize,
     },
     /// An output operation was registered after the job started (the graph

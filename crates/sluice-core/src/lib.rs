@@ -65,6 +65,7 @@ mod env;
 mod error;
 mod exec;
 mod input;
+mod lineage;
 mod offset;
 mod ops;
 mod poison;

@@ -2,7 +2,7 @@
 //! run one after the other, and each would otherwise read every range
 //! again. When a batch reads its input more than once (more than one
 //! output reads it, not counting those that read it through a cached
-//! stream, see [`InputUse`]), each chunk read is kept for the reads still
+//! stream, see [`Lineage`](crate::lineage::Lineage)), each chunk read is kept for the reads still
 //! to come and handed to the last of them without a copy.
 //!
 //! What is kept is bounded: once the kept chunks of a batch take the
@@ -11,7 +11,7 @@
 //! from the input again, as it would without sharing. A batch that reads a
 //! large backlog so holds a bounded part of it for its later outputs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use crate::{InputReader, OffsetRange, Record, Result};
@@ -19,65 +19,6 @@ use crate::{InputReader, OffsetRange, Record, Result};
 /// How many bytes of a batch's input are kept for its later outputs by
 /// default: 128 MiB.
 pub const DEFAULT_SHARED_INPUT_BYTES: usize = 128 << 20;
-
-/// How computing a stream reads the batch's input: how many times
-/// directly, and through which cached streams, each computed once a batch
-/// however many streams derive from it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct InputUse {
-    direct: usize,
-    /// By the cache's stage id: how computing the cached stream reads it.
-    cached: BTreeMap<usize, InputUse>,
-}
-
-impl InputUse {
-    /// The input itself: read once.
-    pub(crate) fn input() -> Self {
-        Self {
-            direct: 1,
-            cached: BTreeMap::new(),
-        }
-    }
-
-    /// A cached stream, stage `id`, of a stream that reads the input as
-    /// `parent` does.
-    pub(crate) fn cached(id: usize, parent: &InputUse) -> Self {
-        Self {
-            direct: 0,
-            cached: BTreeMap::from([(id, parent.clone())]),
-        }
-    }
-
-    /// A stream computed from two streams (a union, a join).
-    pub(crate) fn both(&self, other: &InputUse) -> Self {
-        let mut cached = self.cached.clone();
-        cached.extend(other.cached.clone());
-        Self {
-            direct: self.direct + other.direct,
-            cached,
-        }
-    }
-
-    /// How many times a batch reads each chunk of its input to run outputs
-    /// reading it as `outputs` say: every direct read of every output, and
-    /// those of each cached stream once.
-    pub(crate) fn readers<'a>(outputs: impl IntoIterator<Item = &'a InputUse>) -> usize {
-        fn count(input: &InputUse, computed: &mut BTreeSet<usize>) -> usize {
-            let mut reads = input.direct;
-            for (id, parent) in &input.cached {
-                if computed.insert(*id) {
-                    reads += count(parent, computed);
-                }
-            }
-            reads
-        }
-        let mut computed = BTreeSet::new();
-        outputs
-            .into_iter()
-            .map(|output| count(output, &mut computed))
-            .sum()
-    }
-}
 
 /// The chunks of one batch's input kept for later outputs.
 pub(crate) struct SharedReads {
@@ -106,7 +47,8 @@ struct Chunk {
 
 impl SharedReads {
     /// Shares reads between `readers` reads of each chunk (see
-    /// [`InputUse::readers`]), keeping at most `budget` bytes of records.
+    /// [`Lineage::input_reads`](crate::lineage::Lineage::input_reads)),
+    /// keeping at most `budget` bytes of records.
     pub(crate) fn new(readers: usize, budget: usize) -> Self {
         Self {
             readers,
@@ -215,24 +157,6 @@ mod tests {
             reads: AtomicUsize::new(0),
         };
         (counting, range)
-    }
-
-    #[test]
-    fn a_cached_stream_reads_the_input_once_however_many_outputs_use_it() {
-        let input = InputUse::input();
-        let lines = InputUse::cached(7, &input);
-        // Two outputs of the cached stream, one of the input itself.
-        assert_eq!(InputUse::readers([&lines, &lines]), 1);
-        assert_eq!(InputUse::readers([&lines, &lines, &input]), 2);
-        // A union of the input with the cached stream reads it twice.
-        assert_eq!(InputUse::readers([&lines.both(&input), &lines]), 2);
-        // A cache of a cache: each computed once.
-        let words = InputUse::cached(8, &lines.both(&input));
-        assert_eq!(InputUse::readers([&words, &lines]), 2);
-        assert_eq!(InputUse::readers([&words, &words]), 2);
-        // A self-join of the input reads it twice for its one output.
-        assert_eq!(InputUse::readers([&input.both(&input)]), 2);
-        assert_eq!(InputUse::readers([]), 0);
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::lineage::Lineage;
 use crate::scope::{BatchScope, TaskContext};
-use crate::shared_reads::{InputUse, SharedReads, DEFAULT_SHARED_INPUT_BYTES};
+use crate::shared_reads::{SharedReads, DEFAULT_SHARED_INPUT_BYTES};
 use crate::sink::OutsideSink;
 use crate::state::StateDescriptor;
 use crate::{
@@ -70,8 +71,8 @@ pub(crate) trait Output: Send + Sync {
 #[derive(Default)]
 struct Outputs {
     list: Vec<Arc<dyn Output>>,
-    /// How each output reads the input, in the same order.
-    reads: Vec<InputUse>,
+    /// What each output reads, in the same order.
+    lineages: Vec<Lineage>,
     families: Vec<String>,
     outside: Vec<Arc<dyn OutsideSink>>,
     sealed: bool,
@@ -184,7 +185,7 @@ impl StreamGraph {
     /// The input stream: partition `i` of a batch holds the records of the
     /// batch's `i`-th offset range.
     pub fn input(self: &Arc<Self>) -> DStream<Record> {
-        DStream::new(self, Arc::new(Input), InputUse::input())
+        DStream::new(self, Arc::new(Input), Lineage::input())
     }
 
     /// Checkpoint families the registered sinks write to, and the
@@ -425,9 +426,13 @@ impl StreamGraph {
     /// state changes — for the atomic commit.
     pub fn run(&self, env: BatchEnv) -> Result<BatchOutput> {
         self.check_states()?;
-        let (outputs, readers) = {
+        let (outputs, readers, cache_uses) = {
             let outputs = self.lock_outputs();
-            (outputs.list.clone(), InputUse::readers(&outputs.reads))
+            (
+                outputs.list.clone(),
+                Lineage::input_reads(&outputs.lineages),
+                Lineage::cache_uses(&outputs.lineages),
+            )
         };
         let shuffle_partitions = self
             .shuffle_partitions()
@@ -437,6 +442,7 @@ impl StreamGraph {
             self.poison_policy(),
             shuffle_partitions,
             SharedReads::new(readers, self.shared_input_bytes()),
+            cache_uses,
         ));
         for output in outputs {
             scope.check_cancelled()?;
@@ -458,7 +464,7 @@ impl StreamGraph {
         &self,
         name: impl FnOnce() -> String,
         output: Arc<dyn Output>,
-        reads: &InputUse,
+        lineage: &Lineage,
         families: &[String],
     ) -> Result<()> {
         let mut outputs = self.lock_outputs();
@@ -466,7 +472,7 @@ impl StreamGraph {
             return Err(Error::RegisteredAfterStart { output: name() });
         }
         outputs.list.push(output);
-        outputs.reads.push(reads.clone());
+        outputs.lineages.push(lineage.clone());
         for family in families {
             if !outputs.families.contains(family) {
                 outputs.families.push(family.clone());
@@ -481,7 +487,7 @@ impl StreamGraph {
         &self,
         sink: Arc<dyn OutsideSink>,
         output: Arc<dyn Output>,
-        reads: &InputUse,
+        lineage: &Lineage,
     ) -> Result<()> {
         let mut outputs = self.lock_outputs();
         let name = sink.name().to_owned();
@@ -501,7 +507,7 @@ impl StreamGraph {
             return Err(Error::SinkName { name, reason });
         }
         outputs.list.push(output);
-        outputs.reads.push(reads.clone());
+        outputs.lineages.push(lineage.clone());
         outputs.outside.push(sink);
         Ok(())
     }
@@ -519,8 +525,8 @@ impl StreamGraph {
 pub struct DStream<T> {
     pub(crate) graph: Arc<StreamGraph>,
     pub(crate) node: Arc<dyn Node<T>>,
-    /// How computing this stream reads the batch's input.
-    pub(crate) reads: InputUse,
+    /// What computing this stream reads.
+    pub(crate) lineage: Lineage,
 }
 
 impl<T> Clone for DStream<T> {
@@ -528,7 +534,7 @@ impl<T> Clone for DStream<T> {
         Self {
             graph: Arc::clone(&self.graph),
             node: Arc::clone(&self.node),
-            reads: self.reads.clone(),
+            lineage: self.lineage.clone(),
         }
     }
 }
@@ -540,17 +546,17 @@ impl<T> std::fmt::Debug for DStream<T> {
 }
 
 impl<T: Send + 'static> DStream<T> {
-    pub(crate) fn new(graph: &Arc<StreamGraph>, node: Arc<dyn Node<T>>, reads: InputUse) -> Self {
+    pub(crate) fn new(graph: &Arc<StreamGraph>, node: Arc<dyn Node<T>>, lineage: Lineage) -> Self {
         Self {
             graph: Arc::clone(graph),
             node,
-            reads,
+            lineage,
         }
     }
 
     /// A stream computed from this one by `node`.
     pub(crate) fn derive<U: Send + 'static>(&self, node: impl Node<U> + 'static) -> DStream<U> {
-        DStream::new(&self.graph, Arc::new(node), self.reads.clone())
+        DStream::new(&self.graph, Arc::new(node), self.lineage.clone())
     }
 
     /// A stream computed from this one and `other` by `node`.
@@ -559,7 +565,11 @@ impl<T: Send + 'static> DStream<T> {
         other: &DStream<W>,
         node: impl Node<U> + 'static,
     ) -> DStream<U> {
-        DStream::new(&self.graph, Arc::new(node), self.reads.both(&other.reads))
+        DStream::new(
+            &self.graph,
+            Arc::new(node),
+            self.lineage.both(&other.lineage),
+        )
     }
 }
 

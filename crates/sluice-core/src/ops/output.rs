@@ -67,7 +67,7 @@ impl<T: Send + 'static> DStream<T> {
             f,
         };
         self.graph
-            .register(|| name.to_owned(), Arc::new(output), &self.reads, &[])
+            .register(|| name.to_owned(), Arc::new(output), &self.lineage, &[])
     }
 }
 

@@ -155,7 +155,7 @@ impl<T: Send + 'static> DStream<T> {
             sink,
         };
         self.graph
-            .register(name, Arc::new(output), &self.reads, &families)
+            .register(name, Arc::new(output), &self.lineage, &families)
     }
 }
 

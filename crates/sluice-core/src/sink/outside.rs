@@ -164,6 +164,6 @@ impl<T: Send + 'static> DStream<T> {
             sink: Arc::clone(&sink),
         };
         self.graph
-            .register_outside(sink, Arc::new(output), &self.reads)
+            .register_outside(sink, Arc::new(output), &self.lineage)
     }
 }

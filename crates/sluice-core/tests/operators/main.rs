@@ -982,21 +982,23 @@ fn a_value_rejected_after_cache_names_the_record_it_comes_from() {
     for executor in executors() {
         let graph = StreamGraph::new();
         graph.set_poison_policy(PoisonPolicy::dead_letter("bad"));
-        graph
+        let numbers = graph
             .input()
             .values_utf8()
+            .flat_map(|line| line.split(' ').map(str::to_owned).collect::<Vec<_>>())
             .cache()
-            .try_map(|line| line.parse::<i64>())
-            .count()
-            .print(1)
-            .unwrap();
-        let output = run(&graph, words(&[&["1"], &["2", "two"]]), &executor).unwrap();
+            .try_map(|word| word.parse::<i64>());
+        let sum = collect(&numbers.map(|n| ((), n)).reduce_by_key(|a, b| a + b));
+        // Each rejected word is the first value of its record.
+        let input = words(&[&["1", "x 2"], &["3", "two 4 5", "6"]]);
+        let output = run(&graph, input, &executor).unwrap();
         let letters: Vec<_> = output
             .dead_letters
             .iter()
             .map(|l| (l.topic.to_string(), l.partition, l.offset))
             .collect();
-        assert_eq!(letters, [("t".to_owned(), 1, 1)]);
+        assert_eq!(letters, [("t".to_owned(), 0, 1), ("t".to_owned(), 1, 1)]);
+        assert_eq!(only_batch(&sum).concat(), [((), 21)]);
         assert!(
             output.dead_letters[0].error.contains("invalid digit"),
             "{}",

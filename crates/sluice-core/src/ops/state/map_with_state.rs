@@ -437,7 +437,7 @@ where
         });
         let keep = Arc::clone(&node);
         MapWithStateStream {
-            mapped: DStream::new(&self.graph, node, self.reads.clone()),
+            mapped: DStream::new(&self.graph, node, self.lineage.clone()),
             snapshots,
             keep_changes: Arc::new(move || keep.keep_changes.store(true, Ordering::Relaxed)),
         }
