@@ -482,10 +482,34 @@ fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
     );
     assert_eq!(running.wait_for("", |p| Some(p.records)), read_when_paused);
     assert!(read_when_paused < 8000, "records were left to read");
+    // Regression: the lag figures froze while paused, at their value of the
+    // last batch. Records produced during the pause show as lag.
+    job::produce_numbered(&broker.bootstrap(), "backlog", 2, 4000..4200);
+    let lag = |partition: i32| {
+        http.metric(&format!(
+            "sluice_partition_lag_records{{topic=\"backlog\",partition=\"{partition}\"}}"
+        ))
+    };
+    let expected = 8400 - read_when_paused as i64;
+    job::poll(
+        "the lag of the records produced during the pause",
+        WAIT,
+        || (lag(0).zip(lag(1)).map(|(a, b)| (a + b) as i64) == Some(expected)).then_some(()),
+        || format!("{:?} {:?}, expected {expected} in all", lag(0), lag(1)),
+    );
+    let partitions = http.json("/api/partitions");
+    let api_lag: i64 = partitions["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["lag"].as_i64().unwrap())
+        .sum();
+    assert_eq!(api_lag, expected, "{partitions}");
+    assert_eq!(running.batches().len(), batches_when_paused, "still paused");
 
     let (status, _) = http.post("/api/control/resume", "", Some(TOKEN));
     assert_eq!(status, 200);
-    running.wait_for_records(8000, "every record, after the resume");
+    running.wait_for_records(8400, "every record, after the resume");
     let records = job::open_checkpoint(&ckpt, APP_ID).batches().unwrap();
     let resumed = records
         .iter()
@@ -501,7 +525,7 @@ fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
     );
     assert!(resumed.records > 0);
     assert_eq!(http.metric("sluice_paused"), Some(0.0));
-    assert_eq!(http.metric("sluice_records_read_total"), Some(8000.0));
+    assert_eq!(http.metric("sluice_records_read_total"), Some(8400.0));
     running.stop();
 }
 

@@ -37,17 +37,23 @@ pub(crate) fn classify_dir<S: AsRef<str>>(names: &[S]) -> DirKind {
     let names: Vec<&str> = names.collect();
     if names.contains(&"CURRENT") {
         DirKind::Database
-    } else if names.iter().any(|n| {
-        n.starts_with("MANIFEST-")
-            || n.starts_with("OPTIONS-")
-            || *n == "IDENTITY"
-            || n.ends_with(".sst")
-            || n.ends_with(".log")
-    }) {
+    } else if names.iter().any(|n| is_rocksdb_file(n)) {
         DirKind::Damaged
     } else {
         DirKind::Foreign
     }
+}
+
+/// A name RocksDB gives its own files: `MANIFEST-000005`,
+/// `OPTIONS-000007`, `IDENTITY`, `000009.sst`, `000004.log` (a number, not
+/// any name: `app.log` in a job's working directory is not a WAL).
+fn is_rocksdb_file(name: &str) -> bool {
+    let number = |digits: &str| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    name == "IDENTITY"
+        || name.strip_prefix("MANIFEST-").is_some_and(number)
+        || name.strip_prefix("OPTIONS-").is_some_and(number)
+        || name.strip_suffix(".sst").is_some_and(number)
+        || name.strip_suffix(".log").is_some_and(number)
 }
 
 /// What an existing database holds of sluice's metadata.
@@ -195,6 +201,28 @@ mod tests {
             DirKind::Damaged
         );
         assert_eq!(classify_dir(&["notes.txt"]), DirKind::Foreign);
+    }
+
+    /// Regression: any `*.log` file made a directory a damaged checkpoint,
+    /// so `/tmp` or a job's log directory was "corrupt: delete it".
+    #[test]
+    fn files_named_like_rocksdbs_only_by_their_suffix_are_foreign() {
+        for names in [
+            &["app.log", "notes.txt"][..],
+            &["job.log"],
+            &["data.sst", "MANIFEST-old", "OPTIONS-"],
+        ] {
+            assert_eq!(classify_dir(names), DirKind::Foreign, "{names:?}");
+        }
+        for name in [
+            "000004.log",
+            "000009.sst",
+            "MANIFEST-000005",
+            "OPTIONS-000007",
+            "IDENTITY",
+        ] {
+            assert_eq!(classify_dir(&[name, "app.log"]), DirKind::Damaged, "{name}");
+        }
     }
 
     #[test]

@@ -202,6 +202,7 @@ impl Driver {
                     );
                 }
                 if paused {
+                    self.refresh_lags(&monitor, &mut progress);
                     batch_time += interval;
                     tick += interval;
                     continue;
@@ -400,18 +401,7 @@ impl Driver {
             late_records: output.late_records,
         };
         if let (Some(monitor), Some(record)) = (&self.monitor, published) {
-            let lags: Vec<(PartitionOffsets, i64)> = progress
-                .latest
-                .iter()
-                .map(|offsets| {
-                    let position = progress
-                        .positions
-                        .get(&offsets.tp)
-                        .copied()
-                        .unwrap_or(offsets.log_start);
-                    (offsets.clone(), position)
-                })
-                .collect();
+            let lags = lags(progress);
             // Estimates RocksDB keeps in memory: no read of the data.
             let states = self.store.family_stats().unwrap_or_else(|error| {
                 tracing::debug!(%error, "no family sizes for the metrics");
@@ -423,6 +413,22 @@ impl Driver {
             listener.on_batch_completed(&completed, self.store.as_ref());
         }
         Ok(true)
+    }
+
+    /// While the job is paused no batch plans, so the partitions' offsets
+    /// are fetched at each tick for the lag figures alone: lag keeps
+    /// growing where operators watch it. A failed fetch keeps the figures
+    /// of the last one.
+    fn refresh_lags(&mut self, monitor: &Monitor, progress: &mut Progress) {
+        match self.source.partitions() {
+            Ok(offsets) => {
+                progress.latest = offsets;
+                monitor.offsets_fetched(&lags(progress));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not fetch the partitions' offsets while paused; the lag figures are those of the last fetch");
+            }
+        }
     }
 
     /// Discovers partitions, fetches their offsets and plans the ranges,
@@ -679,4 +685,21 @@ fn batch_record(
     record.scheduling_delay_ms = scheduling_delay.as_millis() as u64;
     record.late_records = output.late_records.iter().map(Into::into).collect();
     record
+}
+
+/// Each partition's offsets as last fetched, with the job's position in it
+/// (its log start when it has none yet).
+fn lags(progress: &Progress) -> Vec<(PartitionOffsets, i64)> {
+    progress
+        .latest
+        .iter()
+        .map(|offsets| {
+            let position = progress
+                .positions
+                .get(&offsets.tp)
+                .copied()
+                .unwrap_or(offsets.log_start);
+            (offsets.clone(), position)
+        })
+        .collect()
 }

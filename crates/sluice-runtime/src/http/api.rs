@@ -283,7 +283,7 @@ async fn rate(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respon
     if let Err(refused) = authorize(&app, &headers, None) {
         return refused;
     }
-    let change: RateChange = match serde_json::from_slice(&body) {
+    let change = match RateChange::from_json(&body) {
         Ok(change) => change,
         Err(e) => {
             return error(

@@ -50,6 +50,16 @@ pub(crate) struct RateChange {
     pub(crate) backpressure: Option<bool>,
 }
 
+impl RateChange {
+    /// Reads a request body: a JSON object of the fields above, nothing
+    /// else (serde would take an array as the fields in order, so `[1]`
+    /// would set `max_rate`).
+    pub(crate) fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
+        serde_json::from_value(serde_json::Value::Object(object))
+    }
+}
+
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
     Option::<f64>::deserialize(d).map(Some)
@@ -172,7 +182,21 @@ mod tests {
     use super::*;
 
     fn change(json: &str) -> RateChange {
-        serde_json::from_str(json).unwrap()
+        RateChange::from_json(json.as_bytes()).unwrap()
+    }
+
+    /// Regression: `[1]` set max_rate to 1 record/s, and `[null, 7, true]`
+    /// three settings, as serde reads a struct from an array too.
+    #[test]
+    fn a_rate_change_is_an_object_and_nothing_else() {
+        for body in ["[1]", "[null, 7, true]", "1", "\"max_rate\"", "null", "[]"] {
+            let error = RateChange::from_json(body.as_bytes()).unwrap_err();
+            assert!(
+                error.to_string().contains("expected a map"),
+                "{body}: {error}"
+            );
+        }
+        assert_eq!(change(r#"{"max_rate":1}"#).max_rate, Some(Some(1.0)));
     }
 
     #[test]
@@ -203,7 +227,7 @@ mod tests {
         assert!(control.change_rate(&change(r#"{"max_rate":-1}"#)).is_err());
         assert!(control.take().is_none());
         assert_eq!(control.limits().max_rate_per_partition, None);
-        assert!(serde_json::from_str::<RateChange>(r#"{"maxrate":1}"#).is_err());
+        assert!(RateChange::from_json(br#"{"maxrate":1}"#).is_err());
     }
 
     #[test]

@@ -206,6 +206,14 @@ impl Monitor {
         self.write(|s| s.status = status);
     }
 
+    /// Publishes the partitions' offsets fetched between batches (while
+    /// paused), with the positions of the last commit.
+    pub(crate) fn offsets_fetched(&self, lags: &[(PartitionOffsets, i64)]) {
+        self.metrics.set_lags(lags);
+        let partitions = partition_views(lags);
+        self.write(|s| s.partitions = partitions);
+    }
+
     /// Publishes a committed batch: `record` as committed, `lags` the
     /// partitions' offsets of the last planning with the positions after
     /// the commit, `states` the checkpoint's family sizes after it.
@@ -234,17 +242,7 @@ impl Monitor {
             },
             committed_ms: now_ms(),
         };
-        let partitions = lags
-            .iter()
-            .map(|(offsets, position)| PartitionView {
-                topic: offsets.tp.topic.to_string(),
-                partition: offsets.tp.partition,
-                log_start: Some(offsets.log_start),
-                latest: Some(offsets.latest),
-                position: *position,
-                lag: Some((offsets.latest - position).max(0)),
-            })
-            .collect();
+        let partitions = partition_views(lags);
         self.write(|s| {
             if s.status == Status::Starting {
                 s.status = Status::Running;
@@ -259,4 +257,17 @@ impl Monitor {
             s.partitions = partitions;
         });
     }
+}
+
+fn partition_views(lags: &[(PartitionOffsets, i64)]) -> Vec<PartitionView> {
+    lags.iter()
+        .map(|(offsets, position)| PartitionView {
+            topic: offsets.tp.topic.to_string(),
+            partition: offsets.tp.partition,
+            log_start: Some(offsets.log_start),
+            latest: Some(offsets.latest),
+            position: *position,
+            lag: Some((offsets.latest - position).max(0)),
+        })
+        .collect()
 }
