@@ -515,10 +515,19 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
     assert_eq!(view["records"], last.records);
     let (status, body) = ui.get("/api/overview");
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"stopped\""), "{body}");
+    let overview: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(overview["status"]["state"], "checkpoint", "{body}");
+    assert_eq!(overview["records_read"], lines.len(), "{body}");
+    assert_eq!(overview["batches_committed"], last.id + 1, "{body}");
+    // The job's settings are not in the checkpoint: unknown, not "none".
+    assert!(overview["rate_limits"].is_null(), "{body}");
+    assert!(view["commit_seconds"].is_null(), "{view}");
+    // A rate from the batch's processing time in µs.
+    let rate = last.records as f64 / (last.processing_us as f64 / 1e6);
+    assert!(last.processing_us > 0, "{last:?}");
     assert!(
-        body.contains(&format!("\"records_read\":{}", lines.len())),
-        "{body}"
+        (view["input_rate"].as_f64().unwrap() - rate).abs() < 1e-6 * rate,
+        "{view}"
     );
 
     // Nothing to control.
@@ -529,7 +538,7 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 409);
     let body = response.body_mut().read_to_string().unwrap();
-    assert!(body.contains("stopped job"), "{body}");
+    assert!(body.contains("serves a checkpoint"), "{body}");
 }
 
 /// Regression: a mistyped topic or partition (`nosuch:0`, `lines:9`) was
@@ -652,9 +661,14 @@ fn cli_ui_shows_broker_figures_as_unknown_and_serves_no_metrics() {
     // No pause or rate forms that could only be answered 409.
     assert!(page.contains("id=no-control"), "{page}");
     assert!(
-        page.contains("– (a stopped job)"),
-        "no uptime for a stopped job: {page}"
+        page.contains("– (read from a checkpoint)"),
+        "no uptime for a checkpoint: {page}"
     );
+    assert!(
+        page.contains("a job may or may not be running on it"),
+        "{page}"
+    );
+    assert!(!page.contains("max_rate none"), "no made-up limits: {page}");
     assert!(!page.contains("action=\"/control/"), "{page}");
 
     let (status, body) = ui.get("/metrics");
@@ -664,6 +678,43 @@ fn cli_ui_shows_broker_figures_as_unknown_and_serves_no_metrics() {
     let (_, overview) = ui.get("/api/overview");
     assert!(overview.contains("\"batches_committed\":4"), "{overview}");
     assert!(overview.contains("\"uptime_seconds\":null"), "{overview}");
+}
+
+/// Regression: `sluice ui` counted the batches and records of the retained
+/// history as the job's, so a job with 14 117 batches showed 10 000.
+#[test]
+fn cli_ui_counts_batches_by_id_and_records_only_from_a_whole_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    {
+        let mut store = RocksCheckpoint::builder(&dir)
+            .app_id(APP_ID)
+            .retain_batches(2)
+            .open()
+            .unwrap();
+        for id in 0..5 {
+            let mut record = BatchRecord::new(id, 1_700_000_000_000 + id as i64 * 100);
+            record.records = 10;
+            store
+                .commit(Commit {
+                    record,
+                    next_offsets: vec![(TopicPartition::new("lines", 0), (id as i64 + 1) * 10)],
+                    writes: WriteSet::new(),
+                })
+                .unwrap();
+        }
+    }
+    let ui = UiProcess::start(&dir);
+    let (_, body) = ui.get("/api/overview");
+    let overview: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(overview["batches_committed"], 5, "{body}");
+    assert_eq!(overview["retained_batches"], 2, "{body}");
+    assert!(overview["records_read"].is_null(), "{body}");
+    let (_, page) = ui.get("/");
+    assert!(
+        page.contains("– (the history no longer holds the first batches)"),
+        "{page}"
+    );
 }
 
 /// Regression: with no restore points, the error named a builder method

@@ -24,6 +24,10 @@ pub struct BatchRecord {
     /// Wall time from the start of processing to the commit, in ms.
     #[serde(default)]
     pub processing_ms: u64,
+    /// The same in µs, for rates of short batches; 0 in records written
+    /// before sluice kept it (2026-12-05).
+    #[serde(default)]
+    pub processing_us: u64,
     /// How long the batch waited behind earlier batches, in ms.
     #[serde(default)]
     pub scheduling_delay_ms: u64,
@@ -103,6 +107,7 @@ impl BatchRecord {
             ranges: Vec::new(),
             records: 0,
             processing_ms: 0,
+            processing_us: 0,
             scheduling_delay_ms: 0,
             rate_limit: None,
             dead_letters: 0,

@@ -61,13 +61,21 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme's
+/// name is case-insensitive (RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Checks the access token of a request that changes the job, given in an
 /// `Authorization: Bearer` header or (for the UI's forms) a form field.
 fn authorize(app: &App, headers: &HeaderMap, form_token: Option<&str>) -> Result<(), Response> {
     if app.monitor.history {
         return Err(error(
             StatusCode::CONFLICT,
-            "this is a stopped job's checkpoint (sluice ui): there is no running job to control",
+            "this endpoint serves a checkpoint (sluice ui), not a running job: there is no job \
+             to control here; a running job is controlled through its own endpoint",
         ));
     }
     let Some(token) = &app.token else {
@@ -76,7 +84,7 @@ fn authorize(app: &App, headers: &HeaderMap, form_token: Option<&str>) -> Result
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .or(form_token);
     match given {
         None => {
@@ -177,9 +185,13 @@ struct Overview {
     /// `None` for a stopped job's checkpoint (`sluice ui`): no job runs.
     uptime_seconds: Option<f64>,
     batch_interval_ms: u64,
-    rate_limits: Limits,
+    /// `None` for a checkpoint (`sluice ui`): it does not hold the job's
+    /// settings; each batch record holds the limit it ran under.
+    rate_limits: Option<Limits>,
     batches_committed: u64,
-    records_read: u64,
+    /// `None` when not known: a checkpoint's history without its first
+    /// batches.
+    records_read: Option<u64>,
     last_batch: Option<u64>,
     retained_batches: usize,
     token_required: bool,
@@ -190,15 +202,15 @@ async fn overview(State(app): State<App>) -> Json<Overview> {
     let limits = monitor.control.limits();
     let paused = monitor.control.is_paused();
     let uptime_seconds = (!monitor.history).then(|| monitor.uptime().as_secs_f64());
-    Json(monitor.read(|s| {
-        Overview {
-            app_id: s.app_id.clone(),
-            status: s.status.clone(),
-            paused,
-            started_ms: s.started_ms,
-            uptime_seconds,
-            batch_interval_ms: s.batch_interval.as_millis() as u64,
-            rate_limits: Limits {
+    Json(monitor.read(|s| Overview {
+        app_id: s.app_id.clone(),
+        status: s.status.clone(),
+        paused,
+        started_ms: s.started_ms,
+        uptime_seconds,
+        batch_interval_ms: s.batch_interval.as_millis() as u64,
+        rate_limits: (!monitor.history).then(|| {
+            Limits {
                 max_rate: limits.max_rate,
                 max_rate_per_partition: limits.max_rate_per_partition,
                 min_rate_per_partition: limits.min_rate_per_partition,
@@ -210,13 +222,13 @@ async fn overview(State(app): State<App>) -> Json<Overview> {
                 backpressure: limits.backpressure,
                 initial_rate: limits.initial_rate,
                 backpressure_estimate: s.estimate.filter(|_| limits.backpressure),
-            },
-            batches_committed: s.batches_committed,
-            records_read: s.records_read,
-            last_batch: s.batches.back().map(|v| v.record.id),
-            retained_batches: s.batches.len(),
-            token_required: s.token_required,
-        }
+            }
+        }),
+        batches_committed: s.batches_committed,
+        records_read: s.records_read,
+        last_batch: s.batches.back().map(|v| v.record.id),
+        retained_batches: s.batches.len(),
+        token_required: s.token_required,
     }))
 }
 
@@ -364,4 +376,21 @@ fn rate_form(form: &HashMap<String, String>) -> Result<RateChange, String> {
             Some(v) => return Err(format!("backpressure '{v}' is not on or off")),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `bearer <token>` (the scheme in lower case, as RFC 7235
+    /// allows) was answered 401 "needs the access token".
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret"] {
+            assert_eq!(bearer_token(header), Some("s3cret"), "{header}");
+        }
+        for header in ["Basic s3cret", "Bearers3cret", "s3cret"] {
+            assert_eq!(bearer_token(header), None, "{header}");
+        }
+    }
 }

@@ -37,6 +37,9 @@ pub(crate) enum Status {
     Paused,
     Stopped,
     Failed(String),
+    /// Read from a checkpoint (`sluice ui`): whether a job runs on it is
+    /// not known.
+    Checkpoint,
 }
 
 impl Status {
@@ -47,6 +50,7 @@ impl Status {
             Status::Paused => "paused",
             Status::Stopped => "stopped",
             Status::Failed(_) => "failed",
+            Status::Checkpoint => "checkpoint",
         }
     }
 }
@@ -61,7 +65,9 @@ pub(crate) struct Snapshot {
     /// Backpressure's latest estimate, records per second.
     pub(crate) estimate: Option<f64>,
     pub(crate) batches_committed: u64,
-    pub(crate) records_read: u64,
+    /// `None` when not known: a checkpoint whose history no longer holds
+    /// its first batches.
+    pub(crate) records_read: Option<u64>,
     /// Oldest first.
     pub(crate) batches: VecDeque<BatchView>,
     pub(crate) partitions: Vec<PartitionView>,
@@ -77,7 +83,8 @@ pub(crate) struct BatchView {
     pub(crate) scheduling_delay_seconds: f64,
     /// Scheduling delay plus processing.
     pub(crate) total_delay_seconds: f64,
-    pub(crate) commit_seconds: f64,
+    /// `None` when not known (a checkpoint's history does not keep it).
+    pub(crate) commit_seconds: Option<f64>,
     /// Records read per second of processing.
     pub(crate) input_rate: f64,
     pub(crate) committed_ms: i64,
@@ -118,7 +125,7 @@ impl Monitor {
                 status: Status::Starting,
                 estimate: None,
                 batches_committed: 0,
-                records_read: 0,
+                records_read: Some(0),
                 batches: VecDeque::new(),
                 partitions: Vec::new(),
                 token_required,
@@ -148,21 +155,30 @@ impl Monitor {
         monitor.history = true;
         let skip = records.len().saturating_sub(RETAINED_BATCHES);
         monitor.write(|s| {
-            s.status = Status::Stopped;
-            s.batches_committed = records.len() as u64;
-            s.records_read = records.iter().map(|r| r.records).sum();
+            s.status = Status::Checkpoint;
+            // Batch ids count the committed batches from 0; the history
+            // may have dropped the oldest records, and their counts.
+            s.batches_committed = records.last().map_or(0, |r| r.id + 1);
+            s.records_read = (records.first().is_none_or(|r| r.id == 0))
+                .then(|| records.iter().map(|r| r.records).sum());
             s.batches = records
                 .into_iter()
                 .skip(skip)
                 .map(|record| {
-                    let processing = record.processing_ms as f64 / 1e3;
+                    // Whole milliseconds in records written before the
+                    // µs were kept: a rate from those is too high.
+                    let processing = if record.processing_us > 0 {
+                        record.processing_us as f64 / 1e6
+                    } else {
+                        record.processing_ms as f64 / 1e3
+                    };
                     let delay = record.scheduling_delay_ms as f64 / 1e3;
                     BatchView {
                         processing_seconds: processing,
                         scheduling_delay_seconds: delay,
                         total_delay_seconds: processing + delay,
                         // Not in the batch record.
-                        commit_seconds: 0.0,
+                        commit_seconds: None,
                         input_rate: if processing > 0.0 {
                             record.records as f64 / processing
                         } else {
@@ -234,7 +250,7 @@ impl Monitor {
             processing_seconds: processing,
             scheduling_delay_seconds: batch.scheduling_delay.as_secs_f64(),
             total_delay_seconds: (batch.scheduling_delay + batch.processing).as_secs_f64(),
-            commit_seconds: batch.commit.as_secs_f64(),
+            commit_seconds: Some(batch.commit.as_secs_f64()),
             input_rate: if processing > 0.0 {
                 batch.records as f64 / processing
             } else {
@@ -248,7 +264,7 @@ impl Monitor {
                 s.status = Status::Running;
             }
             s.batches_committed += 1;
-            s.records_read += batch.records;
+            s.records_read = Some(s.records_read.unwrap_or(0) + batch.records);
             s.estimate = estimate;
             if s.batches.len() == RETAINED_BATCHES {
                 s.batches.pop_front();

@@ -46,6 +46,11 @@ fn secs(s: f64) -> String {
     Readable(Duration::try_from_secs_f64(s).unwrap_or_default()).to_string()
 }
 
+/// A duration that may not be known: `–`.
+fn maybe_secs(s: Option<f64>) -> String {
+    s.map_or_else(|| "–".to_owned(), secs)
+}
+
 fn rate(r: Option<f64>) -> String {
     r.map_or_else(|| "none".to_owned(), |r| format!("{r:.0}/s"))
 }
@@ -65,6 +70,24 @@ pub(crate) fn overview(monitor: &Monitor) -> String {
     monitor.read(|s| {
         let mut b = String::new();
         let status = s.status.label();
+        let limits_text = if monitor.history {
+            "– (a checkpoint does not hold the job's settings; each batch's limit is in the \
+             table below)"
+                .to_owned()
+        } else {
+            format!(
+                "max_rate {} · max_rate_per_partition {} · min_rate_per_partition {} · \
+                 backpressure {}{} · initial_rate {}",
+                rate(limits.max_rate),
+                rate(limits.max_rate_per_partition),
+                rate(Some(limits.min_rate_per_partition)),
+                if limits.backpressure { "on" } else { "off" },
+                s.estimate
+                    .filter(|_| limits.backpressure)
+                    .map_or_else(String::new, |e| format!(" (estimate {e:.0}/s)")),
+                rate(limits.initial_rate),
+            )
+        };
         let _ = write!(
             b,
             "<h1>sluice · {}</h1><table id=\"overview\">\
@@ -73,29 +96,27 @@ pub(crate) fn overview(monitor: &Monitor) -> String {
              <tr><th class=l>batch interval</th><td class=l>{}</td></tr>\
              <tr><th class=l>batches committed</th><td class=l>{}</td></tr>\
              <tr><th class=l>records read</th><td class=l>{}</td></tr>\
-             <tr><th class=l>rate limits</th><td class=l>max_rate {} · max_rate_per_partition {} · \
-             min_rate_per_partition {} · backpressure {}{} · initial_rate {}</td></tr></table>",
+             <tr><th class=l>rate limits</th><td class=l>{}</td></tr></table>",
             escape(&s.app_id),
             match &s.status {
                 super::monitor::Status::Failed(e) => format!(": {}", escape(e)),
+                super::monitor::Status::Checkpoint => {
+                    " (read from the checkpoint: a job may or may not be running on it)".to_owned()
+                }
                 _ => String::new(),
             },
             if monitor.history {
-                "– (a stopped job)".to_owned()
+                "– (read from a checkpoint)".to_owned()
             } else {
                 Readable(Duration::from_secs(uptime.as_secs())).to_string()
             },
             Readable(s.batch_interval),
             s.batches_committed,
-            s.records_read,
-            rate(limits.max_rate),
-            rate(limits.max_rate_per_partition),
-            rate(Some(limits.min_rate_per_partition)),
-            if limits.backpressure { "on" } else { "off" },
-            s.estimate
-                .filter(|_| limits.backpressure)
-                .map_or_else(String::new, |e| format!(" (estimate {e:.0}/s)")),
-            rate(limits.initial_rate),
+            s.records_read.map_or_else(
+                || "– (the history no longer holds the first batches)".to_owned(),
+                |n| n.to_string()
+            ),
+            escape(&limits_text),
         );
         if monitor.history {
             // The forms would only be answered 409: no job runs.
@@ -316,7 +337,7 @@ fn batch_table(b: &mut String, s: &Snapshot) {
             secs(v.scheduling_delay_seconds),
             secs(v.processing_seconds),
             secs(v.total_delay_seconds),
-            secs(v.commit_seconds),
+            maybe_secs(v.commit_seconds),
             escape(r.rate_limit.as_deref().unwrap_or("none")),
             r.dead_letters,
             r.late_records.iter().map(|l| l.count).sum::<u64>(),
@@ -390,7 +411,7 @@ pub(crate) fn batch(monitor: &Monitor, id: u64) -> Option<String> {
             secs(v.scheduling_delay_seconds),
             secs(v.processing_seconds),
             secs(v.total_delay_seconds),
-            secs(v.commit_seconds),
+            maybe_secs(v.commit_seconds),
             escape(r.rate_limit.as_deref().unwrap_or("none")),
             r.dead_letters,
             if r.control.is_empty() {
