@@ -864,3 +864,66 @@ fn cli_checkpoint_info_shows_the_pending_plan_the_next_start_redoes() {
         serde_json::from_str(&ok(&["checkpoint", "info", d, "--json"])).unwrap();
     assert!(json["pending_batch"].is_null(), "{json}");
 }
+
+/// Regression: offsets moved with `sluice offsets set` left no trace: the
+/// batch history showed a jump (or a replay) with no reset, no skipped
+/// offsets and no control entry. The restart now warns and notes the move
+/// in the first batch record after it.
+#[test]
+fn offsets_moved_while_stopped_are_noted_in_the_next_batch_record() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "lines", 2);
+    let lines: Vec<String> = (0..200).map(job::line).collect();
+    kafka::produce(&bootstrap, "lines", Some(0), &lines[..100]);
+    kafka::produce(&bootstrap, "lines", Some(1), &lines[100..]);
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    let d = checkpoint.to_str().unwrap();
+    let run = || {
+        let out = Command::new(wordcount::binary())
+            .args([
+                "--brokers",
+                &bootstrap,
+                "--topic",
+                "lines",
+                "--until-caught-up",
+            ])
+            .args(["--batch-interval-ms", "50", "--checkpoint-dir", d])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = run();
+    assert!(
+        !first.contains("not where the last batch left them"),
+        "{first}"
+    );
+    ok(&["offsets", "set", d, "lines:0=60", "lines:1=100"]);
+    kafka::produce(&bootstrap, "lines", Some(1), &lines[..10]);
+    let second = run();
+    assert!(
+        second.contains("not where the last batch left them")
+            && second.contains("lines:0 100 -> 60 (reads again 40 offsets)"),
+        "{second}"
+    );
+    let batches = RocksCheckpoint::open_read_only(&checkpoint, APP_ID)
+        .unwrap()
+        .batches()
+        .unwrap();
+    let noted: Vec<_> = batches
+        .iter()
+        .flat_map(|b| b.control.iter().map(move |c| (b.id, c.change.clone())))
+        .collect();
+    assert_eq!(noted.len(), 1, "{noted:?}");
+    let (id, change) = &noted[0];
+    assert_eq!(
+        change,
+        "offsets moved while stopped: lines:0 100 -> 60 (reads again 40 offsets)"
+    );
+    let after = batches.iter().find(|b| b.id == *id).unwrap();
+    let range = after.ranges.iter().find(|r| r.partition == 0).unwrap();
+    assert_eq!(range.from, 60, "{after:?}");
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit, ControlRecord};
@@ -22,6 +22,7 @@ use crate::dead_letters;
 use crate::http::monitor::{Monitor, Status};
 use crate::listener::{BatchCompleted, BatchListener};
 use crate::max_rate::MaxRateBucket;
+use crate::moved_offsets;
 use crate::pool::WorkerPool;
 use crate::readable::Readable;
 use crate::write_ahead::{self, Replay};
@@ -107,6 +108,12 @@ impl Driver {
             .expect("rate limits are validated when the context is built");
         let last_batch = self.store.last_batch()?;
         let next_id = last_batch.as_ref().map_or(0, |b| b.id + 1);
+        let control = last_batch
+            .as_ref()
+            .map(|last| moved_while_stopped(last, &positions))
+            .into_iter()
+            .flatten()
+            .collect();
         let replay = self
             .store
             .pending_plan()?
@@ -128,7 +135,7 @@ impl Driver {
                 .and_then(|rate| MaxRateBucket::new(rate, self.settings.batch_interval)),
             replay,
             latest: Vec::new(),
-            control: Vec::new(),
+            control,
             targets: None,
         };
         self.recover_sinks(&progress)?;
@@ -703,4 +710,34 @@ fn lags(progress: &Progress) -> Vec<(PartitionOffsets, i64)> {
             (offsets.clone(), position)
         })
         .collect()
+}
+
+/// Says which stored offsets were moved while the job was stopped (they
+/// are not where the last batch left them), as a warning now and as a
+/// control entry of the next batch record.
+fn moved_while_stopped(
+    last: &BatchRecord,
+    positions: &BTreeMap<TopicPartition, i64>,
+) -> Option<ControlRecord> {
+    let moved = moved_offsets::moved(last, positions);
+    if moved.is_empty() {
+        return None;
+    }
+    let list = moved
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::warn!(
+        batch = last.id, moved = %list,
+        "stored offsets are not where the last batch left them (moved with `sluice offsets set`?); \
+         the job reads on from the stored offsets, and the next batch record notes the move"
+    );
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Some(ControlRecord::new(
+        now_ms,
+        format!("offsets moved while stopped: {list}"),
+    ))
 }

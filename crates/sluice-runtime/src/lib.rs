@@ -34,6 +34,7 @@ mod error;
 mod http;
 mod listener;
 mod max_rate;
+mod moved_offsets;
 mod pool;
 mod readable;
 mod shuffle;
