@@ -300,6 +300,22 @@ fn cli_rewind_then_restart_gives_the_results_of_a_run_stopped_at_that_batch() {
         "{refused}"
     );
 
+    // Write commands leave restore points as they were taken (regression:
+    // `offsets set` on `DIR/restore/N` changed what a rewind restores).
+    let point = dir.join("restore").join(n.to_string());
+    let point = point.to_str().unwrap();
+    for args in [
+        vec!["offsets", "set", point, "lines:0=5"],
+        vec!["rewind", point, "--to-batch", "0"],
+    ] {
+        let refused = fails(&args, 1);
+        assert!(
+            refused.contains(&format!("is the restore point of batch {n} of checkpoint")),
+            "{args:?}: {refused}"
+        );
+    }
+    assert!(ok(&["checkpoint", "info", point]).contains("offsets"));
+
     // The rewind: offsets, results and history are those right after N.
     let rewound = ok(&["rewind", d, "--to-batch", &n.to_string()]);
     assert!(rewound.contains("rewound checkpoint"), "{rewound}");

@@ -13,10 +13,36 @@ pub(crate) fn read_only(dir: &Path) -> Result<(RocksCheckpoint, String), Failure
 }
 
 /// Opens `dir` for writing, taking its lock: fails (exit 3) while a job
-/// holds it. Never creates a checkpoint.
+/// holds it. Never creates a checkpoint, and never writes to a restore
+/// point: what a later rewind restores must stay as it was taken.
 pub(crate) fn read_write(dir: &Path) -> Result<RocksCheckpoint, Failure> {
+    if let Some((checkpoint, batch)) = restore_point_of(dir) {
+        return Err(Failure::failed(format!(
+            "{} is the restore point of batch {batch} of checkpoint {}: `sluice rewind {} \
+             --to-batch {batch}` restores it as it is, so it is not changed; point the command \
+             at the checkpoint, or at a copy of the restore point",
+            dir.display(),
+            checkpoint.display(),
+            checkpoint.display()
+        )));
+    }
     let app_id = RocksCheckpoint::app_id_at(dir)?;
     Ok(RocksCheckpoint::builder(dir).app_id(app_id).open()?)
+}
+
+/// The checkpoint and batch id of `dir` when it is a restore point:
+/// `<checkpoint>/restore/<batch id>`, the checkpoint a RocksDB database.
+fn restore_point_of(dir: &Path) -> Option<(&Path, u64)> {
+    let batch = dir.file_name()?.to_str()?.parse().ok()?;
+    let restore = dir.parent()?;
+    if restore.file_name()? != "restore" {
+        return None;
+    }
+    let checkpoint = restore.parent()?;
+    checkpoint
+        .join("CURRENT")
+        .is_file()
+        .then_some((checkpoint, batch))
 }
 
 /// Milliseconds since the epoch as RFC 3339 UTC, to the millisecond.
