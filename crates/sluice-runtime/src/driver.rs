@@ -156,6 +156,19 @@ impl Driver {
                  (start_from) applies to a first start only"
             );
         }
+        let result = self.tick_batches(&mut progress, last_batch.as_ref(), next_id);
+        self.note_unrecorded_control(&mut progress);
+        result
+    }
+
+    /// Runs a batch at every tick of the batch interval until a stop, the
+    /// end of a bounded run or a failure.
+    fn tick_batches(
+        &mut self,
+        progress: &mut Progress,
+        last_batch: Option<&BatchRecord>,
+        next_id: u64,
+    ) -> Result<()> {
         let interval = self.settings.batch_interval;
         // After the batch planned before a restart, if any, or else the
         // last committed one: batch times never repeat.
@@ -163,11 +176,7 @@ impl Driver {
             .replay
             .as_ref()
             .map(|replay| replay.time)
-            .or_else(|| {
-                last_batch
-                    .as_ref()
-                    .map(|b| batch_time::from_millis(b.time_ms))
-            });
+            .or_else(|| last_batch.map(|b| batch_time::from_millis(b.time_ms)));
         let now = SystemTime::now();
         let started = Instant::now();
         let mut batch_time = batch_time::first_batch_time(now, interval, last_time);
@@ -193,7 +202,7 @@ impl Driver {
             }
             if let Some(monitor) = self.monitor.clone() {
                 // Between batches: nothing of a batch is in flight.
-                self.take_control(&monitor, &mut progress);
+                self.take_control(&monitor, progress);
                 let now_paused = monitor.control.is_paused();
                 if now_paused != paused {
                     paused = now_paused;
@@ -209,14 +218,14 @@ impl Driver {
                     );
                 }
                 if paused {
-                    self.refresh_lags(&monitor, &mut progress);
+                    self.refresh_lags(&monitor, progress);
                     batch_time += interval;
                     tick += interval;
                     continue;
                 }
             }
             let scheduling_delay = Instant::now().saturating_duration_since(due);
-            if !self.run_batch(&mut progress, batch_time, scheduling_delay)? {
+            if !self.run_batch(progress, batch_time, scheduling_delay)? {
                 return Ok(());
             }
             if let Some(targets) = &progress.targets {
@@ -236,6 +245,31 @@ impl Driver {
                 tick += interval;
             }
         }
+    }
+
+    /// Control changes go into the next committed batch record: a job that
+    /// stops before one says them in its log instead. They are not kept
+    /// for a restart, which runs with the job's own settings.
+    fn note_unrecorded_control(&mut self, progress: &mut Progress) {
+        if let Some(monitor) = &self.monitor {
+            if let Some(changes) = monitor.control.take() {
+                progress.control.extend(changes.records);
+            }
+        }
+        if progress.control.is_empty() {
+            return;
+        }
+        let changes = progress
+            .control
+            .iter()
+            .map(|c| c.change.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::warn!(
+            %changes,
+            "the job stopped before another batch committed: these changes are in no batch \
+             record, and a pause or rate change lasts for this run only"
+        );
     }
 
     /// Applies the control requests made since the last batch.
