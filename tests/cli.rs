@@ -133,11 +133,17 @@ struct UiProcess {
 
 impl UiProcess {
     fn start(dir: &Path) -> Self {
+        Self::start_on(dir, "127.0.0.1:0")
+    }
+
+    /// `sluice ui --listen LISTEN DIR`, reached through 127.0.0.1.
+    fn start_on(dir: &Path, listen: &str) -> Self {
         use std::io::{BufRead, BufReader};
 
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["ui", "--listen", "127.0.0.1:0"])
+            .args(["ui", "--listen", listen])
             .arg(dir)
+            .env_remove("SLUICE_HTTP_TOKEN")
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
@@ -151,7 +157,7 @@ impl UiProcess {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no address in {first:?}"))
             .trim_end_matches('/')
-            .to_owned();
+            .replace("0.0.0.0", "127.0.0.1");
         Self { child, url }
     }
 
@@ -378,10 +384,17 @@ fn cli_refuses_bad_input_with_a_clear_error() {
     }
     fails(&["batches", m, "--since", "last tuesday"], 2);
     fails(&["frobnicate"], 2);
-    // A directory that is not a checkpoint.
+    // A directory that is not a checkpoint (an app.log in it does not make
+    // it a damaged one), named as such, with advice for the command.
     std::fs::write(tmp.path().join("notes.txt"), "hello").unwrap();
+    std::fs::write(tmp.path().join("app.log"), "started").unwrap();
     let error = fails(&["checkpoint", "info", tmp.path().to_str().unwrap()], 1);
-    assert!(error.contains("not a sluice checkpoint"), "{error}");
+    assert!(
+        error.contains("is not a sluice checkpoint")
+            && error.contains("point the command at a job's checkpoint directory")
+            && !error.contains("corrupt"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -465,6 +478,31 @@ fn cli_dumps_state_by_its_recorded_shapes_and_exports_dead_letters() {
     assert!(exported.iter().all(|l| l["topic"] == "clicks"));
     let error = fails(&["dead-letters", d, "--family", "nope"], 1);
     assert!(error.contains("no family 'nope'"), "{error}");
+    // Regression: a family of something else failed with a bare JSON error.
+    {
+        let mut store = RocksCheckpoint::builder(&dir)
+            .app_id("sessions")
+            .open()
+            .unwrap();
+        store.ensure_family("click_counts").unwrap();
+        let last = store.last_batch().unwrap().unwrap();
+        let mut writes = WriteSet::new();
+        writes.add("click_counts", b"user0".to_vec(), 3);
+        store
+            .commit(Commit {
+                record: BatchRecord::new(last.id + 1, last.time_ms + 1),
+                next_offsets: store.offsets().unwrap().into_iter().collect(),
+                writes,
+            })
+            .unwrap();
+    }
+    let error = fails(&["dead-letters", d, "--family", "click_counts"], 1);
+    assert!(
+        error.contains("family 'click_counts' of checkpoint")
+            && error.contains("holds no dead letters")
+            && error.contains("[\"bad_clicks\"]"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -694,6 +732,17 @@ fn cli_ui_shows_broker_figures_as_unknown_and_serves_no_metrics() {
     let (_, overview) = ui.get("/api/overview");
     assert!(overview.contains("\"batches_committed\":4"), "{overview}");
     assert!(overview.contains("\"uptime_seconds\":null"), "{overview}");
+
+    // Regression: beyond loopback it asked for a token for a control API it
+    // does not have, naming a builder method. It serves reads only.
+    drop(ui);
+    let ui = UiProcess::start_on(&dir, "0.0.0.0:0");
+    assert_eq!(ui.get("/api/overview").0, 200);
+    let error = fails(&["ui", dir.to_str().unwrap(), "--listen", "nohost"], 1);
+    assert!(
+        error.contains("listen") && error.contains("'nohost'"),
+        "{error}"
+    );
 }
 
 /// Regression: `sluice ui` counted the batches and records of the retained

@@ -18,6 +18,14 @@ pub(crate) fn run(dir: &Path, family: Option<&str>, export: Option<&Path>) -> Ou
                     dir.display()
                 )));
             }
+            if !holds_dead_letters(&store, family)? {
+                return Err(Failure::failed(format!(
+                    "family '{family}' of checkpoint {} holds no dead letters (its entries are \
+                     not dead-letter records); the families with dead letters are {:?}",
+                    dir.display(),
+                    find_family(&store)?
+                )));
+            }
             family.to_owned()
         }
         None => match find_family(&store)?.as_slice() {
@@ -84,4 +92,12 @@ fn find_family(store: &RocksCheckpoint) -> Result<Vec<String>, Failure> {
         }
     }
     Ok(found)
+}
+
+/// Whether `family` is empty or starts with a dead-letter record.
+fn holds_dead_letters(store: &RocksCheckpoint, family: &str) -> Result<bool, Failure> {
+    Ok(store
+        .scan(family)?
+        .first()
+        .is_none_or(|(_, value)| DeadLetterRecord::from_json(value).is_ok()))
 }

@@ -45,7 +45,12 @@ use clap::{Parser, Subcommand};
 
 /// Inspect and repair sluice checkpoints.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about, long_about = None)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Inspect and repair sluice checkpoints: batches, offsets, state, dead letters, restore points, and a read-only web UI",
+    long_about = None
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -210,6 +215,11 @@ impl From<sluice::checkpoint::Error> for Failure {
                     path.display()
                 ),
             },
+            sluice::checkpoint::Error::NotACheckpoint { path, .. } => Self::failed(format!(
+                "{} is not a sluice checkpoint (it holds files, but no checkpoint database); \
+                 point the command at a job's checkpoint directory",
+                path.display()
+            )),
             other => Self::failed(other.to_string()),
         }
     }

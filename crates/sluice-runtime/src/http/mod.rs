@@ -38,11 +38,7 @@ impl HttpSettings {
     /// Resolves `addr` and the token (`token_file`, else `$SLUICE_HTTP_TOKEN`);
     /// an address beyond loopback without a token is refused.
     pub(crate) fn resolve(addr: &str, token_file: Option<&PathBuf>) -> Result<Self> {
-        let resolved = addr
-            .to_socket_addrs()
-            .map_err(|e| config("http", format!("'{addr}' is not a host:port address: {e}")))?
-            .next()
-            .ok_or_else(|| config("http", format!("'{addr}' resolves to no address")))?;
+        let resolved = resolve_addr("http", addr)?;
         let token = match token_file {
             Some(path) => {
                 let token = std::fs::read_to_string(path).map_err(|e| {
@@ -80,6 +76,14 @@ impl HttpSettings {
             token,
         })
     }
+}
+
+/// `addr` (`host:port`) as a socket address; errors name `setting`.
+fn resolve_addr(setting: &'static str, addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| config(setting, format!("'{addr}' is not a host:port address: {e}")))?
+        .next()
+        .ok_or_else(|| config(setting, format!("'{addr}' resolves to no address")))
 }
 
 /// The running server; stopped with [`HttpServer::stop`] or on drop.
@@ -165,15 +169,19 @@ pub struct CheckpointUi {
 impl CheckpointUi {
     /// Serves the last batches of `history` (oldest first) and the committed
     /// `positions` of job `app_id` on `addr` (`host:port`; port 0 picks a
-    /// free one). An address beyond loopback needs `$SLUICE_HTTP_TOKEN`, as
-    /// a running job's endpoint does.
+    /// free one; errors name the setting `listen`). It serves reads only, so
+    /// an address beyond loopback needs no access token (a running job's
+    /// endpoint needs one for its control API).
     pub fn serve(
         addr: &str,
         app_id: &str,
         history: Vec<sluice_checkpoint::BatchRecord>,
         positions: &std::collections::BTreeMap<sluice_core::TopicPartition, i64>,
     ) -> Result<Self> {
-        let settings = HttpSettings::resolve(addr, None)?;
+        let settings = HttpSettings {
+            addr: resolve_addr("listen", addr)?,
+            token: None,
+        };
         let monitor = Arc::new(Monitor::from_history(app_id, history, positions));
         Ok(Self {
             server: HttpServer::start(&settings, monitor)?,
