@@ -409,6 +409,18 @@ fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
 
     // Reads never need the token.
     assert_eq!(http.get("/").0, 200);
+    // Regression: a wrong method got 405 with an empty body, not the
+    // documented JSON error; arrays were taken as the fields in order.
+    let (status, body) = http.get("/api/control/pause");
+    assert_eq!(status, 405, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert!(answer["error"].as_str().unwrap().contains("POST"), "{body}");
+    let (status, answer) = http.post("/api/control/rate", "[1]", Some(TOKEN));
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        http.json("/api/overview")["rate_limits"]["max_rate"],
+        Value::Null
+    );
 
     let (status, answer) = http.post(
         "/api/control/rate",

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -42,6 +43,7 @@ pub(crate) fn router(monitor: Arc<Monitor>, token: Option<String>) -> Router {
         .route("/api/control/rate", post(rate))
         .route("/control/{action}", post(form_control))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(App {
             monitor,
             token: token.map(Into::into),
@@ -54,6 +56,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such page")
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "not with this method: pages and reads are GET, control requests POST",
+    )
 }
 
 /// Equal in time independent of where the strings differ.
@@ -321,11 +330,20 @@ async fn form_control(
     State(app): State<App>,
     Path(action): Path<String>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
     if let Err(refused) = same_origin(&headers) {
         return refused;
     }
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) => {
+            return html_error(
+                rejection.status(),
+                &format!("the form could not be read: {}", rejection.body_text()),
+            )
+        }
+    };
     if let Err(refused) = authorize(&app, &headers, form.get("token").map(String::as_str)) {
         let status = refused.status();
         return html_error(status, "the access token is missing or wrong");
