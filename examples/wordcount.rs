@@ -56,7 +56,7 @@ const SAMPLE: &[&str] = &[
 struct Args {
     /// Settings from a TOML file: brokers, topic, checkpoint_dir,
     /// batch_interval_ms, group, workers, max_rate_per_partition, max_rate,
-    /// backpressure, initial_rate, and librdkafka settings under `[kafka]`
+    /// backpressure, initial_rate, http, and librdkafka settings under `[kafka]`
     /// (docs/configuration.md); flags given here override it.
     #[arg(long = "config", value_name = "FILE")]
     _config: Option<PathBuf>,
@@ -125,6 +125,11 @@ struct Args {
     /// repeat for several.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = setting)]
     settings: Vec<(String, String)>,
+    /// Serve the web UI, JSON API, `/metrics` and control API on this
+    /// address (e.g. `127.0.0.1:4040`; port 0 picks a free one). An address
+    /// beyond loopback needs an access token in `$SLUICE_HTTP_TOKEN`.
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
     /// Take a checkpoint restore point every N batches, keeping the last
     /// 1000, so `sluice rewind` can go back to them.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -241,6 +246,9 @@ fn count_words(args: &Args, brokers: String) -> anyhow::Result<()> {
     if let Some(workers) = args.workers {
         builder = builder.workers(workers);
     }
+    if let Some(addr) = &args.http {
+        builder = builder.http(addr);
+    }
     let mut limits = RateLimits::new().backpressure(args.backpressure);
     limits.max_rate_per_partition = args.max_rate_per_partition;
     limits.max_rate = args.max_rate;
@@ -279,6 +287,9 @@ fn count_words(args: &Args, brokers: String) -> anyhow::Result<()> {
         ctx.run_until_caught_up()?;
     } else {
         ctx.start()?;
+        if let Some(addr) = ctx.http_addr() {
+            eprintln!("web UI at http://{addr}/ (JSON under /api, Prometheus at /metrics)");
+        }
         ctx.await_termination()?;
     }
     Ok(())

@@ -231,3 +231,56 @@ fn a_stopped_wordcount_on_its_embedded_broker_logs_no_errors() {
     assert!(!stderr.contains(" ERROR "), "{stderr}");
     assert!(stderr.contains("streaming context stopped"), "{stderr}");
 }
+
+/// The wordcount serves its web UI and API with `--http`, and says where:
+/// the operations guide shows that UI, and no example served it.
+#[test]
+fn wordcount_with_http_serves_its_ui_and_api_while_it_runs() {
+    let dir = TempDir::new().unwrap();
+    let mut child = Command::new(example("wordcount"))
+        .arg("--checkpoint-dir")
+        .arg(dir.path().join("checkpoint"))
+        .args(["--batch-interval-ms", "50", "--http", "127.0.0.1:0"])
+        .env_remove("SLUICE_HTTP_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the wordcount");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("web UI at ") {
+        line.clear();
+        assert_ne!(stderr.read_line(&mut line).unwrap(), 0, "stderr closed");
+    }
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    // Keep reading, so the example never blocks on a full pipe.
+    let drain = std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let overview = ureq::get(format!("{url}/api/overview"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let overview: serde_json::Value = serde_json::from_str(&overview).unwrap();
+    assert_eq!(overview["app_id"], "wordcount", "{overview}");
+    let page = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(page.contains("sluice · wordcount"), "{page}");
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("running kill -TERM");
+    assert!(sent.success());
+    assert!(child.wait().unwrap().success());
+    drain.join().unwrap().unwrap();
+}

@@ -46,6 +46,8 @@ pub(crate) struct JobConfig {
     pub(crate) backpressure: Option<bool>,
     /// Records per second of the first batches (wordcount only).
     pub(crate) initial_rate: Option<f64>,
+    /// Address of the web UI and HTTP API (wordcount only).
+    pub(crate) http: Option<String>,
     /// librdkafka consumer settings, passed through untouched (`--set`):
     /// strings, or integers, floats and booleans in their string form.
     #[serde(default)]
@@ -135,6 +137,7 @@ impl JobConfig {
         );
         flag("max-rate", self.max_rate.map(|v| v.to_string()));
         flag("initial-rate", self.initial_rate.map(|v| v.to_string()));
+        flag("http", self.http.clone());
         if self.backpressure == Some(true) {
             args.push("--backpressure".into());
         }
