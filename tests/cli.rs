@@ -340,6 +340,16 @@ fn cli_rewind_then_restart_gives_the_results_of_a_run_stopped_at_that_batch() {
     {
         let store = RocksCheckpoint::open_read_only(&dir, APP_ID).unwrap();
         assert!(store.batches().unwrap().iter().all(|b| b.id <= n));
+        // The history says so (regression: a rewind left no trace).
+        let last = store.last_batch().unwrap().unwrap();
+        assert_eq!(last.id, n);
+        let notes: Vec<&str> = last.control.iter().map(|c| c.change.as_str()).collect();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("rewound to this batch from batch ")
+                && notes[0].contains("(sluice rewind)"),
+            "{notes:?}"
+        );
         assert!(store.restore_points().unwrap().iter().all(|&p| p <= n));
     }
 

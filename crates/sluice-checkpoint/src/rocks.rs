@@ -27,8 +27,8 @@ use crate::validate::{
     check_meta, classify_dir, parse_shuffle_partitions, DirKind, MetaState, StoredMeta,
 };
 use crate::{
-    builder, BatchRecord, CheckpointStore, Commit, Error, Result, RocksCheckpointBuilder,
-    StateChanges, StateRecord,
+    builder, BatchRecord, CheckpointStore, Commit, ControlRecord, Error, Result,
+    RocksCheckpointBuilder, StateChanges, StateRecord,
 };
 
 /// The database: multi-threaded, so state readers on worker threads share
@@ -616,6 +616,29 @@ impl RocksCheckpoint {
                 let (key, value) = entry.map_err(self.rocks_error("read a restore point of"))?;
                 write.put_cf(&to, key, value);
             }
+        }
+        // The history keeps a trace of the jump: the record of the batch
+        // rewound to notes it, as a control entry (`sluice batches` shows it).
+        if let (Some(last), Some(json)) = (
+            plan.last_batch.filter(|last| *last > batch),
+            source
+                .cf_handle(keys::BATCHES)
+                .and_then(|cf| source.get_cf(&cf, keys::batch_key(batch)).transpose())
+                .transpose()
+                .map_err(self.rocks_error("read a restore point of"))?,
+        ) {
+            let mut record = self.decode_batch(batch, &json)?;
+            record.control.push(ControlRecord::new(
+                now_ms(),
+                format!(
+                    "rewound to this batch from batch {last} (sluice rewind): {} later batch \
+                     records removed",
+                    plan.batches_removed.len()
+                ),
+            ));
+            let json =
+                serde_json::to_vec(&record).expect("a BatchRecord always serialises to JSON");
+            write.put_cf(&self.internal(keys::BATCHES)?, keys::batch_key(batch), json);
         }
         let mut options = WriteOptions::default();
         options.set_sync(true);
@@ -1272,4 +1295,11 @@ fn open_db_read_only(path: &Path, memory: &Memory) -> Result<(Db, BTreeSet<Strin
 /// job's flush or compaction deleted it after the MANIFEST was read.
 fn is_file_gone(error: &rocksdb::Error) -> bool {
     error.to_string().contains("No such file or directory")
+}
+
+/// The wall clock in milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
