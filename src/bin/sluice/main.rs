@@ -75,7 +75,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stored next offsets.
+    /// Changes the stored next offsets (`checkpoint info` shows them).
     Offsets {
         #[command(subcommand)]
         command: OffsetsCommand,
