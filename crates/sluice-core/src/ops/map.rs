@@ -141,6 +141,46 @@ where
     }
 }
 
+/// `try_map` and `values_utf8`: [`TryFlatMap`] with one value per value,
+/// without the inner iterator to flatten.
+struct TryMap<T, F> {
+    parent: Arc<dyn Node<T>>,
+    operator: &'static str,
+    f: F,
+}
+
+impl<T, U, E, F> Node<U> for TryMap<T, F>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    E: Into<BoxError>,
+    F: Fn(T) -> Result<U, E> + Send + Sync,
+{
+    fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
+        self.parent.prepare(scope)
+    }
+
+    fn partitions(&self, scope: &BatchScope) -> usize {
+        self.parent.partitions(scope)
+    }
+
+    fn compute<'a>(
+        &'a self,
+        scope: &'a BatchScope,
+        task: &'a TaskContext,
+        part: usize,
+    ) -> Result<PartIter<'a, U>> {
+        let values = self.parent.compute(scope, task, part)?;
+        // As `TryFlatMap`: stops at the first error, unless the record is
+        // set aside as a dead letter.
+        let results = values.map_while(move |value| match (self.f)(value) {
+            Ok(out) => Some(Some(out)),
+            Err(e) => task.reject(self.operator, e.into()).then_some(None),
+        });
+        Ok(boxed(results.flatten()))
+    }
+}
+
 struct MapPartitions<T, F> {
     parent: Arc<dyn Node<T>>,
     f: F,
@@ -258,10 +298,10 @@ impl<T: Send + 'static> DStream<T> {
         E: Into<BoxError>,
         F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
     {
-        self.derive(TryFlatMap {
+        self.derive(TryMap {
             parent: Arc::clone(&self.node),
             operator,
-            f: move |value| f(value).map(std::iter::once),
+            f,
         })
     }
 
