@@ -167,6 +167,40 @@ impl Assigner {
     pub(crate) fn is_session(&self) -> bool {
         matches!(self, Assigner::Session { .. })
     }
+
+    /// Why event time `t` cannot be windowed, if it cannot: a window of it
+    /// would start or end outside 64-bit milliseconds (and so never close),
+    /// or `t` is more than `max_ahead` ms ahead of the batch time
+    /// `batch_ms` (a producer's clock far in the future would otherwise
+    /// move the watermark past every later record).
+    pub(crate) fn refuses(&self, t: i64, batch_ms: i64, max_ahead: Option<i64>) -> Option<String> {
+        let t128 = i128::from(t);
+        let (size, slide) = match *self {
+            Assigner::Sliding { size, slide } => (i128::from(size), i128::from(slide)),
+            Assigner::Session { gap } => (i128::from(gap), 1),
+        };
+        // The latest window's end and the earliest window's start.
+        let end = t128 - t128.rem_euclid(slide) + size;
+        let start = if self.is_session() {
+            t128
+        } else {
+            t128 - size + 1
+        };
+        if end > i128::from(i64::MAX) || start < i128::from(i64::MIN) {
+            return Some(format!(
+                "event time {t} ms is out of range: its windows would not fit in 64-bit \
+                 milliseconds"
+            ));
+        }
+        let ahead = t128 - i128::from(batch_ms);
+        match max_ahead {
+            Some(max) if ahead > i128::from(max) => Some(format!(
+                "event time {t} ms is {ahead} ms ahead of the batch time {batch_ms} ms, more \
+                 than the window's max_ahead of {max} ms"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// An open window of one key and its aggregate, as kept in the state.
@@ -284,7 +318,66 @@ mod tests {
         Assigner::Sliding { size, slide }
     }
 
+    /// Regression: an event time of i64::MAX made a window whose end
+    /// saturated at i64::MAX, which never closed, and moved the watermark
+    /// past every later record.
+    #[test]
+    fn event_times_at_the_edges_of_i64_are_refused() {
+        let session = Assigner::Session { gap: 5_000 };
+        for assigner in [sliding(10_000, 10_000), sliding(10_000, 1_000), session] {
+            let mut edges = vec![i64::MAX, i64::MAX - 4_000];
+            if !assigner.is_session() {
+                // Its aligned windows start before i64::MIN; a session's
+                // `[t, t + gap)` fits.
+                edges.push(i64::MIN);
+            }
+            for t in edges {
+                let why = assigner
+                    .refuses(t, 0, None)
+                    .unwrap_or_else(|| panic!("{t} accepted"));
+                assert!(why.contains("out of range"), "{why}");
+            }
+            assert_eq!(assigner.refuses(1_700_000_000_000, 0, None), None);
+            assert_eq!(assigner.refuses(-5, 0, None), None);
+        }
+        assert_eq!(session.refuses(i64::MIN, 0, None), None);
+    }
+
+    #[test]
+    fn an_event_time_too_far_ahead_of_the_batch_is_refused_only_with_max_ahead() {
+        let assigner = sliding(1_000, 1_000);
+        let batch = 1_700_000_000_000;
+        assert_eq!(assigner.refuses(batch + 60_000, batch, Some(60_000)), None);
+        let why = assigner
+            .refuses(batch + 60_001, batch, Some(60_000))
+            .unwrap();
+        assert!(
+            why.contains("60001 ms ahead") && why.contains("max_ahead of 60000 ms"),
+            "{why}"
+        );
+        assert_eq!(assigner.refuses(batch + 86_400_000_000, batch, None), None);
+    }
+
     proptest! {
+        /// An accepted event time's windows fit as they are: none of their
+        /// bounds was clamped.
+        #[test]
+        fn the_windows_of_an_accepted_event_time_are_not_clamped(
+            t in any::<i64>(), size in 1i64..1_000_000, slide_div in 1i64..10, session in any::<bool>(),
+        ) {
+            let assigner = if session {
+                Assigner::Session { gap: size }
+            } else {
+                sliding(size, (size / slide_div).max(1))
+            };
+            if assigner.refuses(t, 0, None).is_none() {
+                for (start, end) in assigner.windows_of(t) {
+                    prop_assert!(start <= t && t < end);
+                    prop_assert!(end - start == size);
+                }
+            }
+        }
+
         #[test]
         fn a_tumbling_record_is_in_the_one_aligned_window_holding_it(
             t in -1_000_000i64..1_000_000, size in 1i64..5_000,

@@ -668,3 +668,76 @@ fn a_window_read_by_two_outputs_counts_its_late_records_once() {
     assert_eq!(dead, [(0, 0), (0, 1), (1, 0)], "one dead letter per record");
     assert!(emitted.lock().unwrap().is_empty() && again.lock().unwrap().is_empty());
 }
+
+/// Regression: one record stamped `i64::MAX` got a window that never
+/// closed and moved the watermark past every later record, silently. It is
+/// a dead letter now, and moves no watermark.
+#[test]
+fn a_record_stamped_at_the_end_of_time_is_a_dead_letter_and_moves_no_watermark() {
+    let (graph, emitted) = counting(None);
+    let state = Arc::new(MemoryState::new());
+    let input = |times: &[i64]| {
+        MemoryInput::new().with_timestamped_partition(
+            "clicks",
+            0,
+            times.iter().map(|&t| (t, [b'a'])),
+        )
+    };
+    let output = run_batch(&graph, &state, 0, T0, input(&[10, i64::MAX])).unwrap();
+    assert_eq!(output.dead_letters.len(), 1);
+    let letter = &output.dead_letters[0];
+    assert_eq!(letter.offset, 1);
+    assert!(letter.error.contains("out of range"), "{}", letter.error);
+    let output = run_batch(&graph, &state, 1, T0 + 100, input(&[10, i64::MAX, 150])).unwrap();
+    assert!(output.late_records.is_empty(), "{:?}", output.late_records);
+    assert_eq!(
+        starts(&emitted),
+        [0],
+        "the watermark is 150, not the end of time"
+    );
+}
+
+/// `max_ahead` refuses an event time too far after the batch time, which
+/// then moves no watermark either.
+#[test]
+fn max_ahead_sets_aside_an_event_time_far_after_the_batch_time() {
+    let graph = StreamGraph::new();
+    graph.set_poison_policy(PoisonPolicy::dead_letter("bad"));
+    let emitted: Emitted = Arc::default();
+    let out = Arc::clone(&emitted);
+    let spec = EventTimeSpec::count(Window::tumbling(Duration::from_millis(100)))
+        .max_ahead(Duration::from_secs(1));
+    graph
+        .input()
+        .map(|r| (r.value.unwrap()[0], ()))
+        .event_time_window("counts", spec)
+        .foreach_batch(move |batch, _| {
+            out.lock().unwrap().extend(batch);
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    let state = Arc::new(MemoryState::new());
+    let input = |times: &[i64]| {
+        MemoryInput::new().with_timestamped_partition(
+            "clicks",
+            0,
+            times.iter().map(|&t| (t, [b'a'])),
+        )
+    };
+    let output = run_batch(
+        &graph,
+        &state,
+        0,
+        T0,
+        input(&[T0 - 50, T0 + 1_000, T0 + 1_001]),
+    )
+    .unwrap();
+    let refused: Vec<i64> = output.dead_letters.iter().map(|l| l.offset).collect();
+    assert_eq!(refused, [2], "{:?}", output.dead_letters);
+    assert!(output.dead_letters[0]
+        .error
+        .contains("max_ahead of 1000 ms"));
+    // The watermark is T0 + 1000: the window of T0 - 50 closed, that of
+    // T0 + 1000 is open.
+    assert_eq!(starts(&emitted), [T0 - 100]);
+}

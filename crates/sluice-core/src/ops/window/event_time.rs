@@ -95,6 +95,7 @@ pub struct EventTimeSpec<K, V, A> {
     combine: Arc<Combine<A>>,
     allowed_lateness: Duration,
     idle_timeout: Option<Duration>,
+    max_ahead: Option<Duration>,
     mode: OutputMode,
 }
 
@@ -134,6 +135,7 @@ impl<K, V, A> EventTimeSpec<K, V, A> {
             combine: Arc::new(combine),
             allowed_lateness: Duration::ZERO,
             idle_timeout: None,
+            max_ahead: None,
             mode: OutputMode::Append,
         }
     }
@@ -166,6 +168,22 @@ impl<K, V, A> EventTimeSpec<K, V, A> {
         self
     }
 
+    /// Refuses event times more than `ahead` after the batch time: such a
+    /// value is a poison record of the window (set aside as a dead letter,
+    /// or failing the batch, per the graph's
+    /// [`PoisonPolicy`](crate::PoisonPolicy)), and does not move the
+    /// watermark. Without it (the default, as in Spark and Flink) one record
+    /// stamped far in the future, a producer's clock gone wrong, moves the
+    /// watermark past every record that follows, so all of them are late.
+    /// Set it to the clock skew your producers may have plus the time
+    /// records may take to reach the job, e.g. a few minutes. Event times
+    /// whose windows would not fit in 64-bit milliseconds (near `i64::MIN`
+    /// or `i64::MAX`) are refused always.
+    pub fn max_ahead(mut self, ahead: Duration) -> Self {
+        self.max_ahead = Some(ahead);
+        self
+    }
+
     /// When results are emitted; default [`OutputMode::Append`].
     pub fn output_mode(mut self, mode: OutputMode) -> Self {
         self.mode = mode;
@@ -182,6 +200,7 @@ impl<K, V, A> Clone for EventTimeSpec<K, V, A> {
             combine: Arc::clone(&self.combine),
             allowed_lateness: self.allowed_lateness,
             idle_timeout: self.idle_timeout,
+            max_ahead: self.max_ahead,
             mode: self.mode,
         }
     }
@@ -194,6 +213,7 @@ impl<K, V, A> std::fmt::Debug for EventTimeSpec<K, V, A> {
             .field("record_timestamp", &self.extract.is_none())
             .field("allowed_lateness", &self.allowed_lateness)
             .field("idle_timeout", &self.idle_timeout)
+            .field("max_ahead", &self.max_ahead)
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
@@ -231,6 +251,8 @@ pub struct LateCount {
 /// The spec with its window checked and durations in ms.
 struct Core<K, V, A> {
     assigner: Assigner,
+    /// [`EventTimeSpec::max_ahead`], ms.
+    max_ahead: Option<i64>,
     extract: Option<Arc<Extract<K, V>>>,
     lift: Arc<Lift<V, A>>,
     combine: Arc<Combine<A>>,
@@ -287,6 +309,7 @@ where
     ) -> Result<PartIter<'a, Mapped<K, A>>> {
         let values = self.parent.compute(scope, task, part)?;
         let core = &*self.core;
+        let batch_ms = scope.info.time_ms();
         let mut last: Option<Option<(Arc<str>, i32)>> = None;
         let items = values.map_while(move |(key, value)| {
             let source = task.source();
@@ -311,6 +334,9 @@ where
                     }
                 },
             };
+            if let Some(why) = core.assigner.refuses(time, batch_ms, core.max_ahead) {
+                return task.reject(OPERATOR, why.into()).then_some((change, None));
+            }
             let item = match core.assigner.last_end(time) {
                 None => Mapped::Seen(time),
                 Some(end) => match self.watermark.filter(|w| end <= *w) {
@@ -849,6 +875,7 @@ where
         });
         let core = Core {
             assigner,
+            max_ahead: spec.max_ahead.map(millis),
             extract: spec.extract,
             lift: spec.lift,
             combine: spec.combine,
