@@ -359,6 +359,32 @@ fn cli_rewind_then_restart_gives_the_results_of_a_run_stopped_at_that_batch() {
     assert!(child.terminate(WAIT).success());
     assert_eq!(wordcount::totals(&dir), totals_full);
 
+    // counts: the job's results, largest first (regression: the tool had no
+    // way to show them); the same totals as the example's own --totals.
+    let counts = ok(&["counts", d, "word_counts"]);
+    let mut by_key: Vec<&str> = counts.lines().collect();
+    let values: Vec<i64> = by_key
+        .iter()
+        .map(|l| l.rsplit('\t').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        values.windows(2).all(|w| w[0] >= w[1]),
+        "largest first: {counts}"
+    );
+    by_key.sort_unstable();
+    let mut expected: Vec<&str> = totals_full.lines().collect();
+    expected.sort_unstable();
+    assert_eq!(by_key, expected);
+    let top = ok(&["counts", d, "word_counts", "--top", "2", "--json"]);
+    assert_eq!(top.lines().count(), 2, "{top}");
+    let first: serde_json::Value = serde_json::from_str(top.lines().next().unwrap()).unwrap();
+    assert_eq!(first["count"], values[0], "{top}");
+    let error = fails(&["counts", d, "nope"], 1);
+    assert!(
+        error.contains("no family 'nope'") && error.contains("word_counts"),
+        "{error}"
+    );
+
     // offsets set: one write, read back; the job would resume there.
     ok(&["offsets", "set", d, "lines:0=0", "lines:1=5"]);
     let offsets = RocksCheckpoint::open_read_only(&dir, APP_ID)

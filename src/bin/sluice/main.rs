@@ -28,6 +28,7 @@ macro_rules! out {
 }
 
 mod batches;
+mod counts;
 mod dead_letters;
 mod decode;
 mod info;
@@ -72,6 +73,21 @@ enum Command {
         #[arg(long, value_name = "TIME", value_parser = batches::parse_time)]
         since: Option<i64>,
         /// One JSON object per line, as stored.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running totals of a family a job keeps with `save_counts`,
+    /// largest first, as `key<TAB>count`.
+    Counts {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// The family (the name given to `save_counts`).
+        family: String,
+        /// Only the N largest.
+        #[arg(long, value_name = "N")]
+        top: Option<usize>,
+        /// One JSON object per key: `key` (or `key_hex` when not text) and
+        /// `count`.
         #[arg(long)]
         json: bool,
     },
@@ -255,6 +271,12 @@ fn main() -> ExitCode {
             command: CheckpointCommand::Info { dir, json },
         } => info::run(&dir, json),
         Command::Batches { dir, since, json } => batches::run(&dir, since, json),
+        Command::Counts {
+            dir,
+            family,
+            top,
+            json,
+        } => counts::run(&dir, &family, top, json),
         Command::Offsets {
             command:
                 OffsetsCommand::Set {

@@ -83,7 +83,7 @@ pub(crate) fn dump(dir: &Path, name: &str, as_json: bool) -> Outcome {
         }
     }
     let summary = format!(
-        "state '{name}' ({}): {decoded} keys decoded by their recorded shapes, {raw} shown as hex, {other} index entries skipped",
+        "state '{name}' ({}): {decoded} keys decoded by their recorded shapes, {raw} shown as hex, {other} index entries skipped (the timeout and TTL indexes a state keeps beside its values)",
         record.operator
     );
     eprintln!("{summary}");
