@@ -1028,3 +1028,57 @@ fn offsets_moved_while_stopped_are_noted_in_the_next_batch_record() {
     let range = after.ranges.iter().find(|r| r.partition == 0).unwrap();
     assert_eq!(range.from, 60, "{after:?}");
 }
+
+/// `sluice pause` keeps a stopped job paused: a start without an HTTP
+/// endpoint (nothing could resume it) is refused, naming `sluice resume`;
+/// after `sluice resume` it reads again.
+#[test]
+fn cli_pause_keeps_a_stopped_job_paused_until_resume() {
+    let cluster = kafka::mock_cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    kafka::create_mock_topic(&cluster, "lines", 1);
+    let lines: Vec<String> = (0..50).map(job::line).collect();
+    kafka::produce(&bootstrap, "lines", Some(0), &lines);
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    let d = checkpoint.to_str().unwrap();
+    let run = || {
+        Command::new(wordcount::binary())
+            .args([
+                "--brokers",
+                &bootstrap,
+                "--topic",
+                "lines",
+                "--until-caught-up",
+            ])
+            .args(["--batch-interval-ms", "50", "--checkpoint-dir", d])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert!(run().status.success());
+    kafka::produce(&bootstrap, "lines", Some(0), &lines[..10]);
+
+    assert!(ok(&["pause", d]).starts_with("paused"));
+    assert!(ok(&["pause", d]).starts_with("already paused since "));
+    assert!(ok(&["checkpoint", "info", d]).contains("paused          since "));
+    let refused = run();
+    assert!(!refused.status.success());
+    let error = stderr(&refused);
+    assert!(
+        error.contains("stays paused until resumed")
+            && error.contains(&format!("sluice resume {d}")),
+        "{error}"
+    );
+    let stored = || stored_offsets(&checkpoint);
+    assert_eq!(
+        stored(),
+        [(TopicPartition::new("lines", 0), 50)],
+        "read while paused"
+    );
+
+    assert!(ok(&["resume", d]).starts_with("resumed (paused since "));
+    assert_eq!(ok(&["resume", d]), "not paused\n");
+    assert!(run().status.success());
+    assert_eq!(stored(), [(TopicPartition::new("lines", 0), 60)]);
+}

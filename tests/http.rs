@@ -709,3 +709,54 @@ fn the_web_ui_shows_the_jobs_real_batches_in_a_browser() {
     }
     running.stop();
 }
+
+/// Regression: a pause lasted for the process only: a crash or a redeploy
+/// of a job paused for a downstream outage resumed its intake. A pause is
+/// now kept in the checkpoint until a resume.
+#[test]
+fn a_pause_lasts_across_a_restart_until_a_resume() {
+    let broker = Tansu::start();
+    broker.create_topic("held", 2);
+    job::produce_numbered(&broker.bootstrap(), "held", 2, 0..500);
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let limits = || RateLimits::new().max_rate_per_partition(1000.0);
+    let (mut running, http) = start_job(&broker, "held", &ckpt, limits(), None);
+    running.wait_for("a first batch with records", |p| {
+        (p.records > 0).then_some(())
+    });
+    let (status, answer) = http.post("/api/control/pause", "", None);
+    assert_eq!(status, 200, "{answer}");
+    job::poll(
+        "the paused status",
+        WAIT,
+        || (http.json("/api/overview")["status"]["state"] == "paused").then_some(()),
+        || http.json("/api/overview").to_string(),
+    );
+    let read_before = running.stop().records;
+    assert!(read_before < 1000, "records were left to read");
+    assert!(job::open_checkpoint(&ckpt, APP_ID)
+        .paused_since()
+        .unwrap()
+        .is_some());
+
+    // Restarted, it starts paused and reads nothing.
+    let (running, http) = start_job(&broker, "held", &ckpt, limits(), None);
+    let overview = http.json("/api/overview");
+    assert_eq!(overview["status"]["state"], "paused", "{overview}");
+    assert_eq!(overview["paused"], true, "{overview}");
+    // A fixed window is the claim itself: 10 intervals pass, no batch runs.
+    std::thread::sleep(job::BATCH_INTERVAL * 10);
+    assert!(running.batches().is_empty(), "a batch ran while paused");
+
+    // Resumed, it reads the rest; the next restart is not paused.
+    let (status, _) = http.post("/api/control/resume", "", None);
+    assert_eq!(status, 200);
+    let mut running = running;
+    running.wait_for_records(1000 - read_before, "the rest, after the resume");
+    running.stop();
+    assert_eq!(
+        job::open_checkpoint(&ckpt, APP_ID).paused_since().unwrap(),
+        None
+    );
+}

@@ -22,6 +22,9 @@ pub(crate) const META_PLANNED_BATCH: &[u8] = b"planned_batch";
 /// The reduce partitions of the job's shuffles, in decimal, recorded at its
 /// first start. Absent in checkpoints of older builds; they ignore it.
 pub(crate) const META_SHUFFLE_PARTITIONS: &[u8] = b"shuffle_partitions";
+/// When the job's intake was paused, ms since the epoch (i64 big-endian);
+/// absent when it runs.
+pub(crate) const META_PAUSED: &[u8] = b"paused_since";
 
 /// Prefix of a state's record in `sluice_meta`: `state.<name>` holds a
 /// `StateRecord` as JSON.

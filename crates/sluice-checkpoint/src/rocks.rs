@@ -844,6 +844,35 @@ impl CheckpointStore for RocksCheckpoint {
             .transpose()
     }
 
+    fn paused_since(&self) -> Result<Option<i64>> {
+        let Some(raw) = self
+            .db
+            .get_pinned_cf(&self.internal(keys::META)?, keys::META_PAUSED)
+            .map_err(self.rocks_error("read"))?
+        else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = raw[..]
+            .try_into()
+            .map_err(|_| Error::corrupt(&self.path, "the pause mark is not 8 bytes".to_owned()))?;
+        Ok(Some(i64::from_be_bytes(bytes)))
+    }
+
+    fn set_paused(&mut self, since_ms: Option<i64>) -> Result<()> {
+        self.writable("record a pause in")?;
+        let meta = self.internal(keys::META)?;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        let written = match since_ms {
+            Some(since) => {
+                self.db
+                    .put_cf_opt(&meta, keys::META_PAUSED, since.to_be_bytes(), &options)
+            }
+            None => self.db.delete_cf_opt(&meta, keys::META_PAUSED, &options),
+        };
+        written.map_err(self.rocks_error("record a pause in"))
+    }
+
     fn record_shuffle_partitions(&mut self, partitions: NonZeroUsize) -> Result<()> {
         self.writable("record the shuffle partitions in")?;
         match self.shuffle_partitions()? {

@@ -75,6 +75,14 @@ pub trait CheckpointStore: Send {
     /// [`Error::ShufflePartitionsFixed`](crate::Error::ShufflePartitionsFixed).
     fn record_shuffle_partitions(&mut self, partitions: NonZeroUsize) -> Result<()>;
 
+    /// When the job's intake was paused (ms since the Unix epoch), if it
+    /// is: a pause lasts, across restarts, until a resume.
+    fn paused_since(&self) -> Result<Option<i64>>;
+
+    /// Records a pause (`Some(since_ms)`) or a resume (`None`), durably
+    /// (synced whatever the sync setting).
+    fn set_paused(&mut self, since_ms: Option<i64>) -> Result<()>;
+
     /// The stateful operators the checkpoint holds state for, by name.
     fn states(&self) -> Result<Vec<StateRecord>>;
 

@@ -372,6 +372,7 @@ impl StreamingContextBuilder {
                 kafka_outage_timeout: self.kafka_outage_timeout,
                 rate_limits: self.rate_limits,
                 bounded: false,
+                checkpoint_dir,
             },
             state: Mutex::new(State::Created {
                 store: Box::new(store),

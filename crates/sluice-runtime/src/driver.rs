@@ -3,9 +3,10 @@
 //! it.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use sluice_checkpoint::{BatchRecord, CheckpointStore, Commit, ControlRecord};
@@ -19,6 +20,7 @@ use crate::batch_time;
 use crate::bounded::{self, Targets};
 use crate::crash_point::{self, CrashPoint};
 use crate::dead_letters;
+use crate::http::control::now_ms;
 use crate::http::monitor::{Monitor, Status};
 use crate::listener::{BatchCompleted, BatchListener};
 use crate::max_rate::MaxRateBucket;
@@ -47,6 +49,8 @@ pub(crate) struct DriverSettings {
     /// Stop once the latest offsets of the first planning are read
     /// (`run_until_caught_up`).
     pub(crate) bounded: bool,
+    /// For errors that name it.
+    pub(crate) checkpoint_dir: PathBuf,
 }
 
 pub(crate) struct Driver {
@@ -138,9 +142,14 @@ impl Driver {
             control,
             targets: None,
         };
+        let paused = self.restore_pause()?;
         self.recover_sinks(&progress)?;
         if let Some(monitor) = &self.monitor {
-            monitor.set_status(Status::Running);
+            monitor.set_status(if paused {
+                Status::Paused
+            } else {
+                Status::Running
+            });
         }
         tracing::info!(
             first_start = progress.first_start,
@@ -156,7 +165,7 @@ impl Driver {
                  (start_from) applies to a first start only"
             );
         }
-        let result = self.tick_batches(&mut progress, last_batch.as_ref(), next_id);
+        let result = self.tick_batches(&mut progress, last_batch.as_ref(), next_id, paused);
         self.note_unrecorded_control(&mut progress);
         result
     }
@@ -168,6 +177,7 @@ impl Driver {
         progress: &mut Progress,
         last_batch: Option<&BatchRecord>,
         next_id: u64,
+        mut paused: bool,
     ) -> Result<()> {
         let interval = self.settings.batch_interval;
         // After the batch planned before a restart, if any, or else the
@@ -188,7 +198,6 @@ impl Driver {
             );
         }
         let mut tick = batch_time::instant_of(batch_time, now, started, interval);
-        let mut paused = false;
         loop {
             // A batch planned before a restart is redone at once, with its
             // own time. The first new batch, timed at the tick before the
@@ -206,6 +215,8 @@ impl Driver {
                 let now_paused = monitor.control.is_paused();
                 if now_paused != paused {
                     paused = now_paused;
+                    // Kept until a resume, whatever restarts in between.
+                    self.store.set_paused(paused.then(now_ms))?;
                     monitor.set_status(if paused {
                         Status::Paused
                     } else {
@@ -245,6 +256,27 @@ impl Driver {
                 tick += interval;
             }
         }
+    }
+
+    /// Whether the job starts paused: a pause the checkpoint keeps lasts
+    /// until a resume, which needs the control API.
+    fn restore_pause(&mut self) -> Result<bool> {
+        let Some(since_ms) = self.store.paused_since()? else {
+            return Ok(false);
+        };
+        let Some(monitor) = &self.monitor else {
+            return Err(Error::Paused {
+                path: self.settings.checkpoint_dir.clone(),
+                since_ms,
+            });
+        };
+        monitor.control.start_paused();
+        tracing::warn!(
+            since_ms,
+            "intake is paused, as the job was left: no batch runs until a resume through the \
+             control API"
+        );
+        Ok(true)
     }
 
     /// Control changes go into the next committed batch record: a job that
@@ -767,11 +799,8 @@ fn moved_while_stopped(
         "stored offsets are not where the last batch left them (moved with `sluice offsets set`?); \
          the job reads on from the stored offsets, and the next batch record notes the move"
     );
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
     Some(ControlRecord::new(
-        now_ms,
+        now_ms(),
         format!("offsets moved while stopped: {list}"),
     ))
 }

@@ -98,6 +98,21 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The job's intake was paused (through its control API, or with
+    /// `sluice pause`) and the job has no HTTP endpoint to resume it
+    /// through: it would run no batch. Nothing was read or written.
+    #[error(
+        "the job on checkpoint {path} was paused at {since_ms} ms since the epoch and stays \
+         paused until resumed: resume it with `sluice resume {path}` while the job is \
+         stopped, or start it with an HTTP endpoint (.http(..); the wordcount's --http) and \
+         resume it through the control API"
+    )]
+    Paused {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// When it was paused, ms since the Unix epoch.
+        since_ms: i64,
+    },
     /// The checkpoint directory is not usable.
     #[error("checkpoint directory {path}: {reason}")]
     CheckpointDir {

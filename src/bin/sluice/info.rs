@@ -20,6 +20,7 @@ pub(crate) fn run(dir: &Path, as_json: bool) -> Outcome {
     // exactly these ranges. A plan of any other batch is stale and ignored.
     let next_id = last.as_ref().map_or(0, |b| b.id + 1);
     let pending = store.pending_plan()?.filter(|p| p.id == next_id);
+    let paused = store.paused_since()?;
     if as_json {
         let value = json!({
             "path": dir.display().to_string(),
@@ -30,6 +31,7 @@ pub(crate) fn run(dir: &Path, as_json: bool) -> Outcome {
             "families": families.iter().map(|f| json!({"name": f.name, "estimated_keys": f.estimated_keys, "sst_bytes": f.sst_bytes, "memtable_bytes": f.memtable_bytes})).collect::<Vec<_>>(),
             "states": states.iter().map(|s| json!({"name": s.name, "operator": s.operator, "params": s.params})).collect::<Vec<_>>(),
             "restore_points": points,
+            "paused_since_ms": paused,
             "pending_batch": pending.as_ref().map(|b| json!({"id": b.id, "time_ms": b.time_ms, "ranges": b.ranges.iter().map(|r| json!({"topic": r.topic, "partition": r.partition, "from": r.from, "until": r.until})).collect::<Vec<_>>()})),
         });
         let text =
@@ -48,6 +50,12 @@ pub(crate) fn run(dir: &Path, as_json: bool) -> Outcome {
             b.records
         ),
         None => out!("last batch      none committed"),
+    }
+    if let Some(since) = paused {
+        out!(
+            "paused          since {} (the job starts paused; `sluice resume` clears it)",
+            format_time(since)
+        );
     }
     if let Some(b) = &pending {
         out!(

@@ -35,6 +35,7 @@ mod info;
 mod lag;
 mod offsets;
 mod open;
+mod pause;
 mod rewind;
 mod state;
 mod ui;
@@ -90,6 +91,17 @@ enum Command {
         /// `count`.
         #[arg(long)]
         json: bool,
+    },
+    /// Keeps a stopped job paused: it starts paused and runs no batch until
+    /// resumed (`sluice resume`, or its control API).
+    Pause {
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+    /// Clears a pause, so the job reads at its next start.
+    Resume {
+        /// The checkpoint directory.
+        dir: PathBuf,
     },
     /// Changes the stored next offsets (`checkpoint info` shows them).
     Offsets {
@@ -271,6 +283,8 @@ fn main() -> ExitCode {
             command: CheckpointCommand::Info { dir, json },
         } => info::run(&dir, json),
         Command::Batches { dir, since, json } => batches::run(&dir, since, json),
+        Command::Pause { dir } => pause::pause(&dir),
+        Command::Resume { dir } => pause::resume(&dir),
         Command::Counts {
             dir,
             family,

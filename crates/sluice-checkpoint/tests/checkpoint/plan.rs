@@ -1,4 +1,5 @@
-//! The plan of the batch about to run: kept until that batch commits.
+//! The plan of the batch about to run: kept until that batch commits; and
+//! the pause mark, kept until a resume.
 
 use sluice_checkpoint::{BatchRecord, CheckpointStore, Error, RangeRecord, RocksCheckpoint};
 use sluice_core::{OffsetRange, WriteSet};
@@ -44,4 +45,23 @@ fn a_plan_for_a_committed_batch_id_is_refused() {
         "{err}"
     );
     assert_eq!(store.pending_plan().unwrap(), None);
+}
+
+/// A pause is kept until a resume, across reopening, and read-only opens
+/// see it.
+#[test]
+fn a_pause_survives_reopening_until_a_resume() {
+    let dir = TempDir::new().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(store.paused_since().unwrap(), None);
+    store.set_paused(Some(1_764_900_000_123)).unwrap();
+    drop(store);
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(store.paused_since().unwrap(), Some(1_764_900_000_123));
+    let reader = RocksCheckpoint::open_read_only(dir.path(), APP).unwrap();
+    assert_eq!(reader.paused_since().unwrap(), Some(1_764_900_000_123));
+    drop(reader);
+    store.set_paused(None).unwrap();
+    drop(store);
+    assert_eq!(open(dir.path()).unwrap().paused_since().unwrap(), None);
 }

@@ -91,6 +91,12 @@ impl Control {
         self.lock().limits.clone()
     }
 
+    /// Starts paused, as the checkpoint says the job was left: nothing is
+    /// recorded, the pause is not new.
+    pub(crate) fn start_paused(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
     /// Pauses (`true`) or resumes intake; `false` when it already was so
     /// (nothing is recorded then).
     pub(crate) fn set_paused(&self, paused: bool) -> bool {
