@@ -584,6 +584,8 @@ impl RocksCheckpoint {
     pub fn rewind_to(&mut self, batch: u64) -> Result<RewindPlan> {
         self.writable("rewind")?;
         let plan = self.rewind_plan(batch)?;
+        // A pause is the operator's, not the data's: it stays as it is.
+        let paused = self.paused_since()?;
         let (source, source_families, _) = self.open_restore_point(batch)?;
         for family in &source_families {
             if !self.families.contains(family) {
@@ -640,6 +642,12 @@ impl RocksCheckpoint {
                 serde_json::to_vec(&record).expect("a BatchRecord always serialises to JSON");
             write.put_cf(&self.internal(keys::BATCHES)?, keys::batch_key(batch), json);
         }
+        let meta = self.internal(keys::META)?;
+        match paused {
+            Some(since) => write.put_cf(&meta, keys::META_PAUSED, since.to_be_bytes()),
+            None => write.delete_cf(&meta, keys::META_PAUSED),
+        }
+        drop(meta);
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db

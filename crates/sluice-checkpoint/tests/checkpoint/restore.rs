@@ -71,7 +71,11 @@ fn a_rewind_brings_offsets_results_and_history_back_together() {
     // The plan changed nothing.
     assert_eq!(store.counter("counts", b"total").unwrap(), Some(7));
 
+    // A pause (the operator's) is kept; the restore point had none.
+    store.set_paused(Some(1_764_900_000_000)).unwrap();
     store.rewind_to(4).unwrap();
+    assert_eq!(store.paused_since().unwrap(), Some(1_764_900_000_000));
+    store.set_paused(None).unwrap();
     assert_eq!(store.offsets().unwrap()[&tp("t", 0)], 50);
     assert_eq!(store.counter("counts", b"total").unwrap(), Some(5));
     assert_eq!(store.counter("counts", b"w5").unwrap(), None);
