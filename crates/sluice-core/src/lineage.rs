@@ -1,9 +1,8 @@
 //! What computing a stream reads: the batch's input, directly, and cached
 //! streams, each computed once a batch however many streams derive from
-//! it. A batch needs both counts before its first output runs: how often
-//! each chunk of its input will be read, to keep a chunk for the reads
-//! still to come (see `shared_reads`), and how often each cached stream
-//! will be, to hand its values to the last user without a copy.
+//! it. A batch needs to know, before its first output runs, how often each
+//! chunk of its input will be read, to keep a chunk for the reads still to
+//! come (see `shared_reads`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,16 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub(crate) struct Lineage {
     /// Times the input is read directly.
     input_reads: usize,
-    /// The cached streams read, by their stage id.
-    caches: BTreeMap<usize, Cache>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Cache {
-    /// What computing the cached stream reads.
-    parent: Lineage,
-    /// Times the stream reads the cached one.
-    uses: usize,
+    /// The cached streams read, by their stage id, with what computing
+    /// each reads.
+    caches: BTreeMap<usize, Lineage>,
 }
 
 impl Lineage {
@@ -35,25 +27,16 @@ impl Lineage {
 
     /// A cached stream, stage `id`, of a stream computed as `parent` says.
     pub(crate) fn cached(id: usize, parent: &Lineage) -> Self {
-        let cache = Cache {
-            parent: parent.clone(),
-            uses: 1,
-        };
         Self {
             input_reads: 0,
-            caches: BTreeMap::from([(id, cache)]),
+            caches: BTreeMap::from([(id, parent.clone())]),
         }
     }
 
     /// A stream computed from two streams (a union, a join).
     pub(crate) fn both(&self, other: &Lineage) -> Self {
         let mut caches = self.caches.clone();
-        for (id, cache) in &other.caches {
-            caches
-                .entry(*id)
-                .and_modify(|c| c.uses += cache.uses)
-                .or_insert_with(|| cache.clone());
-        }
+        caches.extend(other.caches.clone());
         Self {
             input_reads: self.input_reads + other.input_reads,
             caches,
@@ -69,21 +52,6 @@ impl Lineage {
         reads
     }
 
-    /// How many times a batch reads each cached stream, by stage id, to run
-    /// `outputs`; a cached stream read by another is counted as read by
-    /// that one once.
-    pub(crate) fn cache_uses<'a>(
-        outputs: impl IntoIterator<Item = &'a Lineage>,
-    ) -> BTreeMap<usize, usize> {
-        let mut uses = BTreeMap::new();
-        Self::walk(outputs, |lineage| {
-            for (id, cache) in &lineage.caches {
-                *uses.entry(*id).or_default() += cache.uses;
-            }
-        });
-        uses
-    }
-
     /// Calls `each` on every output's lineage and, once each, on that of
     /// every cached stream they read.
     fn walk<'a>(outputs: impl IntoIterator<Item = &'a Lineage>, mut each: impl FnMut(&Lineage)) {
@@ -93,9 +61,9 @@ impl Lineage {
             each: &mut dyn FnMut(&Lineage),
         ) {
             each(lineage);
-            for (id, cache) in &lineage.caches {
+            for (id, parent) in &lineage.caches {
                 if computed.insert(*id) {
-                    visit(&cache.parent, computed, each);
+                    visit(parent, computed, each);
                 }
             }
         }
@@ -126,24 +94,5 @@ mod tests {
         // A self-join of the input reads it twice for its one output.
         assert_eq!(Lineage::input_reads([&input.both(&input)]), 2);
         assert_eq!(Lineage::input_reads([]), 0);
-    }
-
-    #[test]
-    fn a_cached_stream_is_used_once_per_path_from_each_output() {
-        let input = Lineage::input();
-        let lines = Lineage::cached(7, &input);
-        assert_eq!(Lineage::cache_uses([&lines]), BTreeMap::from([(7, 1)]));
-        assert_eq!(
-            Lineage::cache_uses([&lines, &lines.both(&lines)]),
-            BTreeMap::from([(7, 3)])
-        );
-        // Cache 8 reads cache 7 twice, once a batch however many outputs
-        // read cache 8.
-        let words = Lineage::cached(8, &lines.both(&lines));
-        assert_eq!(
-            Lineage::cache_uses([&words, &words, &lines]),
-            BTreeMap::from([(7, 3), (8, 2)])
-        );
-        assert_eq!(Lineage::cache_uses([&input]), BTreeMap::new());
     }
 }

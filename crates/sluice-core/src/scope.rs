@@ -38,8 +38,6 @@ pub(crate) struct BatchScope {
     records_read: Vec<AtomicU64>,
     /// The input's chunks, read once for all outputs.
     reads: SharedReads,
-    /// How many times the batch reads each cached stream, by stage id.
-    cache_uses: BTreeMap<usize, usize>,
     cancelled: Arc<AtomicBool>,
     stages: Mutex<HashMap<usize, Arc<dyn Any + Send + Sync>>>,
     /// What a stage leaves for other nodes to read (not take) this batch.
@@ -48,14 +46,12 @@ pub(crate) struct BatchScope {
 
 impl BatchScope {
     /// The scope of a batch whose output operations share their reads of
-    /// the input through `reads`, and read each cached stream as many
-    /// times as `cache_uses` says.
+    /// the input through `reads`.
     pub(crate) fn new(
         env: BatchEnv,
         poison: PoisonPolicy,
         shuffle_partitions: usize,
         reads: SharedReads,
-        cache_uses: BTreeMap<usize, usize>,
     ) -> Self {
         let BatchEnv {
             info,
@@ -74,7 +70,6 @@ impl BatchScope {
             late: Mutex::new(BTreeMap::new()),
             records_read: info.ranges.iter().map(|_| AtomicU64::new(0)).collect(),
             reads,
-            cache_uses,
             writes: Mutex::new(WriteSet::new()),
             cancelled,
             stages: Mutex::new(HashMap::new()),
@@ -94,12 +89,6 @@ impl BatchScope {
     /// the input once however many outputs ask.
     pub(crate) fn read_chunk(&self, part: usize, chunk: &OffsetRange) -> Result<Vec<Record>> {
         self.reads.read(self.input.as_ref(), part, chunk)
-    }
-
-    /// How many times the batch reads the cached stream of stage `id`;
-    /// `None` when not known (the stream is then never handed over).
-    pub(crate) fn cache_uses(&self, id: usize) -> Option<usize> {
-        self.cache_uses.get(&id).copied()
     }
 
     pub(crate) fn records_read(&self) -> Vec<u64> {

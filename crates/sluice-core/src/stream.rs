@@ -426,12 +426,11 @@ impl StreamGraph {
     /// state changes — for the atomic commit.
     pub fn run(&self, env: BatchEnv) -> Result<BatchOutput> {
         self.check_states()?;
-        let (outputs, readers, cache_uses) = {
+        let (outputs, readers) = {
             let outputs = self.lock_outputs();
             (
                 outputs.list.clone(),
                 Lineage::input_reads(&outputs.lineages),
-                Lineage::cache_uses(&outputs.lineages),
             )
         };
         let shuffle_partitions = self
@@ -442,7 +441,6 @@ impl StreamGraph {
             self.poison_policy(),
             shuffle_partitions,
             SharedReads::new(readers, self.shared_input_bytes()),
-            cache_uses,
         ));
         for output in outputs {
             scope.check_cancelled()?;

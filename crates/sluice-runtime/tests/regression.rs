@@ -118,3 +118,39 @@ fn a_zero_state_timeout_or_ttl_is_refused_at_start_naming_the_state_and_setting(
         assert!(checkpoint.last_batch().unwrap().is_none());
     }
 }
+
+/// A task after a cached stream that fails once is retried and reads the
+/// cached values again. (A first version handed a cached partition over to
+/// its last reader by count, so a retry took a read of the output after
+/// it, which then failed the batch.)
+#[test]
+fn a_retried_task_after_cache_reads_the_cached_values_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = MemorySource::new();
+    source.append("words", 0, values("a", 0..20));
+    let ctx = context(dir.path()).task_attempts(2).build().unwrap();
+    let failed = Arc::new(AtomicBool::new(false));
+    let once = Arc::clone(&failed);
+    let words = ctx.stream(source).unwrap().values_utf8().cache();
+    words
+        .map(move |word| {
+            assert!(
+                once.swap(true, Ordering::SeqCst),
+                "a failure the retry does not meet"
+            );
+            word
+        })
+        .count_by_value()
+        .save_counts("first")
+        .unwrap();
+    words.count_by_value().save_counts("second").unwrap();
+    ctx.run_until_caught_up().unwrap();
+    assert!(failed.load(Ordering::SeqCst), "the task failed once");
+    let store = crate::util::checkpoint(dir.path());
+    let first = store.counters("first").unwrap();
+    assert_eq!(first.iter().map(|(_, n)| n).sum::<i64>(), 20, "{first:?}");
+    assert_eq!(store.counters("second").unwrap(), first);
+}

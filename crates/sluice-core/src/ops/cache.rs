@@ -1,12 +1,12 @@
 //! `cache`: a stream computed once a batch, however many outputs (or
 //! sides of a union or join) use it.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use crate::lineage::Lineage;
 use crate::scope::{BatchScope, TaskContext};
 use crate::stream::{next_stage_id, run_stage, Node, PartIter};
-use crate::{DStream, Error, Result};
+use crate::{DStream, Result};
 
 /// Where a cached value came from: its record's offset and Kafka
 /// timestamp, when its task still followed the source records.
@@ -54,49 +54,6 @@ impl Runs<'_> {
     }
 }
 
-/// A partition and the reads of it still to come this batch.
-struct Slot<T> {
-    partition: Option<Arc<Partition<T>>>,
-    reads_left: Option<usize>,
-}
-
-/// A cached stream's partitions for one batch.
-struct Stage<T> {
-    slots: Vec<Mutex<Slot<T>>>,
-}
-
-impl<T> Stage<T> {
-    /// Partition `part` for one read: shared while more reads are to come,
-    /// handed over by the last (when the batch knows how many there are).
-    fn read(&self, part: usize) -> Result<Read<T>> {
-        let mut slot = self.slots[part]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let partition = slot
-            .partition
-            .clone()
-            .ok_or(Error::ShuffleLost { partition: part })?;
-        let reads_left = slot.reads_left.map(|n| n.saturating_sub(1));
-        slot.reads_left = reads_left;
-        if reads_left != Some(0) {
-            return Ok(Read::Shared(partition));
-        }
-        slot.partition = None;
-        drop(slot);
-        // A reader of the same batch may still hold it (a union of the
-        // stream with itself): then it is copied like the others.
-        Ok(match Arc::try_unwrap(partition) {
-            Ok(partition) => Read::Owned(partition),
-            Err(partition) => Read::Shared(partition),
-        })
-    }
-}
-
-enum Read<T> {
-    Shared(Arc<Partition<T>>),
-    Owned(Partition<T>),
-}
-
 struct Cached<T> {
     id: usize,
     parent: Arc<dyn Node<T>>,
@@ -104,7 +61,7 @@ struct Cached<T> {
 
 impl<T: Clone + Send + Sync + 'static> Node<T> for Cached<T> {
     fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
-        if scope.kept::<Stage<T>>(self.id).is_some() {
+        if scope.kept::<Vec<Partition<T>>>(self.id).is_some() {
             return Ok(()); // computed for an earlier user this batch
         }
         let positioned: Arc<dyn Node<_>> = Arc::new(Positioned {
@@ -122,24 +79,16 @@ impl<T: Clone + Send + Sync + 'static> Node<T> for Cached<T> {
             }
             partition
         })?;
-        let reads = scope.cache_uses(self.id);
-        let slots = partitions
-            .into_iter()
-            .map(|partition| {
-                Mutex::new(Slot {
-                    partition: Some(Arc::new(partition)),
-                    reads_left: reads,
-                })
-            })
-            .collect();
-        scope.keep(self.id, Stage { slots });
+        // Kept whole until the batch ends: a task that reads it may be
+        // retried, and must find it again.
+        scope.keep(self.id, partitions);
         Ok(())
     }
 
     fn partitions(&self, scope: &BatchScope) -> usize {
         scope
-            .kept::<Stage<T>>(self.id)
-            .map_or(0, |stage| stage.slots.len())
+            .kept::<Vec<Partition<T>>>(self.id)
+            .map_or(0, |partitions| partitions.len())
     }
 
     fn compute<'a>(
@@ -148,37 +97,18 @@ impl<T: Clone + Send + Sync + 'static> Node<T> for Cached<T> {
         task: &'a TaskContext,
         part: usize,
     ) -> Result<PartIter<'a, T>> {
-        let stage = scope
-            .kept::<Stage<T>>(self.id)
+        let partitions = scope
+            .kept::<Vec<Partition<T>>>(self.id)
             .expect("prepare runs before compute");
+        if let Some(source) = &partitions[part].source {
+            task.follow(source.clone());
+        }
         let mut runs = Runs { task, next: 0 };
-        Ok(match stage.read(part)? {
-            Read::Owned(partition) => {
-                if let Some(source) = partition.source {
-                    task.follow(source);
-                }
-                let starts = partition.runs;
-                Box::new(
-                    partition
-                        .values
-                        .into_iter()
-                        .enumerate()
-                        .map(move |(i, value)| {
-                            runs.at(i, &starts);
-                            value
-                        }),
-                )
-            }
-            Read::Shared(partition) => {
-                if let Some(source) = &partition.source {
-                    task.follow(source.clone());
-                }
-                Box::new((0..partition.values.len()).map(move |i| {
-                    runs.at(i, &partition.runs);
-                    partition.values[i].clone()
-                }))
-            }
-        })
+        Ok(Box::new((0..partitions[part].values.len()).map(move |i| {
+            let partition = &partitions[part];
+            runs.at(i, &partition.runs);
+            partition.values[i].clone()
+        })))
     }
 }
 
@@ -219,8 +149,8 @@ impl<T: Send + 'static> Node<WithPosition<T>> for Positioned<T> {
 impl<T: Clone + Send + Sync + 'static> DStream<T> {
     /// The same stream, computed once a batch however many output
     /// operations (or sides of a `union` or join) use it, and kept in
-    /// memory until its last user this batch has read it; each user but
-    /// the last gets its own copy of the values. Like Spark's `DStream.cache()` (memory only, values kept as
+    /// memory until the batch ends; each user gets its own copy of the
+    /// values. Like Spark's `DStream.cache()` (memory only, values kept as
     /// they are), for streams that are costly to compute: a parse, a
     /// lookup, a join.
     ///
@@ -236,10 +166,10 @@ impl<T: Clone + Send + Sync + 'static> DStream<T> {
     /// offset and timestamp of each record they come from): cache a stream
     /// after the filters and projections that make it small, and do not
     /// cache what costs no more to compute than to copy: in the `pipeline`
-    /// bench, two outputs of a stream of words split from lines ran
-    /// 1.3–1.4× slower cached (computing them again streams through the
+    /// bench, two outputs of a stream of words split from lines ran about
+    /// 2× slower cached (computing them again streams through the
     /// processor's cache; keeping them does not), two outputs of a costlier
-    /// per-line transform 1.7–1.8× faster.
+    /// per-line transform about 1.4× faster.
     ///
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
