@@ -1062,6 +1062,16 @@ fn cli_pause_keeps_a_stopped_job_paused_until_resume() {
     assert!(ok(&["pause", d]).starts_with("paused"));
     assert!(ok(&["pause", d]).starts_with("already paused since "));
     assert!(ok(&["checkpoint", "info", d]).contains("paused          since "));
+    {
+        let ui = UiProcess::start(&checkpoint);
+        let (_, overview) = ui.get("/api/overview");
+        assert!(overview.contains("\"paused\":true"), "{overview}");
+        let (_, page) = ui.get("/");
+        assert!(
+            page.contains("it keeps the job paused until a resume"),
+            "{page}"
+        );
+    }
     let refused = run();
     assert!(!refused.status.success());
     let error = stderr(&refused);

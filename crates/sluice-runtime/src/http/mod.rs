@@ -171,18 +171,23 @@ impl CheckpointUi {
     /// `positions` of job `app_id` on `addr` (`host:port`; port 0 picks a
     /// free one; errors name the setting `listen`). It serves reads only, so
     /// an address beyond loopback needs no access token (a running job's
-    /// endpoint needs one for its control API).
+    /// endpoint needs one for its control API). `paused`: whether the
+    /// checkpoint keeps the job paused (shown as `paused: true`).
     pub fn serve(
         addr: &str,
         app_id: &str,
         history: Vec<sluice_checkpoint::BatchRecord>,
         positions: &std::collections::BTreeMap<sluice_core::TopicPartition, i64>,
+        paused: bool,
     ) -> Result<Self> {
         let settings = HttpSettings {
             addr: resolve_addr("listen", addr)?,
             token: None,
         };
         let monitor = Arc::new(Monitor::from_history(app_id, history, positions));
+        if paused {
+            monitor.control.start_paused();
+        }
         Ok(Self {
             server: HttpServer::start(&settings, monitor)?,
         })

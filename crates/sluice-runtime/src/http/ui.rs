@@ -100,6 +100,11 @@ pub(crate) fn overview(monitor: &Monitor) -> String {
             escape(&s.app_id),
             match &s.status {
                 super::monitor::Status::Failed(e) => format!(": {}", escape(e)),
+                super::monitor::Status::Checkpoint if paused => {
+                    " (read from the checkpoint: a job may or may not be running on it; it keeps \
+                     the job paused until a resume)"
+                        .to_owned()
+                }
                 super::monitor::Status::Checkpoint => {
                     " (read from the checkpoint: a job may or may not be running on it)".to_owned()
                 }
