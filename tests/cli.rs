@@ -1027,6 +1027,12 @@ fn offsets_moved_while_stopped_are_noted_in_the_next_batch_record() {
     let after = batches.iter().find(|b| b.id == *id).unwrap();
     let range = after.ranges.iter().find(|r| r.partition == 0).unwrap();
     assert_eq!(range.from, 60, "{after:?}");
+    // The batch table shows it under its batch.
+    let table = ok(&["batches", d]);
+    assert!(
+        table.contains("control at ") && table.contains("offsets moved while stopped: lines:0"),
+        "{table}"
+    );
 }
 
 /// `sluice pause` keeps a stopped job paused: a start without an HTTP

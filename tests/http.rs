@@ -755,6 +755,17 @@ fn a_pause_lasts_across_a_restart_until_a_resume() {
     let mut running = running;
     running.wait_for_records(1000 - read_before, "the rest, after the resume");
     running.stop();
+    // The batch after the resume records the pause of the run before.
+    let records = job::open_checkpoint(&ckpt, APP_ID).batches().unwrap();
+    let resumed = records
+        .iter()
+        .find(|r| r.control.iter().any(|c| c.change == "resume"))
+        .expect("a batch record holds the resume");
+    let changes: Vec<&str> = resumed.control.iter().map(|c| c.change.as_str()).collect();
+    assert_eq!(
+        changes,
+        ["pause (kept in the checkpoint across a restart)", "resume"]
+    );
     assert_eq!(
         job::open_checkpoint(&ckpt, APP_ID).paused_since().unwrap(),
         None

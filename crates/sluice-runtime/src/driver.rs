@@ -142,7 +142,7 @@ impl Driver {
             control,
             targets: None,
         };
-        let paused = self.restore_pause()?;
+        let paused = self.restore_pause(&mut progress)?;
         self.recover_sinks(&progress)?;
         if let Some(monitor) = &self.monitor {
             monitor.set_status(if paused {
@@ -260,10 +260,16 @@ impl Driver {
 
     /// Whether the job starts paused: a pause the checkpoint keeps lasts
     /// until a resume, which needs the control API.
-    fn restore_pause(&mut self) -> Result<bool> {
+    fn restore_pause(&mut self, progress: &mut Progress) -> Result<bool> {
         let Some(since_ms) = self.store.paused_since()? else {
             return Ok(false);
         };
+        // The batch after the resume records the pause too, whatever run
+        // it was made in.
+        progress.control.push(ControlRecord::new(
+            since_ms,
+            "pause (kept in the checkpoint across a restart)",
+        ));
         let Some(monitor) = &self.monitor else {
             return Err(Error::Paused {
                 path: self.settings.checkpoint_dir.clone(),
@@ -300,7 +306,8 @@ impl Driver {
         tracing::warn!(
             %changes,
             "the job stopped before another batch committed: these changes are in no batch \
-             record, and a pause or rate change lasts for this run only"
+             record; a rate change lasts for this run only, a pause is kept in the \
+             checkpoint until a resume"
         );
     }
 

@@ -49,6 +49,16 @@ pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool) -> Outcome {
             resets,
             b.rate_limit.as_deref().unwrap_or("-")
         );
+        // Control changes and notes (pause, rate, offsets moved, a rewind),
+        // each on a line of its own under its batch.
+        for control in &b.control {
+            out!(
+                "{:>8}  control at {}: {}",
+                "",
+                format_time(control.time_ms),
+                control.change
+            );
+        }
     }
     Ok(())
 }

@@ -14,8 +14,13 @@ pub(crate) fn run(dir: &Path, family: &str, top: Option<usize>, as_json: bool) -
     if !store.families().any(|f| f == family) {
         let held: Vec<&str> = store.families().collect();
         return Err(Failure::failed(format!(
-            "checkpoint {} has no family '{family}'; it holds {held:?}",
-            dir.display()
+            "checkpoint {} has no family '{family}'; it holds {}",
+            dir.display(),
+            if held.is_empty() {
+                "none".to_owned()
+            } else {
+                held.join(", ")
+            }
         )));
     }
     let mut counts = store.counters(family).map_err(|error| match error {
@@ -44,8 +49,11 @@ pub(crate) fn run(dir: &Path, family: &str, top: Option<usize>, as_json: bool) -
             out!("{key}\t{count}");
         }
     }
-    if !as_json && counts.len() < total {
-        out!("({} more keys; --top shows more)", total - counts.len());
+    if counts.len() < total {
+        eprintln!(
+            "({} more keys; a larger --top shows more)",
+            total - counts.len()
+        );
     }
     Ok(())
 }

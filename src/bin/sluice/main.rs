@@ -230,6 +230,18 @@ impl Failure {
             message: message.into(),
         }
     }
+
+    /// The checkpoint is held by a running job (exit 3).
+    pub(crate) fn locked(message: impl Into<String>) -> Self {
+        Self {
+            code: 3,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn is_locked(&self) -> bool {
+        self.code == 3
+    }
 }
 
 impl From<sluice::checkpoint::Error> for Failure {

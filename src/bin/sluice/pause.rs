@@ -6,11 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice::checkpoint::CheckpointStore;
 
+use sluice::checkpoint::RocksCheckpoint;
+
 use crate::open::{self, format_time};
-use crate::Outcome;
+use crate::{Failure, Outcome};
 
 pub(crate) fn pause(dir: &Path) -> Outcome {
-    let mut store = open::read_write(dir)?;
+    let mut store = open_stopped(dir, "pause")?;
     if let Some(since) = store.paused_since()? {
         out!("already paused since {}", format_time(since));
         return Ok(());
@@ -28,7 +30,7 @@ pub(crate) fn pause(dir: &Path) -> Outcome {
 }
 
 pub(crate) fn resume(dir: &Path) -> Outcome {
-    let mut store = open::read_write(dir)?;
+    let mut store = open_stopped(dir, "resume")?;
     match store.paused_since()? {
         Some(since) => {
             store.set_paused(None)?;
@@ -40,4 +42,21 @@ pub(crate) fn resume(dir: &Path) -> Outcome {
         None => out!("not paused"),
     }
     Ok(())
+}
+
+/// The checkpoint for writing; a running job holding it is paused and
+/// resumed through its control API instead.
+fn open_stopped(dir: &Path, action: &str) -> Result<RocksCheckpoint, Failure> {
+    open::read_write(dir).map_err(|failure| {
+        if failure.is_locked() {
+            Failure::locked(format!(
+                "checkpoint {} is held by a running job: {action} it through its control API \
+                 (POST /api/control/{action}, or the UI's button); `sluice {action}` is for a \
+                 stopped job; nothing was changed",
+                dir.display()
+            ))
+        } else {
+            failure
+        }
+    })
 }
