@@ -53,7 +53,8 @@ impl MemoryInput {
     }
 
     /// Adds a partition of `topic` whose records carry `values`, at offsets
-    /// `0..values.len()`.
+    /// `0..values.len()`. A read hands out copies of the records, as a
+    /// Kafka read copies each record out of the client's buffer.
     pub fn with_partition<V: Into<Vec<u8>>>(
         mut self,
         topic: &str,
@@ -116,6 +117,9 @@ impl InputReader for MemoryInput {
             .unwrap_or_default();
         let from = (range.from.max(0) as usize).min(records.len());
         let until = (range.until.max(0) as usize).min(records.len());
-        Ok(records[from..until.max(from)].to_vec())
+        Ok(records[from..until.max(from)]
+            .iter()
+            .map(Record::owned_copy)
+            .collect())
     }
 }

@@ -83,6 +83,7 @@ mod writes;
 // Shown to users by the facade (`sluice::stream`, `sink`, `source`,
 // `kafka`, `rate` and the root).
 pub use batch::{Batch, BatchInfo};
+pub use bytes::Bytes;
 pub use env::BatchEnv;
 #[doc(hidden)]
 pub use error::write_report;

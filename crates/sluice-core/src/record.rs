@@ -2,12 +2,27 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::error::{Error, Result};
 
 /// One Kafka record read by a source task.
 ///
 /// Every field of the Kafka record is kept so jobs can route on topic,
 /// partition or headers and build idempotency keys from coordinates.
+///
+/// Keys, values and header values are [`Bytes`]: reference-counted views
+/// of a buffer. The Kafka source copies the payloads of the records it
+/// reads into shared blocks of about 64 KiB, one allocation for many
+/// records, and cloning a record (for a second output, a [`cache`]d
+/// stream, a join) shares its bytes instead of copying them. `Bytes`
+/// dereferences to `[u8]`; `Vec::from(bytes)` or
+/// [`Record::into_value_string`] give owned buffers (copying out of a
+/// shared block). A block is freed when the last record pointing into it
+/// is dropped, so keeping a few small records for long (in a `static`,
+/// say) keeps their blocks: copy what you keep.
+///
+/// [`cache`]: crate::DStream::cache
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// Topic the record was read from.
@@ -20,16 +35,17 @@ pub struct Record {
     /// or producer set one.
     pub timestamp: Option<i64>,
     /// Record key; `None` for a null key.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// Record value; `None` for a null value (a tombstone).
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Bytes>,
     /// Record headers in order; a header value may be null.
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub headers: Vec<(String, Option<Bytes>)>,
 }
 
 impl Record {
     /// A record with only coordinates and a value; handy in tests and
-    /// in-memory sources.
+    /// in-memory sources. A `Vec<u8>` or `String` value is taken without
+    /// copying.
     pub fn with_value(
         topic: impl Into<Arc<str>>,
         partition: i32,
@@ -42,8 +58,30 @@ impl Record {
             offset,
             timestamp: None,
             key: None,
-            value: Some(value.into()),
+            value: Some(Bytes::from(value.into())),
             headers: Vec::new(),
+        }
+    }
+
+    /// A copy with buffers of its own for the key, value and header values,
+    /// as a Kafka read copies each record out of the client's buffer. The
+    /// in-memory inputs hand out such copies, so a read costs what it
+    /// costs from Kafka and [`Record::into_value_string`] takes the value
+    /// without copying it again.
+    pub(crate) fn owned_copy(&self) -> Self {
+        let copy = |bytes: &Option<Bytes>| bytes.as_deref().map(Bytes::copy_from_slice);
+        Self {
+            topic: Arc::clone(&self.topic),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: copy(&self.key),
+            value: copy(&self.value),
+            headers: self
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), copy(value)))
+                .collect(),
         }
     }
 
@@ -55,10 +93,13 @@ impl Record {
         self.decode("value", self.value.as_deref())
     }
 
-    /// Takes the value as an owned UTF-8 string without copying it; errors
-    /// as [`Record::value_str`] does.
+    /// Takes the value as an owned UTF-8 string; errors as
+    /// [`Record::value_str`] does. The bytes are copied unless this record
+    /// holds the only reference to a buffer of its own (a record made from
+    /// a `Vec<u8>` or `String`).
     pub fn into_value_string(self) -> Result<String> {
-        String::from_utf8(self.value.unwrap_or_default()).map_err(|e| Error::Decode {
+        let bytes = self.value.map(Vec::from).unwrap_or_default();
+        String::from_utf8(bytes).map_err(|e| Error::Decode {
             topic: self.topic.to_string(),
             partition: self.partition,
             offset: self.offset,

@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+use bytes::Bytes;
+
 use crate::{InputReader, OffsetRange, Record, Result};
 
 /// How many bytes of a batch's input are kept for its later outputs by
@@ -108,9 +110,10 @@ impl SharedReads {
 }
 
 /// About what `records` take in memory: each record and the bytes it
-/// points to (allocator overhead not counted).
+/// points to (allocator overhead and the unused rest of shared buffers not
+/// counted).
 fn footprint(records: &[Record]) -> usize {
-    let payload = |bytes: &Option<Vec<u8>>| bytes.as_ref().map_or(0, Vec::len);
+    let payload = |bytes: &Option<Bytes>| bytes.as_ref().map_or(0, Bytes::len);
     records
         .iter()
         .map(|r| {
@@ -120,9 +123,7 @@ fn footprint(records: &[Record]) -> usize {
                 + r.headers
                     .iter()
                     .map(|(name, value)| {
-                        std::mem::size_of::<(String, Option<Vec<u8>>)>()
-                            + name.len()
-                            + payload(value)
+                        std::mem::size_of::<(String, Option<Bytes>)>() + name.len() + payload(value)
                     })
                     .sum::<usize>()
         })
@@ -172,6 +173,18 @@ mod tests {
         assert_eq!(reads[0].len(), 3);
         // The last reader took the kept chunk: nothing stays behind.
         assert!(shared.kept.lock().unwrap().chunks.is_empty());
+    }
+
+    #[test]
+    fn later_outputs_share_the_payload_bytes_of_the_first_read() {
+        let (input, range) = input();
+        let shared = SharedReads::new(2, DEFAULT_SHARED_INPUT_BYTES);
+        let first = shared.read(&input, 0, &range).unwrap();
+        let second = shared.read(&input, 0, &range).unwrap();
+        for (a, b) in first.iter().zip(&second) {
+            let (a, b) = (a.value.as_ref().unwrap(), b.value.as_ref().unwrap());
+            assert_eq!(a.as_ptr(), b.as_ptr(), "the second output copied a value");
+        }
     }
 
     #[test]

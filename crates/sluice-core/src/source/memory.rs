@@ -212,7 +212,12 @@ impl InputReader for MemoryReader {
             });
         }
         let index = |offset: i64| (offset - log.log_start) as usize;
-        Ok(log.records[index(range.from)..index(range.until.max(range.from))].to_vec())
+        Ok(
+            log.records[index(range.from)..index(range.until.max(range.from))]
+                .iter()
+                .map(Record::owned_copy)
+                .collect(),
+        )
     }
 }
 

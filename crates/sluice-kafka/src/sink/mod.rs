@@ -287,10 +287,10 @@ impl KafkaSink {
     ) -> KafkaResult<()> {
         let mut base = BaseRecord::<[u8], [u8]>::to(topic);
         if let Some(value) = &record.value {
-            base = base.payload(value.as_slice());
+            base = base.payload(&value[..]);
         }
         if let Some(key) = &record.key {
-            base = base.key(key.as_slice());
+            base = base.key(&key[..]);
         }
         if let Some(partition) = record.partition {
             base = base.partition(partition);
@@ -304,7 +304,7 @@ impl KafkaSink {
                 |headers, (key, value)| {
                     headers.insert(Header {
                         key,
-                        value: value.as_ref(),
+                        value: value.as_deref(),
                     })
                 },
             );

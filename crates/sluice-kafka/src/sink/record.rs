@@ -1,11 +1,17 @@
 //! [`KafkaRecord`]: one record a [`KafkaSink`](super::KafkaSink) writes.
 
+use bytes::Bytes;
 use sluice_core::Record;
 
 /// A record to write to Kafka: value, key, headers, and optionally the
 /// partition and timestamp. Without a partition, the producer's
 /// partitioner picks one from the key (librdkafka's `partitioner` setting;
 /// `murmur2_random` matches the Java client's default).
+///
+/// Payloads are [`Bytes`], as a [`Record`]'s are: an input record written
+/// on unchanged (`KafkaRecord::from(record)`) shares its bytes. The
+/// builder methods take a `Vec<u8>` or `String` without copying (and copy
+/// a borrowed `&str` or `&[u8]`); a `Bytes` payload goes in the field.
 ///
 /// ```
 /// use sluice_kafka::KafkaRecord;
@@ -20,11 +26,11 @@ use sluice_core::Record;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KafkaRecord {
     /// The key; `None` writes a null key.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// The value; `None` writes a null value (a tombstone).
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Bytes>,
     /// Headers in order; a header value may be null.
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub headers: Vec<(String, Option<Bytes>)>,
     /// The partition to write to; `None` lets the partitioner choose.
     pub partition: Option<i32>,
     /// The record timestamp in ms since the Unix epoch; `None` lets the
@@ -36,20 +42,21 @@ impl KafkaRecord {
     /// A record with `value`, a null key and no headers.
     pub fn new(value: impl Into<Vec<u8>>) -> Self {
         Self {
-            value: Some(value.into()),
+            value: Some(Bytes::from(value.into())),
             ..Self::default()
         }
     }
 
     /// Sets the key.
     pub fn key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.key = Some(key.into());
+        self.key = Some(Bytes::from(key.into()));
         self
     }
 
     /// Adds a header.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push((name.into(), Some(value.into())));
+        self.headers
+            .push((name.into(), Some(Bytes::from(value.into()))));
         self
     }
 
