@@ -1083,7 +1083,9 @@ fn cli_pause_keeps_a_stopped_job_paused_until_resume() {
     let error = stderr(&refused);
     assert!(
         error.contains("stays paused until resumed")
-            && error.contains(&format!("sluice resume {d}")),
+            && error.contains(&format!("sluice resume {d}"))
+            // The time of the pause in RFC 3339 UTC, not epoch milliseconds.
+            && error.contains("Z and stays paused"),
         "{error}"
     );
     let stored = || stored_offsets(&checkpoint);

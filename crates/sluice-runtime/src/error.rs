@@ -102,10 +102,11 @@ pub enum Error {
     /// `sluice pause`) and the job has no HTTP endpoint to resume it
     /// through: it would run no batch. Nothing was read or written.
     #[error(
-        "the job on checkpoint {path} was paused at {since_ms} ms since the epoch and stays \
-         paused until resumed: resume it with `sluice resume {path}` while the job is \
-         stopped, or start it with an HTTP endpoint (.http(..); the wordcount's --http) and \
-         resume it through the control API"
+        "the job on checkpoint {path} was paused at {since} and stays paused until resumed: \
+         resume it with `sluice resume {path}` while the job is stopped, or start it with an \
+         HTTP endpoint (.http(..); the wordcount's --http) and resume it through the control \
+         API",
+        since = utc(*since_ms)
     )]
     Paused {
         /// The checkpoint directory.
@@ -152,5 +153,13 @@ pub(crate) fn config(setting: &'static str, reason: impl Into<String>) -> Error 
 impl std::fmt::Debug for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         sluice_core::write_report(self, f)
+    }
+}
+
+/// Milliseconds since the epoch as an RFC 3339 UTC time, for messages.
+fn utc(ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(time) => format!("{time:.3}"),
+        Err(_) => format!("{ms} ms since the epoch"),
     }
 }

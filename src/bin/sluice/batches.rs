@@ -4,7 +4,7 @@ use std::path::Path;
 
 use sluice::checkpoint::{BatchRecord, CheckpointStore, ResetRecordKind};
 
-use crate::open::{self, days_from_civil, format_time};
+use crate::open::{self, format_time};
 use crate::{Failure, Outcome};
 
 pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool) -> Outcome {
@@ -98,67 +98,14 @@ pub(crate) fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
-    rfc3339(text).ok_or_else(|| {
-        format!(
-            "'{text}' is neither milliseconds since the epoch nor an RFC 3339 time such as \
-             2024-05-01T10:00:00Z"
-        )
-    })
-}
-
-fn rfc3339(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let s = text.get(range)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    if second > 60 {
-        return None;
-    }
-    let mut rest = &text[19..];
-    let mut millis = 0;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
-        millis = padded.parse::<i64>().ok()?;
-        rest = &fraction[digits..];
-    }
-    let offset_minutes = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let r = rest.as_bytes();
-            if r.len() != 6 || r[3] != b':' {
-                return None;
-            }
-            let h: i64 = rest[1..3].parse().ok()?;
-            let m: i64 = rest[4..6].parse().ok()?;
-            sign * (h * 60 + m)
-        }
-    };
-    let days = days_from_civil(year, month as u32, day as u32);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
-    Some(secs * 1000 + millis)
+    text.parse::<jiff::Timestamp>()
+        .map(|time| time.as_millisecond())
+        .map_err(|_| {
+            format!(
+                "'{text}' is neither milliseconds since the epoch nor an RFC 3339 time such as \
+                 2024-05-01T10:00:00Z"
+            )
+        })
 }
 
 #[cfg(test)]
