@@ -51,12 +51,14 @@ pub(crate) struct RateChange {
 }
 
 impl RateChange {
-    /// Reads a request body: a JSON object of the fields above, nothing
-    /// else (serde would take an array as the fields in order, so `[1]`
-    /// would set `max_rate`).
+    /// Reads a request body: a JSON object of the fields above, each at
+    /// most once, nothing else (serde would take an array as the fields in
+    /// order, so `[1]` would set `max_rate`; a map keeps the last of
+    /// duplicate fields, so `{"max_rate":1,"max_rate":null}` would remove
+    /// the limit it seems to set).
     pub(crate) fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
-        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
-        serde_json::from_value(serde_json::Value::Object(object))
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)?;
+        serde_json::from_slice(body)
     }
 }
 
@@ -203,6 +205,17 @@ mod tests {
             );
         }
         assert_eq!(change(r#"{"max_rate":1}"#).max_rate, Some(Some(1.0)));
+    }
+
+    /// Regression: the last of duplicate fields won, so a request could
+    /// say one thing and do another.
+    #[test]
+    fn a_rate_change_with_a_field_twice_is_refused() {
+        let error = RateChange::from_json(br#"{"max_rate":1,"max_rate":null}"#).unwrap_err();
+        assert!(
+            error.to_string().contains("duplicate field `max_rate`"),
+            "{error}"
+        );
     }
 
     #[test]
