@@ -41,7 +41,10 @@ pub(crate) fn router(monitor: Arc<Monitor>, token: Option<String>) -> Router {
         .route("/api/control/pause", post(pause))
         .route("/api/control/resume", post(resume))
         .route("/api/control/rate", post(rate))
-        .route("/control/{action}", post(form_control))
+        .route(
+            "/control/{action}",
+            post(form_control).fallback(form_method_not_allowed),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(App {
@@ -63,6 +66,20 @@ async fn method_not_allowed() -> Response {
         StatusCode::METHOD_NOT_ALLOWED,
         "not with this method: pages and reads are GET, control requests POST",
     )
+}
+
+/// The UI's control forms answer a browser (a bookmarked or reloaded
+/// action address) with a page, as their other errors do.
+async fn form_method_not_allowed() -> Response {
+    let mut response = html_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "a control action is a form sent from the job's page: go back to the overview and \
+         use its buttons",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, "POST".parse().expect("valid"));
+    response
 }
 
 /// Equal in time independent of where the strings differ.
