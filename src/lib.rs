@@ -51,7 +51,7 @@
 //! | [`state`] | keyed state kept in the checkpoint: [`StateSpec`](state::StateSpec) and [`State`](state::State) for `map_with_state`, [`MapWithStateStream`](state::MapWithStateStream), [`read_state`](state::read_state) (see `docs/state.md`) |
 //! | [`window`] | batch-time windows ([`InverseReduce`](window::InverseReduce)) and event-time windows: [`EventTimeSpec`](window::EventTimeSpec), [`Window`](window::Window), [`OutputMode`](window::OutputMode), [`Windowed`](window::Windowed) (see `docs/windows.md`) |
 //! | [`sink`] | where results go: [`CheckpointSink`](sink::CheckpointSink)s whose writes join the atomic commit ([`WriteSet`](sink::WriteSet), the bundled ones), and outside [`Sink`](sink::Sink)s written in a transaction per batch ([`OutsideSink`](sink::OutsideSink)) |
-//! | [`kafka`] | the source, [`KafkaSource`](kafka::KafkaSource) and its settings, and the sink, [`KafkaSink`](kafka::KafkaSink) of [`KafkaRecord`](kafka::KafkaRecord)s; [`Record`](kafka::Record), [`TopicPartition`](kafka::TopicPartition), [`OffsetRange`](kafka::OffsetRange) |
+//! | [`kafka`] | the source, [`KafkaSource`](kafka::KafkaSource) and its settings, and the sink, [`KafkaSink`](kafka::KafkaSink) of [`KafkaRecord`](kafka::KafkaRecord)s; [`Record`](kafka::Record) (payloads as shared [`Bytes`](kafka::Bytes)), [`TopicPartition`](kafka::TopicPartition), [`OffsetRange`](kafka::OffsetRange) |
 //! | [`source`] | inputs besides Kafka: the [`Source`](source::Source) interface the driver plans every batch through (started with [`StreamingContext::stream`]), and [`MemorySource`](source::MemorySource) for tests |
 //! | [`checkpoint`] | reading what a job committed: [`RocksCheckpoint`](checkpoint::RocksCheckpoint), [`CheckpointStore`](checkpoint::CheckpointStore), batch records, dead letters |
 //! | [`rate`] | [`RateLimits`](rate::RateLimits), backpressure settings, and the limit each batch records |
@@ -118,7 +118,8 @@ pub mod kafka {
     //! batches are made of (whatever their source).
 
     pub use sluice_core::{
-        DataLossPolicy, OffsetRange, OffsetReset, OutOfLog, Record, ResetKind, TopicPartition,
+        Bytes, DataLossPolicy, OffsetRange, OffsetReset, OutOfLog, Record, ResetKind,
+        TopicPartition,
     };
     pub use sluice_kafka::{
         ConsumerStrategy, Delivery, Error, KafkaRecord, KafkaSink, KafkaSinkBuilder, KafkaSource,
