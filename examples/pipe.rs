@@ -235,12 +235,12 @@ fn check_output(args: &Args, stored: &BTreeMap<TopicPartition, i64>) -> anyhow::
     );
     for ((partition, offset), times) in report.duplicates.iter().take(10) {
         out!(
-            "  {}:{partition}@{offset} written {times} times",
+            "  {}-{partition}@{offset} written {times} times",
             args.topic
         );
     }
     for (partition, offset) in report.missing.iter().take(10) {
-        out!("  {}:{partition}@{offset} never written", args.topic);
+        out!("  {}-{partition}@{offset} never written", args.topic);
     }
     anyhow::ensure!(
         report.ahead == 0,

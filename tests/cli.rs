@@ -500,7 +500,9 @@ fn cli_dumps_state_by_its_recorded_shapes_and_exports_dead_letters() {
 
     let listed = ok(&["dead-letters", d]);
     assert!(
-        listed.contains("2 dead letters in family 'bad_clicks'"),
+        listed.contains("2 dead letters in family 'bad_clicks'")
+            // Records are named topic-partition@offset, as in errors and logs.
+            && listed.contains("\n  clicks-"),
         "{listed}"
     );
     let file = tmp.path().join("dead.jsonl");

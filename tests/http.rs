@@ -418,7 +418,10 @@ fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
     // A control form's address opened in a browser gets a page, not JSON.
     let (status, body) = http.get("/control/pause");
     assert_eq!(status, 405, "{body}");
-    assert!(body.contains("<html") && body.contains("overview"), "{body}");
+    assert!(
+        body.contains("<html") && body.contains("overview"),
+        "{body}"
+    );
     let (status, answer) = http.post("/api/control/rate", "[1]", Some(TOKEN));
     assert_eq!(status, 400, "{answer}");
     assert_eq!(

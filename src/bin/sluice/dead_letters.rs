@@ -66,7 +66,7 @@ pub(crate) fn run(dir: &Path, family: Option<&str>, export: Option<&Path>) -> Ou
             out!("{} dead letters in family '{family}'", letters.len());
             for l in &letters {
                 out!(
-                    "  {}:{}@{}  batch {}  {}: {}",
+                    "  {}-{}@{}  batch {}  {}: {}",
                     l.topic,
                     l.partition,
                     l.offset,
