@@ -196,11 +196,12 @@ pub mod prelude {
 
     pub use crate::checkpoint::CheckpointStore;
     pub use crate::kafka::{
-        KafkaRecord, KafkaSink, KafkaSource, OffsetRange, Record, StartOffsets, TopicPartition,
+        Bytes, KafkaRecord, KafkaSink, KafkaSource, OffsetRange, Record, StartOffsets,
+        TopicPartition,
     };
     pub use crate::rate::RateLimits;
     pub use crate::state::{State, StateSpec};
-    pub use crate::stream::{Batch, BatchInfo, DStream};
+    pub use crate::stream::{Batch, BatchInfo, BoxError, DStream};
     pub use crate::window::{EventTimeSpec, OutputMode, Window, Windowed};
     pub use crate::{BatchCompleted, PoisonPolicy, StreamingContext};
 }

@@ -124,6 +124,15 @@ impl Record {
             .and_then(|(_, v)| v.as_deref())
     }
 
+    /// The first header named `name` as UTF-8 text; `None` when there is no
+    /// such header or its value is null. Bytes that are not UTF-8 give
+    /// [`Error::Decode`] for field `header`, naming the record.
+    pub fn header_str(&self, name: &str) -> Result<Option<&str>> {
+        self.header(name)
+            .map(|value| self.decode("header", Some(value)))
+            .transpose()
+    }
+
     fn decode<'a>(&self, field: &'static str, bytes: Option<&'a [u8]>) -> Result<&'a str> {
         std::str::from_utf8(bytes.unwrap_or_default()).map_err(|source| Error::Decode {
             topic: self.topic.to_string(),
@@ -132,5 +141,25 @@ impl Record {
             field,
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_str_reads_text_and_names_the_record_for_bad_bytes() {
+        let mut record = Record::with_value("t", 1, 7, "v");
+        record.headers = vec![
+            ("type".to_owned(), Some(Bytes::from_static(b"click"))),
+            ("null".to_owned(), None),
+            ("bad".to_owned(), Some(Bytes::from_static(&[0xff]))),
+        ];
+        assert_eq!(record.header_str("type").unwrap(), Some("click"));
+        assert_eq!(record.header_str("null").unwrap(), None);
+        assert_eq!(record.header_str("absent").unwrap(), None);
+        let error = record.header_str("bad").unwrap_err().to_string();
+        assert!(error.contains("header of record t-1@7"), "{error}");
     }
 }

@@ -153,7 +153,7 @@ impl Driver {
         }
         tracing::info!(
             first_start = progress.first_start,
-            partitions = progress.positions.len(),
+            stored_positions = progress.positions.len(),
             next_batch = progress.next_id,
             redo_planned_batch = progress.replay.is_some(),
             "driver started"

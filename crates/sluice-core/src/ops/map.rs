@@ -278,9 +278,23 @@ impl<T: Send + 'static> DStream<T> {
     /// letter in `family`.
     ///
     /// ```
+    /// # use sluice_core::BoxError; // in sluice's prelude
     /// # let graph = sluice_core::StreamGraph::new();
     /// let numbers = graph.input().try_map(|record| record.value_str()?.trim().parse::<i64>()
-    ///     .map_err(sluice_core::BoxError::from));
+    ///     .map_err(BoxError::from));
+    /// ```
+    ///
+    /// A closure whose `?`s convert errors of different types names its
+    /// error type, which Rust cannot choose for it:
+    ///
+    /// ```
+    /// # use sluice_core::BoxError; // in sluice's prelude
+    /// # let graph = sluice_core::StreamGraph::new();
+    /// let clicks = graph.input().try_map(|record| {
+    ///     let text = record.value_str()?;
+    ///     let (user, page) = text.split_once(',').ok_or("no comma")?;
+    ///     Ok::<_, BoxError>((user.to_owned(), page.to_owned()))
+    /// });
     /// ```
     pub fn try_map<U, E, F>(&self, f: F) -> DStream<U>
     where

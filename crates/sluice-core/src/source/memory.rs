@@ -105,20 +105,38 @@ impl MemorySource {
         partition: i32,
         values: impl IntoIterator<Item = V>,
     ) -> i64 {
+        let empty: Arc<str> = Arc::from("");
+        let records = values
+            .into_iter()
+            .map(|value| Record::with_value(Arc::clone(&empty), partition, 0, value));
+        self.append_records(topic, partition, records)
+    }
+
+    /// Appends `records` to partition `partition` of `topic` as
+    /// [`append`](Self::append) does, keeping each record's key, value,
+    /// headers and timestamp: for jobs that route on keys or headers. Their
+    /// topic, partition and offset are set to where they land. Returns the
+    /// partition's latest offset.
+    pub fn append_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: impl IntoIterator<Item = Record>,
+    ) -> i64 {
         let mut partitions = self.log.lock();
         let tp = TopicPartition::new(topic, partition);
         // The records share the partition's topic name, as a Kafka
         // consumer's do, rather than hold a copy each.
         let topic = Arc::clone(&tp.topic);
         let log = partitions.entry(tp).or_default();
-        for value in values {
+        for record in records {
             let offset = log.latest();
-            log.records.push(Record::with_value(
-                Arc::clone(&topic),
+            log.records.push(Record {
+                topic: Arc::clone(&topic),
                 partition,
                 offset,
-                value,
-            ));
+                ..record
+            });
         }
         log.latest()
     }
@@ -223,6 +241,8 @@ impl InputReader for MemoryReader {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn tp(partition: i32) -> TopicPartition {
@@ -244,6 +264,28 @@ mod tests {
         assert_eq!(reader.read(&range).unwrap(), first);
         assert_eq!(values(&first), ["b", "c"]);
         assert_eq!(first[0].offset, 1);
+    }
+
+    #[test]
+    fn appended_records_keep_keys_headers_and_timestamps_at_their_new_coordinates() {
+        let source = MemorySource::new();
+        source.append("t", 0, ["a"]);
+        let mut record = Record::with_value("elsewhere", 9, 99, "click");
+        record.key = Some(Bytes::from_static(b"user-1"));
+        record.timestamp = Some(1_700_000_000_000);
+        record.headers = vec![("type".to_owned(), Some(Bytes::from_static(b"bot")))];
+        assert_eq!(source.append_records("t", 0, [record.clone()]), 2);
+        let read = source
+            .reader()
+            .read(&OffsetRange::new(&tp(0), 1, 2))
+            .unwrap();
+        let expected = Record {
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+            ..record
+        };
+        assert_eq!(read, [expected]);
     }
 
     #[test]
