@@ -4,13 +4,18 @@
 use sluice_checkpoint::DeadLetterRecord;
 use sluice_core::{DeadLetter, WriteSet};
 
+/// Dead letters of a batch logged one by one at `WARN`; the rest of the
+/// batch's are summed up in one more line (each at `DEBUG`), so a bad
+/// deploy upstream does not flood the log.
+const LOGGED_PER_BATCH: usize = 10;
+
 /// Stages one dead letter per rejected record into `family`. The source
 /// tasks read each record's key and value back already (the rejecting task
 /// saw only the values its operators made of it), on their workers and
 /// apart from the consumers that read the batch. A record that could not be
 /// read back is still stored, by coordinates, with the reason.
 pub(crate) fn stage(letters: &[DeadLetter], batch: u64, family: &str, writes: &mut WriteSet) {
-    for letter in letters {
+    for (n, letter) in letters.iter().enumerate() {
         let mut stored = DeadLetterRecord::new(
             &*letter.topic,
             letter.partition,
@@ -33,14 +38,85 @@ pub(crate) fn stage(letters: &[DeadLetter], batch: u64, family: &str, writes: &m
                 );
             }
         }
+        let record = format_args!("{}-{}@{}", letter.topic, letter.partition, letter.offset);
+        if n < LOGGED_PER_BATCH {
+            tracing::warn!(
+                batch, record = %record, operator = letter.operator, error = %letter.error,
+                family, "record set aside as a dead letter"
+            );
+        } else {
+            tracing::debug!(
+                batch, record = %record, operator = letter.operator, error = %letter.error,
+                family, "record set aside as a dead letter"
+            );
+        }
+        writes.put(family, stored.storage_key(), stored.to_json());
+    }
+    if letters.len() > LOGGED_PER_BATCH {
         tracing::warn!(
             batch,
-            record = %format_args!("{}-{}@{}", letter.topic, letter.partition, letter.offset),
-            operator = letter.operator,
-            error = %letter.error,
+            more = letters.len() - LOGGED_PER_BATCH,
             family,
-            "record set aside as a dead letter"
+            "more records of this batch set aside as dead letters (each logged at DEBUG; \
+             `sluice dead-letters` lists them all)"
         );
-        writes.put(family, stored.storage_key(), stored.to_json());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use sluice_core::Record;
+
+    use super::*;
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Regression: every dead letter was a WARN line of its own.
+    #[test]
+    fn a_batch_logs_ten_dead_letters_and_sums_up_the_rest_in_one_line() {
+        let letters: Vec<DeadLetter> = (0..25)
+            .map(|offset| DeadLetter {
+                topic: "clicks".into(),
+                partition: 0,
+                offset,
+                operator: "try_map",
+                error: "bad".to_owned(),
+                record: Some(Record::with_value("clicks", 0, offset, "x")),
+                unread: None,
+            })
+            .collect();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let mut writes = WriteSet::new();
+        tracing::subscriber::with_default(subscriber, || {
+            stage(&letters, 3, "dead", &mut writes);
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 11, "{log}");
+        assert!(lines[9].contains("clicks-0@9"), "{log}");
+        assert!(lines[10].contains("more=15"), "{log}");
+        // Every letter is staged, logged or not.
+        assert_eq!(writes.len(), 25);
     }
 }
