@@ -240,7 +240,7 @@ fn pipe_crashed_twenty_times_between_and_after_its_commits_writes_every_record_o
     let (p, o) = provenance(duplicate);
     assert!(!ok, "a duplicate passed the check: {report}");
     assert!(
-        report.contains(&format!("input:{p}@{o} written 2 times")),
+        report.contains(&format!("input-{p}@{o} written 2 times")),
         "{report}"
     );
     assert!(
