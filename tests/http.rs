@@ -418,6 +418,7 @@ fn control_changes_the_next_batch_and_pause_stops_intake_between_batches() {
     // A control form's address opened in a browser gets a page, not JSON.
     let (status, body) = http.get("/control/pause");
     assert_eq!(status, 405, "{body}");
+    assert_eq!(http.get("/control/bogus").0, 404);
     assert!(
         body.contains("<html") && body.contains("overview"),
         "{body}"

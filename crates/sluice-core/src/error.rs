@@ -19,7 +19,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A record's key or value is not valid UTF-8.
+    /// A record's key or value is not valid UTF-8 (a header:
+    /// [`Error::DecodeHeader`]).
     #[error("{field} of record {topic}-{partition}@{offset} is not valid UTF-8: {source}")]
     Decode {
         /// Topic of the record.
@@ -30,6 +31,21 @@ pub enum Error {
         offset: i64,
         /// `"key"` or `"value"`.
         field: &'static str,
+        /// Where the bytes stopped being UTF-8.
+        source: std::str::Utf8Error,
+    },
+    /// A record's header value is not valid UTF-8
+    /// ([`Record::header_str`](crate::Record::header_str)).
+    #[error("header '{name}' of record {topic}-{partition}@{offset} is not valid UTF-8: {source}")]
+    DecodeHeader {
+        /// Topic of the record.
+        topic: String,
+        /// Partition of the record.
+        partition: i32,
+        /// Offset of the record.
+        offset: i64,
+        /// The header's name.
+        name: String,
         /// Where the bytes stopped being UTF-8.
         source: std::str::Utf8Error,
     },
@@ -285,7 +301,7 @@ impl Error {
     /// True when the message already names the record it is about.
     pub(crate) fn names_a_record(&self) -> bool {
         match self {
-            Error::Decode { .. } | Error::Record { .. } => true,
+            Error::Decode { .. } | Error::DecodeHeader { .. } | Error::Record { .. } => true,
             Error::User { source, .. } => source
                 .downcast_ref::<Error>()
                 .is_some_and(Error::names_a_record),

@@ -53,8 +53,8 @@ impl MemoryInput {
     }
 
     /// Adds a partition of `topic` whose records carry `values`, at offsets
-    /// `0..values.len()`. A read hands out copies of the records, as a
-    /// Kafka read copies each record out of the client's buffer.
+    /// `0..values.len()`. A read hands out copies of the records, each
+    /// payload in a buffer of its own.
     pub fn with_partition<V: Into<Vec<u8>>>(
         mut self,
         topic: &str,
@@ -119,7 +119,7 @@ impl InputReader for MemoryInput {
         let until = (range.until.max(0) as usize).min(records.len());
         Ok(records[from..until.max(from)]
             .iter()
-            .map(Record::owned_copy)
+            .map(Record::unshared_copy)
             .collect())
     }
 }

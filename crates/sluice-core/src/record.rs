@@ -16,11 +16,13 @@ use crate::error::{Error, Result};
 /// reads into shared blocks of about 64 KiB, one allocation for many
 /// records, and cloning a record (for a second output, a [`cache`]d
 /// stream, a join) shares its bytes instead of copying them. `Bytes`
-/// dereferences to `[u8]`; `Vec::from(bytes)` or
-/// [`Record::into_value_string`] give owned buffers (copying out of a
-/// shared block). A block is freed when the last record pointing into it
-/// is dropped, so keeping a few small records for long (in a `static`,
-/// say) keeps their blocks: copy what you keep.
+/// dereferences to `[u8]`; `bytes.to_vec()` and
+/// [`Record::into_value_string`] give owned buffers of the payload's size
+/// (`Vec::from(bytes)` may hand back a whole block instead of copying). A
+/// block is freed when the last record pointing into it is dropped, so
+/// keeping a few small records for long (in a `static`, say) keeps their
+/// blocks: copy what you keep. `Bytes` has no serde support here: a state
+/// key or anything else serialized takes `bytes.to_vec()`.
 ///
 /// [`cache`]: crate::DStream::cache
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,12 +65,12 @@ impl Record {
         }
     }
 
-    /// A copy with buffers of its own for the key, value and header values,
-    /// as a Kafka read copies each record out of the client's buffer. The
-    /// in-memory inputs hand out such copies, so a read costs what it
-    /// costs from Kafka and [`Record::into_value_string`] takes the value
-    /// without copying it again.
-    pub(crate) fn owned_copy(&self) -> Self {
+    /// A copy with a buffer of its own for each of the key, value and
+    /// header values (one allocation per payload, where the Kafka reader
+    /// makes one per 64 KiB block). The in-memory inputs hand out such
+    /// copies, so [`Record::into_value_string`] takes the value without
+    /// copying it again.
+    pub(crate) fn unshared_copy(&self) -> Self {
         let copy = |bytes: &Option<Bytes>| bytes.as_deref().map(Bytes::copy_from_slice);
         Self {
             topic: Arc::clone(&self.topic),
@@ -93,12 +95,12 @@ impl Record {
         self.decode("value", self.value.as_deref())
     }
 
-    /// Takes the value as an owned UTF-8 string; errors as
-    /// [`Record::value_str`] does. The bytes are copied unless this record
-    /// holds the only reference to a buffer of its own (a record made from
-    /// a `Vec<u8>` or `String`).
+    /// Takes the value as an owned UTF-8 string of the value's size; errors
+    /// as [`Record::value_str`] does. The bytes are copied unless this
+    /// record holds the only reference to a buffer of its own (a record
+    /// made from a `Vec<u8>` or `String`).
     pub fn into_value_string(self) -> Result<String> {
-        let bytes = self.value.map(Vec::from).unwrap_or_default();
+        let bytes = self.value.map(tight_vec).unwrap_or_default();
         String::from_utf8(bytes).map_err(|e| Error::Decode {
             topic: self.topic.to_string(),
             partition: self.partition,
@@ -126,10 +128,18 @@ impl Record {
 
     /// The first header named `name` as UTF-8 text; `None` when there is no
     /// such header or its value is null. Bytes that are not UTF-8 give
-    /// [`Error::Decode`] for field `header`, naming the record.
+    /// [`Error::DecodeHeader`] naming the header and the record.
     pub fn header_str(&self, name: &str) -> Result<Option<&str>> {
         self.header(name)
-            .map(|value| self.decode("header", Some(value)))
+            .map(|value| {
+                std::str::from_utf8(value).map_err(|source| Error::DecodeHeader {
+                    topic: self.topic.to_string(),
+                    partition: self.partition,
+                    offset: self.offset,
+                    name: name.to_owned(),
+                    source,
+                })
+            })
             .transpose()
     }
 
@@ -144,9 +154,38 @@ impl Record {
     }
 }
 
+/// `bytes` as a `Vec` no larger than it needs. `Vec::from` takes a buffer
+/// over without copying when `bytes` is its only reference, and for the
+/// last view of a shared block that is the whole block: kept, a few bytes
+/// would hold 64 KiB.
+fn tight_vec(bytes: Bytes) -> Vec<u8> {
+    let mut vec = Vec::from(bytes);
+    if vec.capacity() > 2 * vec.len() + 64 {
+        vec.shrink_to_fit();
+    }
+    vec
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the string taken from the last record of a 64 KiB block
+    /// was the block.
+    #[test]
+    fn a_value_string_is_the_size_of_the_value_even_from_the_last_view_of_a_block() {
+        let mut block = bytes::BytesMut::with_capacity(64 * 1024);
+        block.extend_from_slice(b"first");
+        let first = block.split().freeze();
+        block.extend_from_slice(b"last");
+        let last = block.split().freeze();
+        drop((block, first));
+        let mut record = Record::with_value("t", 0, 0, "");
+        record.value = Some(last);
+        let text = record.into_value_string().unwrap();
+        assert_eq!(text, "last");
+        assert!(text.capacity() < 1024, "capacity {}", text.capacity());
+    }
 
     #[test]
     fn header_str_reads_text_and_names_the_record_for_bad_bytes() {
@@ -160,6 +199,6 @@ mod tests {
         assert_eq!(record.header_str("null").unwrap(), None);
         assert_eq!(record.header_str("absent").unwrap(), None);
         let error = record.header_str("bad").unwrap_err().to_string();
-        assert!(error.contains("header of record t-1@7"), "{error}");
+        assert!(error.contains("header 'bad' of record t-1@7"), "{error}");
     }
 }

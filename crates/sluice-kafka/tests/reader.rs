@@ -54,7 +54,7 @@ fn payloads_of_records_read_together_share_one_block() {
     let records = reader.read(&range("t", 0, 0, 20)).unwrap();
     assert_eq!(values(&records)[19], "0:19");
     // Each value follows the one before it in the same buffer: no
-    // allocation per record.
+    // allocation per payload.
     for pair in records.windows(2) {
         let (a, b) = (
             pair[0].value.as_ref().unwrap(),

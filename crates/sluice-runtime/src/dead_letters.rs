@@ -38,16 +38,18 @@ pub(crate) fn stage(letters: &[DeadLetter], batch: u64, family: &str, writes: &m
                 );
             }
         }
-        let record = format_args!("{}-{}@{}", letter.topic, letter.partition, letter.offset);
+        let (topic, partition, offset) = (&letter.topic, letter.partition, letter.offset);
         if n < LOGGED_PER_BATCH {
             tracing::warn!(
-                batch, record = %record, operator = letter.operator, error = %letter.error,
-                family, "record set aside as a dead letter"
+                batch, record = %format_args!("{topic}-{partition}@{offset}"),
+                operator = letter.operator, error = %letter.error, family,
+                "record set aside as a dead letter"
             );
         } else {
             tracing::debug!(
-                batch, record = %record, operator = letter.operator, error = %letter.error,
-                family, "record set aside as a dead letter"
+                batch, record = %format_args!("{topic}-{partition}@{offset}"),
+                operator = letter.operator, error = %letter.error, family,
+                "record set aside as a dead letter"
             );
         }
         writes.put(family, stored.storage_key(), stored.to_json());
@@ -55,7 +57,7 @@ pub(crate) fn stage(letters: &[DeadLetter], batch: u64, family: &str, writes: &m
     if letters.len() > LOGGED_PER_BATCH {
         tracing::warn!(
             batch,
-            more = letters.len() - LOGGED_PER_BATCH,
+            not_logged = letters.len() - LOGGED_PER_BATCH,
             family,
             "more records of this batch set aside as dead letters (each logged at DEBUG; \
              `sluice dead-letters` lists them all)"
@@ -103,7 +105,7 @@ mod tests {
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
+            .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
@@ -113,9 +115,17 @@ mod tests {
         });
         let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = log.lines().collect();
-        assert_eq!(lines.len(), 11, "{log}");
-        assert!(lines[9].contains("clicks-0@9"), "{log}");
-        assert!(lines[10].contains("more=15"), "{log}");
+        let warnings: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains(" WARN sluice"))
+            .collect();
+        assert_eq!(warnings.len(), 11, "{log}");
+        assert!(warnings[9].contains("clicks-0@9"), "{log}");
+        assert!(warnings[10].contains("not_logged=15"), "{log}");
+        // Each of the rest at DEBUG, for whoever turns it on.
+        let debug = lines.iter().filter(|l| l.contains(" DEBUG sluice")).count();
+        assert_eq!(debug, 15, "{log}");
         // Every letter is staged, logged or not.
         assert_eq!(writes.len(), 25);
     }

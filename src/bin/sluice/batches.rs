@@ -100,10 +100,10 @@ pub(crate) fn parse_time(text: &str) -> Result<i64, String> {
     }
     text.parse::<jiff::Timestamp>()
         .map(|time| time.as_millisecond())
-        .map_err(|_| {
+        .map_err(|error| {
             format!(
                 "'{text}' is neither milliseconds since the epoch nor an RFC 3339 time such as \
-                 2024-05-01T10:00:00Z"
+                 2024-05-01T10:00:00Z ({error})"
             )
         })
 }

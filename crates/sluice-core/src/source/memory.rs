@@ -233,7 +233,7 @@ impl InputReader for MemoryReader {
         Ok(
             log.records[index(range.from)..index(range.until.max(range.from))]
                 .iter()
-                .map(Record::owned_copy)
+                .map(Record::unshared_copy)
                 .collect(),
         )
     }

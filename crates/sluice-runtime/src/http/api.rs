@@ -70,7 +70,13 @@ async fn method_not_allowed() -> Response {
 
 /// The UI's control forms answer a browser (a bookmarked or reloaded
 /// action address) with a page, as their other errors do.
-async fn form_method_not_allowed() -> Response {
+async fn form_method_not_allowed(Path(action): Path<String>) -> Response {
+    if !matches!(action.as_str(), "pause" | "resume" | "rate") {
+        return html_error(
+            StatusCode::NOT_FOUND,
+            &format!("no control action '{action}'"),
+        );
+    }
     let mut response = html_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "a control action is a form sent from the job's page: go back to the overview and \
@@ -347,13 +353,16 @@ async fn form_control(
     State(app): State<App>,
     Path(action): Path<String>,
     headers: HeaderMap,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
     if let Err(refused) = same_origin(&headers) {
         return refused;
     }
-    let Form(form) = match form {
-        Ok(form) => form,
+    let form = match form {
+        Ok(Form(fields)) => match form_fields(fields) {
+            Ok(form) => form,
+            Err(message) => return html_error(StatusCode::BAD_REQUEST, &message),
+        },
         Err(rejection) => {
             return html_error(
                 rejection.status(),
@@ -390,6 +399,19 @@ async fn form_control(
 }
 
 /// The rate form's fields: an empty rate (or `none`) removes the limit.
+/// A control form's fields by name; a field given twice is refused, as
+/// in the JSON API (the last one would win unseen).
+fn form_fields(fields: Vec<(String, String)>) -> Result<HashMap<String, String>, String> {
+    let mut form = HashMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        if form.contains_key(&name) {
+            return Err(format!("the form gives '{name}' twice"));
+        }
+        form.insert(name, value);
+    }
+    Ok(form)
+}
+
 fn rate_form(form: &HashMap<String, String>) -> Result<RateChange, String> {
     let rate = |field: &str| -> Result<Option<Option<f64>>, String> {
         match form.get(field).map(|v| v.trim()) {
@@ -416,6 +438,18 @@ fn rate_form(form: &HashMap<String, String>) -> Result<RateChange, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_control_form_with_a_field_twice_is_refused() {
+        let twice = vec![
+            ("max_rate".to_owned(), "1".to_owned()),
+            ("max_rate".to_owned(), String::new()),
+        ];
+        let error = form_fields(twice).unwrap_err();
+        assert!(error.contains("'max_rate' twice"), "{error}");
+        let once = form_fields(vec![("max_rate".to_owned(), "1".to_owned())]).unwrap();
+        assert_eq!(once["max_rate"], "1");
+    }
 
     /// Regression: `bearer <token>` (the scheme in lower case, as RFC 7235
     /// allows) was answered 401 "needs the access token".
