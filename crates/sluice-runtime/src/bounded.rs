@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_core::{PartitionOffsets, TopicPartition};
+use sluice_core::{PartitionOffsets, Plan, TopicPartition};
 
 /// Where a bounded run ends: per partition, the offset to read up to.
 pub(crate) type Targets = BTreeMap<TopicPartition, i64>;
@@ -40,6 +40,14 @@ pub(crate) fn caught_up(positions: &BTreeMap<TopicPartition, i64>, targets: &Tar
     targets
         .iter()
         .all(|(tp, target)| positions.get(tp).is_some_and(|p| p >= target))
+}
+
+/// Whether a batch of `plan` would change nothing: no record to read, no
+/// partition without a stored position, no position reset.
+pub(crate) fn nothing_new(plan: &Plan) -> bool {
+    plan.ranges.iter().all(|r| r.count() == 0)
+        && plan.new_partitions.is_empty()
+        && plan.resets.is_empty()
 }
 
 #[cfg(test)]

@@ -688,6 +688,9 @@ impl StreamingContext {
     /// the batch interval as usual, each within the rate limits, until every
     /// partition's committed offset reached its end; records produced after
     /// the start, and partitions added after it, are left for the next run.
+    /// A run that finds nothing after the stored offsets (no record, no new
+    /// partition, no position to reset) runs no batch; a first start commits
+    /// one, keeping the start positions it resolved.
     /// A batch left planned by a crash is redone first. Returns `Ok` once
     /// the last batch is committed (or on a requested stop), and the error
     /// that stopped the job otherwise, as

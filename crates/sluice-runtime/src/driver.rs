@@ -375,9 +375,25 @@ impl Driver {
                 (replay.plan, info, replay.rate_limit)
             }
             None => {
+                let resumed = !progress.first_start;
                 let Some((plan, rate_limit)) = self.plan(progress)? else {
                     return Ok(false);
                 };
+                if self.settings.bounded
+                    && progress.first_batch
+                    && resumed
+                    && progress.control.is_empty()
+                    && bounded::nothing_new(&plan)
+                {
+                    // As Spark's Trigger.AvailableNow: a run that finds no
+                    // record after the stored offsets runs no batch. (A first
+                    // start commits one, to keep the positions it resolved.)
+                    tracing::info!(
+                        "nothing new after the checkpoint's offsets; the bounded run ends \
+                         without a batch"
+                    );
+                    return Ok(false);
+                }
                 let info = BatchInfo::new(progress.next_id, batch_time, plan.ranges.clone())
                     .with_rate_limit(rate_limit);
                 self.store.write_plan(&write_ahead::record(&info, &plan))?;

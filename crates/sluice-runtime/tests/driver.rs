@@ -6,13 +6,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use sluice_checkpoint::CheckpointStore;
 use sluice_core::{
     DataLossPolicy, MemorySource, OffsetReset, RateLimits, ResetKind, TopicPartition,
 };
 use sluice_runtime::Error;
 
 use crate::util::{
-    committed_counts, committed_offsets, context, counts_of, first_ranges, values, CountingJob,
+    checkpoint, committed_counts, committed_offsets, context, counts_of, first_ranges, values,
+    CountingJob,
 };
 
 fn tp(partition: i32) -> TopicPartition {
@@ -221,6 +223,32 @@ fn rate_caps_bound_every_range_the_source_plans() {
         assert!(batch.info.ranges[0].count() <= 10, "{:?}", batch.info);
     }
     assert_eq!(committed_counts(dir.path()), counts_of(&all));
+}
+
+/// Regression: a bounded run that found nothing after the stored offsets
+/// still committed an empty batch (Spark's AvailableNow runs none).
+#[test]
+fn a_bounded_run_with_nothing_new_runs_no_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = MemorySource::new();
+    source.append("words", 0, values("a", 0..5));
+    let batches = |dir: &std::path::Path| checkpoint(dir).batches().unwrap().len();
+    let run = || {
+        let job = CountingJob::new(context(dir.path()).build().unwrap(), source.clone());
+        job.context().run_until_caught_up().unwrap();
+    };
+    run();
+    assert_eq!(batches(dir.path()), 1);
+    run();
+    assert_eq!(
+        batches(dir.path()),
+        1,
+        "a run with nothing new committed a batch"
+    );
+    source.append("words", 0, values("a", 5..7));
+    run();
+    assert_eq!(batches(dir.path()), 2);
+    assert_eq!(committed_offsets(dir.path()), BTreeMap::from([(tp(0), 7)]));
 }
 
 #[test]
