@@ -23,6 +23,22 @@ use sluice_core::Record;
 /// assert_eq!(record.key.as_deref(), Some(&b"page-7"[..]));
 /// assert_eq!(record.partition, Some(2));
 /// ```
+///
+/// An input record's value under a new key, its bytes shared (the builder
+/// would take the `Bytes` through a `Vec`, copying it):
+///
+/// ```
+/// use sluice_core::Record;
+/// use sluice_kafka::KafkaRecord;
+///
+/// let input = Record::with_value("clicks", 0, 41, "page-7,ann");
+/// let record = KafkaRecord {
+///     value: input.value.clone(),
+///     ..KafkaRecord::default()
+/// }
+/// .key("ann");
+/// assert_eq!(record.value.as_ref().map(|v| v.as_ptr()), input.value.as_ref().map(|v| v.as_ptr()));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KafkaRecord {
     /// The key; `None` writes a null key.
