@@ -873,6 +873,10 @@ fn cli_batches_table_shows_each_batchs_resets_and_skipped_offsets() {
                 .with_reset(ResetRecord::new(ResetRecordKind::BelowLogStart, 20), 5),
         ];
         record.records = 35;
+        record.processing_ms = 40;
+        record.scheduling_delay_ms = 10;
+        record.min_timestamp_ms = Some(1_700_000_000_000);
+        record.max_timestamp_ms = Some(1_700_000_000_150);
         store
             .commit(Commit {
                 record,
@@ -892,10 +896,14 @@ fn cli_batches_table_shows_each_batchs_resets_and_skipped_offsets() {
     assert_eq!(lines.len(), 4, "{table}");
     assert!(lines[0].contains("  resets  "), "{table}");
     for quiet in &lines[1..3] {
-        assert_eq!(cells(quiet)[6], "-", "{table}");
+        assert_eq!(cells(quiet)[7], "-", "{table}");
     }
+    // From the oldest record's timestamp to the end of processing: 200 ms
+    // to the batch time, 10 ms of delay, 40 ms of processing.
+    assert!(lines[0].contains("  max latency ms  "), "{table}");
+    assert_eq!(cells(lines[3])[5], "250", "{table}");
     assert_eq!(
-        cells(lines[3])[6],
+        cells(lines[3])[7],
         "1 past latest (470), 1 below log start (5)",
         "{table}"
     );

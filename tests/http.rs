@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use sluice::checkpoint::CheckpointStore;
@@ -228,6 +228,95 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
     let (status, _) = http.get("/no/such/page");
     assert_eq!(status, 404);
     running.stop();
+}
+
+#[test]
+fn end_to_end_latency_runs_from_the_oldest_records_timestamp_to_the_commit() {
+    let broker = Tansu::start();
+    broker.create_topic("aged", 2);
+    let now_ms = || {
+        let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH);
+        since.unwrap().as_millis() as i64
+    };
+    let produced_ms = now_ms();
+    let (hour_ago, minute_ago, second_ago) = (
+        produced_ms - 3_600_000,
+        produced_ms - 60_000,
+        produced_ms - 1_000,
+    );
+    crate::util::kafka::produce_timed(
+        &broker.bootstrap(),
+        "aged",
+        &[
+            (0, hour_ago, "oldest".to_owned()),
+            (0, minute_ago, "older".to_owned()),
+            (1, second_ago, "newest".to_owned()),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, http) = start_job(&broker, "aged", dir.path(), RateLimits::new(), None);
+    running.wait_for_records(3, "the 3 records produced");
+    let checked_ms = now_ms();
+
+    // Whichever batches the records came in, their timestamps are the
+    // produced ones, and the latency is counted from the oldest record.
+    let batches: Vec<BatchCompleted> = running
+        .batches()
+        .into_iter()
+        .filter(|b| b.records > 0)
+        .collect();
+    let min = batches.iter().filter_map(|b| b.min_timestamp).min();
+    let max = batches.iter().filter_map(|b| b.max_timestamp).max();
+    assert_eq!((min, max), (Some(hour_ago), Some(second_ago)));
+    let oldest = batches
+        .iter()
+        .find(|b| b.min_timestamp == Some(hour_ago))
+        .unwrap();
+    let latency = oldest.max_latency().unwrap().as_millis() as i64;
+    assert!(
+        (3_600_000..=checked_ms - hour_ago).contains(&latency),
+        "an hour, and at most the time since: {latency} ms"
+    );
+    assert!(oldest.min_latency().unwrap() <= oldest.max_latency().unwrap());
+    for batch in running.batches().iter().filter(|b| b.records == 0) {
+        assert_eq!((batch.min_timestamp, batch.max_latency()), (None, None));
+    }
+
+    // Published once per batch with records; the API and the page show it.
+    let observed = http
+        .metric("sluice_batch_end_to_end_latency_seconds_count")
+        .unwrap();
+    assert_eq!(observed, batches.len() as f64);
+    let sum = http
+        .metric("sluice_batch_end_to_end_latency_seconds_sum")
+        .unwrap();
+    assert!(sum >= 3_600.0, "{sum}");
+    let view = http.json(&format!("/api/batches/{}", oldest.info.id));
+    assert_eq!(view["min_timestamp_ms"], hour_ago);
+    assert_eq!(
+        view["max_latency_seconds"].as_f64(),
+        Some(oldest.max_latency().unwrap().as_secs_f64())
+    );
+    let (status, page) = http.get(&format!("/batches/{}", oldest.info.id));
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("({hour_ago} to ")), "{page}");
+    running.stop();
+
+    // The batch record keeps the timestamps (for `sluice batches`).
+    let checkpoint = job::open_checkpoint(dir.path(), APP_ID);
+    let record = checkpoint
+        .batches()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == oldest.info.id)
+        .unwrap();
+    assert_eq!(record.min_timestamp_ms, Some(hour_ago));
+    assert_eq!(record.max_timestamp_ms, oldest.max_timestamp);
+    let stored = record.max_latency_ms().unwrap();
+    assert!(
+        (3_600_000..=latency).contains(&stored),
+        "{stored} <= {latency}"
+    );
 }
 
 /// Also pins the at-least-once abort: it used to purge the records in

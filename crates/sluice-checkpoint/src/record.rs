@@ -46,6 +46,15 @@ pub struct BatchRecord {
     /// batch on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub control: Vec<ControlRecord>,
+    /// The smallest Kafka timestamp (ms since the Unix epoch) of the
+    /// records read; `None` when none had one, and in records written before
+    /// sluice kept it (2026-12-05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_timestamp_ms: Option<i64>,
+    /// The largest Kafka timestamp of the records read, as
+    /// `min_timestamp_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_timestamp_ms: Option<i64>,
 }
 
 /// One change made to a running job through its control API.
@@ -113,7 +122,23 @@ impl BatchRecord {
             dead_letters: 0,
             late_records: Vec::new(),
             control: Vec::new(),
+            min_timestamp_ms: None,
+            max_timestamp_ms: None,
         }
+    }
+
+    /// The batch's largest end-to-end latency in ms: from its oldest
+    /// record's Kafka timestamp to the end of its processing (batch time +
+    /// scheduling delay + processing; the commit follows within
+    /// milliseconds). Zero for a timestamp after that; `None` when no
+    /// record had a timestamp.
+    pub fn max_latency_ms(&self) -> Option<i64> {
+        let processed_ms = self
+            .time_ms
+            .saturating_add(self.scheduling_delay_ms as i64)
+            .saturating_add(self.processing_ms as i64);
+        self.min_timestamp_ms
+            .map(|oldest| processed_ms.saturating_sub(oldest).max(0))
     }
 }
 

@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::poison::read_back;
@@ -36,6 +36,10 @@ pub(crate) struct BatchScope {
     /// Late records per event-time window operator, by its name.
     late: Mutex<BTreeMap<Arc<str>, Vec<LateCount>>>,
     records_read: Vec<AtomicU64>,
+    /// The smallest and largest Kafka timestamps of the records read
+    /// (`i64::MAX` and `i64::MIN` while none had one).
+    min_timestamp: AtomicI64,
+    max_timestamp: AtomicI64,
     /// The input's chunks, read once for all outputs.
     reads: SharedReads,
     cancelled: Arc<AtomicBool>,
@@ -69,6 +73,8 @@ impl BatchScope {
             dead_letters: Mutex::new(BTreeMap::new()),
             late: Mutex::new(BTreeMap::new()),
             records_read: info.ranges.iter().map(|_| AtomicU64::new(0)).collect(),
+            min_timestamp: AtomicI64::new(i64::MAX),
+            max_timestamp: AtomicI64::new(i64::MIN),
             reads,
             writes: Mutex::new(WriteSet::new()),
             cancelled,
@@ -83,6 +89,29 @@ impl BatchScope {
     /// records.
     pub(crate) fn note_records_read(&self, part: usize, records: usize) {
         self.records_read[part].store(records as u64, Ordering::Relaxed);
+    }
+
+    /// Notes the Kafka timestamps of `records`, read by a source task. A
+    /// chunk read again (a retry, a second output) changes nothing.
+    pub(crate) fn note_timestamps(&self, records: &[Record]) {
+        let (min, max) = records
+            .iter()
+            .filter_map(|record| record.timestamp)
+            .fold((i64::MAX, i64::MIN), |(min, max), t| {
+                (min.min(t), max.max(t))
+            });
+        if min <= max {
+            self.min_timestamp.fetch_min(min, Ordering::Relaxed);
+            self.max_timestamp.fetch_max(max, Ordering::Relaxed);
+        }
+    }
+
+    /// The smallest and largest Kafka timestamps of the records read so
+    /// far; `None` while no record read had one.
+    pub(crate) fn timestamps(&self) -> Option<(i64, i64)> {
+        let min = self.min_timestamp.load(Ordering::Relaxed);
+        let max = self.max_timestamp.load(Ordering::Relaxed);
+        (min <= max).then_some((min, max))
     }
 
     /// The records of `chunk`, part of the batch's range `part`, read from

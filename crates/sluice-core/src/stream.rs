@@ -112,6 +112,11 @@ pub struct BatchOutput {
     pub writes: WriteSet,
     /// Records read from each offset range, in range order.
     pub records_read: Vec<u64>,
+    /// The smallest Kafka timestamp (ms since the Unix epoch) of the records
+    /// read; `None` when no record read had a timestamp.
+    pub min_timestamp: Option<i64>,
+    /// The largest Kafka timestamp of the records read, as `min_timestamp`.
+    pub max_timestamp: Option<i64>,
     /// Records set aside under [`PoisonPolicy::DeadLetter`], by topic,
     /// partition and offset, each with the record as the input holds it
     /// (read back by its source task).
@@ -448,9 +453,12 @@ impl StreamGraph {
         }
         let writes =
             std::mem::take(&mut *scope.writes.lock().unwrap_or_else(PoisonError::into_inner));
+        let timestamps = scope.timestamps();
         Ok(BatchOutput {
             writes,
             records_read: scope.records_read(),
+            min_timestamp: timestamps.map(|(min, _)| min),
+            max_timestamp: timestamps.map(|(_, max)| max),
             dead_letters: scope.take_dead_letters(),
             late_records: scope.take_late(),
         })
@@ -682,6 +690,7 @@ impl Node<Record> for Input {
             Ok(records) => {
                 read += records.len();
                 scope.note_records_read(part, read);
+                scope.note_timestamps(&records);
                 Some(records)
             }
             Err(e) => {

@@ -450,6 +450,7 @@ impl Driver {
             writes: output.writes,
         })?;
         let commit = commit_started.elapsed();
+        let committed_at = SystemTime::now();
         crash_point::reach(CrashPoint::AfterCheckpoint, info.id);
         self.source.committed(&info);
         progress.positions.extend(plan.next_positions());
@@ -468,21 +469,6 @@ impl Driver {
         let rate_limit = info
             .rate_limit
             .map_or_else(|| "none".to_owned(), |limit| limit.to_string());
-
-        tracing::info!(
-            target: BATCH_LOG_TARGET,
-            batch = info.id,
-            records,
-            ranges = info.ranges.len(),
-            processing = %Readable(processing),
-            planning = %Readable(planning),
-            scheduling_delay = %Readable(scheduling_delay),
-            commit = %Readable(commit),
-            rate_limit,
-            dead_letters,
-            late_records,
-            "batch committed"
-        );
         let completed = BatchCompleted {
             info,
             records_per_range: output.records_read,
@@ -495,7 +481,30 @@ impl Driver {
             resets: plan.resets,
             dead_letters,
             late_records: output.late_records,
+            min_timestamp: output.min_timestamp,
+            max_timestamp: output.max_timestamp,
+            committed_at,
         };
+        let max_latency = completed.max_latency().map_or_else(
+            || "none".to_owned(),
+            |latency| Readable(latency).to_string(),
+        );
+
+        tracing::info!(
+            target: BATCH_LOG_TARGET,
+            batch = completed.info.id,
+            records,
+            ranges = completed.info.ranges.len(),
+            processing = %Readable(processing),
+            planning = %Readable(planning),
+            scheduling_delay = %Readable(scheduling_delay),
+            commit = %Readable(commit),
+            rate_limit,
+            dead_letters,
+            late_records,
+            max_latency,
+            "batch committed"
+        );
         if let (Some(monitor), Some(record)) = (&self.monitor, published) {
             let lags = lags(progress);
             // Estimates RocksDB keeps in memory: no read of the data.
@@ -781,6 +790,8 @@ fn batch_record(
     record.processing_us = processing.as_micros() as u64;
     record.scheduling_delay_ms = scheduling_delay.as_millis() as u64;
     record.late_records = output.late_records.iter().map(Into::into).collect();
+    record.min_timestamp_ms = output.min_timestamp;
+    record.max_timestamp_ms = output.max_timestamp;
     record
 }
 

@@ -1,6 +1,6 @@
 //! What the driver reports after every committed batch.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sluice_checkpoint::CheckpointStore;
 use sluice_core::{BatchInfo, LateCount, OffsetReset, TopicPartition};
@@ -39,6 +39,44 @@ pub struct BatchCompleted {
     /// Values behind an event-time window's watermark, per window and input
     /// partition (non-zero counts only); also in the batch record.
     pub late_records: Vec<LateCount>,
+    /// The smallest Kafka timestamp (ms since the Unix epoch) of the records
+    /// read; `None` when none had one. A record's timestamp is its
+    /// producer's (CreateTime) or its broker's (LogAppendTime), as the
+    /// topic's `message.timestamp.type` says.
+    pub min_timestamp: Option<i64>,
+    /// The largest Kafka timestamp of the records read, as `min_timestamp`.
+    pub max_timestamp: Option<i64>,
+    /// The wall-clock time right after the checkpoint commit: when the
+    /// batch's results became durable.
+    pub committed_at: SystemTime,
+}
+
+impl BatchCompleted {
+    /// The largest end-to-end latency among the batch's records: from the
+    /// oldest record's Kafka timestamp ([`min_timestamp`](Self::min_timestamp))
+    /// to the commit. Zero when that timestamp is after the commit (a
+    /// producer's clock ahead of this machine's); `None` when no record had
+    /// a timestamp.
+    pub fn max_latency(&self) -> Option<Duration> {
+        self.min_timestamp.map(|t| self.age_at_commit(t))
+    }
+
+    /// The smallest end-to-end latency among the batch's records: from the
+    /// newest record's Kafka timestamp to the commit, as
+    /// [`max_latency`](Self::max_latency).
+    pub fn min_latency(&self) -> Option<Duration> {
+        self.max_timestamp.map(|t| self.age_at_commit(t))
+    }
+
+    fn age_at_commit(&self, timestamp_ms: i64) -> Duration {
+        let committed_ms = self
+            .committed_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+            });
+        Duration::from_millis(u64::try_from(committed_ms.saturating_sub(timestamp_ms)).unwrap_or(0))
+    }
 }
 
 /// Called on the driver after each committed batch, with read access to

@@ -28,23 +28,26 @@ pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool) -> Outcome {
         .max()
         .unwrap_or(0);
     out!(
-        "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>12}  {:<width$}  rate limit",
+        "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>14}  {:>12}  {:<width$}  rate limit",
         "batch",
         "time (UTC)",
         "records",
         "processing ms",
         "delay ms",
+        "max latency ms",
         "dead letters",
         "resets"
     );
     for (b, resets) in rows {
         out!(
-            "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>12}  {:<width$}  {}",
+            "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>14}  {:>12}  {:<width$}  {}",
             b.id,
             format_time(b.time_ms),
             b.records,
             b.processing_ms,
             b.scheduling_delay_ms,
+            b.max_latency_ms()
+                .map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
             b.dead_letters,
             resets,
             b.rate_limit.as_deref().unwrap_or("-")

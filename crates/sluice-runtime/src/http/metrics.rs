@@ -54,6 +54,7 @@ pub(crate) struct Metrics {
     planning: Histogram,
     scheduling_delay: Histogram,
     commit: Histogram,
+    latency: Histogram,
     lag: Family<PartitionLabels, Gauge>,
     rate_limit: Family<ReasonLabels, Gauge<f64, AtomicU64>>,
     paused: Gauge,
@@ -68,6 +69,11 @@ fn seconds_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
+/// 1 ms to about 4.7 h, doubling: a job catching up reads records hours old.
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 25))
+}
+
 impl Metrics {
     pub(crate) fn new(app_id: &str) -> Self {
         let mut registry = Registry::default();
@@ -80,6 +86,7 @@ impl Metrics {
         let planning = seconds_buckets();
         let scheduling_delay = seconds_buckets();
         let commit = seconds_buckets();
+        let latency = latency_buckets();
         let lag = Family::<PartitionLabels, Gauge>::default();
         let rate_limit = Family::<ReasonLabels, Gauge<f64, AtomicU64>>::default();
         let paused = Gauge::default();
@@ -142,6 +149,12 @@ impl Metrics {
             Unit::Seconds,
             commit.clone(),
         );
+        registry.register_with_unit(
+            "sluice_batch_end_to_end_latency",
+            "Per committed batch, the time from the Kafka timestamp of its oldest record to its checkpoint commit: the largest end-to-end latency of the batch's records",
+            Unit::Seconds,
+            latency.clone(),
+        );
         registry.register(
             "sluice_partition_lag_records",
             "Records between a partition's latest offset (as of the last planning) and the job's next position",
@@ -190,6 +203,7 @@ impl Metrics {
             planning,
             scheduling_delay,
             commit,
+            latency,
             lag,
             rate_limit,
             paused,
@@ -240,6 +254,9 @@ impl Metrics {
         self.scheduling_delay
             .observe(batch.scheduling_delay.as_secs_f64());
         self.commit.observe(batch.commit.as_secs_f64());
+        if let Some(latency) = batch.max_latency() {
+            self.latency.observe(latency.as_secs_f64());
+        }
         self.rate_limit.clear();
         if let Some(limit) = batch.info.rate_limit {
             self.rate_limit

@@ -88,6 +88,9 @@ pub(crate) struct BatchView {
     /// Records read per second of processing.
     pub(crate) input_rate: f64,
     pub(crate) committed_ms: i64,
+    /// From the oldest record's Kafka timestamp to the commit; `None` when
+    /// no record had a timestamp.
+    pub(crate) max_latency_seconds: Option<f64>,
 }
 
 /// A partition of the job's input, as of the last planning and commit.
@@ -185,6 +188,9 @@ impl Monitor {
                             0.0
                         },
                         committed_ms: record.time_ms + record.processing_ms as i64,
+                        // The batch record does not keep the commit's time:
+                        // to the end of processing.
+                        max_latency_seconds: record.max_latency_ms().map(|ms| ms as f64 / 1e3),
                         record,
                     }
                 })
@@ -257,6 +263,7 @@ impl Monitor {
                 0.0
             },
             committed_ms: now_ms(),
+            max_latency_seconds: batch.max_latency().map(|latency| latency.as_secs_f64()),
         };
         let partitions = partition_views(lags);
         self.write(|s| {

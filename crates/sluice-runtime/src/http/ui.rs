@@ -326,7 +326,8 @@ fn batch_table(b: &mut String, s: &Snapshot) {
         b,
         "<h2>Batches (newest {} of {} retained)</h2><table id=batches><tr><th>batch</th><th>time (UTC)</th>\
          <th>records</th><th>input rate</th><th>scheduling delay</th><th>processing</th><th>total delay</th>\
-         <th>commit</th><th class=l>rate limit</th><th>dead letters</th><th>late</th></tr>",
+         <th>commit</th><th class=l>rate limit</th><th>dead letters</th><th>late</th>\
+         <th title=\"from the oldest record's Kafka timestamp to the commit\">max latency</th></tr>",
         s.batches.len().min(TABLE_BATCHES),
         s.batches.len()
     );
@@ -335,7 +336,7 @@ fn batch_table(b: &mut String, s: &Snapshot) {
         let _ = write!(
             b,
             "<tr data-batch=\"{id}\"><td><a href=\"/batches/{id}\">{id}</a></td><td>{}</td><td>{}</td>\
-             <td>{:.0}/s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{:.0}/s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             time(r.time_ms),
             r.records,
             v.input_rate,
@@ -346,6 +347,7 @@ fn batch_table(b: &mut String, s: &Snapshot) {
             escape(r.rate_limit.as_deref().unwrap_or("none")),
             r.dead_letters,
             r.late_records.iter().map(|l| l.count).sum::<u64>(),
+            maybe_secs(v.max_latency_seconds),
             id = r.id,
         );
     }
@@ -405,6 +407,8 @@ pub(crate) fn batch(monitor: &Monitor, id: u64) -> Option<String> {
              <tr><th class=l>processing</th><td class=l>{}</td></tr>\
              <tr><th class=l>total delay</th><td class=l>{}</td></tr>\
              <tr><th class=l>checkpoint commit</th><td class=l>{}</td></tr>\
+             <tr><th class=l>record timestamps</th><td class=l>{}</td></tr>\
+             <tr><th class=l>max end-to-end latency</th><td class=l>{}</td></tr>\
              <tr><th class=l>rate limit</th><td class=l>{}</td></tr>\
              <tr><th class=l>dead letters</th><td class=l>{}</td></tr>\
              <tr><th class=l>control changes</th><td class=l>{}</td></tr></table>",
@@ -417,6 +421,15 @@ pub(crate) fn batch(monitor: &Monitor, id: u64) -> Option<String> {
             secs(v.processing_seconds),
             secs(v.total_delay_seconds),
             maybe_secs(v.commit_seconds),
+            match (r.min_timestamp_ms, r.max_timestamp_ms) {
+                (Some(min), Some(max)) => format!(
+                    "{} to {} UTC ({min} to {max} ms since the epoch)",
+                    time(min),
+                    time(max)
+                ),
+                _ => "none".to_owned(),
+            },
+            maybe_secs(v.max_latency_seconds),
             escape(r.rate_limit.as_deref().unwrap_or("none")),
             r.dead_letters,
             if r.control.is_empty() {
