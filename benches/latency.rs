@@ -37,7 +37,8 @@
 //! Before reporting, the bench checks that every record sent was committed
 //! exactly once: the committed batches' ranges follow one another from
 //! offset 0 in every partition and end at the count sent to it, each batch
-//! handed over as many timestamps as its ranges hold records, and the
+//! handed over as many timestamps as its ranges hold records (and its
+//! `BatchCompleted::min_timestamp`/`max_timestamp` are theirs), and the
 //! broker holds what was sent.
 //!
 //! It prints p50, p99 and max of the latency per interval, and p99 over the
@@ -460,6 +461,19 @@ impl Job {
                 let error = format!(
                     "batch {id}: {} records read, {handed_over} timestamps handed to the output",
                     batch.records
+                );
+                seen.errors.push(error);
+            }
+            // The engine's own figures for the batch agree with the
+            // timestamps its output saw.
+            let flat = || timestamps.iter().flatten().copied();
+            if (batch.min_timestamp, batch.max_timestamp) != (flat().min(), flat().max()) {
+                let error = format!(
+                    "batch {id}: reported timestamps {:?} to {:?}, the output saw {:?} to {:?}",
+                    batch.min_timestamp,
+                    batch.max_timestamp,
+                    flat().min(),
+                    flat().max()
                 );
                 seen.errors.push(error);
             }
