@@ -502,7 +502,7 @@ impl Driver {
             rate_limit,
             dead_letters,
             late_records,
-            max_latency,
+            max_latency = %max_latency,
             "batch committed"
         );
         if let (Some(monitor), Some(record)) = (&self.monitor, published) {
