@@ -820,6 +820,46 @@ fn cli_ui_counts_batches_by_id_and_records_only_from_a_whole_history() {
     );
 }
 
+#[test]
+fn cli_ui_shows_a_stored_batchs_latency_to_the_end_of_its_processing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    {
+        let mut store = RocksCheckpoint::builder(&dir)
+            .app_id(APP_ID)
+            .open()
+            .unwrap();
+        let mut timed = BatchRecord::new(0, 1_700_000_000_000);
+        timed.records = 2;
+        timed.scheduling_delay_ms = 5;
+        timed.processing_ms = 20;
+        timed.min_timestamp_ms = Some(1_699_999_998_500);
+        timed.max_timestamp_ms = Some(1_699_999_999_900);
+        let untimed = BatchRecord::new(1, 1_700_000_000_100);
+        for (record, next) in [(timed, 2), (untimed, 2)] {
+            store
+                .commit(Commit {
+                    record,
+                    next_offsets: vec![(TopicPartition::new("lines", 0), next)],
+                    writes: WriteSet::new(),
+                })
+                .unwrap();
+        }
+    }
+    let ui = UiProcess::start(&dir);
+    let batch = |id| {
+        let (_, body) = ui.get(&format!("/api/batches/{id}"));
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    // 1.5 s before the batch time, then 5 ms of delay and 20 of processing.
+    assert_eq!(batch(0)["max_latency_seconds"], 1.525);
+    assert_eq!(batch(0)["min_timestamp_ms"], 1_699_999_998_500_i64);
+    assert!(batch(1)["max_latency_seconds"].is_null());
+    assert!(batch(1).get("min_timestamp_ms").is_none());
+    let (_, page) = ui.get("/");
+    assert!(page.contains("<td>1.52s</td></tr>"), "{page}");
+}
+
 /// Regression: with no restore points, the error named a builder method
 /// that does not exist (`restore_points(every, keep)` on the job's
 /// builder) and not the examples' flag.
