@@ -15,6 +15,15 @@ pub trait InputReader: Send + Sync {
     /// Reads every record in `[range.from, range.until)`, in offset order.
     fn read(&self, range: &OffsetRange) -> Result<Vec<Record>>;
 
+    /// Called with all of a batch's ranges before its tasks read them, and
+    /// again before a retry. A reader may start fetching them here (the
+    /// Kafka reader positions each partition's consumer, so every partition
+    /// prefetches while the first tasks run); errors are left to the reads.
+    /// The default does nothing.
+    fn prepare(&self, ranges: &[OffsetRange]) {
+        let _ = ranges;
+    }
+
     /// Looks records up by offset: reads `runs`, short ranges in ascending
     /// order, and hands each run's records (or why it could not be read) to
     /// `each` before reading the next. Runs of one partition follow each

@@ -447,6 +447,7 @@ impl StreamGraph {
             shuffle_partitions,
             SharedReads::new(readers, self.shared_input_bytes()),
         ));
+        scope.input.prepare(&scope.info.ranges);
         for output in outputs {
             scope.check_cancelled()?;
             output.run(&scope)?;

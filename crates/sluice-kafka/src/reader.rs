@@ -152,18 +152,27 @@ impl InputReader for KafkaReader {
         self.lookups.read(runs, each);
     }
 
+    /// Positions the consumer of each partition with records to read at
+    /// its range's start (creating it on a first read), unless it continues
+    /// there: every partition fetches while the first tasks run, not only
+    /// once its own task starts. A consumer that cannot be positioned now
+    /// is left to its read, which reports why.
+    fn prepare(&self, ranges: &[OffsetRange]) {
+        for range in ranges.iter().filter(|range| !range.is_empty()) {
+            let slot = self.slot(range.topic_partition());
+            let prepared = lock_reader(&slot).prepare(range);
+            if let Err(error) = prepared {
+                tracing::debug!(range = %range, %error, "could not position a consumer ahead of its read");
+            }
+        }
+    }
+
     fn read(&self, range: &OffsetRange) -> sluice_core::Result<Vec<Record>> {
         if range.is_empty() {
             return Ok(Vec::new());
         }
         let slot = self.slot(range.topic_partition());
-        let mut reader = slot.lock().unwrap_or_else(|poisoned| {
-            // A read panicked half-way: where the consumer stands is unknown.
-            let mut reader = poisoned.into_inner();
-            reader.forget();
-            reader
-        });
-        slot.clear_poison();
+        let mut reader = lock_reader(&slot);
         reader.read(range, self.poll_timeout).map_err(|e| match e {
             crate::Error::OffsetOutOfRange { .. } => sluice_core::Error::OffsetOutOfRange {
                 range: range.clone(),
@@ -175,6 +184,18 @@ impl InputReader for KafkaReader {
             },
         })
     }
+}
+
+/// The reader of a slot; one whose read panicked half-way forgets where its
+/// consumer stands.
+fn lock_reader(slot: &Slot) -> MutexGuard<'_, PartitionReader<PartitionConsumer>> {
+    let reader = slot.lock().unwrap_or_else(|poisoned| {
+        let mut reader = poisoned.into_inner();
+        reader.forget();
+        reader
+    });
+    slot.clear_poison();
+    reader
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -388,3 +388,49 @@ fn the_runs_of_a_partition_that_cannot_be_read_back_share_one_timeout() {
         .count();
     assert!(not_tried >= 8, "{found:?}");
 }
+
+#[test]
+fn prepare_positions_each_partition_to_read_once_and_the_reads_continue_from_there() {
+    let broker = Broker::new();
+    broker.create_topic("t", 3);
+    for p in 0..3 {
+        broker.produce_numbered("t", p, 0, 50);
+    }
+    let reader = client(&broker, "t").reader();
+    let batch = [
+        range("t", 0, 10, 50),
+        range("t", 1, 0, 50),
+        range("t", 2, 50, 50),
+    ];
+    reader.prepare(&batch);
+    // A retried batch prepares again: nothing moves.
+    reader.prepare(&batch);
+    assert_eq!(reader.cached_consumers(), 2, "none for the empty range");
+    assert_eq!(reader.positions(), 2);
+    for range in &batch {
+        let records = reader.read(range).unwrap();
+        assert_eq!(
+            offsets(&records),
+            (range.from..range.until).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(reader.positions(), 2, "the reads continued without a seek");
+
+    // The next batch continues where these reads ended.
+    broker.produce_numbered("t", 0, 50, 10);
+    let next = [
+        range("t", 0, 50, 60),
+        range("t", 1, 50, 50),
+        range("t", 2, 50, 50),
+    ];
+    reader.prepare(&next);
+    assert_eq!(
+        reader.positions(),
+        2,
+        "prepare left a continuing consumer alone"
+    );
+    assert_eq!(
+        offsets(&reader.read(&next[0]).unwrap()),
+        (50..60).collect::<Vec<_>>()
+    );
+}
