@@ -291,6 +291,25 @@ fn end_to_end_latency_runs_from_the_oldest_records_timestamp_to_the_commit() {
         .metric("sluice_batch_end_to_end_latency_seconds_sum")
         .unwrap();
     assert!(sum >= 3_600.0, "{sum}");
+    // The gauges hold the last batch with records: its oldest and newest.
+    let last = batches.last().unwrap();
+    for (record, latency) in [
+        ("oldest", last.max_latency()),
+        ("newest", last.min_latency()),
+    ] {
+        let sample = format!("sluice_last_batch_end_to_end_latency_seconds{{record=\"{record}\"}}");
+        let gauge = http.metric(&sample).unwrap();
+        assert!(
+            (gauge - latency.unwrap().as_secs_f64()).abs() < 1e-6,
+            "{sample} {gauge}"
+        );
+    }
+    let committed = http.metric("sluice_last_commit_timestamp_seconds").unwrap();
+    let scraped = now_ms() as f64 / 1e3;
+    assert!(
+        (produced_ms as f64 / 1e3..=scraped).contains(&committed),
+        "last commit at {committed}, between {produced_ms} ms and {scraped} s"
+    );
     let view = http.json(&format!("/api/batches/{}", oldest.info.id));
     assert_eq!(view["min_timestamp_ms"], hour_ago);
     assert_eq!(

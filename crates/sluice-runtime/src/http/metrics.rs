@@ -42,6 +42,12 @@ struct SinkLabels {
     sink: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RecordLabels {
+    /// `oldest` or `newest`: whose latency.
+    record: &'static str,
+}
+
 /// Every metric of one job, registered once.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -55,6 +61,8 @@ pub(crate) struct Metrics {
     scheduling_delay: Histogram,
     commit: Histogram,
     latency: Histogram,
+    last_latency: Family<RecordLabels, Gauge<f64, AtomicU64>>,
+    last_commit: Gauge<f64, AtomicU64>,
     lag: Family<PartitionLabels, Gauge>,
     rate_limit: Family<ReasonLabels, Gauge<f64, AtomicU64>>,
     paused: Gauge,
@@ -87,6 +95,8 @@ impl Metrics {
         let scheduling_delay = seconds_buckets();
         let commit = seconds_buckets();
         let latency = latency_buckets();
+        let last_latency = Family::<RecordLabels, Gauge<f64, AtomicU64>>::default();
+        let last_commit = Gauge::<f64, AtomicU64>::default();
         let lag = Family::<PartitionLabels, Gauge>::default();
         let rate_limit = Family::<ReasonLabels, Gauge<f64, AtomicU64>>::default();
         let paused = Gauge::default();
@@ -155,6 +165,18 @@ impl Metrics {
             Unit::Seconds,
             latency.clone(),
         );
+        registry.register_with_unit(
+            "sluice_last_batch_end_to_end_latency",
+            "The end-to-end latency of the oldest and of the newest record of the last committed batch that had timestamped records",
+            Unit::Seconds,
+            last_latency.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_last_commit_timestamp",
+            "When the last batch was committed, in seconds since the Unix epoch: time() minus it is how long the job has not committed",
+            Unit::Seconds,
+            last_commit.clone(),
+        );
         registry.register(
             "sluice_partition_lag_records",
             "Records between a partition's latest offset (as of the last planning) and the job's next position",
@@ -204,6 +226,8 @@ impl Metrics {
             scheduling_delay,
             commit,
             latency,
+            last_latency,
+            last_commit,
             lag,
             rate_limit,
             paused,
@@ -254,9 +278,19 @@ impl Metrics {
         self.scheduling_delay
             .observe(batch.scheduling_delay.as_secs_f64());
         self.commit.observe(batch.commit.as_secs_f64());
-        if let Some(latency) = batch.max_latency() {
-            self.latency.observe(latency.as_secs_f64());
+        if let (Some(oldest), Some(newest)) = (batch.max_latency(), batch.min_latency()) {
+            self.latency.observe(oldest.as_secs_f64());
+            for (record, latency) in [("oldest", oldest), ("newest", newest)] {
+                self.last_latency
+                    .get_or_create(&RecordLabels { record })
+                    .set(latency.as_secs_f64());
+            }
         }
+        let committed = batch
+            .committed_at
+            .duration_since(std::time::SystemTime::UNIX_EPOCH);
+        self.last_commit
+            .set(committed.map_or(0.0, |since| since.as_secs_f64()));
         self.rate_limit.clear();
         if let Some(limit) = batch.info.rate_limit {
             self.rate_limit
