@@ -820,6 +820,44 @@ fn cli_ui_counts_batches_by_id_and_records_only_from_a_whole_history() {
     );
 }
 
+/// Regression (newuser9): a window's `start<TAB>word` keys were printed
+/// in hex, with `--json` too.
+#[test]
+fn cli_counts_prints_keys_with_tabs_as_text_and_others_as_hex() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    {
+        let mut store = RocksCheckpoint::builder(&dir)
+            .app_id(APP_ID)
+            .open()
+            .unwrap();
+        store.ensure_family("windows").unwrap();
+        let mut writes = WriteSet::new();
+        writes.add("windows", b"1796484090000\tnew".to_vec(), 3);
+        writes.add("windows", b"two\nlines".to_vec(), 2);
+        writes.add("windows", vec![0xff, 0x00], 1);
+        store
+            .commit(Commit {
+                record: BatchRecord::new(0, 1_700_000_000_000),
+                next_offsets: vec![(TopicPartition::new("lines", 0), 1)],
+                writes,
+            })
+            .unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    assert_eq!(
+        ok(&["counts", d, "windows"]),
+        "1796484090000\tnew\t3\n0x74776f0a6c696e6573\t2\n0xff00\t1\n"
+    );
+    let json: Vec<serde_json::Value> = ok(&["counts", d, "windows", "--json"])
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(json[0]["key"], "1796484090000\tnew");
+    assert_eq!(json[1]["key"], "two\nlines");
+    assert_eq!(json[2]["key_hex"], "ff00");
+}
+
 #[test]
 fn cli_ui_shows_a_stored_batchs_latency_to_the_end_of_its_processing() {
     let tmp = tempfile::tempdir().unwrap();

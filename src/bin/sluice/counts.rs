@@ -35,17 +35,20 @@ pub(crate) fn run(dir: &Path, family: &str, top: Option<usize>, as_json: bool) -
     let total = counts.len();
     counts.truncate(top.unwrap_or(usize::MAX));
     for (key, count) in &counts {
-        let text = std::str::from_utf8(key)
-            .ok()
-            .filter(|k| !k.chars().any(char::is_control));
+        let text = std::str::from_utf8(key).ok();
         if as_json {
+            // JSON escapes whatever text holds.
             let key = match text {
                 Some(text) => json!({ "key": text, "count": count }),
                 None => json!({ "key_hex": hex(key), "count": count }),
             };
             out!("{key}");
         } else {
-            let key = text.map_or_else(|| format!("0x{}", hex(key)), str::to_owned);
+            // A tab may be part of a key (`start<TAB>word`): the count
+            // follows the last one. Other control characters would break
+            // the line: such keys are printed in hex.
+            let printable = text.filter(|k| !k.chars().any(|c| c.is_control() && c != '\t'));
+            let key = printable.map_or_else(|| format!("0x{}", hex(key)), str::to_owned);
             out!("{key}\t{count}");
         }
     }
