@@ -225,6 +225,12 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
     assert!(body.contains("not a batch id"), "{body}");
     let (status, body) = http.get("/api/batches/99999999");
     assert_eq!(status, 404, "{body}");
+    // Regression (newuser9): a batch not committed yet was "not among the
+    // last 1000 batches of this run".
+    assert!(
+        body.contains("no batch 99999999: the last committed batch is "),
+        "{body}"
+    );
     let (status, _) = http.get("/no/such/page");
     assert_eq!(status, 404);
     running.stop();

@@ -169,10 +169,7 @@ async fn batch_page(State(app): State<App>, Path(id): Path<String>) -> Response 
     };
     match ui::batch(&app.monitor, id) {
         Some(page) => Html(page).into_response(),
-        None => html_error(
-            StatusCode::NOT_FOUND,
-            &format!("batch {id} is not among the last {RETAINED_BATCHES} batches of this run"),
-        ),
+        None => html_error(StatusCode::NOT_FOUND, &missing_batch(&app.monitor, id)),
     }
 }
 
@@ -292,9 +289,24 @@ async fn batch(State(app): State<App>, Path(id): Path<String>) -> Response {
         .read(|s| s.batches.iter().find(|v| v.record.id == id).cloned())
     {
         Some(view) => Json(view).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("batch {id} is not among the last {RETAINED_BATCHES} batches of this run"),
+        None => error(StatusCode::NOT_FOUND, missing_batch(&app.monitor, id)),
+    }
+}
+
+/// Why batch `id` is not shown: not committed yet, or no longer retained.
+fn missing_batch(monitor: &Monitor, id: u64) -> String {
+    let last = monitor.read(|s| s.batches.back().map(|v| v.record.id));
+    match last {
+        Some(last) if id > last => {
+            format!("no batch {id}: the last committed batch is {last}")
+        }
+        None => format!("no batch {id}: no batch is committed yet"),
+        Some(_) if monitor.history => format!(
+            "batch {id} is not among the last {RETAINED_BATCHES} batches of the checkpoint's history"
+        ),
+        Some(_) => format!(
+            "batch {id} is not among the last {RETAINED_BATCHES} batches of this run; the \
+             checkpoint's history has older ones (sluice batches DIR)"
         ),
     }
 }
