@@ -28,19 +28,19 @@ pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool) -> Outcome {
         .max()
         .unwrap_or(0);
     out!(
-        "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>14}  {:>12}  {:<width$}  rate limit",
+        "{:>8}  {:<24}  {:>10}  {:>13}  {:>14}  {:>14}  {:>12}  {:<width$}  rate limit",
         "batch",
         "time (UTC)",
         "records",
         "processing ms",
-        "delay ms",
+        "sched delay ms",
         "max latency ms",
         "dead letters",
         "resets"
     );
     for (b, resets) in rows {
         out!(
-            "{:>8}  {:<24}  {:>10}  {:>13}  {:>9}  {:>14}  {:>12}  {:<width$}  {}",
+            "{:>8}  {:<24}  {:>10}  {:>13}  {:>14}  {:>14}  {:>12}  {:<width$}  {}",
             b.id,
             format_time(b.time_ms),
             b.records,
