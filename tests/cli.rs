@@ -614,12 +614,25 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
     // The job's settings are not in the checkpoint: unknown, not "none".
     assert!(overview["rate_limits"].is_null(), "{body}");
     assert!(view["commit_seconds"].is_null(), "{view}");
-    // A rate from the batch's processing time in µs.
+    // The processing rate from the batch's processing time in µs.
     let rate = last.records as f64 / (last.processing_us as f64 / 1e6);
     assert!(last.processing_us > 0, "{last:?}");
     assert!(
-        (view["input_rate"].as_f64().unwrap() - rate).abs() < 1e-6 * rate,
+        (view["processing_rate"].as_f64().unwrap() - rate).abs() < 1e-6 * rate,
         "{view}"
+    );
+    // The input rate over the batch interval, the shortest gap between
+    // batch times.
+    let interval_ms = batches
+        .windows(2)
+        .map(|pair| pair[1].time_ms - pair[0].time_ms)
+        .filter(|gap| *gap > 0)
+        .min()
+        .unwrap();
+    let rate = last.records as f64 / (interval_ms as f64 / 1e3);
+    assert!(
+        (view["input_rate"].as_f64().unwrap() - rate).abs() < 1e-6 * rate.max(1.0),
+        "{view} at {interval_ms} ms"
     );
 
     // Nothing to control.

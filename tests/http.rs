@@ -219,6 +219,12 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
             assert_eq!(json["until"], range.until);
         }
         assert!(view["processing_seconds"].as_f64().unwrap() > 0.0);
+        // Spark's input rate: records per second of the batch interval.
+        let input_rate = batch.records as f64 / job::BATCH_INTERVAL.as_secs_f64();
+        assert!((view["input_rate"].as_f64().unwrap() - input_rate).abs() < 1e-6);
+        let processing_rate = batch.records as f64 / batch.processing.as_secs_f64();
+        let shown = view["processing_rate"].as_f64().unwrap();
+        assert!((shown - processing_rate).abs() < 1e-6 * processing_rate);
     }
     let (status, body) = http.get("/api/batches/abc");
     assert_eq!(status, 400, "{body}");

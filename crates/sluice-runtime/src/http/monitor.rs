@@ -85,8 +85,13 @@ pub(crate) struct BatchView {
     pub(crate) total_delay_seconds: f64,
     /// `None` when not known (a checkpoint's history does not keep it).
     pub(crate) commit_seconds: Option<f64>,
-    /// Records read per second of processing.
+    /// Records read per second of the batch interval, as Spark's input
+    /// rate: how fast records were taken in. 0 when the interval is not
+    /// known (a checkpoint's history of one batch).
     pub(crate) input_rate: f64,
+    /// Records read per second of processing: how fast the batch went
+    /// through them.
+    pub(crate) processing_rate: f64,
     pub(crate) committed_ms: i64,
     /// From the oldest record's Kafka timestamp to the commit; `None` when
     /// no record had a timestamp.
@@ -182,11 +187,8 @@ impl Monitor {
                         total_delay_seconds: processing + delay,
                         // Not in the batch record.
                         commit_seconds: None,
-                        input_rate: if processing > 0.0 {
-                            record.records as f64 / processing
-                        } else {
-                            0.0
-                        },
+                        input_rate: rate(record.records, interval.as_secs_f64()),
+                        processing_rate: rate(record.records, processing),
                         committed_ms: record.time_ms + record.processing_ms as i64,
                         // The batch record does not keep the commit's time:
                         // to the end of processing.
@@ -257,11 +259,8 @@ impl Monitor {
             scheduling_delay_seconds: batch.scheduling_delay.as_secs_f64(),
             total_delay_seconds: (batch.scheduling_delay + batch.processing).as_secs_f64(),
             commit_seconds: Some(batch.commit.as_secs_f64()),
-            input_rate: if processing > 0.0 {
-                batch.records as f64 / processing
-            } else {
-                0.0
-            },
+            input_rate: rate(batch.records, self.read(|s| s.batch_interval.as_secs_f64())),
+            processing_rate: rate(batch.records, processing),
             committed_ms: now_ms(),
             max_latency_seconds: batch.max_latency().map(|latency| latency.as_secs_f64()),
         };
@@ -279,6 +278,15 @@ impl Monitor {
             s.batches.push_back(view);
             s.partitions = partitions;
         });
+    }
+}
+
+/// `records` per second of `seconds`; 0 for no time.
+fn rate(records: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        records as f64 / seconds
+    } else {
+        0.0
     }
 }
 

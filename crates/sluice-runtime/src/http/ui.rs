@@ -183,7 +183,7 @@ type Series = (&'static str, &'static str, fn(&BatchView) -> f64, bool);
 const SERIES: [Series; 4] = [
     (
         "input-rate",
-        "Input rate (records/s)",
+        "Input rate (records/s of batch interval)",
         |v| v.input_rate,
         false,
     ),
@@ -325,7 +325,7 @@ fn batch_table(b: &mut String, s: &Snapshot) {
     let _ = write!(
         b,
         "<h2>Batches (newest {} of {} retained)</h2><table id=batches><tr><th>batch</th><th>time (UTC)</th>\
-         <th>records</th><th>input rate</th><th>scheduling delay</th><th>processing</th><th>total delay</th>\
+         <th>records</th><th>input rate</th><th>processing rate</th><th>scheduling delay</th><th>processing</th><th>total delay</th>\
          <th>commit</th><th class=l>rate limit</th><th>dead letters</th><th>late</th>\
          <th title=\"from the oldest record's Kafka timestamp to the commit\">max latency</th></tr>",
         s.batches.len().min(TABLE_BATCHES),
@@ -336,10 +336,11 @@ fn batch_table(b: &mut String, s: &Snapshot) {
         let _ = write!(
             b,
             "<tr data-batch=\"{id}\"><td><a href=\"/batches/{id}\">{id}</a></td><td>{}</td><td>{}</td>\
-             <td>{:.0}/s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{:.0}/s</td><td>{:.0}/s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             time(r.time_ms),
             r.records,
             v.input_rate,
+            v.processing_rate,
             secs(v.scheduling_delay_seconds),
             secs(v.processing_seconds),
             secs(v.total_delay_seconds),
@@ -402,7 +403,8 @@ pub(crate) fn batch(monitor: &Monitor, id: u64) -> Option<String> {
             "<p><a href=\"/\">← {}</a></p><h1>Batch {id}</h1><table id=batch>\
              <tr><th class=l>batch time (UTC)</th><td class=l>{} ({} ms since the epoch)</td></tr>\
              <tr><th class=l>records</th><td class=l>{}</td></tr>\
-             <tr><th class=l>input rate</th><td class=l>{:.0}/s</td></tr>\
+             <tr><th class=l>input rate</th><td class=l>{:.0}/s of batch interval</td></tr>\
+             <tr><th class=l>processing rate</th><td class=l>{:.0}/s of processing</td></tr>\
              <tr><th class=l>scheduling delay</th><td class=l>{}</td></tr>\
              <tr><th class=l>processing</th><td class=l>{}</td></tr>\
              <tr><th class=l>total delay</th><td class=l>{}</td></tr>\
@@ -417,6 +419,7 @@ pub(crate) fn batch(monitor: &Monitor, id: u64) -> Option<String> {
             r.time_ms,
             r.records,
             v.input_rate,
+            v.processing_rate,
             secs(v.scheduling_delay_seconds),
             secs(v.processing_seconds),
             secs(v.total_delay_seconds),
