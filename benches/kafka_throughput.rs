@@ -27,7 +27,7 @@
 //! results. `SLUICE_BENCH_MAX_RATE_PER_PARTITION` (records/s) caps sluice
 //! batches; by default the pre-filled topic is read in one batch.
 //! `SLUICE_BENCH_ONLY=bare,pass,wordcount,outputs,http,empty,synced` runs a subset (for
-//! profiling). The broker binary is `$TANSU_BIN`, `tansu` on `PATH` or
+//! profiling); `SLUICE_BENCH_PARTITIONS` sets the topics' partitions (default 4). The broker binary is `$TANSU_BIN`, `tansu` on `PATH` or
 //! `~/.cargo/bin/tansu` (`make setup` installs it); `SLUICE_TEST_BROKER=nisshi`
 //! runs nisshi instead (`$NISSHI_BIN`, `nisshi`).
 //!
@@ -41,7 +41,7 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,13 @@ use tempfile::TempDir;
 mod tansu;
 use tansu::Tansu;
 
-const PARTITIONS: i32 = 4;
+/// Partitions of the bench's topics: `SLUICE_BENCH_PARTITIONS`, 4 by
+/// default.
+static PARTITIONS: OnceLock<i32> = OnceLock::new();
+
+fn partitions() -> i32 {
+    *PARTITIONS.get().unwrap_or(&4)
+}
 const WORDS_PER_LINE: usize = 9;
 const VOCABULARY: usize = 1000;
 const BATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -116,6 +122,11 @@ fn main() -> Result<()> {
     let records = env_u64("SLUICE_BENCH_RECORDS", records)?;
     let repeats = env_u64("SLUICE_BENCH_REPEATS", repeats)?.max(1) as usize;
     let empty_batches = env_u64("SLUICE_BENCH_EMPTY_BATCHES", empty_batches)?.max(1) as usize;
+    let count = i32::try_from(env_u64("SLUICE_BENCH_PARTITIONS", 4)?)
+        .ok()
+        .filter(|p| *p > 0)
+        .context("SLUICE_BENCH_PARTITIONS must be a partition count, 1 or more")?;
+    PARTITIONS.get_or_init(|| count);
     let max_rate = std::env::var("SLUICE_BENCH_MAX_RATE_PER_PARTITION")
         .ok()
         .map(|v| v.parse::<f64>())
@@ -127,8 +138,9 @@ fn main() -> Result<()> {
             .is_none_or(|list| list.split(',').any(|w| w.trim() == what))
     };
     ensure!(
-        records >= PARTITIONS as u64,
-        "SLUICE_BENCH_RECORDS must be at least {PARTITIONS}"
+        records >= partitions() as u64,
+        "SLUICE_BENCH_RECORDS must be at least {}",
+        partitions()
     );
 
     if !measuring {
@@ -138,12 +150,13 @@ fn main() -> Result<()> {
     let bootstrap = broker.bootstrap();
     println!("{} (memory storage) on {bootstrap}", broker.kind().name());
 
-    broker.create_topic("lines", PARTITIONS);
+    broker.create_topic("lines", partitions());
     let started = Instant::now();
     prefill(&bootstrap, "lines", records)?;
     let elapsed = started.elapsed();
     println!(
-        "pre-filled 'lines' ({PARTITIONS} partitions) with {records} records of {} bytes in {:.2} s ({:.0} records/s)",
+        "pre-filled 'lines' ({} partitions) with {records} records of {} bytes in {:.2} s ({:.0} records/s)",
+        partitions(),
         line_bytes(),
         elapsed.as_secs_f64(),
         records as f64 / elapsed.as_secs_f64()
@@ -276,11 +289,12 @@ fn main() -> Result<()> {
     }
 
     if runs("empty") || runs("synced") {
-        broker.create_topic("empty", PARTITIONS);
+        broker.create_topic("empty", partitions());
         println!();
         println!(
             "empty batches: {empty_batches} batches at a 1 ms interval on an empty \
-             {PARTITIONS}-partition topic (the first {WARMUP_BATCHES} and the catch-up after the first dropped), times in ms"
+             {}-partition topic (the first {WARMUP_BATCHES} and the catch-up after the first dropped), times in ms",
+            partitions()
         );
         println!(
             "{:<34} {:>8} {:>8} {:>8} {:>8}",
@@ -381,7 +395,7 @@ impl Bench {
             .create()
             .context("creating the bare consumer")?;
         let mut tpl = TopicPartitionList::new();
-        for partition in 0..PARTITIONS {
+        for partition in 0..partitions() {
             tpl.add_partition_offset(&self.topic, partition, Offset::Offset(0))?;
         }
         consumer.assign(&tpl)?;
@@ -670,13 +684,13 @@ fn prefill(bootstrap: &str, topic: &str, records: u64) -> Result<()> {
         }
         line.clone()
     };
-    let bulk = records - PARTITIONS as u64;
+    let bulk = records - partitions() as u64;
     for i in 0..records {
         if i == bulk {
             producer.flush(Duration::from_secs(60))?;
         }
         let payload = next_line();
-        let partition = (i % PARTITIONS as u64) as i32;
+        let partition = (i % partitions() as u64) as i32;
         let mut record = BaseRecord::<(), str>::to(topic)
             .partition(partition)
             .payload(payload.as_str());
@@ -700,7 +714,7 @@ fn prefill(bootstrap: &str, topic: &str, records: u64) -> Result<()> {
         .set("bootstrap.servers", bootstrap)
         .create()?;
     let mut total = 0;
-    for partition in 0..PARTITIONS {
+    for partition in 0..partitions() {
         let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
         total += high - low;
     }
