@@ -897,6 +897,20 @@ fn cli_ui_shows_a_stored_batchs_latency_to_the_end_of_its_processing() {
                 .unwrap();
         }
     }
+    // The empty batch 1 is left out on request.
+    let d = dir.to_str().unwrap();
+    let ids = |args: &[&str]| -> Vec<u64> {
+        ok(args)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(ids(&["batches", d, "--json"]), [0, 1]);
+    assert_eq!(ids(&["batches", d, "--json", "--skip-empty"]), [0]);
     let ui = UiProcess::start(&dir);
     let batch = |id| {
         let (_, body) = ui.get(&format!("/api/batches/{id}"));

@@ -1,4 +1,4 @@
-//! `sluice batches DIR [--since TIME] [--json]`.
+//! `sluice batches DIR [--since TIME] [--json] [--skip-empty]`.
 
 use std::path::Path;
 
@@ -7,12 +7,13 @@ use sluice::checkpoint::{BatchRecord, CheckpointStore, ResetRecordKind};
 use crate::open::{self, format_time};
 use crate::{Failure, Outcome};
 
-pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool) -> Outcome {
+pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool, skip_empty: bool) -> Outcome {
     let (store, _) = open::read_only(dir)?;
     let batches = store.batches()?;
     let shown = batches
         .iter()
-        .filter(|b| since.is_none_or(|since| b.time_ms >= since));
+        .filter(|b| since.is_none_or(|since| b.time_ms >= since))
+        .filter(|b| !skip_empty || b.records > 0 || !b.control.is_empty());
     if json {
         for batch in shown {
             let line = serde_json::to_string(batch).map_err(|e| Failure::failed(e.to_string()))?;

@@ -76,6 +76,10 @@ enum Command {
         /// One JSON object per line, as stored.
         #[arg(long)]
         json: bool,
+        /// Leaves out the batches that read no record and recorded no
+        /// control change (an idle job commits one per batch interval).
+        #[arg(long)]
+        skip_empty: bool,
     },
     /// The running totals of a family a job keeps with `save_counts`,
     /// largest first, as `key<TAB>count`.
@@ -294,7 +298,12 @@ fn main() -> ExitCode {
         Command::Checkpoint {
             command: CheckpointCommand::Info { dir, json },
         } => info::run(&dir, json),
-        Command::Batches { dir, since, json } => batches::run(&dir, since, json),
+        Command::Batches {
+            dir,
+            since,
+            json,
+            skip_empty,
+        } => batches::run(&dir, since, json, skip_empty),
         Command::Pause { dir } => pause::pause(&dir),
         Command::Resume { dir } => pause::resume(&dir),
         Command::Counts {
