@@ -621,18 +621,14 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
         (view["processing_rate"].as_f64().unwrap() - rate).abs() < 1e-6 * rate,
         "{view}"
     );
-    // The input rate over the batch interval, the shortest gap between
-    // batch times.
-    let interval_ms = batches
-        .windows(2)
-        .map(|pair| pair[1].time_ms - pair[0].time_ms)
-        .filter(|gap| *gap > 0)
-        .min()
-        .unwrap();
-    let rate = last.records as f64 / (interval_ms as f64 / 1e3);
+    // The input rate since the batch before started, as the records say.
+    let before = &batches[batches.len() - 2];
+    let gap_ms = last.processing_start_ms() - before.processing_start_ms();
+    let rate = last.records as f64 / (gap_ms as f64 / 1e3);
+    assert!(last.processed_at_ms.is_some(), "{last:?}");
     assert!(
         (view["input_rate"].as_f64().unwrap() - rate).abs() < 1e-6 * rate.max(1.0),
-        "{view} at {interval_ms} ms"
+        "{view} after {gap_ms} ms"
     );
 
     // Nothing to control.
@@ -872,6 +868,55 @@ fn cli_counts_prints_keys_with_tabs_as_text_and_others_as_hex() {
 }
 
 #[test]
+fn cli_batches_skip_empty_keeps_batches_with_records_control_changes_or_resets() {
+    use sluice::checkpoint::{ControlRecord, RangeRecord, ResetRecord, ResetRecordKind};
+    use sluice::kafka::OffsetRange;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    {
+        let mut store = RocksCheckpoint::builder(&dir)
+            .app_id(APP_ID)
+            .open()
+            .unwrap();
+        let lines = TopicPartition::new("lines", 0);
+        for id in 0..5 {
+            let mut record = BatchRecord::new(id, 1_700_000_000_000 + id as i64 * 100);
+            match id {
+                0 => record.records = 5,
+                2 => record.control = vec![ControlRecord::new(1_700_000_000_150, "pause")],
+                // A recreated topic: reset, nothing read.
+                3 => {
+                    record.ranges =
+                        vec![RangeRecord::from_range(&OffsetRange::new(&lines, 0, 0), 0)
+                            .with_reset(ResetRecord::new(ResetRecordKind::PastLatest, 5), 5)]
+                }
+                _ => {}
+            }
+            store
+                .commit(Commit {
+                    record,
+                    next_offsets: vec![(lines.clone(), 5)],
+                    writes: WriteSet::new(),
+                })
+                .unwrap();
+        }
+    }
+    let d = dir.to_str().unwrap();
+    let ids = |text: String| -> Vec<String> {
+        text.lines()
+            .skip(1)
+            .filter(|l| !l.trim_start().starts_with("control"))
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(ok(&["batches", d])), ["0", "1", "2", "3", "4"]);
+    assert_eq!(ids(ok(&["batches", d, "--skip-empty"])), ["0", "2", "3"]);
+    let json = ok(&["batches", d, "--json", "--skip-empty"]);
+    assert_eq!(json.lines().count(), 3, "{json}");
+}
+
+#[test]
 fn cli_ui_shows_a_stored_batchs_latency_to_the_end_of_its_processing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("checkpoint");
@@ -897,20 +942,6 @@ fn cli_ui_shows_a_stored_batchs_latency_to_the_end_of_its_processing() {
                 .unwrap();
         }
     }
-    // The empty batch 1 is left out on request.
-    let d = dir.to_str().unwrap();
-    let ids = |args: &[&str]| -> Vec<u64> {
-        ok(args)
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect()
-    };
-    assert_eq!(ids(&["batches", d, "--json"]), [0, 1]);
-    assert_eq!(ids(&["batches", d, "--json", "--skip-empty"]), [0]);
     let ui = UiProcess::start(&dir);
     let batch = |id| {
         let (_, body) = ui.get(&format!("/api/batches/{id}"));

@@ -55,6 +55,11 @@ pub struct BatchRecord {
     /// `min_timestamp_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_timestamp_ms: Option<i64>,
+    /// The wall-clock end of the batch's processing, right before its
+    /// commit, in ms since the Unix epoch; `None` in records written before
+    /// sluice kept it (2026-12-05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed_at_ms: Option<i64>,
 }
 
 /// One change made to a running job through its control API.
@@ -124,21 +129,43 @@ impl BatchRecord {
             control: Vec::new(),
             min_timestamp_ms: None,
             max_timestamp_ms: None,
+            processed_at_ms: None,
         }
     }
 
     /// The batch's largest end-to-end latency in ms: from its oldest
-    /// record's Kafka timestamp to the end of its processing (batch time +
-    /// scheduling delay + processing; the commit follows within
-    /// milliseconds). Zero for a timestamp after that; `None` when no
-    /// record had a timestamp.
+    /// record's Kafka timestamp to the end of its processing
+    /// ([`processing_end_ms`](Self::processing_end_ms); the commit follows
+    /// within milliseconds). Zero for a timestamp after that; `None` when
+    /// no record had a timestamp.
     pub fn max_latency_ms(&self) -> Option<i64> {
-        let processed_ms = self
-            .time_ms
-            .saturating_add(self.scheduling_delay_ms as i64)
-            .saturating_add(self.processing_ms as i64);
+        let end = self.processing_end_ms();
         self.min_timestamp_ms
-            .map(|oldest| processed_ms.saturating_sub(oldest).max(0))
+            .map(|oldest| end.saturating_sub(oldest).max(0))
+    }
+
+    /// When the batch's processing ended, in ms since the Unix epoch:
+    /// [`processed_at_ms`](Self::processed_at_ms) when kept, else batch
+    /// time + scheduling delay + processing (which misses the outage
+    /// before a batch redone after a restart).
+    pub fn processing_end_ms(&self) -> i64 {
+        self.processed_at_ms.unwrap_or_else(|| {
+            self.time_ms
+                .saturating_add(self.scheduling_delay_ms as i64)
+                .saturating_add(self.processing_ms as i64)
+        })
+    }
+
+    /// When the batch's processing (its planning included) started, in ms
+    /// since the Unix epoch: [`processing_end_ms`](Self::processing_end_ms)
+    /// less the processing time.
+    pub fn processing_start_ms(&self) -> i64 {
+        let processing_ms = if self.processing_us > 0 {
+            (self.processing_us / 1000) as i64
+        } else {
+            self.processing_ms as i64
+        };
+        self.processing_end_ms().saturating_sub(processing_ms)
     }
 }
 

@@ -20,6 +20,9 @@ pub trait InputReader: Send + Sync {
     /// Kafka reader positions each partition's consumer, so every partition
     /// prefetches while the first tasks run); errors are left to the reads.
     /// The default does nothing.
+    /// It must not change what a read returns: the Kafka reader only
+    /// positions consumers, and a read that finds an end-of-partition
+    /// event raised before it started confirms it from a new position.
     fn prepare(&self, ranges: &[OffsetRange]) {
         let _ = ranges;
     }

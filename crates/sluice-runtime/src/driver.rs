@@ -788,6 +788,7 @@ fn batch_record(
     record.records = output.records_read.iter().sum();
     record.processing_ms = processing.as_millis() as u64;
     record.processing_us = processing.as_micros() as u64;
+    record.processed_at_ms = Some(now_ms());
     record.scheduling_delay_ms = scheduling_delay.as_millis() as u64;
     record.late_records = output.late_records.iter().map(Into::into).collect();
     record.min_timestamp_ms = output.min_timestamp;

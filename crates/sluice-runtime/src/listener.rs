@@ -17,9 +17,9 @@ pub struct BatchCompleted {
     pub records: u64,
     /// Time from the start of the batch to the end of its outputs.
     pub processing: Duration,
-    /// The part of `processing` spent before the first task: discovering
-    /// partitions, fetching their offsets from the broker, planning the
-    /// ranges and writing the plan ahead of the batch. Close to zero for a
+    /// The part of `processing` spent before the batch is computed:
+    /// discovering partitions, fetching their offsets from the broker,
+    /// planning the ranges and writing the plan ahead of the batch. Close to zero for a
     /// batch redone after a restart with its stored plan.
     pub planning: Duration,
     /// How late the batch started after its scheduled time.

@@ -13,7 +13,7 @@ pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool, skip_empty: bool) 
     let shown = batches
         .iter()
         .filter(|b| since.is_none_or(|since| b.time_ms >= since))
-        .filter(|b| !skip_empty || b.records > 0 || !b.control.is_empty());
+        .filter(|b| !skip_empty || !is_empty(b));
     if json {
         for batch in shown {
             let line = serde_json::to_string(batch).map_err(|e| Failure::failed(e.to_string()))?;
@@ -65,6 +65,17 @@ pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool, skip_empty: bool) 
         }
     }
     Ok(())
+}
+
+/// A batch that read no record, recorded no control change and reset no
+/// partition (a reset on a recreated topic may read nothing).
+fn is_empty(batch: &BatchRecord) -> bool {
+    batch.records == 0
+        && batch.control.is_empty()
+        && batch
+            .ranges
+            .iter()
+            .all(|range| range.reset.is_none() && range.skipped_offsets == 0)
 }
 
 /// The batch's data-loss resets, per kind: how many partitions, and the sum

@@ -76,8 +76,9 @@ enum Command {
         /// One JSON object per line, as stored.
         #[arg(long)]
         json: bool,
-        /// Leaves out the batches that read no record and recorded no
-        /// control change (an idle job commits one per batch interval).
+        /// Leaves out the batches that read no record, recorded no control
+        /// change and reset no partition (an idle job commits one per batch
+        /// interval).
         #[arg(long)]
         skip_empty: bool,
     },

@@ -526,11 +526,12 @@ fn records_read_counts_each_range_in_order() {
 #[test]
 fn a_batch_reports_the_smallest_and_largest_timestamps_of_the_records_it_read() {
     // Two outputs read every chunk: the figures are those of one read.
-    // Records without a timestamp are left out, across chunk boundaries.
-    let first: Vec<(i64, String)> = (0..5_000).map(|i| (1_000 + i, i.to_string())).collect();
+    // Partition 0 spans two read chunks: its smallest timestamp is in the
+    // second, its largest in the first; records without one are left out.
+    let first: Vec<(i64, String)> = (0..5_000).map(|i| (20_000 - i, i.to_string())).collect();
     let input = MemoryInput::new()
         .with_timestamped_partition("t", 0, first)
-        .with_timestamped_partition("t", 1, [(400, "old"), (9_999, "new")])
+        .with_timestamped_partition("t", 1, [(16_000, "a"), (17_000, "b")])
         .with_partition("t", 2, ["untimed"]);
     for executor in executors() {
         let graph = StreamGraph::new();
@@ -538,8 +539,8 @@ fn a_batch_reports_the_smallest_and_largest_timestamps_of_the_records_it_read() 
         graph.input().filter(|_| false).count().print(1).unwrap();
         let output = run(&graph, input.clone(), &executor).unwrap();
         assert_eq!(output.records_read, [5_000, 2, 1]);
-        assert_eq!(output.min_timestamp, Some(400));
-        assert_eq!(output.max_timestamp, Some(9_999));
+        assert_eq!(output.min_timestamp, Some(15_001));
+        assert_eq!(output.max_timestamp, Some(20_000));
     }
     let graph = StreamGraph::new();
     graph.input().count().print(1).unwrap();

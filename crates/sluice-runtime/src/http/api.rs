@@ -300,7 +300,11 @@ fn missing_batch(monitor: &Monitor, id: u64) -> String {
         Some(last) if id > last => {
             format!("no batch {id}: the last committed batch is {last}")
         }
-        None => format!("no batch {id}: no batch is committed yet"),
+        None if monitor.history => format!("no batch {id}: the checkpoint holds no batch"),
+        None => format!(
+            "batch {id} is not in this run, which has committed no batch yet; the checkpoint's \
+             history has earlier ones (sluice batches DIR)"
+        ),
         Some(_) if monitor.history => format!(
             "batch {id} is not among the last {RETAINED_BATCHES} batches of the checkpoint's history"
         ),

@@ -167,7 +167,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "sluice_last_batch_end_to_end_latency",
-            "The end-to-end latency of the oldest and of the newest record of the last committed batch that had timestamped records",
+            "The end-to-end latency of the oldest and of the newest record of the last committed batch; absent after a batch without timestamped records",
             Unit::Seconds,
             last_latency.clone(),
         );
@@ -278,6 +278,10 @@ impl Metrics {
         self.scheduling_delay
             .observe(batch.scheduling_delay.as_secs_f64());
         self.commit.observe(batch.commit.as_secs_f64());
+        // The gauges follow the last batch: a batch without timestamped
+        // records (an idle job) clears them, so a caught-up backlog does
+        // not leave its age behind.
+        self.last_latency.clear();
         if let (Some(oldest), Some(newest)) = (batch.max_latency(), batch.min_latency()) {
             self.latency.observe(oldest.as_secs_f64());
             for (record, latency) in [("oldest", oldest), ("newest", newest)] {
@@ -354,4 +358,67 @@ pub(crate) fn reason_label(reason: sluice_core::RateReason) -> String {
         _ => "other",
     }
     .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use sluice_core::BatchInfo;
+
+    use super::*;
+
+    fn batch(id: u64, timestamps: Option<(i64, i64)>, committed_ms: u64) -> BatchCompleted {
+        BatchCompleted {
+            info: BatchInfo::new(id, SystemTime::UNIX_EPOCH, Vec::new()),
+            records_per_range: Vec::new(),
+            records: u64::from(timestamps.is_some()),
+            processing: Duration::ZERO,
+            planning: Duration::ZERO,
+            scheduling_delay: Duration::ZERO,
+            commit: Duration::ZERO,
+            new_partitions: Vec::new(),
+            resets: Vec::new(),
+            dead_letters: 0,
+            late_records: Vec::new(),
+            min_timestamp: timestamps.map(|(min, _)| min),
+            max_timestamp: timestamps.map(|(_, max)| max),
+            committed_at: SystemTime::UNIX_EPOCH + Duration::from_millis(committed_ms),
+        }
+    }
+
+    fn sample(metrics: &Metrics, name: &str) -> Option<f64> {
+        metrics
+            .encode()
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn the_last_batch_latency_gauges_follow_the_last_batch_and_clear_when_it_had_no_timestamps() {
+        let metrics = Metrics::new("job");
+        let oldest = "sluice_last_batch_end_to_end_latency_seconds{record=\"oldest\"}";
+        let newest = "sluice_last_batch_end_to_end_latency_seconds{record=\"newest\"}";
+        // Records stamped 3600 s and 1 s before a commit at 10 000 s.
+        metrics.batch_committed(&batch(0, Some((6_400_000, 9_999_000)), 10_000_000));
+        assert_eq!(sample(&metrics, oldest), Some(3_600.0));
+        assert_eq!(sample(&metrics, newest), Some(1.0));
+        assert_eq!(
+            sample(&metrics, "sluice_last_commit_timestamp_seconds"),
+            Some(10_000.0)
+        );
+        // An idle batch: no age left behind; the commit time moves on.
+        metrics.batch_committed(&batch(1, None, 10_001_000));
+        assert_eq!(sample(&metrics, oldest), None);
+        assert_eq!(sample(&metrics, newest), None);
+        assert_eq!(
+            sample(&metrics, "sluice_last_commit_timestamp_seconds"),
+            Some(10_001.0)
+        );
+        assert_eq!(
+            sample(&metrics, "sluice_batch_end_to_end_latency_seconds_count"),
+            Some(1.0),
+            "observed for the batch with timestamps only"
+        );
+    }
 }

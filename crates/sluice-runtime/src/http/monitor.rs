@@ -70,6 +70,9 @@ pub(crate) struct Snapshot {
     pub(crate) records_read: Option<u64>,
     /// Oldest first.
     pub(crate) batches: VecDeque<BatchView>,
+    /// When the processing of the last batch published started, ms since
+    /// the Unix epoch.
+    pub(crate) last_start_ms: Option<i64>,
     pub(crate) partitions: Vec<PartitionView>,
     pub(crate) token_required: bool,
 }
@@ -85,10 +88,10 @@ pub(crate) struct BatchView {
     pub(crate) total_delay_seconds: f64,
     /// `None` when not known (a checkpoint's history does not keep it).
     pub(crate) commit_seconds: Option<f64>,
-    /// Records read per second of the batch interval, as Spark's input
-    /// rate: how fast records were taken in. 0 when the interval is not
-    /// known (a checkpoint's history of one batch).
-    pub(crate) input_rate: f64,
+    /// Records read per second since the previous batch started, as
+    /// Structured Streaming's input rows per second: how fast records were
+    /// taken in. `None` for the first batch of a run (or of a history).
+    pub(crate) input_rate: Option<f64>,
     /// Records read per second of processing: how fast the batch went
     /// through them.
     pub(crate) processing_rate: f64,
@@ -135,6 +138,7 @@ impl Monitor {
                 batches_committed: 0,
                 records_read: Some(0),
                 batches: VecDeque::new(),
+                last_start_ms: None,
                 partitions: Vec::new(),
                 token_required,
             }),
@@ -169,10 +173,14 @@ impl Monitor {
             s.batches_committed = records.last().map_or(0, |r| r.id + 1);
             s.records_read = (records.first().is_none_or(|r| r.id == 0))
                 .then(|| records.iter().map(|r| r.records).sum());
+            let mut previous_start = None;
             s.batches = records
                 .into_iter()
                 .skip(skip)
                 .map(|record| {
+                    let start = record.processing_start_ms();
+                    let input_rate = input_rate(record.records, previous_start, start);
+                    previous_start = Some(start);
                     // Whole milliseconds in records written before the
                     // µs were kept: a rate from those is too high.
                     let processing = if record.processing_us > 0 {
@@ -187,9 +195,9 @@ impl Monitor {
                         total_delay_seconds: processing + delay,
                         // Not in the batch record.
                         commit_seconds: None,
-                        input_rate: rate(record.records, interval.as_secs_f64()),
+                        input_rate,
                         processing_rate: rate(record.records, processing),
-                        committed_ms: record.time_ms + record.processing_ms as i64,
+                        committed_ms: record.processing_end_ms(),
                         // The batch record does not keep the commit's time:
                         // to the end of processing.
                         max_latency_seconds: record.max_latency_ms().map(|ms| ms as f64 / 1e3),
@@ -253,16 +261,17 @@ impl Monitor {
         self.metrics.set_lags(lags);
         self.metrics.set_states(states);
         let processing = batch.processing.as_secs_f64();
+        let start_ms = record.processing_start_ms();
         let view = BatchView {
-            record,
             processing_seconds: processing,
             scheduling_delay_seconds: batch.scheduling_delay.as_secs_f64(),
             total_delay_seconds: (batch.scheduling_delay + batch.processing).as_secs_f64(),
             commit_seconds: Some(batch.commit.as_secs_f64()),
-            input_rate: rate(batch.records, self.read(|s| s.batch_interval.as_secs_f64())),
+            input_rate: input_rate(batch.records, self.read(|s| s.last_start_ms), start_ms),
             processing_rate: rate(batch.records, processing),
             committed_ms: now_ms(),
             max_latency_seconds: batch.max_latency().map(|latency| latency.as_secs_f64()),
+            record,
         };
         let partitions = partition_views(lags);
         self.write(|s| {
@@ -276,9 +285,17 @@ impl Monitor {
                 s.batches.pop_front();
             }
             s.batches.push_back(view);
+            s.last_start_ms = Some(start_ms);
             s.partitions = partitions;
         });
     }
+}
+
+/// `records` per second from the start of the previous batch's processing
+/// to `start_ms`; `None` without a previous batch or time between them.
+fn input_rate(records: u64, previous_start_ms: Option<i64>, start_ms: i64) -> Option<f64> {
+    let gap_ms = start_ms - previous_start_ms?;
+    (gap_ms > 0).then(|| records as f64 / (gap_ms as f64 / 1e3))
 }
 
 /// `records` per second of `seconds`; 0 for no time.

@@ -46,6 +46,11 @@ fn secs(s: f64) -> String {
     Readable(Duration::try_from_secs_f64(s).unwrap_or_default()).to_string()
 }
 
+/// A rate that may not be known: `–`.
+fn per_second(r: Option<f64>) -> String {
+    r.map_or_else(|| "–".to_owned(), |r| format!("{r:.0}/s"))
+}
+
 /// A duration that may not be known: `–`.
 fn maybe_secs(s: Option<f64>) -> String {
     s.map_or_else(|| "–".to_owned(), secs)
@@ -183,8 +188,9 @@ type Series = (&'static str, &'static str, fn(&BatchView) -> f64, bool);
 const SERIES: [Series; 4] = [
     (
         "input-rate",
-        "Input rate (records/s of batch interval)",
-        |v| v.input_rate,
+        "Input rate (records/s since the batch before)",
+        // 0 for the first batch of a run, which has no batch before it.
+        |v| v.input_rate.unwrap_or(0.0),
         false,
     ),
     (
@@ -327,7 +333,7 @@ fn batch_table(b: &mut String, s: &Snapshot) {
         "<h2>Batches (newest {} of {} retained)</h2><table id=batches><tr><th>batch</th><th>time (UTC)</th>\
          <th>records</th><th>input rate</th><th>processing rate</th><th>scheduling delay</th><th>processing</th><th>total delay</th>\
          <th>commit</th><th class=l>rate limit</th><th>dead letters</th><th>late</th>\
-         <th title=\"from the oldest record's Kafka timestamp to the commit\">max latency</th></tr>",
+         <th title=\"from the oldest record's Kafka timestamp to the commit (sluice ui: to the end of processing)\">max latency</th></tr>",
         s.batches.len().min(TABLE_BATCHES),
         s.batches.len()
     );
@@ -336,10 +342,10 @@ fn batch_table(b: &mut String, s: &Snapshot) {
         let _ = write!(
             b,
             "<tr data-batch=\"{id}\"><td><a href=\"/batches/{id}\">{id}</a></td><td>{}</td><td>{}</td>\
-             <td>{:.0}/s</td><td>{:.0}/s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{:.0}/s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             time(r.time_ms),
             r.records,
-            v.input_rate,
+            per_second(v.input_rate),
             v.processing_rate,
             secs(v.scheduling_delay_seconds),
             secs(v.processing_seconds),
@@ -403,7 +409,7 @@ pub(crate) fn batch(monitor: &Monitor, id: u64) -> Option<String> {
             "<p><a href=\"/\">← {}</a></p><h1>Batch {id}</h1><table id=batch>\
              <tr><th class=l>batch time (UTC)</th><td class=l>{} ({} ms since the epoch)</td></tr>\
              <tr><th class=l>records</th><td class=l>{}</td></tr>\
-             <tr><th class=l>input rate</th><td class=l>{:.0}/s of batch interval</td></tr>\
+             <tr><th class=l>input rate</th><td class=l>{} since the batch before</td></tr>\
              <tr><th class=l>processing rate</th><td class=l>{:.0}/s of processing</td></tr>\
              <tr><th class=l>scheduling delay</th><td class=l>{}</td></tr>\
              <tr><th class=l>processing</th><td class=l>{}</td></tr>\
@@ -418,7 +424,7 @@ pub(crate) fn batch(monitor: &Monitor, id: u64) -> Option<String> {
             time(r.time_ms),
             r.time_ms,
             r.records,
-            v.input_rate,
+            per_second(v.input_rate),
             v.processing_rate,
             secs(v.scheduling_delay_seconds),
             secs(v.processing_seconds),
