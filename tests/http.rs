@@ -319,7 +319,11 @@ fn end_to_end_latency_runs_from_the_oldest_records_timestamp_to_the_commit() {
         .unwrap();
     assert!(sum >= 3_600.0, "{sum}");
     let committed = http.metric("sluice_last_commit_timestamp_seconds").unwrap();
-    let scraped = now_ms() as f64 / 1e3;
+    // Full precision: the gauge has it (whole ms would be up to 1 ms early).
+    let scraped = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     assert!(
         (produced_ms as f64 / 1e3..=scraped).contains(&committed),
         "last commit at {committed}, between {produced_ms} ms and {scraped} s"
