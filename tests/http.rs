@@ -773,6 +773,7 @@ fn the_web_ui_shows_the_jobs_real_batches_in_a_browser() {
         "processing",
         "scheduling-delay",
         "total-delay",
+        "max-latency",
     ] {
         assert!(
             dom.contains(&format!("<svg class=\"timeline\" data-metric=\"{metric}\""))

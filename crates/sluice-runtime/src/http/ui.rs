@@ -183,9 +183,9 @@ fn control_forms(b: &mut String, paused: bool, token: bool, limits: &sluice_core
     );
 }
 
-/// The four series of the timelines: name, label, value of a batch, unit.
+/// The series of the timelines: name, label, value of a batch, unit.
 type Series = (&'static str, &'static str, fn(&BatchView) -> f64, bool);
-const SERIES: [Series; 4] = [
+const SERIES: [Series; 5] = [
     (
         "input-rate",
         "Input rate (records/s since the batch before)",
@@ -209,6 +209,12 @@ const SERIES: [Series; 4] = [
         "total-delay",
         "Total delay",
         |v| v.total_delay_seconds,
+        true,
+    ),
+    (
+        "max-latency",
+        "Max end-to-end latency (0 without timestamped records)",
+        |v| v.max_latency_seconds.unwrap_or(0.0),
         true,
     ),
 ];
