@@ -77,6 +77,12 @@ impl<S: PartitionSource> PartitionReader<S> {
         self.stash = None;
     }
 
+    /// Whether the consumer continues at `from`: a read from there needs no
+    /// positioning.
+    pub(crate) fn continues_at(&self, from: i64) -> bool {
+        self.next == Some(from)
+    }
+
     /// Positions the consumer at the start of `range` unless it continues
     /// there already: it fetches the range before a read asks for it. An
     /// end-of-partition event raised before the read starts proves nothing

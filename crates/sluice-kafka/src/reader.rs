@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -14,6 +15,10 @@ use crate::lookup::Lookups;
 use crate::partition::PartitionReader;
 
 type Slot = Arc<Mutex<PartitionReader<PartitionConsumer>>>;
+
+/// Threads that position (and on a first read, create) the consumers of a
+/// batch's partitions at its start, when more than one needs it.
+const PREPARE_THREADS: usize = 8;
 
 /// Reads offset ranges for source tasks: Spark's cached Kafka consumers.
 ///
@@ -157,14 +162,38 @@ impl InputReader for KafkaReader {
     /// there: every partition fetches while the first tasks run, not only
     /// once its own task starts. A consumer that cannot be positioned now
     /// is left to its read, which reports why.
+    ///
+    /// Creating a consumer takes a few milliseconds (its client threads), so
+    /// when several need positioning, up to [`PREPARE_THREADS`] threads
+    /// share them; a batch whose consumers all continue where their ranges
+    /// start (a running job's) spawns none.
     fn prepare(&self, ranges: &[OffsetRange]) {
-        for range in ranges.iter().filter(|range| !range.is_empty()) {
-            let slot = self.slot(range.topic_partition());
-            let prepared = lock_reader(&slot).prepare(range);
-            if let Err(error) = prepared {
+        let started = std::time::Instant::now();
+        let pending: Vec<(&OffsetRange, Slot)> = ranges
+            .iter()
+            .filter(|range| !range.is_empty())
+            .map(|range| (range, self.slot(range.topic_partition())))
+            .filter(|(range, slot)| !lock_reader(slot).continues_at(range.from))
+            .collect();
+        let position = |(range, slot): &(&OffsetRange, Slot)| {
+            if let Err(error) = lock_reader(slot).prepare(range) {
                 tracing::debug!(range = %range, %error, "could not position a consumer ahead of its read");
             }
+        };
+        match pending.len() {
+            0 => return,
+            1 => position(&pending[0]),
+            n => thread::scope(|s| {
+                for share in pending.chunks(n.div_ceil(PREPARE_THREADS)) {
+                    s.spawn(move || share.iter().for_each(position));
+                }
+            }),
         }
+        tracing::debug!(
+            positioned = pending.len(),
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "positioned partition consumers ahead of the batch's reads"
+        );
     }
 
     fn read(&self, range: &OffsetRange) -> sluice_core::Result<Vec<Record>> {
