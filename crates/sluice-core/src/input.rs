@@ -27,6 +27,17 @@ pub trait InputReader: Send + Sync {
         let _ = ranges;
     }
 
+    /// Reads the records of `range` as [`InputReader::read`] does and
+    /// lends them to `each`, for operators that only look at them
+    /// ([`DStream::count_keys`](crate::DStream::count_keys) over the input
+    /// or `values_utf8`). The default lends what `read` returns; an input
+    /// that keeps its records (as [`MemoryInput`] does) lends them without
+    /// copying.
+    fn lend(&self, range: &OffsetRange, each: &mut dyn FnMut(&[Record])) -> Result<()> {
+        each(&self.read(range)?);
+        Ok(())
+    }
+
     /// Looks records up by offset: reads `runs`, short ranges in ascending
     /// order, and hands each run's records (or why it could not be read) to
     /// `each` before reading the next. Runs of one partition follow each
@@ -66,7 +77,8 @@ impl MemoryInput {
 
     /// Adds a partition of `topic` whose records carry `values`, at offsets
     /// `0..values.len()`. A read hands out copies of the records, each
-    /// payload in a buffer of its own.
+    /// payload in a buffer of its own; [`InputReader::lend`] lends the
+    /// records kept.
     pub fn with_partition<V: Into<Vec<u8>>>(
         mut self,
         topic: &str,
@@ -118,8 +130,9 @@ impl MemoryInput {
     }
 }
 
-impl InputReader for MemoryInput {
-    fn read(&self, range: &OffsetRange) -> Result<Vec<Record>> {
+impl MemoryInput {
+    /// The kept records of `range`.
+    fn records(&self, range: &OffsetRange) -> &[Record] {
         let tp = range.topic_partition();
         let records = self
             .partitions
@@ -129,9 +142,22 @@ impl InputReader for MemoryInput {
             .unwrap_or_default();
         let from = (range.from.max(0) as usize).min(records.len());
         let until = (range.until.max(0) as usize).min(records.len());
-        Ok(records[from..until.max(from)]
+        &records[from..until.max(from)]
+    }
+}
+
+impl InputReader for MemoryInput {
+    fn read(&self, range: &OffsetRange) -> Result<Vec<Record>> {
+        Ok(self
+            .records(range)
             .iter()
             .map(Record::unshared_copy)
             .collect())
+    }
+
+    /// Lends the kept records themselves.
+    fn lend(&self, range: &OffsetRange, each: &mut dyn FnMut(&[Record])) -> Result<()> {
+        each(self.records(range));
+        Ok(())
     }
 }

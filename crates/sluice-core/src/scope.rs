@@ -120,6 +120,17 @@ impl BatchScope {
         self.reads.read(self.input.as_ref(), part, chunk)
     }
 
+    /// The records of `chunk` as [`BatchScope::read_chunk`] gives them,
+    /// lent to `each` ([`InputReader::lend`]).
+    pub(crate) fn lend_chunk(
+        &self,
+        part: usize,
+        chunk: &OffsetRange,
+        each: &mut dyn FnMut(&[Record]),
+    ) -> Result<()> {
+        self.reads.lend(self.input.as_ref(), part, chunk, each)
+    }
+
     pub(crate) fn records_read(&self) -> Vec<u64> {
         self.records_read
             .iter()

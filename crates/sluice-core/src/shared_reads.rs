@@ -109,6 +109,25 @@ impl SharedReads {
     }
 }
 
+impl SharedReads {
+    /// The records of `chunk` as [`SharedReads::read`] gives them, lent to
+    /// `each`: straight from the input when the batch reads it once.
+    pub(crate) fn lend(
+        &self,
+        input: &dyn InputReader,
+        part: usize,
+        chunk: &OffsetRange,
+        each: &mut dyn FnMut(&[Record]),
+    ) -> Result<()> {
+        if self.readers > 1 {
+            each(&self.read(input, part, chunk)?);
+            Ok(())
+        } else {
+            input.lend(chunk, each)
+        }
+    }
+}
+
 /// About what `records` take in memory: each record and the bytes it
 /// points to (allocator overhead and the unused rest of shared buffers not
 /// counted).

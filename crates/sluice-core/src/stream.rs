@@ -3,6 +3,7 @@
 //! tasks on the executor.
 
 use std::num::NonZeroUsize;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -27,10 +28,10 @@ pub(crate) type PartIter<'a, T> = Box<dyn Iterator<Item = T> + 'a>;
 /// slower (96 against 68 ms a batch on one thread, 2026-12-05), most of it
 /// spent on the load right after each call to a boxed `next`, the stall of
 /// a wide load of a value the callee had just stored in narrower parts.
-/// The loops that consume a partition (the map-side combines of
-/// [`DStream::reduce_by_key`] and [`DStream::count_keys`]) read their
-/// values the same way. The input and `values_utf8` going through it made
-/// `count_keys` 10 % faster (33.7 against 30.3 ms a batch, one thread).
+/// The loops that consume a partition (the map-side combine of
+/// [`DStream::reduce_by_key`]) read their values the same way.
+/// ([`DStream::count_keys`] does not take values: they are lent to it,
+/// see [`Node::lend`].)
 #[expect(
     clippy::map_identity,
     reason = "the identity map is the point, see above"
@@ -57,6 +58,28 @@ pub(crate) trait Node<T>: Send + Sync {
         task: &'a TaskContext,
         part: usize,
     ) -> Result<PartIter<'a, T>>;
+
+    /// Lends the values of partition `part` to `each`, one at a time, until
+    /// `each` breaks: the values [`Node::compute`] gives, with the same
+    /// errors, for a consumer that only looks at them
+    /// ([`DStream::count_keys`]). A node that can show a value without
+    /// making an owned one overrides it: the input lends the records it
+    /// read, `values_utf8` each value in one reused `String`, `filter` its
+    /// parent's values. The default lends what `compute` gives.
+    fn lend(
+        &self,
+        scope: &BatchScope,
+        task: &TaskContext,
+        part: usize,
+        each: &mut dyn FnMut(&T) -> ControlFlow<()>,
+    ) -> Result<()> {
+        for value in self.compute(scope, task, part)? {
+            if each(&value).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An operation that consumes a stream each batch (print, foreach_batch,
@@ -599,10 +622,29 @@ where
     R: Send + 'static,
     F: Fn(usize, PartIter<'_, T>) -> R + Send + Sync + 'static,
 {
+    run_stage_with(scope, node, stage, move |node, scope, task, part| {
+        Ok(consume(part, node.compute(scope, task, part)?))
+    })
+}
+
+/// [`run_stage`] for a task that asks its node for its values itself:
+/// `body` gets the node, the batch, the task and the partition, and may
+/// compute the values or have them lent ([`Node::lend`]).
+pub(crate) fn run_stage_with<T, R, F>(
+    scope: &Arc<BatchScope>,
+    node: &Arc<dyn Node<T>>,
+    stage: &str,
+    body: F,
+) -> Result<Vec<R>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(&dyn Node<T>, &BatchScope, &TaskContext, usize) -> Result<R> + Send + Sync + 'static,
+{
     // The task count is known once the node is prepared, inside.
     let results: Arc<Mutex<Vec<(usize, R)>>> = Arc::default();
     let finished = Arc::clone(&results);
-    run_stage_finishing(scope, node, stage, consume, move |part, result| {
+    run_tasks(scope, node, stage, body, move |part, result| {
         finished
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -634,6 +676,27 @@ where
     F: Fn(usize, PartIter<'_, T>) -> R + Send + Sync + 'static,
     G: Fn(usize, R) -> Result<()> + Send + Sync + 'static,
 {
+    let body = move |node: &dyn Node<T>, scope: &BatchScope, task: &TaskContext, part| {
+        Ok(consume(part, node.compute(scope, task, part)?))
+    };
+    run_tasks(scope, node, stage, body, finish)
+}
+
+/// Runs one task per partition of `node`, each running `body` and handing
+/// its result to `finish` once its operators reported no error.
+fn run_tasks<T, R, F, G>(
+    scope: &Arc<BatchScope>,
+    node: &Arc<dyn Node<T>>,
+    stage: &str,
+    body: F,
+    finish: G,
+) -> Result<()>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(&dyn Node<T>, &BatchScope, &TaskContext, usize) -> Result<R> + Send + Sync + 'static,
+    G: Fn(usize, R) -> Result<()> + Send + Sync + 'static,
+{
     node.prepare(scope)?;
     let tasks = node.partitions(scope);
     let task = {
@@ -641,8 +704,7 @@ where
         Arc::new(move |part: usize| {
             scope.check_cancelled()?;
             let context = TaskContext::new(&scope.poison);
-            let values = node.compute(&scope, &context, part)?;
-            let result = consume(part, values);
+            let result = body(node.as_ref(), &scope, &context, part)?;
             // An operator that failed mid-stream truncated the values, so
             // its error wins over whatever `consume` made of them.
             scope.add_dead_letters(context.finish()?);
@@ -678,16 +740,9 @@ impl Node<Record> for Input {
     ) -> Result<PartIter<'a, Record>> {
         let range = &scope.info.ranges[part];
         task.enter_source(range);
-        let chunks = (range.from..range.until)
-            .step_by(READ_CHUNK as usize)
-            .map(|from| OffsetRange {
-                from,
-                until: range.until.min(from.saturating_add(READ_CHUNK)),
-                ..range.clone()
-            });
         let mut read = 0;
         // A failed read ends the values and fails the task.
-        let records = chunks.map_while(move |chunk| match scope.read_chunk(part, &chunk) {
+        let records = chunks(range).map_while(move |chunk| match scope.read_chunk(part, &chunk) {
             Ok(records) => {
                 read += records.len();
                 scope.note_records_read(part, read);
@@ -703,4 +758,51 @@ impl Node<Record> for Input {
             task.at_record(record.offset, record.timestamp)
         })))
     }
+
+    /// The records as `compute` reads them, lent where the input can lend
+    /// them ([`InputReader::lend`]).
+    fn lend(
+        &self,
+        scope: &BatchScope,
+        task: &TaskContext,
+        part: usize,
+        each: &mut dyn FnMut(&Record) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let range = &scope.info.ranges[part];
+        task.enter_source(range);
+        let mut read = 0;
+        for chunk in chunks(range) {
+            let mut flow = ControlFlow::Continue(());
+            let lent = scope.lend_chunk(part, &chunk, &mut |records| {
+                read += records.len();
+                scope.note_records_read(part, read);
+                scope.note_timestamps(records);
+                for record in records {
+                    task.at_record(record.offset, record.timestamp);
+                    flow = each(record);
+                    if flow.is_break() {
+                        break;
+                    }
+                }
+            });
+            match lent {
+                Err(e) => task.fail(e),
+                Ok(()) if flow.is_continue() => continue,
+                Ok(()) => {}
+            }
+            break;
+        }
+        Ok(())
+    }
+}
+
+/// `range` in chunks of at most [`READ_CHUNK`] offsets.
+fn chunks(range: &OffsetRange) -> impl Iterator<Item = OffsetRange> + '_ {
+    (range.from..range.until)
+        .step_by(READ_CHUNK as usize)
+        .map(|from| OffsetRange {
+            from,
+            until: range.until.min(from.saturating_add(READ_CHUNK)),
+            ..range.clone()
+        })
 }

@@ -4,12 +4,13 @@
 use std::borrow::Borrow;
 use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasher, Hash};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::scope::{BatchScope, TaskContext};
-use crate::stream::{next_stage_id, run_stage, Node, PartIter};
+use crate::stream::{next_stage_id, run_stage_with, Node, PartIter};
 use crate::{DStream, Error, Result};
 
 /// The most reduce partitions a shuffle may have. Each map task keeps a
@@ -36,7 +37,18 @@ pub(crate) fn reduce_partition<K: Hash + ?Sized>(
 
 /// How a source task folds the values of its partition into its
 /// map-side combine.
-type MapSide<T, K, V> = dyn Fn(PartIter<'_, T>, &mut Combined<K, V>) + Send + Sync;
+enum MapSide<T, K, V> {
+    /// Takes the values ([`Node::compute`]).
+    Owned(Box<FoldValues<T, K, V>>),
+    /// Looks at each value ([`Node::lend`]), as `count_keys` does.
+    Lent(Box<FoldLent<T, K, V>>),
+}
+
+/// Folds a partition's values into a combine.
+type FoldValues<T, K, V> = dyn Fn(PartIter<'_, T>, &mut Combined<K, V>) + Send + Sync;
+
+/// Folds one lent value into a combine.
+type FoldLent<T, K, V> = dyn Fn(&T, &mut Combined<K, V>) + Send + Sync;
 
 /// A keyed aggregation: values combined per key inside every source task,
 /// shuffled by key hash, and combined again by the reduce tasks.
@@ -120,17 +132,28 @@ where
         }
         let map_side = Arc::clone(&self.map_side);
         // Map side: combine within the task, then split by key hash.
-        let map_outputs = run_stage(scope, &self.parent, "reduce_by_key", move |_, values| {
-            let mut combined = Combined::new();
-            map_side(values, &mut combined);
-            let hasher = partitioner();
-            let mut buckets: Vec<Vec<(K, V)>> = (0..reducers).map(|_| Vec::new()).collect();
-            for (key, value) in combined.into_iter() {
-                let bucket = reduce_partition(&hasher, &key, reducers);
-                buckets[bucket].push((key, value));
-            }
-            buckets
-        })?;
+        let map_outputs = run_stage_with(
+            scope,
+            &self.parent,
+            "reduce_by_key",
+            move |parent, scope, task, part| {
+                let mut combined = Combined::new();
+                match map_side.as_ref() {
+                    MapSide::Owned(fold) => fold(parent.compute(scope, task, part)?, &mut combined),
+                    MapSide::Lent(fold) => parent.lend(scope, task, part, &mut |value| {
+                        fold(value, &mut combined);
+                        ControlFlow::Continue(())
+                    })?,
+                }
+                let hasher = partitioner();
+                let mut buckets: Vec<Vec<(K, V)>> = (0..reducers).map(|_| Vec::new()).collect();
+                for (key, value) in combined.into_iter() {
+                    let bucket = reduce_partition(&hasher, &key, reducers);
+                    buckets[bucket].push((key, value));
+                }
+                Ok(buckets)
+            },
+        )?;
         // Shuffle: reduce partition r receives bucket r of every map task.
         let mut inputs: Vec<Vec<Vec<(K, V)>>> = (0..reducers).map(|_| Vec::new()).collect();
         for buckets in map_outputs {
@@ -210,13 +233,15 @@ where
         self.derive(ReduceByKey {
             id: next_stage_id(),
             parent: Arc::clone(&self.node),
-            map_side: Arc::new(move |values, combined: &mut Combined<K, V>| {
-                // The pairs pass through an inlined closure, as
-                // `stream::boxed` explains: 84 against 63 ms a batch.
-                #[expect(clippy::map_identity, reason = "see `stream::boxed`")]
-                let pairs = values.map(|(key, value)| (key, value));
-                combined.extend(pairs, &*map_reduce)
-            }),
+            map_side: Arc::new(MapSide::Owned(Box::new(
+                move |values, combined: &mut Combined<K, V>| {
+                    // The pairs pass through an inlined closure, as
+                    // `stream::boxed` explains: 84 against 63 ms a batch.
+                    #[expect(clippy::map_identity, reason = "see `stream::boxed`")]
+                    let pairs = values.map(|(key, value)| (key, value));
+                    combined.extend(pairs, &*map_reduce)
+                },
+            ))),
             reduce,
             partitions,
         })
@@ -242,9 +267,11 @@ impl<T: Hash + Eq + Send + 'static> DStream<T> {
         self.derive(ReduceByKey {
             id: next_stage_id(),
             parent: Arc::clone(&self.node),
-            map_side: Arc::new(move |values, combined: &mut Combined<T, i64>| {
-                combined.extend(values.map(|value| (value, 1)), &add)
-            }),
+            map_side: Arc::new(MapSide::Owned(Box::new(
+                move |values, combined: &mut Combined<T, i64>| {
+                    combined.extend(values.map(|value| (value, 1)), &add)
+                },
+            ))),
             reduce: Arc::new(add),
             partitions: None,
         })
@@ -276,14 +303,11 @@ impl<T: Send + 'static> DStream<T> {
         self.derive(ReduceByKey {
             id: next_stage_id(),
             parent: Arc::clone(&self.node),
-            map_side: Arc::new(move |values, combined: &mut Combined<Q::Owned, i64>| {
-                // Through an inlined closure, as `stream::boxed` explains.
-                #[expect(clippy::map_identity, reason = "see `stream::boxed`")]
-                let values = values.map(|value| value);
-                for value in values {
-                    keys(&value, &mut |key| combined.add_borrowed(key, 1, &add));
-                }
-            }),
+            map_side: Arc::new(MapSide::Lent(Box::new(
+                move |value, combined: &mut Combined<Q::Owned, i64>| {
+                    keys(value, &mut |key| combined.add_borrowed(key, 1, &add));
+                },
+            ))),
             reduce: Arc::new(add),
             partitions: None,
         })

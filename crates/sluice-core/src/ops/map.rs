@@ -4,6 +4,7 @@
 //! then passes through a plain `Iterator::map` or `filter`, without the
 //! state a flattening iterator checks for every value.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::scope::{BatchScope, TaskContext};
@@ -99,6 +100,22 @@ where
         let values = self.parent.compute(scope, task, part)?;
         Ok(boxed(values.filter(&self.predicate)))
     }
+
+    fn lend(
+        &self,
+        scope: &BatchScope,
+        task: &TaskContext,
+        part: usize,
+        each: &mut dyn FnMut(&T) -> ControlFlow<()>,
+    ) -> Result<()> {
+        self.parent.lend(scope, task, part, &mut |value| {
+            if (self.predicate)(value) {
+                each(value)
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+    }
 }
 
 struct TryFlatMap<T, F> {
@@ -178,6 +195,67 @@ where
             Err(e) => task.reject(self.operator, e.into()).then_some(None),
         });
         Ok(boxed(results.flatten()))
+    }
+}
+
+/// [`DStream::values_utf8`]: a `try_map` of [`Record::into_value_string`]
+/// that can also lend each value, copied into one `String` reused for the
+/// whole partition instead of a `String` of its own.
+struct ValuesUtf8 {
+    parent: Arc<dyn Node<Record>>,
+}
+
+impl ValuesUtf8 {
+    const OPERATOR: &'static str = "values_utf8";
+}
+
+impl Node<String> for ValuesUtf8 {
+    fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
+        self.parent.prepare(scope)
+    }
+
+    fn partitions(&self, scope: &BatchScope) -> usize {
+        self.parent.partitions(scope)
+    }
+
+    fn compute<'a>(
+        &'a self,
+        scope: &'a BatchScope,
+        task: &'a TaskContext,
+        part: usize,
+    ) -> Result<PartIter<'a, String>> {
+        let records = self.parent.compute(scope, task, part)?;
+        // As `TryMap`.
+        let values = records.map_while(move |record| match record.into_value_string() {
+            Ok(value) => Some(Some(value)),
+            Err(e) => task.reject(Self::OPERATOR, e.into()).then_some(None),
+        });
+        Ok(boxed(values.flatten()))
+    }
+
+    fn lend(
+        &self,
+        scope: &BatchScope,
+        task: &TaskContext,
+        part: usize,
+        each: &mut dyn FnMut(&String) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let mut value = String::new();
+        self.parent
+            .lend(scope, task, part, &mut |record| match record.value_str() {
+                Ok(text) => {
+                    value.clear();
+                    value.push_str(text);
+                    each(&value)
+                }
+                Err(e) => {
+                    if task.reject(Self::OPERATOR, e.into()) {
+                        ControlFlow::Continue(())
+                    } else {
+                        ControlFlow::Break(())
+                    }
+                }
+            })
     }
 }
 
@@ -401,6 +479,8 @@ impl DStream<Record> {
     /// let lines = graph.input().values_utf8();
     /// ```
     pub fn values_utf8(&self) -> DStream<String> {
-        self.try_map_as("values_utf8", Record::into_value_string)
+        self.derive(ValuesUtf8 {
+            parent: Arc::clone(&self.node),
+        })
     }
 }

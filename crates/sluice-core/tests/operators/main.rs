@@ -280,6 +280,97 @@ proptest! {
     }
 }
 
+/// What a batch of [`lent_or_computed_counts`] gave: the counts, the
+/// rejected records, or the batch's error.
+type CountsOrError = std::result::Result<(Vec<(String, i64)>, Vec<(i32, i64, String)>), String>;
+
+/// Counts the words of the lines that do not start with `c`, by
+/// `count_keys` (which borrows each line lent by `filter`, `values_utf8`
+/// and the input) or by `flat_map` + `count_by_value` (which take each
+/// value); with a second output beside it when `beside`, so the input is
+/// read once and shared.
+fn lent_or_computed_counts(
+    partitions: &[Vec<Vec<u8>>],
+    dead_letters: bool,
+    lent: bool,
+    beside: bool,
+    executor: &Arc<dyn Executor>,
+) -> CountsOrError {
+    let graph = StreamGraph::new();
+    if dead_letters {
+        graph.set_poison_policy(PoisonPolicy::dead_letter("dead"));
+    }
+    let lines = graph
+        .input()
+        .values_utf8()
+        .filter(|line| !line.starts_with('c'));
+    let counts = if lent {
+        lines.count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
+    } else {
+        lines
+            .flat_map(|line| {
+                line.split_ascii_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .count_by_value()
+    };
+    let counts = collect(&counts);
+    if beside {
+        collect(&graph.input());
+    }
+    let input = partitions
+        .iter()
+        .enumerate()
+        .fold(MemoryInput::new(), |input, (p, lines)| {
+            input.with_partition("t", p as i32, lines.iter().cloned())
+        });
+    let output = run(&graph, input, executor).map_err(|e| e.to_string())?;
+    let letters = output
+        .dead_letters
+        .iter()
+        .map(|l| {
+            (
+                l.partition,
+                l.offset,
+                format!("{}: {}", l.operator, l.error),
+            )
+        })
+        .collect();
+    Ok((sorted(only_batch(&counts).concat()), sorted(letters)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// `count_keys` looks at values its parents lend (`values_utf8` a
+    /// reused string, `filter` the values it passes, the input the records
+    /// it keeps) instead of taking each value: the counts, the records set
+    /// aside, and a failed batch's error must be those of operators that
+    /// take the values, whether the input is read for it alone or shared.
+    #[test]
+    fn count_keys_over_lent_values_gives_what_taken_values_give(
+        partitions in prop::collection::vec(
+            prop::collection::vec(
+                prop_oneof![
+                    4 => "( ?[a-d]{0,2} ?){0,4}".prop_map(String::into_bytes),
+                    1 => Just(vec![b'a', 0xff, b' ', b'b']),
+                ],
+                0..20,
+            ),
+            0..5,
+        ),
+        dead_letters: bool,
+        beside: bool,
+    ) {
+        for executor in executors() {
+            let lent = lent_or_computed_counts(&partitions, dead_letters, true, beside, &executor);
+            let taken = lent_or_computed_counts(&partitions, dead_letters, false, beside, &executor);
+            prop_assert_eq!(lent, taken);
+        }
+    }
+}
+
 #[test]
 fn count_by_value_counts_each_distinct_value() {
     for executor in executors() {
