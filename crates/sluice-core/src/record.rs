@@ -91,6 +91,7 @@ impl Record {
     ///
     /// A null value reads as the empty string. Bytes that are not UTF-8 give
     /// [`Error::Decode`] naming the record's topic, partition and offset.
+    #[inline]
     pub fn value_str(&self) -> Result<&str> {
         self.decode("value", self.value.as_deref())
     }
@@ -143,6 +144,7 @@ impl Record {
             .transpose()
     }
 
+    #[inline]
     fn decode<'a>(&self, field: &'static str, bytes: Option<&'a [u8]>) -> Result<&'a str> {
         std::str::from_utf8(bytes.unwrap_or_default()).map_err(|source| Error::Decode {
             topic: self.topic.to_string(),
