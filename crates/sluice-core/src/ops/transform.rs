@@ -1,10 +1,11 @@
 //! Whole-batch operators: `transform`, `repartition` and `count`.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::materialize::Materialized;
 use crate::exec::catch_panic;
-use crate::stream::run_stage;
+use crate::stream::{run_stage, run_stage_with};
 use crate::{Batch, BatchInfo, DStream, Error, MAX_SHUFFLE_PARTITIONS};
 
 impl<T: Send + 'static> DStream<T> {
@@ -65,6 +66,9 @@ impl<T: Send + 'static> DStream<T> {
     }
 
     /// A stream with one value per batch: the number of values in it.
+    /// The values are only looked at (lent, not handed over): counting the
+    /// input, or `values_utf8` and `filter`s over it, makes no owned
+    /// value per record.
     ///
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
@@ -74,7 +78,14 @@ impl<T: Send + 'static> DStream<T> {
     pub fn count(&self) -> DStream<i64> {
         let parent = Arc::clone(&self.node);
         self.derive(Materialized::new(move |scope| {
-            let counts = run_stage(scope, &parent, "count", |_, values| values.count() as i64)?;
+            let counts = run_stage_with(scope, &parent, "count", |parent, scope, task, part| {
+                let mut count = 0;
+                parent.lend(scope, task, part, &mut |_| {
+                    count += 1;
+                    ControlFlow::Continue(())
+                })?;
+                Ok(count)
+            })?;
             Ok(vec![vec![counts.into_iter().sum()]])
         }))
     }
