@@ -3,7 +3,9 @@
 //! again. When a batch reads its input more than once (more than one
 //! output reads it, not counting those that read it through a cached
 //! stream, see [`Lineage`](crate::lineage::Lineage)), each chunk read is kept for the reads still
-//! to come and handed to the last of them without a copy.
+//! to come and handed to the last of them without a copy. Outputs that
+//! only look at records ([`Node::lend`](crate::stream::Node::lend): `count`,
+//! `count_keys`) are lent the kept records themselves.
 //!
 //! What is kept is bounded: once the kept chunks of a batch take the
 //! graph's [`shared_input_bytes`](crate::StreamGraph::set_shared_input_bytes),
@@ -12,7 +14,7 @@
 //! large backlog so holds a bounded part of it for its later outputs.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
@@ -42,9 +44,19 @@ struct Kept {
 struct Chunk {
     /// `None` when the chunk did not fit in the budget: each later output
     /// reads it again.
-    records: Option<Vec<Record>>,
+    records: Option<Arc<Vec<Record>>>,
     bytes: usize,
     readers_left: usize,
+}
+
+/// What the reads before this one left of a chunk.
+enum Earlier {
+    /// Its records, kept.
+    Kept(Arc<Vec<Record>>),
+    /// It was read but not kept: read it again.
+    NotKept,
+    /// This is the chunk's first read.
+    Unread,
 }
 
 impl SharedReads {
@@ -69,49 +81,26 @@ impl SharedReads {
         part: usize,
         chunk: &OffsetRange,
     ) -> Result<Vec<Record>> {
-        let key = (part, chunk.from);
-        {
-            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = kept.chunks.get_mut(&key) {
-                entry.readers_left -= 1;
-                if entry.readers_left > 0 {
-                    if let Some(records) = &entry.records {
-                        return Ok(records.clone());
-                    }
-                } else if let Some(last) = kept.chunks.remove(&key) {
-                    kept.bytes -= last.bytes;
-                    if let Some(records) = last.records {
-                        return Ok(records);
-                    }
+        match self.claim(part, chunk) {
+            // The last reader takes the kept records over, unless a lender
+            // still looks at them.
+            Earlier::Kept(records) => {
+                Ok(Arc::try_unwrap(records).unwrap_or_else(|records| records.as_ref().clone()))
+            }
+            Earlier::NotKept => input.read(chunk),
+            Earlier::Unread => {
+                let records = input.read(chunk)?;
+                if self.readers > 1 {
+                    self.keep(part, chunk, &records, || Arc::new(records.clone()));
                 }
-                drop(kept);
-                return input.read(chunk);
+                Ok(records)
             }
         }
-        let records = input.read(chunk)?;
-        if self.readers > 1 {
-            let bytes = footprint(&records);
-            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-            let fits = kept.bytes.saturating_add(bytes) <= self.budget;
-            if fits {
-                kept.bytes += bytes;
-            }
-            kept.chunks.insert(
-                key,
-                Chunk {
-                    records: fits.then(|| records.clone()),
-                    bytes: if fits { bytes } else { 0 },
-                    readers_left: self.readers - 1,
-                },
-            );
-        }
-        Ok(records)
     }
-}
 
-impl SharedReads {
     /// The records of `chunk` as [`SharedReads::read`] gives them, lent to
-    /// `each`: straight from the input when the batch reads it once.
+    /// `each`: straight from the input when the batch reads it once, else
+    /// the kept records themselves, without a copy.
     pub(crate) fn lend(
         &self,
         input: &dyn InputReader,
@@ -119,12 +108,63 @@ impl SharedReads {
         chunk: &OffsetRange,
         each: &mut dyn FnMut(&[Record]),
     ) -> Result<()> {
-        if self.readers > 1 {
-            each(&self.read(input, part, chunk)?);
-            Ok(())
-        } else {
-            input.lend(chunk, each)
+        if self.readers <= 1 {
+            return input.lend(chunk, each);
         }
+        match self.claim(part, chunk) {
+            Earlier::Kept(records) => each(&records),
+            Earlier::NotKept => input.lend(chunk, each)?,
+            Earlier::Unread => {
+                let records = Arc::new(input.read(chunk)?);
+                self.keep(part, chunk, &records, || Arc::clone(&records));
+                each(&records);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one read of `chunk` against what an earlier read kept; the
+    /// last expected read removes it.
+    fn claim(&self, part: usize, chunk: &OffsetRange) -> Earlier {
+        let key = (part, chunk.from);
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = kept.chunks.get_mut(&key) else {
+            return Earlier::Unread;
+        };
+        entry.readers_left -= 1;
+        let records = if entry.readers_left > 0 {
+            entry.records.clone()
+        } else {
+            let last = kept.chunks.remove(&key).expect("the entry was just found");
+            kept.bytes -= last.bytes;
+            last.records
+        };
+        records.map_or(Earlier::NotKept, Earlier::Kept)
+    }
+
+    /// Notes the first read of `chunk` for the reads still to come, keeping
+    /// its `records` (as `shared` makes them) when they fit in the budget.
+    fn keep(
+        &self,
+        part: usize,
+        chunk: &OffsetRange,
+        records: &[Record],
+        shared: impl FnOnce() -> Arc<Vec<Record>>,
+    ) {
+        let bytes = footprint(records);
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let fits = kept.bytes.saturating_add(bytes) <= self.budget;
+        if fits {
+            kept.bytes += bytes;
+        }
+        kept.chunks.insert(
+            (part, chunk.from),
+            Chunk {
+                records: fits.then(shared),
+                bytes: if fits { bytes } else { 0 },
+                readers_left: self.readers - 1,
+            },
+        );
     }
 }
 
@@ -224,6 +264,68 @@ mod tests {
         let shared = SharedReads::new(1, DEFAULT_SHARED_INPUT_BYTES);
         shared.read(&input, 0, &range).unwrap();
         shared.read(&input, 0, &range).unwrap();
+        assert_eq!(input.reads.load(Ordering::Relaxed), 2);
+        assert!(shared.kept.lock().unwrap().chunks.is_empty());
+    }
+
+    /// Lends `chunk` through `shared`: where the lent records are, and a
+    /// copy of them.
+    fn lent(shared: &SharedReads, input: &Counting, chunk: &OffsetRange) -> (usize, Vec<Record>) {
+        let mut seen = (0, Vec::new());
+        shared
+            .lend(input, 0, chunk, &mut |records| {
+                seen = (records.as_ptr() as usize, records.to_vec());
+            })
+            .unwrap();
+        seen
+    }
+
+    #[test]
+    fn outputs_lent_a_chunk_share_one_read_and_one_copy_of_its_records() {
+        let (input, range) = input();
+        let shared = SharedReads::new(3, DEFAULT_SHARED_INPUT_BYTES);
+        let lends: Vec<_> = (0..3).map(|_| lent(&shared, &input, &range)).collect();
+        assert_eq!(input.reads.load(Ordering::Relaxed), 1);
+        assert_eq!(lends[0].1, input.input.read(&range).unwrap());
+        for (at, records) in &lends[1..] {
+            assert_eq!(*at, lends[0].0, "a later output was lent a copy");
+            assert_eq!(*records, lends[0].1);
+        }
+        let kept = shared.kept.lock().unwrap();
+        assert!(kept.chunks.is_empty());
+        assert_eq!(kept.bytes, 0);
+    }
+
+    #[test]
+    fn lent_and_taken_reads_of_a_chunk_share_one_read() {
+        let (input, range) = input();
+        let shared = SharedReads::new(3, DEFAULT_SHARED_INPUT_BYTES);
+        let (_, first) = lent(&shared, &input, &range);
+        let second = shared.read(&input, 0, &range).unwrap();
+        let (_, third) = lent(&shared, &input, &range);
+        assert_eq!(input.reads.load(Ordering::Relaxed), 1);
+        assert_eq!(first, second);
+        assert_eq!(second, third);
+        assert!(shared.kept.lock().unwrap().chunks.is_empty());
+    }
+
+    #[test]
+    fn a_chunk_lent_beyond_the_budget_is_read_again_by_each_later_output() {
+        let (input, range) = input();
+        let shared = SharedReads::new(2, 0);
+        let (_, first) = lent(&shared, &input, &range);
+        let (_, second) = lent(&shared, &input, &range);
+        assert_eq!(first, second);
+        assert_eq!(input.reads.load(Ordering::Relaxed), 2);
+        assert!(shared.kept.lock().unwrap().chunks.is_empty());
+    }
+
+    #[test]
+    fn one_output_is_lent_straight_from_the_input() {
+        let (input, range) = input();
+        let shared = SharedReads::new(1, DEFAULT_SHARED_INPUT_BYTES);
+        lent(&shared, &input, &range);
+        lent(&shared, &input, &range);
         assert_eq!(input.reads.load(Ordering::Relaxed), 2);
         assert!(shared.kept.lock().unwrap().chunks.is_empty());
     }
