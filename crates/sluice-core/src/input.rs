@@ -28,11 +28,14 @@ pub trait InputReader: Send + Sync {
     }
 
     /// Reads the records of `range` as [`InputReader::read`] does and
-    /// lends them to `each`, for operators that only look at them
-    /// ([`DStream::count_keys`](crate::DStream::count_keys) over the input
-    /// or `values_utf8`). The default lends what `read` returns; an input
-    /// that keeps its records (as [`MemoryInput`] does) lends them without
-    /// copying.
+    /// lends them to `each`, in offset order, in one or more slices, for
+    /// operators that only look at them
+    /// ([`DStream::count_keys`](crate::DStream::count_keys) and
+    /// [`DStream::count`](crate::DStream::count) over the input or
+    /// `values_utf8`). An error after some slices were lent fails the
+    /// task like a failed `read`. The default lends what `read` returns;
+    /// an input that keeps its records may lend them without copying, as
+    /// [`MemoryInput`] does.
     fn lend(&self, range: &OffsetRange, each: &mut dyn FnMut(&[Record])) -> Result<()> {
         each(&self.read(range)?);
         Ok(())

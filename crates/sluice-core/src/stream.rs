@@ -62,7 +62,7 @@ pub(crate) trait Node<T>: Send + Sync {
     /// Lends the values of partition `part` to `each`, one at a time, until
     /// `each` breaks: the values [`Node::compute`] gives, with the same
     /// errors, for a consumer that only looks at them
-    /// ([`DStream::count_keys`]). A node that can show a value without
+    /// ([`DStream::count_keys`], [`DStream::count`]). A node that can show a value without
     /// making an owned one overrides it: the input lends the records it
     /// read, `values_utf8` each value in one reused `String`, `filter` its
     /// parent's values. The default lends what `compute` gives.
@@ -706,7 +706,7 @@ where
             let context = TaskContext::new(&scope.poison);
             let result = body(node.as_ref(), &scope, &context, part)?;
             // An operator that failed mid-stream truncated the values, so
-            // its error wins over whatever `consume` made of them.
+            // its error wins over whatever `body` made of them.
             scope.add_dead_letters(context.finish()?);
             finish(part, result)
         })
@@ -777,6 +777,11 @@ impl Node<Record> for Input {
                 read += records.len();
                 scope.note_records_read(part, read);
                 scope.note_timestamps(records);
+                // A reader may lend a chunk in several slices: none is
+                // handed on once the consumer stopped.
+                if flow.is_break() {
+                    return;
+                }
                 for record in records {
                     task.at_record(record.offset, record.timestamp);
                     flow = each(record);

@@ -158,8 +158,8 @@ where
     }
 }
 
-/// `try_map` and `values_utf8`: [`TryFlatMap`] with one value per value,
-/// without the inner iterator to flatten.
+/// `try_map`: [`TryFlatMap`] with one value per value, without the inner
+/// iterator to flatten.
 struct TryMap<T, F> {
     parent: Arc<dyn Node<T>>,
     operator: &'static str,

@@ -716,38 +716,166 @@ impl InputReader for FailingFrom {
     }
 }
 
+/// The jobs a failed read must fail: values taken (`count_by_value`),
+/// looked at (`count_keys`, `count`), and the input read by two outputs.
+fn jobs_over_lines() -> Vec<(&'static str, Arc<StreamGraph>)> {
+    let taken = StreamGraph::new();
+    let lines = taken.input().values_utf8();
+    lines.count_by_value().save_counts("words").unwrap();
+    let lent = StreamGraph::new();
+    let lines = lent.input().values_utf8();
+    lines
+        .count_keys(|line: &String, count| count(line.as_str()))
+        .save_counts("words")
+        .unwrap();
+    let counted = StreamGraph::new();
+    collect(&counted.input().values_utf8().count());
+    let shared = StreamGraph::new();
+    collect(&shared.input().values_utf8().count());
+    collect(&shared.input().count());
+    vec![
+        ("count_by_value", taken),
+        ("count_keys", lent),
+        ("count", counted),
+        ("two counts", shared),
+    ]
+}
+
 #[test]
 fn a_read_failing_half_way_through_a_range_fails_the_batch_naming_the_unread_offsets() {
-    let values: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+    for (job, graph) in jobs_over_lines() {
+        let values: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+        let input = input(vec![values]);
+        let info = info_for(&input);
+        let reader = Arc::new(FailingFrom {
+            input,
+            fail_from: 9_000,
+            reads: AtomicUsize::new(0),
+        });
+        let err = graph
+            .run_batch(
+                info,
+                Arc::clone(&reader) as Arc<dyn InputReader>,
+                Arc::new(InlineExecutor),
+            )
+            .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(text.contains("the broker went away"), "{job}: {text}");
+        // The records before the failure were read, in chunks, and then
+        // dropped with the batch: nothing of it is staged.
+        assert!(reader.reads.load(Ordering::Relaxed) > 1, "{job}");
+        let Error::Task { source, .. } = err else {
+            panic!("{job}: expected a task error, got {err:?}");
+        };
+        let Error::Read { range, .. } = *source else {
+            panic!("{job}: expected a read error, got {source:?}");
+        };
+        assert!(range.from <= 9_000 && range.until > 9_000, "{job}: {range}");
+    }
+}
+
+/// A memory input that lends its records one at a time.
+struct LendingOneByOne(MemoryInput);
+
+impl InputReader for LendingOneByOne {
+    fn read(&self, range: &OffsetRange) -> Result<Vec<sluice_core::Record>> {
+        self.0.read(range)
+    }
+
+    fn lend(
+        &self,
+        range: &OffsetRange,
+        each: &mut dyn FnMut(&[sluice_core::Record]),
+    ) -> Result<()> {
+        for record in self.read(range)? {
+            each(std::slice::from_ref(&record));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_rejected_record_stops_a_reader_that_lends_record_by_record() {
+    let mut values: Vec<Vec<u8>> = (0..10_000).map(|i| i.to_string().into_bytes()).collect();
+    values[1] = vec![0xff];
     let input = input(vec![values]);
     let info = info_for(&input);
-    let reader = Arc::new(FailingFrom {
-        input,
-        fail_from: 9_000,
-        reads: AtomicUsize::new(0),
-    });
     let graph = StreamGraph::new();
-    let lines = graph.input().values_utf8();
-    lines.count_by_value().save_counts("words").unwrap();
+    let looked_at = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&looked_at);
+    graph
+        .input()
+        .values_utf8()
+        .count_keys(move |line: &String, count| {
+            seen.fetch_add(1, Ordering::Relaxed);
+            count(line.as_str())
+        })
+        .save_counts("words")
+        .unwrap();
+    let reader = Arc::new(LendingOneByOne(input));
     let err = graph
-        .run_batch(
-            info,
-            Arc::clone(&reader) as Arc<dyn InputReader>,
-            Arc::new(InlineExecutor),
-        )
+        .run_batch(info, reader, Arc::new(InlineExecutor))
         .unwrap_err();
-    let text = format!("{err:?}");
-    assert!(text.contains("the broker went away"), "{text}");
-    // The records before the failure were read, in chunks, and then dropped
-    // with the batch: nothing of it is staged.
-    assert!(reader.reads.load(Ordering::Relaxed) > 1);
-    let Error::Task { source, .. } = err else {
-        panic!("expected a task error, got {err:?}");
-    };
-    let Error::Read { range, .. } = *source else {
-        panic!("expected a read error, got {source:?}");
-    };
-    assert!(range.from <= 9_000 && range.until > 9_000, "{range}");
+    assert!(format!("{err:?}").contains("t-0@1"), "{err:?}");
+    // The line before the bad one, and nothing after it.
+    assert_eq!(looked_at.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn lent_and_taken_reads_count_the_same_records_and_timestamps_across_chunks() {
+    let partitions: Vec<Vec<(i64, Vec<u8>)>> = (0..2)
+        .map(|p| {
+            (0..9_000)
+                .map(|i| {
+                    let value = if i % 4_000 == 3 {
+                        vec![0xff]
+                    } else {
+                        format!("w{}", i % 7).into_bytes()
+                    };
+                    (1_000 + i * 3 + p, value)
+                })
+                .collect()
+        })
+        .collect();
+    let outputs: Vec<_> = [true, false]
+        .into_iter()
+        .map(|lent| {
+            let input =
+                partitions
+                    .iter()
+                    .enumerate()
+                    .fold(MemoryInput::new(), |input, (p, records)| {
+                        input.with_timestamped_partition("t", p as i32, records.iter().cloned())
+                    });
+            let graph = StreamGraph::new();
+            graph.set_poison_policy(PoisonPolicy::dead_letter("dead"));
+            let lines = graph.input().values_utf8();
+            let lines = if lent { lines } else { lines.map(|line| line) };
+            let counts = collect(&lines.count_keys(|line: &String, count| count(line.as_str())));
+            let output = run(&graph, input, &executors()[1]).unwrap();
+            let letters: Vec<_> = output
+                .dead_letters
+                .iter()
+                .map(|l| (l.partition, l.offset))
+                .collect();
+            (
+                sorted(only_batch(&counts).concat()),
+                sorted(letters),
+                output.records_read,
+                output.min_timestamp,
+                output.max_timestamp,
+            )
+        })
+        .collect();
+    assert_eq!(outputs[0], outputs[1]);
+    let (counts, letters, records_read, min, max) = &outputs[0];
+    assert_eq!(
+        counts.iter().map(|(_, n)| n).sum::<i64>(),
+        2 * 9_000 - 2 * 3
+    );
+    assert_eq!(letters.len(), 2 * 3);
+    assert_eq!(records_read, &[9_000, 9_000]);
+    assert_eq!((*min, *max), (Some(1_000), Some(1_000 + 8_999 * 3 + 1)));
 }
 
 #[test]
