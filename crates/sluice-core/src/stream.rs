@@ -62,10 +62,11 @@ pub(crate) trait Node<T>: Send + Sync {
     /// Lends the values of partition `part` to `each`, one at a time, until
     /// `each` breaks: the values [`Node::compute`] gives, with the same
     /// errors, for a consumer that only looks at them
-    /// ([`DStream::count_keys`], [`DStream::count`]). A node that can show a value without
-    /// making an owned one overrides it: the input lends the records it
-    /// read, `values_utf8` each value in one reused `String`, `filter` its
-    /// parent's values. The default lends what `compute` gives.
+    /// ([`DStream::count_keys`], [`DStream::count`]). A node that can show
+    /// a value without making an owned one overrides it: the input lends
+    /// the records it read, `values_utf8` each value in one reused
+    /// `String`, `filter` its parent's values. The default lends what
+    /// `compute` gives.
     fn lend(
         &self,
         scope: &BatchScope,
@@ -790,12 +791,15 @@ impl Node<Record> for Input {
                     }
                 }
             });
-            match lent {
-                Err(e) => task.fail(e),
-                Ok(()) if flow.is_continue() => continue,
-                Ok(()) => {}
+            if let Err(e) = lent {
+                // As in `compute`: a failed read ends the values and fails
+                // the task.
+                task.fail(e);
+                break;
             }
-            break;
+            if flow.is_break() {
+                break;
+            }
         }
         Ok(())
     }
