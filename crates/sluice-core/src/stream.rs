@@ -59,6 +59,23 @@ pub(crate) trait Node<T>: Send + Sync {
         part: usize,
     ) -> Result<PartIter<'a, T>>;
 
+    /// The values of partition `part` lent a chunk at a time, for an
+    /// operator that makes values of its own from each chunk before handing
+    /// them on (`values_utf8` its `String`s, without an owned record for
+    /// each); `None` when this node cannot lend its values so (the
+    /// default). Only the input can: the records of each chunk it reads.
+    /// The consumer calls [`TaskContext::at_record`] for each value it
+    /// hands on.
+    fn lend_chunks<'a>(
+        &'a self,
+        scope: &'a BatchScope,
+        task: &'a TaskContext,
+        part: usize,
+    ) -> Option<Box<dyn ChunkLender<T> + 'a>> {
+        let _ = (scope, task, part);
+        None
+    }
+
     /// Lends the values of partition `part` to `each`, one at a time, until
     /// `each` breaks: the values [`Node::compute`] gives, with the same
     /// errors, for a consumer that only looks at them
@@ -81,6 +98,13 @@ pub(crate) trait Node<T>: Send + Sync {
         }
         Ok(())
     }
+}
+
+/// Lends a partition's values a chunk at a time ([`Node::lend_chunks`]).
+pub(crate) trait ChunkLender<T> {
+    /// Lends the next chunk to `each`, in one or more slices; `false` once
+    /// the partition is done or its read failed (which fails the task).
+    fn next_chunk(&mut self, each: &mut dyn FnMut(&[T])) -> bool;
 }
 
 /// An operation that consumes a stream each batch (print, foreach_batch,
@@ -760,6 +784,23 @@ impl Node<Record> for Input {
         })))
     }
 
+    fn lend_chunks<'a>(
+        &'a self,
+        scope: &'a BatchScope,
+        task: &'a TaskContext,
+        part: usize,
+    ) -> Option<Box<dyn ChunkLender<Record> + 'a>> {
+        let range = &scope.info.ranges[part];
+        task.enter_source(range);
+        Some(Box::new(InputChunks {
+            scope,
+            task,
+            part,
+            chunks: Box::new(chunks(range)),
+            read: 0,
+        }))
+    }
+
     /// The records as `compute` reads them, lent where the input can lend
     /// them ([`InputReader::lend`]).
     fn lend(
@@ -802,6 +843,41 @@ impl Node<Record> for Input {
             }
         }
         Ok(())
+    }
+}
+
+/// The chunks of one range of the input, lent as they are read, with the
+/// bookkeeping `compute` does for them.
+struct InputChunks<'a> {
+    scope: &'a BatchScope,
+    task: &'a TaskContext,
+    part: usize,
+    chunks: Box<dyn Iterator<Item = OffsetRange> + 'a>,
+    /// Records read so far.
+    read: usize,
+}
+
+impl ChunkLender<Record> for InputChunks<'_> {
+    fn next_chunk(&mut self, each: &mut dyn FnMut(&[Record])) -> bool {
+        let Some(chunk) = self.chunks.next() else {
+            return false;
+        };
+        let (scope, part, read) = (self.scope, self.part, &mut self.read);
+        let lent = scope.lend_chunk(part, &chunk, &mut |records| {
+            *read += records.len();
+            scope.note_records_read(part, *read);
+            scope.note_timestamps(records);
+            each(records);
+        });
+        match lent {
+            Ok(()) => true,
+            Err(e) => {
+                // As in `compute`: a failed read ends the values and fails
+                // the task.
+                self.task.fail(e);
+                false
+            }
+        }
     }
 }
 

@@ -200,7 +200,9 @@ where
 
 /// [`DStream::values_utf8`]: a `try_map` of [`Record::into_value_string`]
 /// that can also lend each value, copied into one `String` reused for the
-/// whole partition instead of a `String` of its own.
+/// whole partition instead of a `String` of its own. Over the input, it
+/// makes each `String` straight from the records the input lends, a chunk
+/// at a time, so no owned record is made for a value.
 struct ValuesUtf8 {
     parent: Arc<dyn Node<Record>>,
 }
@@ -224,6 +226,36 @@ impl Node<String> for ValuesUtf8 {
         task: &'a TaskContext,
         part: usize,
     ) -> Result<PartIter<'a, String>> {
+        if let Some(mut chunks) = self.parent.lend_chunks(scope, task, part) {
+            // Each chunk's texts made from the records the input lends,
+            // then handed on one by one, naming each value's record.
+            let mut texts = Vec::new().into_iter();
+            let values = std::iter::from_fn(move || loop {
+                if let Some((offset, timestamp, text)) = texts.next() {
+                    task.at_record(offset, timestamp);
+                    return match text {
+                        Ok(text) => Some(Some(text)),
+                        Err(e) => task.reject(Self::OPERATOR, e).then_some(None),
+                    };
+                }
+                let mut next = Vec::new();
+                let more = chunks.next_chunk(&mut |records| {
+                    next.extend(records.iter().map(|record| {
+                        let text = record.value_str().map(str::to_owned);
+                        (
+                            record.offset,
+                            record.timestamp,
+                            text.map_err(BoxError::from),
+                        )
+                    }));
+                });
+                if !more {
+                    return None;
+                }
+                texts = next.into_iter();
+            });
+            return Ok(boxed(values.flatten()));
+        }
         let records = self.parent.compute(scope, task, part)?;
         // As `TryMap`.
         let values = records.map_while(move |record| match record.into_value_string() {

@@ -280,19 +280,44 @@ proptest! {
     }
 }
 
-/// What a batch of [`lent_or_computed_counts`] gave: the counts, the
-/// rejected records, or the batch's error.
+/// What a batch of [`counts_by`] gave: the counts, the rejected records,
+/// or the batch's error.
 type CountsOrError = std::result::Result<(Vec<(String, i64)>, Vec<(i32, i64, String)>), String>;
 
+/// How the lines reach the operator that counts them.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    /// Lent: `count_keys` or `count` look at what `filter`, `values_utf8`
+    /// and the input lend.
+    Lent,
+    /// Taken from `values_utf8` over the input, which makes each line's
+    /// `String` from the records the input lends a chunk at a time.
+    Chunked,
+    /// Taken from `values_utf8` over a `map` of the records: each record
+    /// read, handed over, and turned into its `String`.
+    Taken,
+}
+
+const PATHS: [Path; 3] = [Path::Lent, Path::Chunked, Path::Taken];
+
+/// The lines that do not start with `c`, reached by `path` (for
+/// `Path::Lent`, the stream `count_keys` and `count` lend from).
+fn lines_by(graph: &Arc<StreamGraph>, path: Path) -> DStream<String> {
+    let records = match path {
+        Path::Lent | Path::Chunked => graph.input(),
+        Path::Taken => graph.input().map(|record| record),
+    };
+    records.values_utf8().filter(|line| !line.starts_with('c'))
+}
+
 /// Counts the words of the lines that do not start with `c`, by
-/// `count_keys` (which borrows each line lent by `filter`, `values_utf8`
-/// and the input) or by `flat_map` + `count_by_value` (which take each
-/// value); with a second output beside it when `beside`, so the input is
-/// read once and shared.
-fn lent_or_computed_counts(
+/// `count_keys` (`Path::Lent`) or by `flat_map` + `count_by_value`; with a
+/// second output beside it when `beside`, so the input is read once and
+/// shared.
+fn counts_by(
     partitions: &[Vec<Vec<u8>>],
     dead_letters: bool,
-    lent: bool,
+    path: Path,
     beside: bool,
     executor: &Arc<dyn Executor>,
 ) -> CountsOrError {
@@ -300,20 +325,18 @@ fn lent_or_computed_counts(
     if dead_letters {
         graph.set_poison_policy(PoisonPolicy::dead_letter("dead"));
     }
-    let lines = graph
-        .input()
-        .values_utf8()
-        .filter(|line| !line.starts_with('c'));
-    let counts = if lent {
-        lines.count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
-    } else {
-        lines
+    let lines = lines_by(&graph, path);
+    let counts = match path {
+        Path::Lent => {
+            lines.count_keys(|line: &String, count| line.split_ascii_whitespace().for_each(count))
+        }
+        Path::Chunked | Path::Taken => lines
             .flat_map(|line| {
                 line.split_ascii_whitespace()
                     .map(str::to_owned)
                     .collect::<Vec<_>>()
             })
-            .count_by_value()
+            .count_by_value(),
     };
     let counts = collect(&counts);
     if beside {
@@ -340,24 +363,23 @@ fn lent_or_computed_counts(
     Ok((sorted(only_batch(&counts).concat()), sorted(letters)))
 }
 
-/// What `count` gives for the lines that do not start with `c`: over
-/// lent values (`count` of `filter` of `values_utf8`) or, through a `map`
-/// that takes each value, over values handed over.
-fn lent_or_computed_count(
+/// What `count` gives for the lines that do not start with `c`, reached
+/// by `path`: lent, or through a `map` that takes each value.
+fn count_by(
     partitions: &[Vec<Vec<u8>>],
     dead_letters: bool,
-    lent: bool,
+    path: Path,
     executor: &Arc<dyn Executor>,
 ) -> std::result::Result<(i64, Vec<(i32, i64)>), String> {
     let graph = StreamGraph::new();
     if dead_letters {
         graph.set_poison_policy(PoisonPolicy::dead_letter("dead"));
     }
-    let lines = graph
-        .input()
-        .values_utf8()
-        .filter(|line| !line.starts_with('c'));
-    let lines = if lent { lines } else { lines.map(|line| line) };
+    let lines = lines_by(&graph, path);
+    let lines = match path {
+        Path::Lent => lines,
+        Path::Chunked | Path::Taken => lines.map(|line| line),
+    };
     let count = collect(&lines.count());
     let input = partitions
         .iter()
@@ -377,14 +399,15 @@ fn lent_or_computed_count(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// `count_keys` looks at values its parents lend (`values_utf8` a
-    /// reused string, `filter` the values it passes, the input the records
-    /// it keeps) instead of taking each value, and so does `count`: the
-    /// counts, the records set aside, and a failed batch's error must be
-    /// those of operators that take the values, whether the input is read
-    /// for them alone or shared.
+    /// `count_keys` and `count` look at values their parents lend
+    /// (`values_utf8` a reused string, `filter` the values it passes, the
+    /// input the records it keeps), and `values_utf8` over the input makes
+    /// its strings from records lent a chunk at a time: the counts, the
+    /// records set aside, and a failed batch's error must be those of
+    /// operators that take each record, whether the input is read for them
+    /// alone or shared.
     #[test]
-    fn count_keys_and_count_over_lent_values_give_what_taken_values_give(
+    fn lent_and_chunked_values_give_what_taken_values_give(
         partitions in prop::collection::vec(
             prop::collection::vec(
                 prop_oneof![
@@ -399,12 +422,14 @@ proptest! {
         beside: bool,
     ) {
         for executor in executors() {
-            let lent = lent_or_computed_counts(&partitions, dead_letters, true, beside, &executor);
-            let taken = lent_or_computed_counts(&partitions, dead_letters, false, beside, &executor);
-            prop_assert_eq!(lent, taken);
-            let lent = lent_or_computed_count(&partitions, dead_letters, true, &executor);
-            let taken = lent_or_computed_count(&partitions, dead_letters, false, &executor);
-            prop_assert_eq!(lent, taken);
+            let taken = counts_by(&partitions, dead_letters, Path::Taken, beside, &executor);
+            let total = count_by(&partitions, dead_letters, Path::Taken, &executor);
+            for path in [Path::Lent, Path::Chunked] {
+                let counts = counts_by(&partitions, dead_letters, path, beside, &executor);
+                prop_assert_eq!(&counts, &taken, "{:?}", path);
+                let count = count_by(&partitions, dead_letters, path, &executor);
+                prop_assert_eq!(&count, &total, "{:?}", path);
+            }
         }
     }
 }
@@ -716,11 +741,16 @@ impl InputReader for FailingFrom {
     }
 }
 
-/// The jobs a failed read must fail: values taken (`count_by_value`),
-/// looked at (`count_keys`, `count`), and the input read by two outputs.
+/// The jobs a failed read must fail: values made from records lent a
+/// chunk at a time (`count_by_value` over `values_utf8`), made from
+/// records taken (over a `map`), looked at (`count_keys`, `count`), and the
+/// input read by two outputs.
 fn jobs_over_lines() -> Vec<(&'static str, Arc<StreamGraph>)> {
+    let chunked = StreamGraph::new();
+    let lines = chunked.input().values_utf8();
+    lines.count_by_value().save_counts("words").unwrap();
     let taken = StreamGraph::new();
-    let lines = taken.input().values_utf8();
+    let lines = taken.input().map(|record| record).values_utf8();
     lines.count_by_value().save_counts("words").unwrap();
     let lent = StreamGraph::new();
     let lines = lent.input().values_utf8();
@@ -734,7 +764,8 @@ fn jobs_over_lines() -> Vec<(&'static str, Arc<StreamGraph>)> {
     collect(&shared.input().values_utf8().count());
     collect(&shared.input().count());
     vec![
-        ("count_by_value", taken),
+        ("count_by_value", chunked),
+        ("count_by_value over mapped records", taken),
         ("count_keys", lent),
         ("count", counted),
         ("two counts", shared),
@@ -796,33 +827,41 @@ impl InputReader for LendingOneByOne {
 
 #[test]
 fn a_rejected_record_stops_a_reader_that_lends_record_by_record() {
-    let mut values: Vec<Vec<u8>> = (0..10_000).map(|i| i.to_string().into_bytes()).collect();
-    values[1] = vec![0xff];
-    let input = input(vec![values]);
-    let info = info_for(&input);
-    let graph = StreamGraph::new();
-    let looked_at = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&looked_at);
-    graph
-        .input()
-        .values_utf8()
-        .count_keys(move |line: &String, count| {
-            seen.fetch_add(1, Ordering::Relaxed);
-            count(line.as_str())
-        })
+    for path in [Path::Lent, Path::Chunked] {
+        let mut values: Vec<Vec<u8>> = (0..10_000).map(|i| i.to_string().into_bytes()).collect();
+        values[1] = vec![0xff];
+        let input = input(vec![values]);
+        let info = info_for(&input);
+        let graph = StreamGraph::new();
+        let looked_at = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&looked_at);
+        let lines = lines_by(&graph, path);
+        match path {
+            Path::Lent => lines.count_keys(move |line: &String, count| {
+                seen.fetch_add(1, Ordering::Relaxed);
+                count(line.as_str())
+            }),
+            Path::Chunked | Path::Taken => lines
+                .map(move |line| {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                    line
+                })
+                .count_by_value(),
+        }
         .save_counts("words")
         .unwrap();
-    let reader = Arc::new(LendingOneByOne(input));
-    let err = graph
-        .run_batch(info, reader, Arc::new(InlineExecutor))
-        .unwrap_err();
-    assert!(format!("{err:?}").contains("t-0@1"), "{err:?}");
-    // The line before the bad one, and nothing after it.
-    assert_eq!(looked_at.load(Ordering::Relaxed), 1);
+        let reader = Arc::new(LendingOneByOne(input));
+        let err = graph
+            .run_batch(info, reader, Arc::new(InlineExecutor))
+            .unwrap_err();
+        assert!(format!("{err:?}").contains("t-0@1"), "{path:?}: {err:?}");
+        // The line before the bad one, and nothing after it.
+        assert_eq!(looked_at.load(Ordering::Relaxed), 1, "{path:?}");
+    }
 }
 
 #[test]
-fn lent_and_taken_reads_count_the_same_records_and_timestamps_across_chunks() {
+fn lent_chunked_and_taken_reads_count_the_same_records_and_timestamps_across_chunks() {
     let partitions: Vec<Vec<(i64, Vec<u8>)>> = (0..2)
         .map(|p| {
             (0..9_000)
@@ -837,9 +876,9 @@ fn lent_and_taken_reads_count_the_same_records_and_timestamps_across_chunks() {
                 .collect()
         })
         .collect();
-    let outputs: Vec<_> = [true, false]
+    let outputs: Vec<_> = PATHS
         .into_iter()
-        .map(|lent| {
+        .map(|path| {
             let input =
                 partitions
                     .iter()
@@ -849,8 +888,11 @@ fn lent_and_taken_reads_count_the_same_records_and_timestamps_across_chunks() {
                     });
             let graph = StreamGraph::new();
             graph.set_poison_policy(PoisonPolicy::dead_letter("dead"));
-            let lines = graph.input().values_utf8();
-            let lines = if lent { lines } else { lines.map(|line| line) };
+            let lines = lines_by(&graph, path);
+            let lines = match path {
+                Path::Lent => lines,
+                Path::Chunked | Path::Taken => lines.map(|line| line),
+            };
             let counts = collect(&lines.count_keys(|line: &String, count| count(line.as_str())));
             let output = run(&graph, input, &executors()[1]).unwrap();
             let letters: Vec<_> = output
@@ -867,7 +909,8 @@ fn lent_and_taken_reads_count_the_same_records_and_timestamps_across_chunks() {
             )
         })
         .collect();
-    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[2], "lent");
+    assert_eq!(outputs[1], outputs[2], "chunked");
     let (counts, letters, records_read, min, max) = &outputs[0];
     assert_eq!(
         counts.iter().map(|(_, n)| n).sum::<i64>(),
