@@ -32,7 +32,8 @@ pub trait InputReader: Send + Sync {
     /// operators that only look at them
     /// ([`DStream::count_keys`](crate::DStream::count_keys) and
     /// [`DStream::count`](crate::DStream::count) over the input or
-    /// `values_utf8`). An error after some slices were lent fails the
+    /// `values_utf8`) and for `values_utf8` on the input, which makes its
+    /// strings from them. An error after some slices were lent fails the
     /// task like a failed `read`. The default lends what `read` returns;
     /// an input that keeps its records may lend them without copying, as
     /// [`MemoryInput`] does.

@@ -5,7 +5,8 @@
 //! stream, see [`Lineage`](crate::lineage::Lineage)), each chunk read is kept for the reads still
 //! to come and handed to the last of them without a copy. Outputs that
 //! only look at records ([`Node::lend`](crate::stream::Node::lend): `count`,
-//! `count_keys`) are lent the kept records themselves.
+//! `count_keys`), and `values_utf8` on the input, are lent the kept records
+//! themselves.
 //!
 //! What is kept is bounded: once the kept chunks of a batch take the
 //! graph's [`shared_input_bytes`](crate::StreamGraph::set_shared_input_bytes),

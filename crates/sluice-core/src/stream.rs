@@ -796,7 +796,7 @@ impl Node<Record> for Input {
             scope,
             task,
             part,
-            chunks: Box::new(chunks(range)),
+            chunks: Some(Box::new(chunks(range))),
             read: 0,
         }))
     }
@@ -852,14 +852,15 @@ struct InputChunks<'a> {
     scope: &'a BatchScope,
     task: &'a TaskContext,
     part: usize,
-    chunks: Box<dyn Iterator<Item = OffsetRange> + 'a>,
+    /// The chunks still to read; `None` once a read failed.
+    chunks: Option<Box<dyn Iterator<Item = OffsetRange> + 'a>>,
     /// Records read so far.
     read: usize,
 }
 
 impl ChunkLender<Record> for InputChunks<'_> {
     fn next_chunk(&mut self, each: &mut dyn FnMut(&[Record])) -> bool {
-        let Some(chunk) = self.chunks.next() else {
+        let Some(chunk) = self.chunks.as_mut().and_then(Iterator::next) else {
             return false;
         };
         let (scope, part, read) = (self.scope, self.part, &mut self.read);
@@ -875,6 +876,7 @@ impl ChunkLender<Record> for InputChunks<'_> {
                 // As in `compute`: a failed read ends the values and fails
                 // the task.
                 self.task.fail(e);
+                self.chunks = None;
                 false
             }
         }

@@ -207,6 +207,21 @@ struct ValuesUtf8 {
     parent: Arc<dyn Node<Record>>,
 }
 
+/// At most this many bytes of a lent chunk's values are made into text
+/// before the first of them is handed on (1 MiB); the chunk's other
+/// records are kept, sharing their payloads, and turned into text as they
+/// are handed on. So a chunk of large values is not held twice.
+const TEXT_AHEAD_BYTES: usize = 1 << 20;
+
+/// A value of a lent chunk, waiting to be handed on.
+enum Ahead {
+    /// Made into text already: its record's offset and timestamp, and the
+    /// text or why it is not UTF-8.
+    Text(i64, Option<i64>, std::result::Result<String, BoxError>),
+    /// Its record, sharing the payload the input read.
+    Record(Record),
+}
+
 impl ValuesUtf8 {
     const OPERATOR: &'static str = "values_utf8";
 }
@@ -229,9 +244,17 @@ impl Node<String> for ValuesUtf8 {
         if let Some(mut chunks) = self.parent.lend_chunks(scope, task, part) {
             // Each chunk's texts made from the records the input lends,
             // then handed on one by one, naming each value's record.
-            let mut texts = Vec::new().into_iter();
+            let mut ahead = Vec::new().into_iter();
             let values = std::iter::from_fn(move || loop {
-                if let Some((offset, timestamp, text)) = texts.next() {
+                if let Some(value) = ahead.next() {
+                    let (offset, timestamp, text) = match value {
+                        Ahead::Text(offset, timestamp, text) => (offset, timestamp, text),
+                        Ahead::Record(record) => {
+                            let (offset, timestamp) = (record.offset, record.timestamp);
+                            let text = record.into_value_string().map_err(BoxError::from);
+                            (offset, timestamp, text)
+                        }
+                    };
                     task.at_record(offset, timestamp);
                     return match text {
                         Ok(text) => Some(Some(text)),
@@ -239,10 +262,15 @@ impl Node<String> for ValuesUtf8 {
                     };
                 }
                 let mut next = Vec::new();
+                let mut text_bytes = 0;
                 let more = chunks.next_chunk(&mut |records| {
                     next.extend(records.iter().map(|record| {
+                        if text_bytes >= TEXT_AHEAD_BYTES {
+                            return Ahead::Record(record.clone());
+                        }
                         let text = record.value_str().map(str::to_owned);
-                        (
+                        text_bytes += text.as_ref().map_or(0, String::len);
+                        Ahead::Text(
                             record.offset,
                             record.timestamp,
                             text.map_err(BoxError::from),
@@ -252,7 +280,7 @@ impl Node<String> for ValuesUtf8 {
                 if !more {
                     return None;
                 }
-                texts = next.into_iter();
+                ahead = next.into_iter();
             });
             return Ok(boxed(values.flatten()));
         }

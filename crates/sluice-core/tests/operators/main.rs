@@ -860,6 +860,158 @@ fn a_rejected_record_stops_a_reader_that_lends_record_by_record() {
     }
 }
 
+/// What a job parsing each line of `partitions` as a number saw: the
+/// numbers of each partition, the dead letters, records read and
+/// timestamps, or the batch's error.
+type Parsed = std::result::Result<
+    (
+        Vec<Vec<i64>>,
+        Vec<(i32, i64, &'static str, String)>,
+        Vec<u64>,
+        Option<i64>,
+        Option<i64>,
+    ),
+    String,
+>;
+
+/// Parses each line of `partitions` (timestamped) as a number, the lines
+/// reached by `path` (`Chunked` or `Taken`), with a `cache()` between and a
+/// second output on the input when asked.
+fn parsed_by(
+    partitions: &[Vec<(i64, Vec<u8>)>],
+    path: Path,
+    dead_letters: bool,
+    beside: bool,
+    cache: bool,
+    executor: &Arc<dyn Executor>,
+) -> Parsed {
+    let input = partitions
+        .iter()
+        .enumerate()
+        .fold(MemoryInput::new(), |input, (p, records)| {
+            input.with_timestamped_partition("t", p as i32, records.iter().cloned())
+        });
+    let graph = StreamGraph::new();
+    if dead_letters {
+        graph.set_poison_policy(PoisonPolicy::dead_letter("dead"));
+    }
+    let mut lines = lines_by(&graph, path);
+    if cache {
+        lines = lines.cache();
+    }
+    let numbers = collect(&lines.try_map(|line: String| line.parse::<i64>()));
+    if beside {
+        collect(&graph.input());
+    }
+    let output = run(&graph, input, executor).map_err(|e| format!("{e:?}"))?;
+    let letters = output
+        .dead_letters
+        .iter()
+        .map(|l| (l.partition, l.offset, l.operator, l.error.clone()))
+        .collect();
+    Ok((
+        only_batch(&numbers),
+        letters,
+        output.records_read,
+        output.min_timestamp,
+        output.max_timestamp,
+    ))
+}
+
+/// Two partitions of `len` numbered lines, with `size` bytes each (padded
+/// with leading zeros), newest first; the lines at `not_numbers` are
+/// words, at `not_utf8` invalid UTF-8.
+fn numbered_lines(
+    len: usize,
+    size: usize,
+    not_numbers: &[usize],
+    not_utf8: &[usize],
+) -> Vec<Vec<(i64, Vec<u8>)>> {
+    (0..2)
+        .map(|p| {
+            (0..len)
+                .map(|i| {
+                    let value = if not_utf8.contains(&i) {
+                        vec![0xff; size]
+                    } else if not_numbers.contains(&i) {
+                        format!("{:x>size$}", format!("n{i}")).into_bytes()
+                    } else {
+                        format!("{:0>size$}", i).into_bytes()
+                    };
+                    (100_000 - i as i64 + p, value)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn values_utf8_from_lent_chunks_names_the_records_operators_after_it_reject() {
+    // Rejections after `values_utf8` at the edges of the 4096-offset chunks.
+    let partitions = numbered_lines(9_000, 4, &[7, 4095, 4096, 8191], &[5, 4097, 8000]);
+    for executor in executors() {
+        for dead_letters in [false, true] {
+            for beside in [false, true] {
+                for cache in [false, true] {
+                    let case =
+                        format!("dead letters {dead_letters}, beside {beside}, cache {cache}");
+                    let chunked = parsed_by(
+                        &partitions,
+                        Path::Chunked,
+                        dead_letters,
+                        beside,
+                        cache,
+                        &executor,
+                    );
+                    let taken = parsed_by(
+                        &partitions,
+                        Path::Taken,
+                        dead_letters,
+                        beside,
+                        cache,
+                        &executor,
+                    );
+                    assert_eq!(chunked, taken, "{case}");
+                    if dead_letters {
+                        assert_eq!(chunked.unwrap().1.len(), 2 * 7, "{case}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn values_past_a_megabyte_of_a_chunk_are_made_into_text_as_they_are_handed_on() {
+    // 600-byte lines: a 4096-offset chunk holds 2.4 MB of them, so its
+    // lines past the first MiB wait as records; bad lines on both sides.
+    let partitions = numbered_lines(5_000, 600, &[100, 3_000], &[200, 3_500, 4_500]);
+    for dead_letters in [false, true] {
+        let chunked = parsed_by(
+            &partitions,
+            Path::Chunked,
+            dead_letters,
+            false,
+            false,
+            &executors()[1],
+        );
+        let taken = parsed_by(
+            &partitions,
+            Path::Taken,
+            dead_letters,
+            false,
+            false,
+            &executors()[1],
+        );
+        assert_eq!(chunked, taken, "dead letters {dead_letters}");
+        if dead_letters {
+            let (numbers, letters, ..) = chunked.unwrap();
+            assert_eq!(numbers.concat().len(), 2 * (5_000 - 5));
+            assert_eq!(letters.len(), 2 * 5);
+        }
+    }
+}
+
 #[test]
 fn lent_chunked_and_taken_reads_count_the_same_records_and_timestamps_across_chunks() {
     let partitions: Vec<Vec<(i64, Vec<u8>)>> = (0..2)
