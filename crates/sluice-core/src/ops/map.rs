@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::scope::{BatchScope, TaskContext};
-use crate::stream::{boxed, Node, PartIter};
+use crate::stream::{boxed, ChunkLender, Node, PartIter};
 use crate::{BoxError, DStream, Record, Result};
 
 struct FlatMap<T, F> {
@@ -241,48 +241,8 @@ impl Node<String> for ValuesUtf8 {
         task: &'a TaskContext,
         part: usize,
     ) -> Result<PartIter<'a, String>> {
-        if let Some(mut chunks) = self.parent.lend_chunks(scope, task, part) {
-            // Each chunk's texts made from the records the input lends,
-            // then handed on one by one, naming each value's record.
-            let mut ahead = Vec::new().into_iter();
-            let values = std::iter::from_fn(move || loop {
-                if let Some(value) = ahead.next() {
-                    let (offset, timestamp, text) = match value {
-                        Ahead::Text(offset, timestamp, text) => (offset, timestamp, text),
-                        Ahead::Record(record) => {
-                            let (offset, timestamp) = (record.offset, record.timestamp);
-                            let text = record.into_value_string().map_err(BoxError::from);
-                            (offset, timestamp, text)
-                        }
-                    };
-                    task.at_record(offset, timestamp);
-                    return match text {
-                        Ok(text) => Some(Some(text)),
-                        Err(e) => task.reject(Self::OPERATOR, e).then_some(None),
-                    };
-                }
-                let mut next = Vec::new();
-                let mut text_bytes = 0;
-                let more = chunks.next_chunk(&mut |records| {
-                    next.extend(records.iter().map(|record| {
-                        if text_bytes >= TEXT_AHEAD_BYTES {
-                            return Ahead::Record(record.clone());
-                        }
-                        let text = record.value_str().map(str::to_owned);
-                        text_bytes += text.as_ref().map_or(0, String::len);
-                        Ahead::Text(
-                            record.offset,
-                            record.timestamp,
-                            text.map_err(BoxError::from),
-                        )
-                    }));
-                });
-                if !more {
-                    return None;
-                }
-                ahead = next.into_iter();
-            });
-            return Ok(boxed(values.flatten()));
+        if let Some(chunks) = self.parent.lend_chunks(scope, task, part) {
+            return Ok(boxed(texts_of_lent_chunks(chunks, task).flatten()));
         }
         let records = self.parent.compute(scope, task, part)?;
         // As `TryMap`.
@@ -317,6 +277,53 @@ impl Node<String> for ValuesUtf8 {
                 }
             })
     }
+}
+
+/// The values of `values_utf8` made from the chunks the input lends: each
+/// chunk's texts made first (up to [`TEXT_AHEAD_BYTES`]), then handed on
+/// one by one, naming each value's record; `None` for a value set aside.
+fn texts_of_lent_chunks<'a>(
+    mut chunks: Box<dyn ChunkLender<Record> + 'a>,
+    task: &'a TaskContext,
+) -> impl Iterator<Item = Option<String>> + 'a {
+    let mut ahead = Vec::new().into_iter();
+    std::iter::from_fn(move || loop {
+        if let Some(value) = ahead.next() {
+            let (offset, timestamp, text) = match value {
+                Ahead::Text(offset, timestamp, text) => (offset, timestamp, text),
+                Ahead::Record(record) => {
+                    let (offset, timestamp) = (record.offset, record.timestamp);
+                    let text = record.into_value_string().map_err(BoxError::from);
+                    (offset, timestamp, text)
+                }
+            };
+            task.at_record(offset, timestamp);
+            return match text {
+                Ok(text) => Some(Some(text)),
+                Err(e) => task.reject(ValuesUtf8::OPERATOR, e).then_some(None),
+            };
+        }
+        let mut next = Vec::new();
+        let mut text_bytes = 0;
+        let more = chunks.next_chunk(&mut |records| {
+            next.extend(records.iter().map(|record| {
+                if text_bytes >= TEXT_AHEAD_BYTES {
+                    return Ahead::Record(record.clone());
+                }
+                let text = record.value_str().map(str::to_owned);
+                text_bytes += text.as_ref().map_or(0, String::len);
+                Ahead::Text(
+                    record.offset,
+                    record.timestamp,
+                    text.map_err(BoxError::from),
+                )
+            }));
+        });
+        if !more {
+            return None;
+        }
+        ahead = next.into_iter();
+    })
 }
 
 struct MapPartitions<T, F> {
