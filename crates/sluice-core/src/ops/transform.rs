@@ -66,9 +66,12 @@ impl<T: Send + 'static> DStream<T> {
     }
 
     /// A stream with one value per batch: the number of values in it.
-    /// The values are only looked at (lent, not handed over): counting the
-    /// input, or `values_utf8` and `filter`s over it, makes no owned
-    /// value per record.
+    /// On the input, that is the records read, those a later operator
+    /// rejects included; after `values_utf8` (or any operator that rejects
+    /// values), only the values it let through. The values are only
+    /// looked at (lent, not handed over): counting the input, or
+    /// `values_utf8` and `filter`s over it, makes no owned value per
+    /// record.
     ///
     /// ```
     /// # let graph = sluice_core::StreamGraph::new();
