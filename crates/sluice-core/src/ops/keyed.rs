@@ -2,7 +2,7 @@
 //! shuffle, and the final reduce in the reduce tasks.
 
 use std::borrow::Borrow;
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -37,37 +37,38 @@ pub(crate) fn reduce_partition<K: Hash + ?Sized>(
 
 /// How a source task folds the values of its partition into its
 /// map-side combine.
-enum MapSide<T, K, V> {
+enum MapSide<T, K, S> {
     /// Takes the values ([`Node::compute`]).
-    Owned(Box<FoldValues<T, K, V>>),
+    Owned(Box<FoldValues<T, K, S>>),
     /// Looks at each value ([`Node::lend`]), as `count_keys` does.
-    Lent(Box<FoldLent<T, K, V>>),
+    Lent(Box<FoldLent<T, K, S>>),
 }
 
 /// Folds a partition's values into a combine.
-type FoldValues<T, K, V> = dyn Fn(PartIter<'_, T>, &mut Combined<K, V>) + Send + Sync;
+type FoldValues<T, K, S> = dyn Fn(PartIter<'_, T>, &mut Combined<K, S>) + Send + Sync;
 
 /// Folds one lent value into a combine.
-type FoldLent<T, K, V> = dyn Fn(&T, &mut Combined<K, V>) + Send + Sync;
+type FoldLent<T, K, S> = dyn Fn(&T, &mut Combined<K, S>) + Send + Sync;
 
 /// A keyed aggregation: values combined per key inside every source task,
-/// shuffled by key hash, and combined again by the reduce tasks.
-struct ReduceByKey<T, K, V> {
+/// shuffled by key hash, and combined again by the reduce tasks. The
+/// combines keep each key's value in a slot `S` ([`Slot`]).
+struct ReduceByKey<T, K, V, S> {
     id: usize,
     parent: Arc<dyn Node<T>>,
-    map_side: Arc<MapSide<T, K, V>>,
+    map_side: Arc<MapSide<T, K, S>>,
     reduce: Arc<dyn Fn(V, V) -> V + Send + Sync>,
     partitions: Option<usize>,
 }
 
-/// Values combined per key with the reduce function. Each value costs one
-/// hash lookup: a slot's value is taken out, reduced with the new one and
-/// put back in place, so the key is never removed and re-inserted.
-pub(crate) struct Combined<K, V> {
-    slots: HashMap<K, Option<V>, foldhash::fast::RandomState>,
+/// Values combined per key with the reduce function, each in a slot `S`.
+/// Each value costs one hash lookup: the key's slot is reduced with the
+/// new value in place, so the key is never removed and re-inserted.
+pub(crate) struct Combined<K, S> {
+    slots: HashMap<K, S, foldhash::fast::RandomState>,
 }
 
-impl<K: Hash + Eq, V> Combined<K, V> {
+impl<K: Hash + Eq, S> Combined<K, S> {
     fn new() -> Self {
         Self {
             slots: HashMap::with_hasher(foldhash::fast::RandomState::default()),
@@ -75,12 +76,17 @@ impl<K: Hash + Eq, V> Combined<K, V> {
     }
 
     /// Folds `values` in, combining values of equal keys with `reduce`.
-    fn extend(&mut self, values: impl Iterator<Item = (K, V)>, reduce: &impl Fn(V, V) -> V) {
+    fn extend<V>(&mut self, values: impl Iterator<Item = (K, V)>, reduce: &impl Fn(V, V) -> V)
+    where
+        S: Slot<V>,
+    {
         for (key, value) in values {
-            match self.slots.entry(key) {
-                Entry::Occupied(mut slot) => fold(slot.get_mut(), value, reduce),
-                Entry::Vacant(slot) => {
-                    slot.insert(Some(value));
+            // Looked up by reference, the key is moved only into a new
+            // entry: a duplicate is dropped where it is.
+            match self.slots.get_mut(&key) {
+                Some(slot) => slot.fold(value, reduce),
+                None => {
+                    self.slots.insert(key, S::new(value));
                 }
             }
         }
@@ -88,36 +94,80 @@ impl<K: Hash + Eq, V> Combined<K, V> {
 
     /// Folds in one value under a borrowed key, copying the key only when
     /// it is new.
-    fn add_borrowed<Q>(&mut self, key: &Q, value: V, reduce: &impl Fn(V, V) -> V)
+    fn add_borrowed<Q, V>(&mut self, key: &Q, value: V, reduce: &impl Fn(V, V) -> V)
     where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         K: Borrow<Q>,
+        S: Slot<V>,
     {
         match self.slots.get_mut(key) {
-            Some(slot) => fold(slot, value, reduce),
+            Some(slot) => slot.fold(value, reduce),
             None => {
-                self.slots.insert(key.to_owned(), Some(value));
+                self.slots.insert(key.to_owned(), S::new(value));
             }
         }
     }
 
-    fn into_iter(self) -> impl Iterator<Item = (K, V)> {
+    fn into_iter<V>(self) -> impl Iterator<Item = (K, V)>
+    where
+        S: Slot<V>,
+    {
         self.slots
             .into_iter()
-            .map(|(key, value)| (key, value.expect("a combined slot always holds a value")))
+            .map(|(key, slot)| (key, slot.into_value()))
     }
 }
 
-fn fold<V>(slot: &mut Option<V>, value: V, reduce: &impl Fn(V, V) -> V) {
-    let old = slot.take().expect("a combined slot always holds a value");
-    *slot = Some(reduce(old, value));
+/// How a combine keeps a key's value between reductions.
+pub(crate) trait Slot<V> {
+    fn new(value: V) -> Self;
+    /// Reduces the kept value with `value`, in place.
+    fn fold(&mut self, value: V, reduce: &impl Fn(V, V) -> V);
+    fn into_value(self) -> V;
 }
 
-impl<T, K, V> Node<(K, V)> for ReduceByKey<T, K, V>
+/// Any value: taken out for `reduce`, which takes it by value, and put
+/// back.
+impl<V> Slot<V> for Option<V> {
+    fn new(value: V) -> Self {
+        Some(value)
+    }
+
+    fn fold(&mut self, value: V, reduce: &impl Fn(V, V) -> V) {
+        let old = self.take().expect("a combined slot always holds a value");
+        *self = Some(reduce(old, value));
+    }
+
+    fn into_value(self) -> V {
+        self.expect("a combined slot always holds a value")
+    }
+}
+
+/// A count (`count_by_value`, `count_keys`): reduced where it lies, without
+/// an `Option` around it, so a table entry is as small as a hand-written
+/// count's and more of a task's table stays in the CPU's cache (the general
+/// wordcount on one thread takes about 8 % less time than with
+/// `Option<i64>` slots).
+impl Slot<i64> for i64 {
+    fn new(value: i64) -> Self {
+        value
+    }
+
+    fn fold(&mut self, value: i64, reduce: &impl Fn(i64, i64) -> i64) {
+        *self = reduce(*self, value);
+    }
+
+    fn into_value(self) -> i64 {
+        self
+    }
+}
+
+impl<T, K, V, S> Node<(K, V)> for ReduceByKey<T, K, V, S>
 where
     T: Send + 'static,
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
+    S: Slot<V> + Send + 'static,
 {
     fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
         let reducers = self.partitions.unwrap_or(scope.shuffle_partitions).max(1);
@@ -137,7 +187,7 @@ where
             &self.parent,
             "reduce_by_key",
             move |parent, scope, task, part| {
-                let mut combined = Combined::new();
+                let mut combined = Combined::<K, S>::new();
                 match map_side.as_ref() {
                     MapSide::Owned(fold) => fold(parent.compute(scope, task, part)?, &mut combined),
                     MapSide::Lent(fold) => parent.lend(scope, task, part, &mut |value| {
@@ -180,7 +230,7 @@ where
         let stage = scope
             .stage::<Vec<(K, V)>>(self.id)
             .expect("prepare runs before compute");
-        let mut reduced = Combined::new();
+        let mut reduced = Combined::<K, S>::new();
         for bucket in stage.take(part)? {
             reduced.extend(bucket.into_iter(), &self.reduce.as_ref());
         }
@@ -234,7 +284,7 @@ where
             id: next_stage_id(),
             parent: Arc::clone(&self.node),
             map_side: Arc::new(MapSide::Owned(Box::new(
-                move |values, combined: &mut Combined<K, V>| {
+                move |values, combined: &mut Combined<K, Option<V>>| {
                     // The pairs pass through an inlined closure, as
                     // `stream::boxed` explains: 84 against 63 ms a batch.
                     #[expect(clippy::map_identity, reason = "see `stream::boxed`")]

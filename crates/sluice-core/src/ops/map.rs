@@ -4,6 +4,7 @@
 //! then passes through a plain `Iterator::map` or `filter`, without the
 //! state a flattening iterator checks for every value.
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -218,8 +219,10 @@ enum Ahead {
     /// Made into text already: its record's offset and timestamp, and the
     /// text or why it is not UTF-8.
     Text(i64, Option<i64>, std::result::Result<String, BoxError>),
-    /// Its record, sharing the payload the input read.
-    Record(Record),
+    /// Its record, sharing the payload the input read (boxed: a chunk's
+    /// values are mostly texts, and a small `Ahead` keeps the chunk's
+    /// buffer small).
+    Record(Box<Record>),
 }
 
 impl ValuesUtf8 {
@@ -286,9 +289,11 @@ fn texts_of_lent_chunks<'a>(
     mut chunks: Box<dyn ChunkLender<Record> + 'a>,
     task: &'a TaskContext,
 ) -> impl Iterator<Item = Option<String>> + 'a {
-    let mut ahead = Vec::new().into_iter();
+    // One buffer for all the chunks of the partition: the values of a
+    // chunk are written into memory the previous chunk's took.
+    let mut ahead = VecDeque::new();
     std::iter::from_fn(move || loop {
-        if let Some(value) = ahead.next() {
+        if let Some(value) = ahead.pop_front() {
             let (offset, timestamp, text) = match value {
                 Ahead::Text(offset, timestamp, text) => (offset, timestamp, text),
                 Ahead::Record(record) => {
@@ -303,12 +308,11 @@ fn texts_of_lent_chunks<'a>(
                 Err(e) => task.reject(ValuesUtf8::OPERATOR, e).then_some(None),
             };
         }
-        let mut next = Vec::new();
         let mut text_bytes = 0;
         let more = chunks.next_chunk(&mut |records| {
-            next.extend(records.iter().map(|record| {
+            ahead.extend(records.iter().map(|record| {
                 if text_bytes >= TEXT_AHEAD_BYTES {
-                    return Ahead::Record(record.clone());
+                    return Ahead::Record(Box::new(record.clone()));
                 }
                 let text = record.value_str().map(str::to_owned);
                 text_bytes += text.as_ref().map_or(0, String::len);
@@ -322,7 +326,6 @@ fn texts_of_lent_chunks<'a>(
         if !more {
             return None;
         }
-        ahead = next.into_iter();
     })
 }
 
