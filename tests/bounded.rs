@@ -153,20 +153,32 @@ fn runs_restarted_within_one_interval_never_repeat_a_batch_time() {
     );
 }
 
-/// Two outputs on one input, with room to keep only part of a batch for
-/// the second: the chunks beyond it are read from Kafka again, and both
-/// outputs still count every record of the batch once.
-#[test]
-fn a_second_output_reads_what_did_not_fit_in_the_shared_input_bytes_again_and_counts_all() {
+/// Records of each batch and records fetched from Kafka for them, summed
+/// over the batches.
+fn fetch_counter(ctx: &StreamingContext) -> Arc<[AtomicU64; 2]> {
+    let sums = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let counter = Arc::clone(&sums);
+    ctx.add_listener(move |batch: &BatchCompleted, _: &dyn CheckpointStore| {
+        counter[0].fetch_add(batch.records, Ordering::Relaxed);
+        counter[1].fetch_add(batch.records_fetched, Ordering::Relaxed);
+    })
+    .unwrap();
+    sums
+}
+
+/// Runs a job with two outputs on one input over 10 000 records in each of
+/// two partitions (three chunks of up to 4096 records per partition, one
+/// batch), keeping up to `shared_bytes` of the batch for the second output.
+/// Both outputs must count every record once; returns the records fetched
+/// from Kafka.
+fn fetched_by_two_outputs(shared_bytes: usize) -> u64 {
     let cluster = kafka::mock_cluster();
     let bootstrap = cluster.bootstrap_servers();
     kafka::create_mock_topic(&cluster, TOPIC, 2);
-    // Three chunks (of up to 4096 records) per partition in one batch.
     let lines = produce_numbered(&bootstrap, TOPIC, 2, 0..10_000);
     let dir = TempDir::new().unwrap();
-    // A full chunk counts about 0.5 MiB: room for two of the six.
     let ctx = job::context(dir.path())
-        .shared_input_bytes(1 << 20)
+        .shared_input_bytes(shared_bytes)
         .build()
         .unwrap();
     let stream = ctx
@@ -188,8 +200,33 @@ fn a_second_output_reads_what_did_not_fit_in_the_shared_input_bytes_again_and_co
         })
         .unwrap();
     let batches = batch_counter(&ctx);
+    let fetches = fetch_counter(&ctx);
     ctx.run_until_caught_up().unwrap();
     assert_eq!(batches.load(Ordering::Relaxed), 1, "one batch reads it all");
     assert_eq!(seen.load(Ordering::Relaxed), 20_000);
     assert_eq!(job::committed_counts(dir.path()), job::counts_of(&lines));
+    assert_eq!(fetches[0].load(Ordering::Relaxed), 20_000);
+    fetches[1].load(Ordering::Relaxed)
+}
+
+/// Two outputs on one input, with room to keep only part of a batch for
+/// the second: the chunks beyond it are read from Kafka again, and both
+/// outputs still count every record of the batch once.
+#[test]
+fn a_second_output_reads_what_did_not_fit_in_the_shared_input_bytes_again_and_counts_all() {
+    // A full chunk counts about 0.5 MiB: room for two of the six.
+    let fetched = fetched_by_two_outputs(1 << 20);
+    // The first output fetched every record; the second fetched again the
+    // chunks that were not kept, at least two full ones, not all six.
+    assert!(
+        (20_000 + 2 * 4096..40_000).contains(&fetched),
+        "fetched {fetched} records for 20 000 read"
+    );
+}
+
+/// With room for the whole batch, the second output fetches nothing: the
+/// batch reports each record fetched once.
+#[test]
+fn two_outputs_on_one_input_fetch_each_record_from_kafka_once() {
+    assert_eq!(fetched_by_two_outputs(64 << 20), 20_000);
 }

@@ -135,6 +135,8 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
     // Counters are published before the listeners run, so once the
     // listener saw the records, a scrape must show them.
     assert_eq!(http.metric("sluice_records_read_total"), Some(300.0));
+    // One output: each record fetched from the broker once.
+    assert_eq!(http.metric("sluice_records_fetched_total"), Some(300.0));
     let before = running.batches().len() as f64;
     let committed = http.metric("sluice_batches_committed_total").unwrap();
     let processed = http

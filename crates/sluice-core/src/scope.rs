@@ -131,6 +131,12 @@ impl BatchScope {
         self.reads.lend(self.input.as_ref(), part, chunk, each)
     }
 
+    /// The records taken from the input so far, once per read
+    /// ([`BatchOutput::records_fetched`](crate::BatchOutput::records_fetched)).
+    pub(crate) fn records_fetched(&self) -> u64 {
+        self.reads.fetched()
+    }
+
     pub(crate) fn records_read(&self) -> Vec<u64> {
         self.records_read
             .iter()

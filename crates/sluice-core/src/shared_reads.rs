@@ -15,6 +15,7 @@
 //! large backlog so holds a bounded part of it for its later outputs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -32,6 +33,8 @@ pub(crate) struct SharedReads {
     /// At most this many bytes of records are kept at a time.
     budget: usize,
     kept: Mutex<Kept>,
+    /// Records taken from the input, once per read.
+    fetched: AtomicU64,
 }
 
 #[derive(Default)]
@@ -69,7 +72,40 @@ impl SharedReads {
             readers,
             budget,
             kept: Mutex::new(Kept::default()),
+            fetched: AtomicU64::new(0),
         }
+    }
+
+    /// The records taken from the input so far, counting a record once per
+    /// read of it: a chunk read again (not kept, a retried task) counts
+    /// again.
+    pub(crate) fn fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
+    }
+
+    /// Reads `chunk` from `input`, counting its records.
+    fn fetch(&self, input: &dyn InputReader, chunk: &OffsetRange) -> Result<Vec<Record>> {
+        let records = input.read(chunk)?;
+        self.count_fetched(&records);
+        Ok(records)
+    }
+
+    /// Lends `chunk` from `input` to `each`, counting its records.
+    fn fetch_lent(
+        &self,
+        input: &dyn InputReader,
+        chunk: &OffsetRange,
+        each: &mut dyn FnMut(&[Record]),
+    ) -> Result<()> {
+        input.lend(chunk, &mut |records| {
+            self.count_fetched(records);
+            each(records)
+        })
+    }
+
+    fn count_fetched(&self, records: &[Record]) {
+        self.fetched
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
     }
 
     /// The records of `chunk`, a part of range `part`: from an earlier
@@ -88,9 +124,9 @@ impl SharedReads {
             Earlier::Kept(records) => {
                 Ok(Arc::try_unwrap(records).unwrap_or_else(|records| records.as_ref().clone()))
             }
-            Earlier::NotKept => input.read(chunk),
+            Earlier::NotKept => self.fetch(input, chunk),
             Earlier::Unread => {
-                let records = input.read(chunk)?;
+                let records = self.fetch(input, chunk)?;
                 if self.readers > 1 {
                     self.keep(part, chunk, &records, || Arc::new(records.clone()));
                 }
@@ -110,13 +146,13 @@ impl SharedReads {
         each: &mut dyn FnMut(&[Record]),
     ) -> Result<()> {
         if self.readers <= 1 {
-            return input.lend(chunk, each);
+            return self.fetch_lent(input, chunk, each);
         }
         match self.claim(part, chunk) {
             Earlier::Kept(records) => each(&records),
-            Earlier::NotKept => input.lend(chunk, each)?,
+            Earlier::NotKept => self.fetch_lent(input, chunk, each)?,
             Earlier::Unread => {
-                let records = Arc::new(input.read(chunk)?);
+                let records = Arc::new(self.fetch(input, chunk)?);
                 self.keep(part, chunk, &records, || Arc::clone(&records));
                 each(&records);
             }
@@ -231,6 +267,7 @@ mod tests {
         assert_eq!(reads[0], reads[1]);
         assert_eq!(reads[1], reads[2]);
         assert_eq!(reads[0].len(), 3);
+        assert_eq!(shared.fetched(), 3, "each record fetched once");
         // The last reader took the kept chunk: nothing stays behind.
         assert!(shared.kept.lock().unwrap().chunks.is_empty());
     }
@@ -305,6 +342,7 @@ mod tests {
         let second = shared.read(&input, 0, &range).unwrap();
         let (_, third) = lent(&shared, &input, &range);
         assert_eq!(input.reads.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.fetched(), 3);
         assert_eq!(first, second);
         assert_eq!(second, third);
         assert!(shared.kept.lock().unwrap().chunks.is_empty());
@@ -318,6 +356,7 @@ mod tests {
         let (_, second) = lent(&shared, &input, &range);
         assert_eq!(first, second);
         assert_eq!(input.reads.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.fetched(), 2 * 3, "lent twice from the input");
         assert!(shared.kept.lock().unwrap().chunks.is_empty());
     }
 
@@ -328,6 +367,7 @@ mod tests {
         lent(&shared, &input, &range);
         lent(&shared, &input, &range);
         assert_eq!(input.reads.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.fetched(), 2 * 3);
         assert!(shared.kept.lock().unwrap().chunks.is_empty());
     }
 
@@ -363,6 +403,8 @@ mod tests {
         // The first chunk once, the second by each of the three outputs.
         assert_eq!(input.reads.load(Ordering::Relaxed), 4);
         assert_eq!(seen[0].len(), 3);
+        let (kept, again) = (first.count(), second.count());
+        assert_eq!(shared.fetched(), kept + 3 * again);
         assert!(seen.iter().all(|records| *records == seen[0]));
         let kept = shared.kept.lock().unwrap();
         assert!(kept.chunks.is_empty());

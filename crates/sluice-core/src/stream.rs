@@ -160,6 +160,14 @@ pub struct BatchOutput {
     pub writes: WriteSet,
     /// Records read from each offset range, in range order.
     pub records_read: Vec<u64>,
+    /// Records the batch took from its [`InputReader`], counting a record
+    /// once per read of it. Equal to the sum of `records_read` when every
+    /// range was read once, however many outputs use the input; more when
+    /// part of a range was read again: chunks that did not fit in
+    /// [`StreamGraph::set_shared_input_bytes`] are read once per output
+    /// that uses them, and a retried task reads its range again. Records
+    /// read back for dead letters are not counted.
+    pub records_fetched: u64,
     /// The smallest Kafka timestamp (ms since the Unix epoch) of the records
     /// read; `None` when no record read had a timestamp.
     pub min_timestamp: Option<i64>,
@@ -200,6 +208,7 @@ pub struct BatchOutput {
 /// let output = graph.run_batch(info, Arc::new(input), Arc::new(InlineExecutor))?;
 /// assert_eq!(output.writes.len(), 2); // +1 for "a", +2 for "b"
 /// assert_eq!(output.records_read, [2]);
+/// assert_eq!(output.records_fetched, 2); // each record read from the input once
 /// # Ok::<(), sluice_core::Error>(())
 /// ```
 pub struct StreamGraph {
@@ -506,6 +515,7 @@ impl StreamGraph {
         Ok(BatchOutput {
             writes,
             records_read: scope.records_read(),
+            records_fetched: scope.records_fetched(),
             min_timestamp: timestamps.map(|(min, _)| min),
             max_timestamp: timestamps.map(|(_, max)| max),
             dead_letters: scope.take_dead_letters(),

@@ -15,6 +15,12 @@ pub struct BatchCompleted {
     pub records_per_range: Vec<u64>,
     /// Records read in all.
     pub records: u64,
+    /// Records taken from Kafka, counting a record once per read of it:
+    /// `records` when each range was read once, however many output
+    /// operations use the input; more when an output read part of a range
+    /// again (chunks beyond the context's `shared_input_bytes`, a retried
+    /// task). Records read back for dead letters are not counted.
+    pub records_fetched: u64,
     /// Time from the start of the batch to the end of its outputs.
     pub processing: Duration,
     /// The part of `processing` spent before the batch is computed:

@@ -195,6 +195,48 @@ mod tests {
         assert!(calls.load(Ordering::SeqCst) >= 3);
     }
 
+    /// A task retried after a panic reads its range from the input again:
+    /// the batch counts those records twice in `records_fetched`, once in
+    /// `records_read` and in its results.
+    #[test]
+    fn a_retried_task_fetches_its_range_again_and_counts_it_once() {
+        use sluice_core::{BatchInfo, MemoryInput, StreamGraph};
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Mutex;
+        use std::time::SystemTime;
+
+        let graph = StreamGraph::new();
+        let failed = Arc::new(AtomicBool::new(false));
+        let first_attempt = Arc::clone(&failed);
+        let counted = Arc::new(Mutex::new(Vec::new()));
+        let sums = Arc::clone(&counted);
+        graph
+            .input()
+            .values_utf8()
+            .map(move |line| {
+                if line == "boom" && !first_attempt.swap(true, Ordering::SeqCst) {
+                    panic!("the first attempt of the task of partition 1 fails");
+                }
+                line
+            })
+            .count()
+            .foreach_batch(move |counts, _| {
+                sums.lock().unwrap().push(counts.iter().sum::<i64>());
+                Ok::<_, std::io::Error>(())
+            })
+            .unwrap();
+        let input = MemoryInput::new()
+            .with_partition("t", 0, ["a", "b", "c"])
+            .with_partition("t", 1, ["d", "boom"]);
+        let info = BatchInfo::new(1, SystemTime::UNIX_EPOCH, input.full_ranges());
+        let pool: Arc<dyn Executor> = Arc::new(WorkerPool::new(2, 2).unwrap());
+        let output = graph.run_batch(info, Arc::new(input), pool).unwrap();
+        assert!(failed.load(Ordering::SeqCst), "the task failed once");
+        assert_eq!(*counted.lock().unwrap(), [5]);
+        assert_eq!(output.records_read, [3, 2]);
+        assert_eq!(output.records_fetched, 3 + 2 * 2);
+    }
+
     #[test]
     fn task_failing_every_attempt_fails_the_stage_with_attempt_count() {
         let pool = WorkerPool::new(2, 3).unwrap();

@@ -1366,6 +1366,7 @@ fn outputs_read_the_input_again_once_the_shared_input_bytes_are_used_up() {
             .unwrap();
         assert_eq!(counting.reads.load(Ordering::Relaxed), 2 * ranges);
         assert_eq!(output.records_read, [2, 1]);
+        assert_eq!(output.records_fetched, 2 * 3, "each output fetched all");
         assert_eq!(only_batch(&counted).concat().iter().sum::<i64>(), 3);
         assert_eq!(
             sorted(only_batch(&upper).concat()),
@@ -1394,6 +1395,7 @@ fn an_input_used_by_three_outputs_is_read_once_per_batch() {
             .unwrap();
         assert_eq!(counting.reads.load(Ordering::Relaxed), ranges);
         assert_eq!(output.records_read, [2, 1]);
+        assert_eq!(output.records_fetched, 3);
         assert_eq!(only_batch(&counted).concat().iter().sum::<i64>(), 3);
         assert_eq!(
             sorted(only_batch(&upper).concat()),
@@ -1435,6 +1437,7 @@ fn a_cached_stream_is_computed_once_a_batch_for_all_its_users() {
         assert_eq!(parsed.load(Ordering::Relaxed), 3, "one call per record");
         assert_eq!(counting.reads.load(Ordering::Relaxed), ranges);
         assert_eq!(output.records_read, [2, 1]);
+        assert_eq!(output.records_fetched, 3);
         assert_eq!(only_batch(&counted).concat().iter().sum::<i64>(), 3);
         let upper = ["A B", "C", "D"].map(String::from);
         assert_eq!(

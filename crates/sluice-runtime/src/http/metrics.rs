@@ -54,6 +54,7 @@ pub(crate) struct Metrics {
     batches_committed: Counter,
     batches_failed: Counter,
     records_read: Counter,
+    records_fetched: Counter,
     dead_letters: Counter,
     late_records: Family<WindowLabels, Counter>,
     processing: Histogram,
@@ -88,6 +89,7 @@ impl Metrics {
         let batches_committed = Counter::default();
         let batches_failed = Counter::default();
         let records_read = Counter::default();
+        let records_fetched = Counter::default();
         let dead_letters = Counter::default();
         let late_records = Family::<WindowLabels, Counter>::default();
         let processing = seconds_buckets();
@@ -124,6 +126,12 @@ impl Metrics {
             "sluice_records_read",
             "Kafka records read by committed batches",
             records_read.clone(),
+        );
+        registry.register(
+            "sluice_records_fetched",
+            "Kafka records committed batches took from the broker, once per read: above \
+             sluice_records_read when outputs read part of a batch again",
+            records_fetched.clone(),
         );
         registry.register(
             "sluice_dead_letters",
@@ -219,6 +227,7 @@ impl Metrics {
             batches_committed,
             batches_failed,
             records_read,
+            records_fetched,
             dead_letters,
             late_records,
             processing,
@@ -265,6 +274,7 @@ impl Metrics {
     pub(crate) fn batch_committed(&self, batch: &BatchCompleted) {
         self.batches_committed.inc();
         self.records_read.inc_by(batch.records);
+        self.records_fetched.inc_by(batch.records_fetched);
         self.dead_letters.inc_by(batch.dead_letters);
         for late in &batch.late_records {
             self.late_records
@@ -373,6 +383,7 @@ mod tests {
             info: BatchInfo::new(id, SystemTime::UNIX_EPOCH, Vec::new()),
             records_per_range: Vec::new(),
             records: u64::from(timestamps.is_some()),
+            records_fetched: u64::from(timestamps.is_some()),
             processing: Duration::ZERO,
             planning: Duration::ZERO,
             scheduling_delay: Duration::ZERO,
