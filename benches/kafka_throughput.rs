@@ -492,12 +492,14 @@ impl Bench {
         let (done, finished) = mpsc::channel();
         let target = self.records;
         let mut committed = 0u64;
+        let mut fetched = 0u64;
         let words_total = Arc::clone(&counted);
         ctx.add_listener(move |batch: &BatchCompleted, store: &dyn CheckpointStore| {
             if committed >= target {
                 return;
             }
             committed += batch.records;
+            fetched += batch.records_fetched;
             if committed >= target {
                 let at = Instant::now();
                 if let Job::WordCount = job {
@@ -507,7 +509,7 @@ impl Bench {
                         .map_or(-1, |c| c.iter().map(|(_, n)| n).sum());
                     words_total.store(total, Ordering::Relaxed);
                 }
-                let _ = done.send((at, committed));
+                let _ = done.send((at, committed, fetched));
             }
         })?;
         let started = Instant::now();
@@ -519,12 +521,17 @@ impl Bench {
             eprintln!("  {scrapes} scrapes of /metrics, / and /api/batches");
         }
         ctx.stop(true)?;
-        let (at, committed) = outcome.map_err(|_| {
+        let (at, committed, fetched) = outcome.map_err(|_| {
             anyhow::anyhow!("sluice {name} did not commit {target} records in {RUN_TIMEOUT:?}")
         })?;
         ensure!(
             committed == target,
             "sluice {name} committed {committed} records, expected {target}"
+        );
+        // However many outputs: each record taken from Kafka once.
+        ensure!(
+            fetched == committed,
+            "sluice {name} fetched {fetched} records from Kafka for the {committed} it read"
         );
         let expected = match job {
             Job::PassThrough | Job::PassThroughHttp | Job::MoreOutputs(_) => target as i64,
