@@ -276,8 +276,16 @@ fn cli_rewind_then_restart_gives_the_results_of_a_run_stopped_at_that_batch() {
     );
     let records: u64 = history.iter().map(|b| b["records"].as_u64().unwrap()).sum();
     assert_eq!(records, 600);
+    // Each batch fetched its records from Kafka once.
+    for batch in &history {
+        assert_eq!(batch["records_fetched"], batch["records"], "{batch}");
+    }
     assert!(ok(&["batches", d, "--since", "2999-01-01T00:00:00Z", "--json"]).is_empty());
-    assert!(ok(&["batches", d]).contains("processing ms"));
+    let table = ok(&["batches", d]);
+    assert!(
+        table.contains("processing ms") && table.contains("fetched"),
+        "{table}"
+    );
 
     // lag: nothing behind.
     let lag = ok(&["lag", d, "--brokers", &bootstrap]);
@@ -626,6 +634,8 @@ fn cli_ui_serves_a_stopped_jobs_batches_read_only() {
     let gap_ms = last.processing_start_ms() - before.processing_start_ms();
     let rate = last.records as f64 / (gap_ms as f64 / 1e3);
     assert!(last.processed_at_ms.is_some(), "{last:?}");
+    // A job with one output fetched each record once.
+    assert_eq!(last.records_fetched, Some(last.records), "{last:?}");
     assert!(
         (view["input_rate"].as_f64().unwrap() - rate).abs() < 1e-6 * rate.max(1.0),
         "{view} after {gap_ms} ms"
@@ -1009,6 +1019,8 @@ fn cli_batches_table_shows_each_batchs_resets_and_skipped_offsets() {
                 .with_reset(ResetRecord::new(ResetRecordKind::BelowLogStart, 20), 5),
         ];
         record.records = 35;
+        // Two outputs, one of them reading a chunk of 5 again.
+        record.records_fetched = Some(40);
         record.processing_ms = 40;
         record.scheduling_delay_ms = 10;
         record.min_timestamp_ms = Some(1_700_000_000_000);
@@ -1032,14 +1044,18 @@ fn cli_batches_table_shows_each_batchs_resets_and_skipped_offsets() {
     assert_eq!(lines.len(), 4, "{table}");
     assert!(lines[0].contains("  resets  "), "{table}");
     for quiet in &lines[1..3] {
-        assert_eq!(cells(quiet)[7], "-", "{table}");
+        // Records written without the records fetched show none.
+        assert_eq!(cells(quiet)[3], "-", "{table}");
+        assert_eq!(cells(quiet)[8], "-", "{table}");
     }
+    assert!(lines[0].contains("  fetched  "), "{table}");
+    assert_eq!(cells(lines[3])[2..4], ["35", "40"], "{table}");
     // From the oldest record's timestamp to the end of processing: 200 ms
     // to the batch time, 10 ms of delay, 40 ms of processing.
     assert!(lines[0].contains("  max latency ms  "), "{table}");
-    assert_eq!(cells(lines[3])[5], "250", "{table}");
+    assert_eq!(cells(lines[3])[6], "250", "{table}");
     assert_eq!(
-        cells(lines[3])[7],
+        cells(lines[3])[8],
         "1 past latest (470), 1 below log start (5)",
         "{table}"
     );

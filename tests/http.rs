@@ -214,6 +214,8 @@ fn metrics_and_the_json_api_reflect_the_committed_batches() {
         assert!(listed.iter().any(|b| b["id"] == id), "batch {id} listed");
         let view = http.json(&format!("/api/batches/{id}"));
         assert_eq!(view["records"], batch.records);
+        // One output: the batch record says each record was fetched once.
+        assert_eq!(view["records_fetched"], batch.records);
         let ranges = view["ranges"].as_array().unwrap();
         assert_eq!(ranges.len(), batch.info.ranges.len());
         for (range, json) in batch.info.ranges.iter().zip(ranges) {
@@ -339,6 +341,8 @@ fn end_to_end_latency_runs_from_the_oldest_records_timestamp_to_the_commit() {
     let (status, page) = http.get(&format!("/batches/{}", oldest.info.id));
     assert_eq!(status, 200);
     assert!(page.contains(&format!("({hour_ago} to ")), "{page}");
+    let fetched = format!("<td class=l id=fetched>{}</td>", oldest.records_fetched);
+    assert!(page.contains(&fetched), "{fetched} in {page}");
     running.stop();
 
     // The batch record keeps the timestamps (for `sluice batches`).

@@ -21,6 +21,14 @@ pub struct BatchRecord {
     /// Records read across all ranges.
     #[serde(default)]
     pub records: u64,
+    /// Records the batch took from its input, counting a record once per
+    /// read of it: equal to `records` when the batch read each range once,
+    /// however many outputs use the input; more when outputs read chunks
+    /// again that did not fit in the graph's `shared_input_bytes`, or a
+    /// task was retried. `None` in records written before sluice kept it
+    /// (2026-12-05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_fetched: Option<u64>,
     /// Wall time from the start of processing to the commit, in ms.
     #[serde(default)]
     pub processing_ms: u64,
@@ -120,6 +128,7 @@ impl BatchRecord {
             time_ms,
             ranges: Vec::new(),
             records: 0,
+            records_fetched: None,
             processing_ms: 0,
             processing_us: 0,
             scheduling_delay_ms: 0,
@@ -264,6 +273,7 @@ mod tests {
                 .with_reset(ResetRecord::new(ResetRecordKind::BelowLogStart, 4), 6),
         );
         record.records = 9;
+        record.records_fetched = Some(18);
         record.rate_limit = Some("max 100/s per partition".into());
         let json = serde_json::to_vec(&record).unwrap();
         assert_eq!(
@@ -279,6 +289,7 @@ mod tests {
         let record: BatchRecord = serde_json::from_str(json).unwrap();
         assert_eq!(record.id, 3);
         assert_eq!(record.rate_limit, None);
+        assert_eq!(record.records_fetched, None);
         assert_eq!(record.ranges[0].skipped_offsets, 0);
         assert_eq!(record.ranges[0].reset, None);
     }

@@ -788,6 +788,7 @@ fn batch_record(
         range.records = records;
     }
     record.records = output.records_read.iter().sum();
+    record.records_fetched = Some(output.records_fetched);
     record.processing_ms = processing.as_millis() as u64;
     record.processing_us = processing.as_micros() as u64;
     record.processed_at_ms = Some(now_ms());

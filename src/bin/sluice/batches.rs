@@ -29,10 +29,11 @@ pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool, skip_empty: bool) 
         .max()
         .unwrap_or(0);
     out!(
-        "{:>8}  {:<24}  {:>10}  {:>13}  {:>14}  {:>14}  {:>12}  {:<width$}  rate limit",
+        "{:>8}  {:<24}  {:>10}  {:>10}  {:>13}  {:>14}  {:>14}  {:>12}  {:<width$}  rate limit",
         "batch",
         "time (UTC)",
         "records",
+        "fetched",
         "processing ms",
         "sched delay ms",
         "max latency ms",
@@ -41,10 +42,12 @@ pub(crate) fn run(dir: &Path, since: Option<i64>, json: bool, skip_empty: bool) 
     );
     for (b, resets) in rows {
         out!(
-            "{:>8}  {:<24}  {:>10}  {:>13}  {:>14}  {:>14}  {:>12}  {:<width$}  {}",
+            "{:>8}  {:<24}  {:>10}  {:>10}  {:>13}  {:>14}  {:>14}  {:>12}  {:<width$}  {}",
             b.id,
             format_time(b.time_ms),
             b.records,
+            b.records_fetched
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
             b.processing_ms,
             b.scheduling_delay_ms,
             b.max_latency_ms()

@@ -415,6 +415,7 @@ pub(crate) fn batch(monitor: &Monitor, id: u64) -> Option<String> {
             "<p><a href=\"/\">← {}</a></p><h1>Batch {id}</h1><table id=batch>\
              <tr><th class=l>batch time (UTC)</th><td class=l>{} ({} ms since the epoch)</td></tr>\
              <tr><th class=l>records</th><td class=l>{}</td></tr>\
+             <tr><th class=l title=\"records taken from the input, once per read: more than the records when outputs read chunks again\">records fetched</th><td class=l id=fetched>{}</td></tr>\
              <tr><th class=l>input rate</th><td class=l>{} since the batch before</td></tr>\
              <tr><th class=l>processing rate</th><td class=l>{:.0}/s of processing</td></tr>\
              <tr><th class=l>scheduling delay</th><td class=l>{}</td></tr>\
@@ -430,6 +431,8 @@ pub(crate) fn batch(monitor: &Monitor, id: u64) -> Option<String> {
             time(r.time_ms),
             r.time_ms,
             r.records,
+            r.records_fetched
+                .map_or_else(|| "not recorded".to_owned(), |n| n.to_string()),
             per_second(v.input_rate),
             v.processing_rate,
             secs(v.scheduling_delay_seconds),
