@@ -199,4 +199,11 @@ impl<T: Clone + Send + Sync + 'static> DStream<T> {
             ..cached
         }
     }
+
+    /// [`DStream::cache`], under the name Spark's `DStream.persist()` also
+    /// gives it. sluice keeps a stream in memory only, as its values, for
+    /// the batch: there is no storage level to choose.
+    pub fn persist(&self) -> DStream<T> {
+        self.cache()
+    }
 }

@@ -1409,18 +1409,19 @@ fn an_input_used_by_three_outputs_is_read_once_per_batch() {
 /// derived from it, and the input is read once for it.
 #[test]
 fn a_cached_stream_is_computed_once_a_batch_for_all_its_users() {
-    for executor in executors() {
+    // `persist` is `cache` by Spark's other name.
+    let keeps: [fn(&DStream<String>) -> DStream<String>; 2] = [DStream::cache, DStream::persist];
+    for (executor, keep) in executors()
+        .into_iter()
+        .flat_map(|e| keeps.map(|k| (e.clone(), k)))
+    {
         let graph = StreamGraph::new();
         let parsed = Arc::new(AtomicUsize::new(0));
         let calls = Arc::clone(&parsed);
-        let upper = graph
-            .input()
-            .values_utf8()
-            .map(move |line| {
-                calls.fetch_add(1, Ordering::Relaxed);
-                line.to_uppercase()
-            })
-            .cache();
+        let upper = keep(&graph.input().values_utf8().map(move |line| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            line.to_uppercase()
+        }));
         let counted = collect(&upper.count());
         let values = collect(&upper);
         let twice = collect(&upper.union(&upper));
