@@ -16,8 +16,10 @@
 //! `count_by_value`, `flat_map` + `map` + `reduce_by_key`, and `count_keys`
 //! — each on [`InlineExecutor`] and on a 2-thread [`WorkerPool`]. `shared_stream` runs
 //! two outputs of one derived stream, with and without `cache()`: a stream
-//! cheap to compute (owned words) and one costlier to compute than to copy. `empty_batch` is the fixed cost of `run_batch` for a batch
-//! without ranges.
+//! cheap to compute (owned words) and one costlier to compute than to copy.
+//! `distinct_keys` counts 1M words that are all distinct (a table insert
+//! per word, on both sides of the shuffle). `empty_batch` is the fixed cost
+//! of `run_batch` for a batch without ranges.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -368,6 +370,56 @@ fn shared_stream(c: &mut Criterion, name: &str) {
     group.finish();
 }
 
+/// Lines whose words are all distinct: `partitions` partitions of
+/// `lines_each` lines of 4 words.
+fn distinct_lines(partitions: usize, lines_each: usize) -> Vec<Vec<String>> {
+    (0..partitions)
+        .map(|p| {
+            (0..lines_each)
+                .map(|i| {
+                    let first = (p * lines_each + i) * 4;
+                    (first..first + 4)
+                        .map(|w| format!("w{w}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The wordcount where every word is new (1M distinct keys a batch): each
+/// value inserts a key into its task's table, and the reduce side inserts
+/// every key again. Where the `wordcount` group finds keys already there.
+fn distinct_keys(c: &mut Criterion, name: &str) {
+    const PARTITIONS: usize = 4;
+    const LINES_EACH: usize = 62_500;
+    let partitions = distinct_lines(PARTITIONS, LINES_EACH);
+    let memory = memory_input(&partitions);
+    let info = BatchInfo::new(0, SystemTime::UNIX_EPOCH, memory.full_ranges());
+    let input: Arc<dyn InputReader> = Arc::new(memory);
+    let graph = wordcount_graph();
+    let borrowing = count_keys_graph();
+    let inline: Arc<dyn Executor> = Arc::new(InlineExecutor);
+    let keys = PARTITIONS * LINES_EACH * 4;
+    for graph in [&graph, &borrowing] {
+        let counts = counts(graph, &info, &input, &inline);
+        assert_eq!(counts.len(), keys);
+        assert!(counts.values().all(|&n| n == 1));
+    }
+
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(keys as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function("sluice_inline", |b| {
+        b.iter(|| run(&graph, &info, &input, &inline))
+    });
+    group.bench_function("sluice_count_keys_inline", |b| {
+        b.iter(|| run(&borrowing, &info, &input, &inline))
+    });
+    group.finish();
+}
+
 fn empty_batch(c: &mut Criterion, name: &str) {
     let graph = wordcount_graph();
     let info = BatchInfo::new(0, SystemTime::UNIX_EPOCH, Vec::new());
@@ -404,6 +456,7 @@ fn main() {
     let mut c = config();
     wordcount(&mut c, &format!("wordcount_{allocator}"));
     shared_stream(&mut c, &format!("shared_stream_{allocator}"));
+    distinct_keys(&mut c, &format!("distinct_keys_{allocator}"));
     empty_batch(&mut c, &format!("empty_batch_{allocator}"));
     c.final_summary();
 }

@@ -25,8 +25,9 @@ pub struct BatchRecord {
     /// read of it: equal to `records` when the batch read each range once,
     /// however many outputs use the input; more when outputs read chunks
     /// again that did not fit in the graph's `shared_input_bytes`, or a
-    /// task was retried. `None` in records written before sluice kept it
-    /// (2026-12-05).
+    /// task was retried. Counted in the computation that committed (not in
+    /// earlier failed computations of the batch). `None` in records written
+    /// before sluice kept it (2026-12-05).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records_fetched: Option<u64>,
     /// Wall time from the start of processing to the commit, in ms.

@@ -294,6 +294,7 @@ mod tests {
         assert_eq!(first, second);
         assert_eq!(second, third);
         assert_eq!(input.reads.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.fetched(), 2 * range.count());
     }
 
     #[test]
@@ -403,8 +404,8 @@ mod tests {
         // The first chunk once, the second by each of the three outputs.
         assert_eq!(input.reads.load(Ordering::Relaxed), 4);
         assert_eq!(seen[0].len(), 3);
-        let (kept, again) = (first.count(), second.count());
-        assert_eq!(shared.fetched(), kept + 3 * again);
+        let (kept_records, again) = (first.count(), second.count());
+        assert_eq!(shared.fetched(), kept_records + 3 * again);
         assert!(seen.iter().all(|records| *records == seen[0]));
         let kept = shared.kept.lock().unwrap();
         assert!(kept.chunks.is_empty());
@@ -419,6 +420,7 @@ mod tests {
         let second = shared.read(&input, 0, &range).unwrap();
         assert_eq!(first, second);
         assert_eq!(input.reads.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.fetched(), 2 * range.count());
         assert!(shared.kept.lock().unwrap().chunks.is_empty());
     }
 

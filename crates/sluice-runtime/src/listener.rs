@@ -19,7 +19,9 @@ pub struct BatchCompleted {
     /// `records` when each range was read once, however many output
     /// operations use the input; more when an output read part of a range
     /// again (chunks beyond the context's `shared_input_bytes`, a retried
-    /// task). Records read back for dead letters are not counted.
+    /// task). Counted in the computation of the batch that committed: a
+    /// batch computed again after a failure counts its last computation
+    /// only. Records read back for dead letters are not counted.
     pub records_fetched: u64,
     /// Time from the start of the batch to the end of its outputs.
     pub processing: Duration,

@@ -150,9 +150,10 @@ impl<T: Clone + Send + Sync + 'static> DStream<T> {
     /// The same stream, computed once a batch however many output
     /// operations (or sides of a `union` or join) use it, and kept in
     /// memory until the batch ends; each user gets its own copy of the
-    /// values. Like Spark's `DStream.cache()` (memory only, values kept as
-    /// they are), for streams that are costly to compute: a parse, a
-    /// lookup, a join.
+    /// values. Like Spark's `DStream.cache()`, for streams that are costly
+    /// to compute: a parse, a lookup, a join; where Spark keeps a DStream's
+    /// data serialised by default, sluice keeps the values as they are, in
+    /// memory only.
     ///
     /// Nothing else changes: the values come in the same partitions and
     /// order, and keep the Kafka coordinates and timestamp of the record

@@ -2,11 +2,12 @@
 //! shuffle, and the final reduce in the reduce tasks.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::scope::{BatchScope, TaskContext};
@@ -52,7 +53,7 @@ type FoldLent<T, K, S> = dyn Fn(&T, &mut Combined<K, S>) + Send + Sync;
 
 /// A keyed aggregation: values combined per key inside every source task,
 /// shuffled by key hash, and combined again by the reduce tasks. The
-/// combines keep each key's value in a slot `S` ([`Slot`]).
+/// combines keep each key's value in an accumulator `S` ([`Accumulator`]).
 struct ReduceByKey<T, K, V, S> {
     id: usize,
     parent: Arc<dyn Node<T>>,
@@ -61,32 +62,40 @@ struct ReduceByKey<T, K, V, S> {
     partitions: Option<usize>,
 }
 
-/// Values combined per key with the reduce function, each in a slot `S`.
-/// Each value costs one hash lookup: the key's slot is reduced with the
-/// new value in place, so the key is never removed and re-inserted.
+/// Values combined per key with the reduce function, each in an
+/// accumulator `S`. Each value costs one hash and one probe of the table:
+/// the key's accumulator is reduced with the new value in place, and a key
+/// seen before is dropped where it is; a new key is moved (or, borrowed,
+/// copied) into the free place the probe ends at, without a second search.
+/// (A `HashMap` needs two searches for a new key when the key is looked up
+/// by reference first: with every key new, a batch took 1.4–1.6× as long.)
 pub(crate) struct Combined<K, S> {
-    slots: HashMap<K, S, foldhash::fast::RandomState>,
+    entries: HashTable<(K, S)>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<K: Hash + Eq, S> Combined<K, S> {
     fn new() -> Self {
         Self {
-            slots: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            entries: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
     /// Folds `values` in, combining values of equal keys with `reduce`.
     fn extend<V>(&mut self, values: impl Iterator<Item = (K, V)>, reduce: &impl Fn(V, V) -> V)
     where
-        S: Slot<V>,
+        S: Accumulator<V>,
     {
         for (key, value) in values {
-            // Looked up by reference, the key is moved only into a new
-            // entry: a duplicate is dropped where it is.
-            match self.slots.get_mut(&key) {
-                Some(slot) => slot.fold(value, reduce),
-                None => {
-                    self.slots.insert(key, S::new(value));
+            let hash = self.hasher.hash_one(&key);
+            match self
+                .entries
+                .entry(hash, |(k, _)| *k == key, |(k, _)| self.hasher.hash_one(k))
+            {
+                Entry::Occupied(mut entry) => entry.get_mut().1.fold(value, reduce),
+                Entry::Vacant(entry) => {
+                    entry.insert((key, S::new(value)));
                 }
             }
         }
@@ -98,48 +107,57 @@ impl<K: Hash + Eq, S> Combined<K, S> {
     where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         K: Borrow<Q>,
-        S: Slot<V>,
+        S: Accumulator<V>,
     {
-        match self.slots.get_mut(key) {
-            Some(slot) => slot.fold(value, reduce),
-            None => {
-                self.slots.insert(key.to_owned(), S::new(value));
+        // `Borrow` promises a key and its borrowed form hash alike.
+        let hash = self.hasher.hash_one(key);
+        let found = |(k, _): &(K, S)| k.borrow() == key;
+        match self
+            .entries
+            .entry(hash, found, |(k, _)| self.hasher.hash_one(k))
+        {
+            Entry::Occupied(mut entry) => entry.get_mut().1.fold(value, reduce),
+            Entry::Vacant(entry) => {
+                entry.insert((key.to_owned(), S::new(value)));
             }
         }
     }
 
     fn into_iter<V>(self) -> impl Iterator<Item = (K, V)>
     where
-        S: Slot<V>,
+        S: Accumulator<V>,
     {
-        self.slots
+        self.entries
             .into_iter()
-            .map(|(key, slot)| (key, slot.into_value()))
+            .map(|(key, acc)| (key, acc.into_value()))
     }
 }
 
-/// How a combine keeps a key's value between reductions.
-pub(crate) trait Slot<V> {
+/// How a combine keeps a key's value between reductions: its
+/// accumulator, in the table entry of the key.
+pub(crate) trait Accumulator<V> {
+    /// The accumulator of a key's first value.
     fn new(value: V) -> Self;
     /// Reduces the kept value with `value`, in place.
     fn fold(&mut self, value: V, reduce: &impl Fn(V, V) -> V);
+    /// The value reduced so far.
     fn into_value(self) -> V;
 }
 
 /// Any value: taken out for `reduce`, which takes it by value, and put
 /// back.
-impl<V> Slot<V> for Option<V> {
+impl<V> Accumulator<V> for Option<V> {
     fn new(value: V) -> Self {
         Some(value)
     }
 
     fn fold(&mut self, value: V, reduce: &impl Fn(V, V) -> V) {
-        let old = self.take().expect("a combined slot always holds a value");
+        let old = self.take().expect("an accumulator always holds a value");
         *self = Some(reduce(old, value));
     }
 
     fn into_value(self) -> V {
-        self.expect("a combined slot always holds a value")
+        self.expect("an accumulator always holds a value")
     }
 }
 
@@ -147,8 +165,8 @@ impl<V> Slot<V> for Option<V> {
 /// an `Option` around it, so a table entry is as small as a hand-written
 /// count's and more of a task's table stays in the CPU's cache (the general
 /// wordcount on one thread takes about 8 % less time than with
-/// `Option<i64>` slots).
-impl Slot<i64> for i64 {
+/// `Option<i64>` accumulators).
+impl Accumulator<i64> for i64 {
     fn new(value: i64) -> Self {
         value
     }
@@ -167,7 +185,7 @@ where
     T: Send + 'static,
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
-    S: Slot<V> + Send + 'static,
+    S: Accumulator<V> + Send + 'static,
 {
     fn prepare(&self, scope: &Arc<BatchScope>) -> Result<()> {
         let reducers = self.partitions.unwrap_or(scope.shuffle_partitions).max(1);

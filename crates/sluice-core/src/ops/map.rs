@@ -221,7 +221,8 @@ enum Ahead {
     Text(i64, Option<i64>, std::result::Result<String, BoxError>),
     /// Its record, sharing the payload the input read (boxed: a chunk's
     /// values are mostly texts, and a small `Ahead` keeps the chunk's
-    /// buffer small).
+    /// buffer small; it costs an allocation per record only for the records
+    /// of a chunk beyond its first [`TEXT_AHEAD_BYTES`] of text).
     Record(Box<Record>),
 }
 

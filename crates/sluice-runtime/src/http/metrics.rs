@@ -129,8 +129,9 @@ impl Metrics {
         );
         registry.register(
             "sluice_records_fetched",
-            "Kafka records committed batches took from the broker, once per read: above \
-             sluice_records_read when outputs read part of a batch again",
+            "Kafka records committed batches took from the broker, once per read, in the \
+             computation that committed: above sluice_records_read when outputs read part of a \
+             batch again or a task was retried",
             records_fetched.clone(),
         );
         registry.register(
