@@ -1410,7 +1410,8 @@ fn an_input_used_by_three_outputs_is_read_once_per_batch() {
 #[test]
 fn a_cached_stream_is_computed_once_a_batch_for_all_its_users() {
     // `persist` is `cache` by Spark's other name.
-    let keeps: [fn(&DStream<String>) -> DStream<String>; 2] = [DStream::cache, DStream::persist];
+    type Keep = fn(&DStream<String>) -> DStream<String>;
+    let keeps: [Keep; 2] = [DStream::cache, DStream::persist];
     for (executor, keep) in executors()
         .into_iter()
         .flat_map(|e| keeps.map(|k| (e.clone(), k)))
