@@ -528,10 +528,14 @@ impl Bench {
             committed == target,
             "sluice {name} committed {committed} records, expected {target}"
         );
-        // However many outputs: each record taken from Kafka once.
+        // However many outputs: each record taken from Kafka once (the
+        // jobs keep every chunk for their later outputs). Only a failed and
+        // retried task could read a range twice: the run is not what it
+        // measures then.
         ensure!(
             fetched == committed,
-            "sluice {name} fetched {fetched} records from Kafka for the {committed} it read"
+            "sluice {name} fetched {fetched} records from Kafka for the {committed} it read: a \
+             range was read twice (a task retried after a failure? see the log)"
         );
         let expected = match job {
             Job::PassThrough | Job::PassThroughHttp | Job::MoreOutputs(_) => target as i64,
