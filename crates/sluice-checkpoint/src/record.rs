@@ -27,8 +27,8 @@ pub struct BatchRecord {
     /// again that did not fit in the graph's `shared_input_bytes`, or a
     /// task was retried. Counted in the computation that committed (not in
     /// earlier failed computations of the batch). `None` in records written
-    /// before sluice kept it (2026-12-05).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// before sluice kept it (2026-12-05), shown as `null` (unknown).
+    #[serde(default)]
     pub records_fetched: Option<u64>,
     /// Wall time from the start of processing to the commit, in ms.
     #[serde(default)]
@@ -291,6 +291,11 @@ mod tests {
         assert_eq!(record.id, 3);
         assert_eq!(record.rate_limit, None);
         assert_eq!(record.records_fetched, None);
+        // Unknown, not left out, when shown again (`sluice batches --json`,
+        // `/api/batches`).
+        let shown = serde_json::to_value(&record).unwrap();
+        assert!(shown["records_fetched"].is_null(), "{shown}");
+        assert!(shown.as_object().unwrap().contains_key("records_fetched"));
         assert_eq!(record.ranges[0].skipped_offsets, 0);
         assert_eq!(record.ranges[0].reset, None);
     }
